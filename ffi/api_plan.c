@@ -1,0 +1,276 @@
+/* api_plan.c - plan handles: parameters, the validation of SPEC.md's rules, finalize. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "ffi_internal.h"
+
+#define PARAM_COUNT 12
+
+static const char *const param_names[PARAM_COUNT] = {
+    "BATCH", "SEQ_LEN", "HEADS", "KV_HEADS", "HEAD_DIM", "DTYPE",
+    "LAYOUT", "LEVELS", "POOLING", "TOPK", "MODE", "SOFTMAX_SCALE"};
+
+const char *lh_param_name(lh_param param) {
+    return (param >= 0 && param < PARAM_COUNT) ? param_names[param] : "UNKNOWN";
+}
+
+static bool is_pow2(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
+
+LH_API lh_status lh_plan_create(lh_context *context, lh_plan **out_plan) {
+    lh_clear_error();
+    if (!context) return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_create: context is NULL");
+    if (!out_plan) return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_create: out_plan is NULL");
+    lh_plan *plan = calloc(1, sizeof *plan);
+    if (!plan) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "lh_plan_create: out of host memory");
+    plan->context = context;
+    plan->cfg.batch = 1;
+    plan->cfg.dtype = LH_DTYPE_FLOAT32;
+    plan->cfg.layout = LH_LAYOUT_BNHD;
+    plan->cfg.mode = LH_MODE_LIGHTHOUSE;
+    plan->cfg.levels = 3;
+    plan->cfg.pooling = 4;
+    plan->cfg.topk = 2048;
+    context->live_plans++;
+    *out_plan = plan;
+    return LH_OK;
+}
+
+LH_API lh_status lh_plan_destroy(lh_plan *plan) {
+    lh_clear_error();
+    if (!plan) return LH_OK;
+    if (plan->state) plan->context->ops->plan_destroy(plan->state);
+    plan->context->live_plans--;
+    free(plan);
+    return LH_OK;
+}
+
+/* Rules on one value alone; the rules that relate parameters wait for finalize. */
+static lh_status check_value(lh_param param, int64_t v) {
+    const char *name = lh_param_name(param);
+    switch (param) {
+    case LH_PARAM_BATCH: case LH_PARAM_SEQ_LEN: case LH_PARAM_HEADS:
+    case LH_PARAM_KV_HEADS: case LH_PARAM_HEAD_DIM:
+        if (v <= 0 || v > (INT64_C(1) << 40))
+            return lh_fail(LH_ERROR_INVALID_VALUE,
+                           "%s must be a positive size no larger than 2^40 (got %lld)", name,
+                           (long long)v);
+        return LH_OK;
+    case LH_PARAM_DTYPE:
+        if (v < LH_DTYPE_FLOAT32 || v > LH_DTYPE_BFLOAT16)
+            return lh_fail(LH_ERROR_INVALID_VALUE,
+                           "DTYPE must be FLOAT32 (0), FLOAT16 (1) or BFLOAT16 (2) (got %lld)",
+                           (long long)v);
+        return LH_OK;
+    case LH_PARAM_LAYOUT:
+        if (v != LH_LAYOUT_BNHD && v != LH_LAYOUT_BHND)
+            return lh_fail(LH_ERROR_INVALID_VALUE,
+                           "LAYOUT must be BNHD (0) or BHND (1) (got %lld)", (long long)v);
+        return LH_OK;
+    case LH_PARAM_MODE:
+        if (v != LH_MODE_LIGHTHOUSE && v != LH_MODE_DENSE)
+            return lh_fail(LH_ERROR_INVALID_VALUE,
+                           "MODE must be LIGHTHOUSE (0) or DENSE (1) (got %lld)", (long long)v);
+        return LH_OK;
+    case LH_PARAM_LEVELS:
+        if (v < 2 || v > LH_MAX_LEVELS)
+            return lh_fail(LH_ERROR_LEVELS, "LEVELS must be in 2..%d (got %lld)", LH_MAX_LEVELS,
+                           (long long)v);
+        return LH_OK;
+    case LH_PARAM_POOLING:
+        if (v < 2 || v > 64 || !is_pow2(v))
+            return lh_fail(LH_ERROR_POOLING,
+                           "POOLING must be a power of two in 2..64 (got %lld)", (long long)v);
+        return LH_OK;
+    case LH_PARAM_TOPK:
+        if (v <= 0 || v % 128 != 0)
+            return lh_fail(LH_ERROR_TOPK,
+                           "TOPK must be a positive multiple of 128 (got %lld)", (long long)v);
+        return LH_OK;
+    case LH_PARAM_SOFTMAX_SCALE:
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "SOFTMAX_SCALE is a floating-point parameter; use lh_plan_set_f64");
+    }
+    return lh_fail(LH_ERROR_INVALID_VALUE, "unknown parameter %d", (int)param);
+}
+
+static lh_status check_settable(lh_plan *plan, const char *fn) {
+    if (!plan) return lh_fail(LH_ERROR_NULL_POINTER, "%s: plan is NULL", fn);
+    if (plan->finalized)
+        return lh_fail(LH_ERROR_BAD_STATE,
+                       "%s: the plan is finalized; parameters can no longer change "
+                       "(create a new plan)", fn);
+    return LH_OK;
+}
+
+LH_API lh_status lh_plan_set_i64(lh_plan *plan, lh_param param, int64_t value) {
+    lh_clear_error();
+    lh_status st = check_settable(plan, "lh_plan_set_i64");
+    if (st == LH_OK) st = check_value(param, value);
+    if (st != LH_OK) return lh_fail_context(st, "lh_plan_set_i64");
+    lh_config *c = &plan->cfg;
+    switch (param) {
+    case LH_PARAM_BATCH: c->batch = value; break;
+    case LH_PARAM_SEQ_LEN: c->seq_len = value; break;
+    case LH_PARAM_HEADS: c->heads = value; break;
+    case LH_PARAM_KV_HEADS: c->kv_heads = value; break;
+    case LH_PARAM_HEAD_DIM: c->head_dim = value; break;
+    case LH_PARAM_DTYPE: c->dtype = (lh_dtype)value; break;
+    case LH_PARAM_LAYOUT: c->layout = (lh_layout)value; break;
+    case LH_PARAM_LEVELS: c->levels = value; break;
+    case LH_PARAM_POOLING: c->pooling = value; break;
+    case LH_PARAM_TOPK: c->topk = value; break;
+    case LH_PARAM_MODE: c->mode = (lh_mode)value; break;
+    case LH_PARAM_SOFTMAX_SCALE: break; /* rejected by check_value */
+    }
+    plan->set_mask |= 1u << param;
+    return LH_OK;
+}
+
+LH_API lh_status lh_plan_set_f64(lh_plan *plan, lh_param param, double value) {
+    lh_clear_error();
+    lh_status st = check_settable(plan, "lh_plan_set_f64");
+    if (st != LH_OK) return st;
+    if (param != LH_PARAM_SOFTMAX_SCALE)
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "lh_plan_set_f64: only SOFTMAX_SCALE is a floating-point parameter "
+                       "(got parameter %d, %s)", (int)param, lh_param_name(param));
+    if (!(value > 0.0) || !isfinite(value))
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "lh_plan_set_f64: SOFTMAX_SCALE must be finite and > 0 (got %g)", value);
+    plan->cfg.scale = value;
+    plan->scale_set = true;
+    plan->set_mask |= 1u << param;
+    return LH_OK;
+}
+
+static int64_t effective_kv_heads(const lh_plan *plan) {
+    return (plan->set_mask & (1u << LH_PARAM_KV_HEADS)) ? plan->cfg.kv_heads : plan->cfg.heads;
+}
+
+LH_API lh_status lh_plan_get_param_i64(const lh_plan *plan, lh_param param, int64_t *out_value) {
+    lh_clear_error();
+    if (!plan) return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_get_param_i64: plan is NULL");
+    if (!out_value)
+        return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_get_param_i64: out_value is NULL");
+    const lh_config *c = &plan->cfg;
+    switch (param) {
+    case LH_PARAM_BATCH: *out_value = c->batch; return LH_OK;
+    case LH_PARAM_SEQ_LEN: *out_value = c->seq_len; return LH_OK;
+    case LH_PARAM_HEADS: *out_value = c->heads; return LH_OK;
+    case LH_PARAM_KV_HEADS: *out_value = effective_kv_heads(plan); return LH_OK;
+    case LH_PARAM_HEAD_DIM: *out_value = c->head_dim; return LH_OK;
+    case LH_PARAM_DTYPE: *out_value = c->dtype; return LH_OK;
+    case LH_PARAM_LAYOUT: *out_value = c->layout; return LH_OK;
+    case LH_PARAM_LEVELS: *out_value = c->levels; return LH_OK;
+    case LH_PARAM_POOLING: *out_value = c->pooling; return LH_OK;
+    case LH_PARAM_TOPK: *out_value = c->topk; return LH_OK;
+    case LH_PARAM_MODE: *out_value = c->mode; return LH_OK;
+    case LH_PARAM_SOFTMAX_SCALE: break;
+    }
+    return lh_fail(LH_ERROR_INVALID_VALUE,
+                   "lh_plan_get_param_i64: parameter %d is not an integer parameter", (int)param);
+}
+
+LH_API lh_status lh_plan_get_param_f64(const lh_plan *plan, lh_param param, double *out_value) {
+    lh_clear_error();
+    if (!plan) return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_get_param_f64: plan is NULL");
+    if (!out_value)
+        return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_get_param_f64: out_value is NULL");
+    if (param != LH_PARAM_SOFTMAX_SCALE)
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "lh_plan_get_param_f64: only SOFTMAX_SCALE is a floating-point parameter");
+    if (plan->scale_set) *out_value = plan->cfg.scale;
+    else *out_value = plan->cfg.head_dim > 0 ? 1.0 / sqrt((double)plan->cfg.head_dim) : 0.0;
+    return LH_OK;
+}
+
+/* SPEC.md "Inputs and parameters" and section 2: the rules that relate parameters. */
+static lh_status validate(lh_plan *plan) {
+    static const lh_param required[] = {LH_PARAM_SEQ_LEN, LH_PARAM_HEADS, LH_PARAM_HEAD_DIM};
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
+        if (!(plan->set_mask & (1u << required[i])))
+            return lh_fail(LH_ERROR_INVALID_VALUE, "%s must be set before finalize",
+                           lh_param_name(required[i]));
+    lh_config *c = &plan->cfg;
+    c->kv_heads = effective_kv_heads(plan);
+    if (c->heads % c->kv_heads != 0)
+        return lh_fail(LH_ERROR_HEADS_MISMATCH,
+                       "HEADS must be a multiple of KV_HEADS (got HEADS = %lld, KV_HEADS = %lld)",
+                       (long long)c->heads, (long long)c->kv_heads);
+    /* Element counts of every tensor must fit an int64 with room to spare. */
+    double elems = (double)c->batch * (double)c->seq_len * (double)c->heads * (double)c->head_dim;
+    if (elems > 9.0e15)
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "BATCH * SEQ_LEN * HEADS * HEAD_DIM = %.3g elements is too large", elems);
+    if (!plan->scale_set) c->scale = 1.0 / sqrt((double)c->head_dim);
+    if (c->mode == LH_MODE_DENSE) return LH_OK;
+
+    int64_t width = 1;
+    for (int64_t l = 1; l < c->levels; l++) {
+        if (width > c->seq_len)
+            break;
+        width *= c->pooling;
+    }
+    int64_t tiles = c->topk / 128;
+    if (width > c->seq_len || c->seq_len % width != 0 || (c->seq_len / width) % tiles != 0)
+        return lh_fail(LH_ERROR_SEQ_DIVISIBILITY,
+                       "SEQ_LEN must be a multiple of POOLING^(LEVELS-1) * TOPK/128 = %lld^%lld * "
+                       "%lld (got SEQ_LEN = %lld)",
+                       (long long)c->pooling, (long long)(c->levels - 1), (long long)tiles,
+                       (long long)c->seq_len);
+    int64_t per_tile = c->seq_len / width / tiles;
+    if (per_tile < 128)
+        return lh_fail(LH_ERROR_TILE_TOO_SMALL,
+                       "each of the TOPK/128 = %lld tiles of the coarsest level must hold at least "
+                       "128 entries, but SEQ_LEN / POOLING^(LEVELS-1) / (TOPK/128) = %lld / %lld / "
+                       "%lld = %lld",
+                       (long long)tiles, (long long)c->seq_len, (long long)width,
+                       (long long)tiles, (long long)per_tile);
+    return LH_OK;
+}
+
+LH_API lh_status lh_plan_finalize(lh_plan *plan) {
+    lh_clear_error();
+    if (!plan) return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_finalize: plan is NULL");
+    if (plan->finalized)
+        return lh_fail(LH_ERROR_BAD_STATE, "lh_plan_finalize: the plan is already finalized");
+    lh_status st = validate(plan);
+    if (st != LH_OK) return lh_fail_context(st, "lh_plan_finalize");
+    lh_config_derive(&plan->cfg);
+    lh_context *ctx = plan->context;
+    lh_plan_sizes sizes = {0};
+    void *state = NULL;
+    st = ctx->ops->plan_create(ctx->state, &ctx->options, &plan->cfg, &state, &sizes);
+    if (st != LH_OK) return lh_fail_context(st, "lh_plan_finalize");
+    plan->state = state;
+    plan->sizes = sizes;
+    plan->finalized = true;
+    return LH_OK;
+}
+
+lh_status lh_check_plan_ready(const lh_plan *plan, const char *fn) {
+    if (!plan) return lh_fail(LH_ERROR_NULL_POINTER, "%s: plan is NULL", fn);
+    if (!plan->finalized)
+        return lh_fail(LH_ERROR_BAD_STATE,
+                       "%s: the plan is not finalized; call lh_plan_finalize first", fn);
+    return LH_OK;
+}
+
+LH_API lh_status lh_plan_get_i64(const lh_plan *plan, lh_query query, int64_t *out_value) {
+    lh_clear_error();
+    lh_status st = lh_check_plan_ready(plan, "lh_plan_get_i64");
+    if (st != LH_OK) return st;
+    if (!out_value) return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_get_i64: out_value is NULL");
+    switch (query) {
+    case LH_QUERY_SUBSEQ_LEN: *out_value = plan->cfg.s_sel; return LH_OK;
+    case LH_QUERY_PYRAMID_LEN: *out_value = plan->cfg.s_total; return LH_OK;
+    case LH_QUERY_SAVED_BYTES: *out_value = plan->sizes.saved_bytes; return LH_OK;
+    case LH_QUERY_FWD_WORKSPACE_BYTES: *out_value = plan->sizes.fwd_workspace_bytes; return LH_OK;
+    case LH_QUERY_BWD_WORKSPACE_BYTES: *out_value = plan->sizes.bwd_workspace_bytes; return LH_OK;
+    case LH_QUERY_STAGE_WORKSPACE_BYTES:
+        *out_value = plan->sizes.stage_workspace_bytes;
+        return LH_OK;
+    case LH_QUERY_BACKEND: *out_value = plan->context->ops->kind; return LH_OK;
+    }
+    return lh_fail(LH_ERROR_INVALID_VALUE, "lh_plan_get_i64: unknown query %d", (int)query);
+}

@@ -1,0 +1,187 @@
+/* api_run.c - forward, backward and the stage entry points: check every argument, then run.
+ * Nothing reaches a backend until every pointer has passed, so an error never leaves a caller's
+ * output half written. */
+#include "ffi_internal.h"
+
+typedef struct buffer_arg {
+    const void *ptr;
+    size_t bytes;
+    size_t align;
+    const char *name;
+    bool optional; /* NULL allowed (then not checked) */
+} buffer_arg;
+
+static lh_status check_buffers(const lh_plan *plan, const char *fn, const buffer_arg *args,
+                               size_t count, void *stream) {
+    for (size_t i = 0; i < count; i++) {
+        const buffer_arg *a = &args[i];
+        if (!a->ptr) {
+            if (a->optional || a->bytes == 0) continue;
+            return lh_fail(LH_ERROR_NULL_POINTER, "%s: %s is NULL (%zu bytes are needed)", fn,
+                           a->name, a->bytes);
+        }
+        if ((uintptr_t)a->ptr % a->align != 0)
+            return lh_fail(LH_ERROR_BAD_POINTER,
+                           "%s: %s = %p is not aligned to %zu bytes", fn, a->name, a->ptr,
+                           a->align);
+        lh_status st = plan->context->ops->check_buffer(plan->state, a->ptr, a->bytes, a->name);
+        if (st != LH_OK) return lh_fail_context(st, fn);
+    }
+    lh_status st = plan->context->ops->check_stream(plan->state, stream);
+    return st == LH_OK ? st : lh_fail_context(st, fn);
+}
+
+static size_t tensor_bytes(const lh_config *c, int64_t heads, int64_t seq) {
+    return (size_t)(c->batch * heads * seq * c->head_dim) * lh_dtype_size(c->dtype);
+}
+
+static lh_status check_lighthouse(const lh_plan *plan, const char *fn) {
+    if (plan->cfg.mode != LH_MODE_LIGHTHOUSE)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "%s: stage entry points need MODE = LIGHTHOUSE (this plan is DENSE)", fn);
+    return LH_OK;
+}
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+LH_API lh_status lh_forward(lh_plan *plan, const void *q, const void *k, const void *v, void *out,
+                            void *saved, void *workspace, void *stream) {
+    lh_clear_error();
+    const char *fn = "lh_forward";
+    lh_status st = lh_check_plan_ready(plan, fn);
+    if (st != LH_OK) return st;
+    const lh_config *c = &plan->cfg;
+    size_t es = lh_dtype_size(c->dtype);
+    const buffer_arg args[] = {
+        {q, tensor_bytes(c, c->heads, c->seq_len), es, "q", false},
+        {k, tensor_bytes(c, c->kv_heads, c->seq_len), es, "k", false},
+        {v, tensor_bytes(c, c->kv_heads, c->seq_len), es, "v", false},
+        {out, tensor_bytes(c, c->heads, c->seq_len), es, "out", false},
+        {saved, (size_t)plan->sizes.saved_bytes, 16, "saved", false},
+        {workspace, (size_t)plan->sizes.fwd_workspace_bytes, 16, "workspace", false},
+    };
+    st = check_buffers(plan, fn, args, COUNT(args), stream);
+    if (st != LH_OK) return st;
+    st = plan->context->ops->forward(plan->state, q, k, v, out, saved, workspace, stream);
+    return st == LH_OK ? st : lh_fail_context(st, fn);
+}
+
+LH_API lh_status lh_backward(lh_plan *plan, const void *q, const void *k, const void *v,
+                             const void *out, const void *dout, const void *saved, void *dq,
+                             void *dk, void *dv, void *workspace, void *stream) {
+    lh_clear_error();
+    const char *fn = "lh_backward";
+    lh_status st = lh_check_plan_ready(plan, fn);
+    if (st != LH_OK) return st;
+    const lh_config *c = &plan->cfg;
+    size_t es = lh_dtype_size(c->dtype);
+    size_t qb = tensor_bytes(c, c->heads, c->seq_len), kb = tensor_bytes(c, c->kv_heads, c->seq_len);
+    const buffer_arg args[] = {
+        {q, qb, es, "q", false},
+        {k, kb, es, "k", false},
+        {v, kb, es, "v", false},
+        {out, qb, es, "out", c->mode == LH_MODE_LIGHTHOUSE},
+        {dout, qb, es, "dout", false},
+        {saved, (size_t)plan->sizes.saved_bytes, 16, "saved", false},
+        {dq, qb, es, "dq", false},
+        {dk, kb, es, "dk", false},
+        {dv, kb, es, "dv", false},
+        {workspace, (size_t)plan->sizes.bwd_workspace_bytes, 16, "workspace", false},
+    };
+    st = check_buffers(plan, fn, args, COUNT(args), stream);
+    if (st != LH_OK) return st;
+    st = plan->context->ops->backward(plan->state, q, k, v, out, dout, saved, dq, dk, dv,
+                                      workspace, stream);
+    return st == LH_OK ? st : lh_fail_context(st, fn);
+}
+
+LH_API lh_status lh_scores(lh_plan *plan, const void *q, const void *k, float *scores_q,
+                           float *scores_k, void *workspace, void *stream) {
+    lh_clear_error();
+    const char *fn = "lh_scores";
+    lh_status st = lh_check_plan_ready(plan, fn);
+    if (st == LH_OK) st = check_lighthouse(plan, fn);
+    if (st != LH_OK) return st;
+    const lh_config *c = &plan->cfg;
+    size_t es = lh_dtype_size(c->dtype);
+    const buffer_arg args[] = {
+        {q, tensor_bytes(c, c->heads, c->seq_len), es, "q", false},
+        {k, tensor_bytes(c, c->kv_heads, c->seq_len), es, "k", false},
+        {scores_q, (size_t)(c->batch * c->heads * c->s_total) * 4, 4, "scores_q", false},
+        {scores_k, (size_t)(c->batch * c->kv_heads * c->s_total) * 4, 4, "scores_k", false},
+        {workspace, (size_t)plan->sizes.stage_workspace_bytes, 16, "workspace", false},
+    };
+    st = check_buffers(plan, fn, args, COUNT(args), stream);
+    if (st != LH_OK) return st;
+    st = plan->context->ops->scores(plan->state, q, k, scores_q, scores_k, workspace, stream);
+    return st == LH_OK ? st : lh_fail_context(st, fn);
+}
+
+LH_API lh_status lh_select(lh_plan *plan, const float *scores_q, const float *scores_k,
+                           int32_t *indices, void *workspace, void *stream) {
+    lh_clear_error();
+    const char *fn = "lh_select";
+    lh_status st = lh_check_plan_ready(plan, fn);
+    if (st == LH_OK) st = check_lighthouse(plan, fn);
+    if (st != LH_OK) return st;
+    const lh_config *c = &plan->cfg;
+    const buffer_arg args[] = {
+        {scores_q, (size_t)(c->batch * c->heads * c->s_total) * 4, 4, "scores_q", false},
+        {scores_k, (size_t)(c->batch * c->kv_heads * c->s_total) * 4, 4, "scores_k", false},
+        {indices, (size_t)(c->batch * c->heads * c->s_sel) * 4, 4, "indices", false},
+        {workspace, (size_t)plan->sizes.stage_workspace_bytes, 16, "workspace", false},
+    };
+    st = check_buffers(plan, fn, args, COUNT(args), stream);
+    if (st != LH_OK) return st;
+    st = plan->context->ops->select(plan->state, scores_q, scores_k, indices, workspace, stream);
+    return st == LH_OK ? st : lh_fail_context(st, fn);
+}
+
+LH_API lh_status lh_gather(lh_plan *plan, const void *q, const void *k, const void *v,
+                           const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
+                           void *workspace, void *stream) {
+    lh_clear_error();
+    const char *fn = "lh_gather";
+    lh_status st = lh_check_plan_ready(plan, fn);
+    if (st == LH_OK) st = check_lighthouse(plan, fn);
+    if (st != LH_OK) return st;
+    const lh_config *c = &plan->cfg;
+    size_t es = lh_dtype_size(c->dtype);
+    size_t sel = tensor_bytes(c, c->heads, c->s_sel);
+    const buffer_arg args[] = {
+        {q, tensor_bytes(c, c->heads, c->seq_len), es, "q", false},
+        {k, tensor_bytes(c, c->kv_heads, c->seq_len), es, "k", false},
+        {v, tensor_bytes(c, c->kv_heads, c->seq_len), es, "v", false},
+        {indices, (size_t)(c->batch * c->heads * c->s_sel) * 4, 4, "indices", false},
+        {q_sel, sel, es, "q_sel", false},
+        {k_sel, sel, es, "k_sel", false},
+        {v_sel, sel, es, "v_sel", false},
+        {workspace, (size_t)plan->sizes.stage_workspace_bytes, 16, "workspace", false},
+    };
+    st = check_buffers(plan, fn, args, COUNT(args), stream);
+    if (st != LH_OK) return st;
+    st = plan->context->ops->gather(plan->state, q, k, v, indices, q_sel, k_sel, v_sel, workspace,
+                                    stream);
+    return st == LH_OK ? st : lh_fail_context(st, fn);
+}
+
+LH_API lh_status lh_scatter(lh_plan *plan, const int32_t *indices, const void *o_sel, void *out,
+                            void *workspace, void *stream) {
+    lh_clear_error();
+    const char *fn = "lh_scatter";
+    lh_status st = lh_check_plan_ready(plan, fn);
+    if (st == LH_OK) st = check_lighthouse(plan, fn);
+    if (st != LH_OK) return st;
+    const lh_config *c = &plan->cfg;
+    size_t es = lh_dtype_size(c->dtype);
+    const buffer_arg args[] = {
+        {indices, (size_t)(c->batch * c->heads * c->s_sel) * 4, 4, "indices", false},
+        {o_sel, tensor_bytes(c, c->heads, c->s_sel), es, "o_sel", false},
+        {out, tensor_bytes(c, c->heads, c->seq_len), es, "out", false},
+        {workspace, (size_t)plan->sizes.stage_workspace_bytes, 16, "workspace", false},
+    };
+    st = check_buffers(plan, fn, args, COUNT(args), stream);
+    if (st != LH_OK) return st;
+    st = plan->context->ops->scatter(plan->state, indices, o_sel, out, workspace, stream);
+    return st == LH_OK ? st : lh_fail_context(st, fn);
+}

@@ -1,0 +1,37 @@
+/*
+ * ffi_internal.h - the handles behind the opaque types of lighthouse.h, shared by ffi/api_*.c.
+ * Nothing outside ffi/ sees these structs; backends see only lh_config and their own state.
+ */
+#ifndef LH_FFI_INTERNAL_H
+#define LH_FFI_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "lighthouse.h"
+#include "runtime.h"
+
+struct lh_context {
+    const lh_backend_ops *ops;
+    void *state;                 /* the backend's context state */
+    int device;
+    lh_context_options options;
+    int64_t live_plans;          /* plans not yet destroyed: the context outlives them */
+};
+
+struct lh_plan {
+    lh_context *context;
+    lh_config cfg;               /* parameters as set (defaults applied), derived fields at finalize */
+    bool scale_set;              /* SOFTMAX_SCALE given explicitly (else 1/sqrt(HEAD_DIM)) */
+    uint32_t set_mask;           /* bit i: lh_param i was set */
+    bool finalized;
+    void *state;                 /* the backend's plan state, after finalize */
+    lh_plan_sizes sizes;
+};
+
+/* The name of a parameter as written in messages ("TOPK"). */
+const char *lh_param_name(lh_param param);
+
+/* Shared argument checks; each returns LH_OK or fails with a sentence. */
+lh_status lh_check_plan_ready(const lh_plan *plan, const char *fn);
+
+#endif /* LH_FFI_INTERNAL_H */

@@ -1,0 +1,262 @@
+/*
+ * lighthouse.h - the stable C ABI of liblighthouse.
+ *
+ * Lighthouse attention (SPEC.md): q, k, v are pooled into a multi-level pyramid, a parameter-free
+ * top-k cascade picks a small sub-sequence, causal attention runs on it, and the result is
+ * scattered back to full length. The same calls also run plain dense causal attention.
+ *
+ * Conventions (they hold for every function below):
+ *  - Everything that crosses the boundary is an opaque handle, a scalar, an enum or a raw
+ *    pointer. No public struct has a layout, so the ABI can grow without breaking callers.
+ *  - Every function returns an lh_status. LH_OK is 0; anything else is an error, and
+ *    lh_last_error() then returns a sentence that says what was wrong and with which values.
+ *  - On error nothing the caller owns has been written: outputs are either complete or untouched.
+ *  - The caller owns all tensor memory. The plan says how many bytes it needs for `saved`
+ *    (kept from forward for backward) and for the workspaces. For the CPU backend pointers are
+ *    host pointers and `stream` must be NULL; for the CUDA backend they are device pointers of the
+ *    context's device and `stream` is a CUstream (NULL means the legacy default stream).
+ *  - Tensors are dense, C order, in the plan's dtype and layout:
+ *      LH_LAYOUT_BNHD: [batch, seq, heads, head_dim]   (the default)
+ *      LH_LAYOUT_BHND: [batch, heads, seq, head_dim]
+ *    k and v have LH_PARAM_KV_HEADS heads; q, out, dout, dq have LH_PARAM_HEADS heads; out and
+ *    dout use the same layout as q.
+ *  - Handles are not internally locked: use one plan from one thread at a time. Different plans
+ *    and contexts may be used from different threads concurrently.
+ */
+#ifndef LIGHTHOUSE_H
+#define LIGHTHOUSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define LH_API __declspec(dllexport)
+#else
+#define LH_API __attribute__((visibility("default")))
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Version
+ * ------------------------------------------------------------------------------------------- */
+
+#define LH_VERSION_MAJOR 0
+#define LH_VERSION_MINOR 1
+#define LH_VERSION_PATCH 0
+#define LH_VERSION_NUMBER (LH_VERSION_MAJOR * 10000 + LH_VERSION_MINOR * 100 + LH_VERSION_PATCH)
+
+/* The version of the loaded library as MAJOR*10000 + MINOR*100 + PATCH; compare with
+ * LH_VERSION_NUMBER to detect a header/library mismatch. */
+LH_API int lh_version_number(void);
+/* The same as "MAJOR.MINOR.PATCH". Static storage; never NULL. */
+LH_API const char *lh_version_string(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes and errors
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum lh_status {
+    LH_OK = 0,
+    LH_ERROR_NULL_POINTER = 1,        /* a required pointer argument is NULL */
+    LH_ERROR_INVALID_VALUE = 2,       /* a size is not positive, or an enum value is unknown */
+    LH_ERROR_HEADS_MISMATCH = 3,      /* HEADS is not a multiple of KV_HEADS */
+    LH_ERROR_POOLING = 4,             /* POOLING is not a power of two in 2..64 */
+    LH_ERROR_TOPK = 5,                /* TOPK is not a positive multiple of 128 */
+    LH_ERROR_SEQ_DIVISIBILITY = 6,    /* SEQ_LEN is not a multiple of POOLING^(LEVELS-1) * TOPK/128 */
+    LH_ERROR_TILE_TOO_SMALL = 7,      /* a coarsest-level tile holds fewer than 128 entries */
+    LH_ERROR_LEVELS = 8,              /* LEVELS is outside 2..LH_MAX_LEVELS */
+    LH_ERROR_UNSUPPORTED_DTYPE = 9,   /* the backend cannot run this dtype */
+    LH_ERROR_UNSUPPORTED = 10,        /* the backend cannot run this configuration or call */
+    LH_ERROR_BAD_STATE = 11,          /* call out of order (e.g. forward before finalize) */
+    LH_ERROR_OUT_OF_HOST_MEMORY = 12, /* a host allocation failed */
+    LH_ERROR_OUT_OF_DEVICE_MEMORY = 13, /* a device allocation failed: free memory and retry */
+    LH_ERROR_BACKEND_UNAVAILABLE = 14,  /* no such device, no driver, or a needed library
+                                           (CUDA driver, cuDNN, NCCL) is missing or too old */
+    LH_ERROR_BAD_POINTER = 15,        /* a pointer is of the wrong kind (host vs device), of another
+                                         device, or misaligned */
+    LH_ERROR_COMPILE = 16,            /* the kernel compiler failed (message carries MLIR's text) */
+    LH_ERROR_DEVICE = 17,             /* the CUDA driver reported an error */
+    LH_ERROR_CUDNN = 18,              /* cuDNN reported an error */
+    LH_ERROR_COMMUNICATION = 19,      /* NCCL or a ring transport reported an error */
+    LH_ERROR_IO = 20,                 /* a file (kernel cache, golden data) could not be read/written */
+    LH_ERROR_INTERNAL = 21            /* a bug in liblighthouse: please report the message */
+} lh_status;
+
+/* A short fixed name for a status ("LH_ERROR_TOPK"). Static storage; never NULL. */
+LH_API const char *lh_status_string(lh_status status);
+
+/* The message of the most recent failing call on this thread: what was wrong, the rule it broke
+ * and the offending values. Every entry point clears it on entry, so after LH_OK it is "".
+ * Thread-local storage, valid until the next call of the library on this thread; never NULL. */
+LH_API const char *lh_last_error(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Enumerations
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum lh_backend {
+    LH_BACKEND_AUTO = 0, /* CUDA when a usable GPU and driver are present, otherwise CPU */
+    LH_BACKEND_CPU = 1,  /* the fp32 reference backend: host pointers, both/all cores */
+    LH_BACKEND_CUDA = 2  /* NVIDIA GPUs (sm_90, sm_100a): device pointers, JIT-compiled kernels */
+} lh_backend;
+
+typedef enum lh_dtype {
+    LH_DTYPE_FLOAT32 = 0,  /* the CPU backend's dtype */
+    LH_DTYPE_FLOAT16 = 1,
+    LH_DTYPE_BFLOAT16 = 2
+} lh_dtype;
+
+typedef enum lh_layout {
+    LH_LAYOUT_BNHD = 0, /* [batch, seq, heads, head_dim] */
+    LH_LAYOUT_BHND = 1  /* [batch, heads, seq, head_dim] */
+} lh_layout;
+
+typedef enum lh_mode {
+    LH_MODE_LIGHTHOUSE = 0, /* pyramid, selection, attention on the sub-sequence, scatter */
+    LH_MODE_DENSE = 1       /* plain causal attention over all SEQ_LEN tokens */
+} lh_mode;
+
+/* The most pyramid levels a plan may have (level 0 included). */
+#define LH_MAX_LEVELS 8
+
+/* Plan parameters, set with lh_plan_set_i64 (or lh_plan_set_f64 for SOFTMAX_SCALE). */
+typedef enum lh_param {
+    LH_PARAM_BATCH = 0,     /* B, >= 1; default 1 */
+    LH_PARAM_SEQ_LEN = 1,   /* N, >= 1; required */
+    LH_PARAM_HEADS = 2,     /* H, query heads, >= 1; required */
+    LH_PARAM_KV_HEADS = 3,  /* Hkv, key/value heads, H % Hkv == 0; default H */
+    LH_PARAM_HEAD_DIM = 4,  /* D, >= 1; required */
+    LH_PARAM_DTYPE = 5,     /* lh_dtype; default LH_DTYPE_FLOAT32 */
+    LH_PARAM_LAYOUT = 6,    /* lh_layout; default LH_LAYOUT_BNHD */
+    LH_PARAM_LEVELS = 7,    /* L, 2..LH_MAX_LEVELS; default 3 */
+    LH_PARAM_POOLING = 8,   /* p, power of two in 2..64; default 4 */
+    LH_PARAM_TOPK = 9,      /* multiple of 128; default 2048 */
+    LH_PARAM_MODE = 10,     /* lh_mode; default LH_MODE_LIGHTHOUSE */
+    LH_PARAM_SOFTMAX_SCALE = 11 /* double, > 0; default 1/sqrt(HEAD_DIM); lh_plan_set_f64 only */
+} lh_param;
+
+/* Sizes a finalized plan reports through lh_plan_get_i64. */
+typedef enum lh_query {
+    LH_QUERY_SUBSEQ_LEN = 0,          /* S_sel: entries kept per (batch, head); N in dense mode */
+    LH_QUERY_PYRAMID_LEN = 1,         /* S_total = sum over levels of N / p^l; N in dense mode */
+    LH_QUERY_SAVED_BYTES = 2,         /* bytes of `saved`, written by forward, read by backward */
+    LH_QUERY_FWD_WORKSPACE_BYTES = 3, /* bytes of forward's workspace (may be 0) */
+    LH_QUERY_BWD_WORKSPACE_BYTES = 4, /* bytes of backward's workspace (may be 0) */
+    LH_QUERY_STAGE_WORKSPACE_BYTES = 5, /* bytes of workspace for the stage entry points */
+    LH_QUERY_BACKEND = 6              /* the lh_backend the plan runs on (never AUTO) */
+} lh_query;
+
+/* Context options, set with lh_context_set_i64 / lh_context_set_str. */
+typedef enum lh_context_option {
+    LH_CONTEXT_NUM_THREADS = 0,  /* i64: CPU worker threads; 0 (default) = all online cores */
+    LH_CONTEXT_CACHE_ENABLED = 1,/* i64: 1 (default) keeps compiled kernels on disk, 0 disables it */
+    LH_CONTEXT_CACHE_DIR = 2     /* str: the on-disk kernel cache; default $LIGHTHOUSE_CACHE_DIR,
+                                    else $XDG_CACHE_HOME/liblighthouse, else ~/.cache/liblighthouse */
+} lh_context_option;
+
+/* ---------------------------------------------------------------------------------------------
+ * Context: one device (or the CPU), its driver state and its kernel cache
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct lh_context lh_context;
+
+/* Creates a context on `backend`. `device` is the CUDA device ordinal (ignored by the CPU backend,
+ * must be >= 0). With LH_BACKEND_AUTO the CPU backend is chosen when no GPU can be used. */
+LH_API lh_status lh_context_create(lh_backend backend, int device, lh_context **out_context);
+
+/* Destroys a context. Plans made from it must be destroyed first. NULL is a no-op (LH_OK). */
+LH_API lh_status lh_context_destroy(lh_context *context);
+
+/* The backend the context runs on (never LH_BACKEND_AUTO). */
+LH_API lh_status lh_context_get_backend(const lh_context *context, lh_backend *out_backend);
+
+/* Sets a context option (see lh_context_option). Takes effect for plans finalized afterwards. */
+LH_API lh_status lh_context_set_i64(lh_context *context, lh_context_option option, int64_t value);
+LH_API lh_status lh_context_set_str(lh_context *context, lh_context_option option, const char *value);
+
+/* ---------------------------------------------------------------------------------------------
+ * Plan: one attention configuration, validated and compiled once, then run many times
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct lh_plan lh_plan;
+
+/* Creates an empty plan with the defaults listed at lh_param. */
+LH_API lh_status lh_plan_create(lh_context *context, lh_plan **out_plan);
+
+/* Destroys a plan. NULL is a no-op (LH_OK). */
+LH_API lh_status lh_plan_destroy(lh_plan *plan);
+
+/* Sets an integer parameter. Only the value's own range is checked here (e.g. a non-positive
+ * size); rules that relate parameters are checked by lh_plan_finalize. Setting a parameter of a
+ * finalized plan is LH_ERROR_BAD_STATE. */
+LH_API lh_status lh_plan_set_i64(lh_plan *plan, lh_param param, int64_t value);
+
+/* Sets a floating-point parameter (LH_PARAM_SOFTMAX_SCALE). */
+LH_API lh_status lh_plan_set_f64(lh_plan *plan, lh_param param, double value);
+
+/* Reads a parameter back (after defaults are applied, finalized or not). */
+LH_API lh_status lh_plan_get_param_i64(const lh_plan *plan, lh_param param, int64_t *out_value);
+LH_API lh_status lh_plan_get_param_f64(const lh_plan *plan, lh_param param, double *out_value);
+
+/* Validates every rule of SPEC.md, compiles the kernels and builds the attention graphs. Every
+ * configuration error is reported here, never later by forward or backward. */
+LH_API lh_status lh_plan_finalize(lh_plan *plan);
+
+/* Reads a size of a finalized plan (see lh_query). */
+LH_API lh_status lh_plan_get_i64(const lh_plan *plan, lh_query query, int64_t *out_value);
+
+/* ---------------------------------------------------------------------------------------------
+ * Forward and backward
+ * ------------------------------------------------------------------------------------------- */
+
+/* out = Lighthouse (or dense) causal attention of q, k, v.
+ * saved:     LH_QUERY_SAVED_BYTES bytes, written here, read by lh_backward; aligned to 16 bytes.
+ * workspace: LH_QUERY_FWD_WORKSPACE_BYTES bytes (NULL allowed when that is 0); aligned to 16.
+ * Every element of `out` is written. */
+LH_API lh_status lh_forward(lh_plan *plan, const void *q, const void *k, const void *v, void *out,
+                            void *saved, void *workspace, void *stream);
+
+/* dq, dk, dv = gradients of sum(out * dout) with respect to q, k, v.
+ * out:   the forward's output (read in dense mode; Lighthouse mode does not read it and accepts
+ *        NULL, since what it needs is in `saved`).
+ * saved: what lh_forward wrote for the same q, k, v.
+ * Every element of dq, dk, dv is written (not accumulated). */
+LH_API lh_status lh_backward(lh_plan *plan, const void *q, const void *k, const void *v,
+                             const void *out, const void *dout, const void *saved, void *dq,
+                             void *dk, void *dv, void *workspace, void *stream);
+
+/* ---------------------------------------------------------------------------------------------
+ * Stage entry points (Lighthouse mode), for frameworks with their own scorer or attention.
+ * `workspace` is LH_QUERY_STAGE_WORKSPACE_BYTES bytes (NULL allowed when 0).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Norm scores of the pyramid, fp32: scores_q [B, H, S_total] from q, scores_k [B, Hkv, S_total]
+ * from k (level 0 = per-token L2 norm, level l = max over its window). */
+LH_API lh_status lh_scores(lh_plan *plan, const void *q, const void *k, float *scores_q,
+                           float *scores_k, void *workspace, void *stream);
+
+/* Selection on caller-supplied fp32 scores: scores_q [B, H, S_total] ranks set A, scores_k
+ * [B, Hkv, S_total] set B (query head h reads kv head h / (H/Hkv)). Writes indices
+ * [B, H, S_sel]: pyramid positions (level l entry i is at off_l + i) in sub-sequence order. */
+LH_API lh_status lh_select(lh_plan *plan, const float *scores_q, const float *scores_k,
+                           int32_t *indices, void *workspace, void *stream);
+
+/* Gathers the sub-sequence: q_sel [B, H, S_sel, D], k_sel and v_sel [B, H, S_sel, D] (kv taken
+ * from each query head's kv head), pooled entries averaged, in the plan's dtype. */
+LH_API lh_status lh_gather(lh_plan *plan, const void *q, const void *k, const void *v,
+                           const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
+                           void *workspace, void *stream);
+
+/* Scatters o_sel [B, H, S_sel, D] back to out (plan layout, every element written): each entry
+ * is added to its window shifted right by its width minus one; untouched tokens are 0. */
+LH_API lh_status lh_scatter(lh_plan *plan, const int32_t *indices, const void *o_sel, void *out,
+                            void *workspace, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIGHTHOUSE_H */
