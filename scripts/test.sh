@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what is missing and runs the whole test suite, as CI does:
+#   1. the optimised build and every ctest test (GPU tests skip themselves without a GPU);
+#   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer;
+# The first run includes the tests labelled `valgrind` (CPU conformance under valgrind memcheck).
+# The last line counts every test of both runs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh || exit 1
+jobs=$(nproc)
+passed=0 failed=0
+
+# run_ctest BUILD_DIR LABEL [ctest args...]: adds the run's counts to the totals.
+run_ctest() {
+  local dir=$1 label=$2; shift 2
+  local log=$dir/ctest-$label.log
+  ctest --test-dir "$dir" --output-on-failure -j "$jobs" "$@" 2>&1 | tee "$log"
+  local line; line=$(grep -E 'tests passed, [0-9]+ tests failed out of' "$log" | tail -1)
+  local total; total=$(echo "$line" | sed -E 's/.* out of ([0-9]+).*/\1/')
+  local bad; bad=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/')
+  if [ -z "$line" ]; then failed=$((failed + 1)); echo "ctest ($label) did not finish"; return; fi
+  passed=$((passed + total - bad)); failed=$((failed + bad))
+}
+
+echo "== build (release) and test"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null && ninja -C build || exit 1
+run_ctest build release
+
+echo "== build with ASan + UBSan and test"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLH_SANITIZE=ON >/dev/null && ninja -C build-asan || exit 1
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_ctest build-asan asan -LE 'no-sanitizer'
+
+echo "total: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
