@@ -1,0 +1,85 @@
+/*
+ * cuda_driver.h - the CUDA driver API, loaded at run time with dlopen("libcuda.so.1").
+ *
+ * liblighthouse must load (and run its CPU backend) on machines without an NVIDIA driver, so
+ * nothing links against libcuda. cuda.h supplies the types only; every function is resolved here
+ * by its versioned symbol name (cuMemAlloc_v2, ...) and called through this table. The field names
+ * drop the "cu" prefix because cuda.h #defines many cu* names to versioned ones.
+ */
+#ifndef LH_CUDA_DRIVER_H
+#define LH_CUDA_DRIVER_H
+
+#include <cuda.h>
+
+#include "runtime.h"
+
+typedef struct lh_cu_api {
+    CUresult (*Init)(unsigned int flags);
+    CUresult (*DriverGetVersion)(int *version);
+    CUresult (*GetErrorName)(CUresult error, const char **str);
+    CUresult (*GetErrorString)(CUresult error, const char **str);
+    CUresult (*DeviceGetCount)(int *count);
+    CUresult (*DeviceGet)(CUdevice *device, int ordinal);
+    CUresult (*DeviceGetName)(char *name, int len, CUdevice dev);
+    CUresult (*DeviceGetAttribute)(int *pi, CUdevice_attribute attrib, CUdevice dev);
+    CUresult (*DevicePrimaryCtxRetain)(CUcontext *pctx, CUdevice dev);
+    CUresult (*DevicePrimaryCtxRelease)(CUdevice dev);
+    CUresult (*CtxPushCurrent)(CUcontext ctx);
+    CUresult (*CtxPopCurrent)(CUcontext *pctx);
+    CUresult (*CtxGetCurrent)(CUcontext *pctx);
+    CUresult (*CtxSynchronize)(void);
+    /* Old-style creation (flags, device): kept by the driver for binary compatibility. Tests use
+     * it to make a second, foreign context. */
+    CUresult (*CtxCreate)(CUcontext *pctx, unsigned int flags, CUdevice dev);
+    CUresult (*CtxDestroy)(CUcontext ctx);
+    CUresult (*PointerGetAttributes)(unsigned int n, CUpointer_attribute *attrs, void **data,
+                                     CUdeviceptr ptr);
+    CUresult (*StreamGetCtx)(CUstream stream, CUcontext *pctx);
+    CUresult (*StreamCreate)(CUstream *stream, unsigned int flags);
+    CUresult (*StreamDestroy)(CUstream stream);
+    CUresult (*StreamSynchronize)(CUstream stream);
+    CUresult (*StreamIsCapturing)(CUstream stream, CUstreamCaptureStatus *status);
+    CUresult (*StreamBeginCapture)(CUstream stream, CUstreamCaptureMode mode);
+    CUresult (*StreamEndCapture)(CUstream stream, CUgraph *graph);
+    CUresult (*GraphInstantiate)(CUgraphExec *exec, CUgraph graph, unsigned long long flags);
+    CUresult (*GraphLaunch)(CUgraphExec exec, CUstream stream);
+    CUresult (*GraphExecDestroy)(CUgraphExec exec);
+    CUresult (*GraphDestroy)(CUgraph graph);
+    CUresult (*MemAlloc)(CUdeviceptr *dptr, size_t bytes);
+    CUresult (*MemFree)(CUdeviceptr dptr);
+    CUresult (*MemGetInfo)(size_t *free_bytes, size_t *total_bytes);
+    CUresult (*MemcpyHtoD)(CUdeviceptr dst, const void *src, size_t bytes);
+    CUresult (*MemcpyDtoH)(void *dst, CUdeviceptr src, size_t bytes);
+    CUresult (*MemsetD8Async)(CUdeviceptr dst, unsigned char value, size_t n, CUstream stream);
+    CUresult (*MemsetD32Async)(CUdeviceptr dst, unsigned int value, size_t n, CUstream stream);
+    CUresult (*MemAllocHost)(void **pp, size_t bytes);
+    CUresult (*MemFreeHost)(void *p);
+    CUresult (*ModuleLoadDataEx)(CUmodule *module, const void *image, unsigned int num_options,
+                                 CUjit_option *options, void **option_values);
+    CUresult (*ModuleUnload)(CUmodule module);
+    CUresult (*ModuleGetFunction)(CUfunction *fn, CUmodule module, const char *name);
+    CUresult (*LaunchKernel)(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                             unsigned int bx, unsigned int by, unsigned int bz,
+                             unsigned int shared_bytes, CUstream stream, void **params,
+                             void **extra);
+    CUresult (*EventCreate)(CUevent *event, unsigned int flags);
+    CUresult (*EventDestroy)(CUevent event);
+    CUresult (*EventRecord)(CUevent event, CUstream stream);
+    CUresult (*EventSynchronize)(CUevent event);
+    CUresult (*EventElapsedTime)(float *ms, CUevent start, CUevent end);
+} lh_cu_api;
+
+/* Loads libcuda.so.1 and calls cuInit(0) once per process. On failure returns
+ * LH_ERROR_BACKEND_UNAVAILABLE with a sentence that says what was missing. */
+lh_status lh_cu_load(const lh_cu_api **out_api);
+
+/* Turns a failed driver call into an lh_status with a message naming `what` and the driver's
+ * error (CUDA_ERROR_OUT_OF_MEMORY -> LH_ERROR_OUT_OF_DEVICE_MEMORY, otherwise LH_ERROR_DEVICE). */
+lh_status lh_cu_fail(CUresult result, const char *what);
+
+/* `what` must succeed: returns LH_OK for CUDA_SUCCESS, else lh_cu_fail(result, what). */
+static inline lh_status lh_cu_check(CUresult result, const char *what) {
+    return result == CUDA_SUCCESS ? LH_OK : lh_cu_fail(result, what);
+}
+
+#endif /* LH_CUDA_DRIVER_H */

@@ -1,0 +1,393 @@
+/* cuda_sdpa.c - cuDNN causal SDPA: graph construction, workspace layout, execution. */
+#include "cuda_sdpa.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_driver.h"
+
+/* Tensor uids bound through the variant pack. Virtual tensors count up from UID_VIRTUAL. */
+enum {
+    UID_Q = 1, UID_K, UID_V, UID_O, UID_STATS, UID_DO, UID_DQ, UID_DK, UID_DV,
+    UID_SOFTMAX_SUM, UID_DQ_ACCUM,
+    /* every by-value scalar has a uid of its own */
+    UID_SCALE_S, UID_SCALE_DS, UID_NEG_INF, UID_ONE,
+    UID_VIRTUAL = 100
+};
+
+/* Workspace pieces are aligned like cudaMalloc'd memory so every engine is happy with them. */
+#define WS_ALIGN 256
+static int64_t align_up(int64_t x) { return (x + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
+
+struct lh_sdpa_plan {
+    lh_sdpa_shape shape;
+    const lh_cudnn_api *dnn;
+    const lh_cu_api *cu;
+    cudnnHandle_t handle;
+    lh_gb fwd, bwd;
+    lh_sdpa_bwd_kind bwd_kind;
+    bool gqa;
+    int64_t fwd_ws;
+    /* backward workspace: cuDNN's own part first, then the buffers the graph binds by uid */
+    int64_t bwd_ws, off_sum, off_accum;
+    /* host values of the by-value scalars; the variant pack points at them */
+    float scale, one, neg_inf;
+    int64_t next_uid;
+    char description[256];
+};
+
+void lh_sdpa_layout_strides(bool bnhd, int64_t heads, int64_t s, int64_t d, int64_t out[4]) {
+    if (bnhd) { /* [B, S, H, D] memory, logical [B, H, S, D] */
+        out[0] = s * heads * d; out[1] = d; out[2] = heads * d; out[3] = 1;
+    } else {
+        out[0] = heads * s * d; out[1] = s * d; out[2] = d; out[3] = 1;
+    }
+}
+
+static cudnnDataType_t io_type(lh_dtype t) {
+    return t == LH_DTYPE_FLOAT16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
+}
+
+/* ---- small helpers that keep the graph code close to the math ----------------------------- */
+
+typedef struct dims4 { int64_t d[4], s[4]; } dims4;
+
+static dims4 dense4(int64_t a, int64_t b, int64_t c, int64_t e) {
+    dims4 r = {{a, b, c, e}, {b * c * e, c * e, e, 1}};
+    return r;
+}
+
+static lh_gb_desc virt(lh_sdpa_plan *p, lh_gb *gb, cudnnDataType_t type, dims4 x) {
+    return lh_gb_tensor(gb, p->next_uid++, type, 4, x.d, x.s, true);
+}
+
+static lh_gb_desc real(lh_gb *gb, int64_t uid, cudnnDataType_t type, dims4 x) {
+    return lh_gb_tensor(gb, uid, type, 4, x.d, x.s, false);
+}
+
+static lh_gb_desc pw(lh_sdpa_plan *p, lh_gb *gb, cudnnPointwiseMode_t mode, lh_gb_desc x,
+                     lh_gb_desc b, dims4 out) {
+    lh_gb_desc y = virt(p, gb, CUDNN_DATA_FLOAT, out);
+    lh_gb_pointwise(gb, mode, CUDNN_DATA_FLOAT, x, b, NULL, y, -1);
+    return y;
+}
+
+/* The causal mask: keep (row >= col), else -inf. Built from two index generators the way the
+ * flash-attention engines expect it. */
+static lh_gb_desc causal_mask(lh_sdpa_plan *p, lh_gb *gb, lh_gb_desc scores, dims4 sd) {
+    lh_gb_desc row = virt(p, gb, CUDNN_DATA_INT32, sd);
+    lh_gb_pointwise(gb, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, scores, NULL, NULL, row, 2);
+    lh_gb_desc col = virt(p, gb, CUDNN_DATA_INT32, sd);
+    lh_gb_pointwise(gb, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, scores, NULL, NULL, col, 3);
+    lh_gb_desc keep = virt(p, gb, CUDNN_DATA_BOOLEAN, sd);
+    lh_gb_pointwise(gb, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep, -1);
+    lh_gb_desc neg_inf = lh_gb_scalar(gb, UID_NEG_INF, CUDNN_DATA_FLOAT);
+    lh_gb_desc masked = virt(p, gb, CUDNN_DATA_FLOAT, sd);
+    lh_gb_pointwise(gb, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, scores, neg_inf, keep,
+                    masked, -1);
+    return masked;
+}
+
+/* K^T (or V^T) as a view: dims [B, Hkv, D, S], the strides of S and D swapped. */
+static dims4 transposed_kv(const lh_sdpa_shape *sh) {
+    dims4 r = {{sh->b, sh->hkv, sh->d, sh->s},
+               {sh->kv_strides[0], sh->kv_strides[1], sh->kv_strides[3], sh->kv_strides[2]}};
+    return r;
+}
+
+static dims4 with_strides(int64_t a, int64_t b, int64_t c, int64_t e, const int64_t st[4]) {
+    dims4 r = {{a, b, c, e}, {st[0], st[1], st[2], st[3]}};
+    return r;
+}
+
+/* ---- forward -------------------------------------------------------------------------------- */
+
+static void build_forward(lh_sdpa_plan *p, lh_gb *gb) {
+    const lh_sdpa_shape *sh = &p->shape;
+    int64_t b = sh->b, h = sh->h, s = sh->s, d = sh->d;
+    cudnnDataType_t io = io_type(sh->dtype);
+    dims4 qd = with_strides(b, h, s, d, sh->q_strides);
+    dims4 vd = with_strides(b, sh->hkv, s, d, sh->kv_strides);
+    dims4 sd = dense4(b, h, s, s);     /* scores: virtual, never in memory */
+    dims4 rd = dense4(b, h, s, 1);     /* per-row values */
+
+    lh_gb_desc q = real(gb, UID_Q, io, qd);
+    lh_gb_desc kt = real(gb, UID_K, io, transposed_kv(sh));
+    lh_gb_desc v = real(gb, UID_V, io, vd);
+    lh_gb_desc o = real(gb, UID_O, io, qd);
+    lh_gb_desc stats = real(gb, UID_STATS, CUDNN_DATA_FLOAT, rd);
+
+    lh_gb_desc scores = virt(p, gb, CUDNN_DATA_FLOAT, sd);
+    lh_gb_matmul(gb, q, kt, scores);
+    lh_gb_desc scaled = pw(p, gb, CUDNN_POINTWISE_MUL, scores,
+                           lh_gb_scalar(gb, UID_SCALE_S, CUDNN_DATA_FLOAT), sd);
+    lh_gb_desc masked = causal_mask(p, gb, scaled, sd);
+    /* softmax with statistics: m = max, e = exp(x - m), z = sum e, lse = m + log z, P = e / z */
+    lh_gb_desc m = virt(p, gb, CUDNN_DATA_FLOAT, rd);
+    lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_MAX, masked, m);
+    lh_gb_desc centered = pw(p, gb, CUDNN_POINTWISE_SUB, masked, m, sd);
+    lh_gb_desc e = pw(p, gb, CUDNN_POINTWISE_EXP, centered, NULL, sd);
+    lh_gb_desc z = virt(p, gb, CUDNN_DATA_FLOAT, rd);
+    lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, e, z);
+    lh_gb_desc log_z = pw(p, gb, CUDNN_POINTWISE_LOG, z, NULL, rd);
+    lh_gb_pointwise(gb, CUDNN_POINTWISE_ADD, CUDNN_DATA_FLOAT, m, log_z, NULL, stats, -1);
+    lh_gb_desc probs = virt(p, gb, io, sd); /* P in the I/O dtype feeds the second matmul */
+    lh_gb_pointwise(gb, CUDNN_POINTWISE_DIV, CUDNN_DATA_FLOAT, e, z, NULL, probs, -1);
+    lh_gb_matmul(gb, probs, v, o);
+}
+
+/* ---- backward ------------------------------------------------------------------------------- */
+
+static void build_backward(lh_sdpa_plan *p, lh_gb *gb, lh_sdpa_bwd_kind kind) {
+    const lh_sdpa_shape *sh = &p->shape;
+    int64_t b = sh->b, h = sh->h, hkv = sh->hkv, s = sh->s, d = sh->d;
+    cudnnDataType_t io = io_type(sh->dtype);
+    dims4 qd = with_strides(b, h, s, d, sh->q_strides);
+    dims4 kd = with_strides(b, hkv, s, d, sh->kv_strides);
+    dims4 sd = dense4(b, h, s, s);
+    dims4 st = {{b, h, s, s}, {h * s * s, s * s, 1, s}}; /* a score matrix transposed */
+    dims4 rd = dense4(b, h, s, 1);
+
+    lh_gb_desc q = real(gb, UID_Q, io, qd);
+    lh_gb_desc kt = real(gb, UID_K, io, transposed_kv(sh));
+    lh_gb_desc vt = real(gb, UID_V, io, transposed_kv(sh));
+    lh_gb_desc o = real(gb, UID_O, io, qd);
+    lh_gb_desc dout = real(gb, UID_DO, io, qd);
+    lh_gb_desc stats = real(gb, UID_STATS, CUDNN_DATA_FLOAT, rd);
+    lh_gb_desc dq = real(gb, UID_DQ, io, qd);
+    lh_gb_desc dk = real(gb, UID_DK, io, kd);
+    lh_gb_desc dv = real(gb, UID_DV, io, kd);
+    lh_gb_desc softmax_sum = real(gb, UID_SOFTMAX_SUM, CUDNN_DATA_FLOAT, rd);
+
+    /* softmax_sum = rowsum(dO * O) * 1 (the engines look for the multiply by one, the slot
+     * where dropout's scale would go) */
+    lh_gb_desc d_o = pw(p, gb, CUDNN_POINTWISE_MUL, dout, o, dense4(b, h, s, d));
+    lh_gb_desc rowsum = virt(p, gb, CUDNN_DATA_FLOAT, rd);
+    lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, d_o, rowsum);
+    lh_gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, rowsum,
+                    lh_gb_scalar(gb, UID_ONE, CUDNN_DATA_FLOAT), NULL, softmax_sum, -1);
+
+    /* P = exp(scale * Q K^T - lse), causally masked */
+    lh_gb_desc scores = virt(p, gb, CUDNN_DATA_FLOAT, sd);
+    lh_gb_matmul(gb, q, kt, scores);
+    lh_gb_desc scaled = pw(p, gb, CUDNN_POINTWISE_MUL, scores,
+                           lh_gb_scalar(gb, UID_SCALE_S, CUDNN_DATA_FLOAT), sd);
+    lh_gb_desc centered = pw(p, gb, CUDNN_POINTWISE_SUB, scaled, stats, sd);
+    lh_gb_desc masked = causal_mask(p, gb, centered, sd);
+    lh_gb_desc probs = pw(p, gb, CUDNN_POINTWISE_EXP, masked, NULL, sd);
+
+    /* dV = P^T dO (per query head, then summed over each kv head's group). The per-query-head
+     * gradients of grouped-query attention stay virtual, as cudnn-frontend builds them: bound to
+     * caller buffers instead, the dQ-accumulator engine made illegal accesses (H100, cuDNN 9.19)
+     * even with fp32-sized buffers. */
+    lh_gb_desc probs_t = virt(p, gb, io, st);
+    lh_gb_reshape(gb, probs, probs_t);
+    dims4 full = dense4(b, h, s, d);
+    if (p->gqa) {
+        lh_gb_desc dv_full = virt(p, gb, io, full);
+        lh_gb_matmul(gb, probs_t, dout, dv_full);
+        lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, dv_full, dv);
+    } else {
+        lh_gb_matmul(gb, probs_t, dout, dv);
+    }
+
+    /* dS = scale * P * (dO V^T - softmax_sum) */
+    lh_gb_desc dp = virt(p, gb, CUDNN_DATA_FLOAT, sd);
+    lh_gb_matmul(gb, dout, vt, dp);
+    lh_gb_desc dp_centered = pw(p, gb, CUDNN_POINTWISE_SUB, dp, softmax_sum, sd);
+    lh_gb_desc ds_unscaled = pw(p, gb, CUDNN_POINTWISE_MUL, dp_centered, probs, sd);
+    lh_gb_desc ds = pw(p, gb, CUDNN_POINTWISE_MUL, ds_unscaled,
+                       lh_gb_scalar(gb, UID_SCALE_DS, CUDNN_DATA_FLOAT), sd);
+
+    /* dK = dS^T Q */
+    lh_gb_desc ds_t = virt(p, gb, io, st);
+    lh_gb_reshape(gb, ds, ds_t);
+    if (p->gqa) {
+        lh_gb_desc dk_full = virt(p, gb, io, full);
+        lh_gb_matmul(gb, ds_t, q, dk_full);
+        lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, dk_full, dk);
+    } else {
+        lh_gb_matmul(gb, ds_t, q, dk);
+    }
+
+    /* dQ = dS K, with K recovered from the K^T view */
+    lh_gb_desc k_view = virt(p, gb, io, kd);
+    lh_gb_reshape(gb, kt, k_view);
+    if (kind == LH_SDPA_BWD_ACCUM) {
+        lh_gb_desc accum = real(gb, UID_DQ_ACCUM, CUDNN_DATA_FLOAT, dense4(b, h, s, d));
+        lh_gb_matmul(gb, ds, k_view, accum);
+        lh_gb_pointwise(gb, CUDNN_POINTWISE_IDENTITY, CUDNN_DATA_FLOAT, accum, NULL, NULL, dq, -1);
+    } else {
+        lh_gb_matmul(gb, ds, k_view, dq);
+    }
+}
+
+/* ---- plan ----------------------------------------------------------------------------------- */
+
+static lh_status check_shape(const lh_sdpa_shape *sh) {
+    if (sh->dtype != LH_DTYPE_FLOAT16 && sh->dtype != LH_DTYPE_BFLOAT16)
+        return lh_fail(LH_ERROR_UNSUPPORTED_DTYPE,
+                       "the CUDA backend runs attention in float16 or bfloat16 only (DTYPE = %d)",
+                       (int)sh->dtype);
+    if (sh->d % 8 != 0 || sh->d > 256)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "cuDNN flash attention needs HEAD_DIM a multiple of 8 and at most 256 (got "
+                       "%lld)",
+                       (long long)sh->d);
+    if (sh->h % sh->hkv != 0)
+        return lh_fail(LH_ERROR_HEADS_MISMATCH, "HEADS (%lld) is not a multiple of KV_HEADS (%lld)",
+                       (long long)sh->h, (long long)sh->hkv);
+    /* The fused kernels index with 32-bit element offsets in places; until that is verified on
+     * tensors this large, refuse rather than risk wrong results. */
+    const int64_t limit = (int64_t)1 << 31;
+    int64_t q_elems = sh->b * sh->h * sh->s * sh->d;
+    if (q_elems >= limit)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "the CUDA attention supports tensors of fewer than 2^31 elements; q has "
+                       "B*H*N*D = %lld*%lld*%lld*%lld = %lld",
+                       (long long)sh->b, (long long)sh->h, (long long)sh->s, (long long)sh->d,
+                       (long long)q_elems);
+    return LH_OK;
+}
+
+/* Which backward graph to try first: LH_CUDNN_SDPA_BWD=accum|deterministic, else the
+ * deterministic one (Hopper's deterministic engine), falling back to the accumulator. */
+static int bwd_preference(void) {
+    const char *env = getenv("LH_CUDNN_SDPA_BWD");
+    if (env && strcmp(env, "accum") == 0) return LH_SDPA_BWD_ACCUM;
+    if (env && strcmp(env, "deterministic") == 0) return LH_SDPA_BWD_DETERMINISTIC;
+    return -1;
+}
+
+static lh_status build_bwd_plan(lh_sdpa_plan *p, lh_sdpa_bwd_kind kind) {
+    lh_gb_init(&p->bwd, p->dnn, p->handle);
+    build_backward(p, &p->bwd, kind);
+    lh_status st = lh_gb_build_plan(&p->bwd, kind == LH_SDPA_BWD_DETERMINISTIC,
+                                    kind == LH_SDPA_BWD_ACCUM ? "SDPA backward (dQ accumulator)"
+                                                              : "SDPA backward (deterministic)");
+    if (st != LH_OK) lh_gb_destroy(&p->bwd);
+    else p->bwd_kind = kind;
+    return st;
+}
+
+lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
+                                const lh_sdpa_shape *shape, lh_sdpa_plan **out_plan) {
+    lh_status st = check_shape(shape);
+    if (st != LH_OK) return st;
+    const lh_cu_api *cu = NULL;
+    st = lh_cu_load(&cu);
+    if (st != LH_OK) return st;
+    lh_sdpa_plan *p = calloc(1, sizeof *p);
+    if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a cuDNN SDPA plan failed");
+    p->shape = *shape;
+    p->dnn = dnn;
+    p->cu = cu;
+    p->handle = handle;
+    p->gqa = shape->h != shape->hkv;
+    p->scale = (float)shape->scale;
+    p->one = 1.0f;
+    p->neg_inf = -INFINITY;
+    p->next_uid = UID_VIRTUAL;
+
+    lh_gb_init(&p->fwd, dnn, handle);
+    build_forward(p, &p->fwd);
+    st = lh_gb_build_plan(&p->fwd, false, "SDPA forward");
+    if (st != LH_OK) {
+        lh_gb_destroy(&p->fwd);
+        free(p);
+        return st;
+    }
+    p->fwd_ws = align_up(p->fwd.workspace_bytes);
+
+    int64_t b = shape->b, h = shape->h, s = shape->s, d = shape->d;
+    int64_t accum_bytes = align_up(b * h * s * d * 4);
+    int pref = bwd_preference();
+    if (pref == LH_SDPA_BWD_ACCUM) {
+        st = build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
+    } else {
+        st = build_bwd_plan(p, LH_SDPA_BWD_DETERMINISTIC);
+        /* A deterministic engine whose scratch dwarfs the accumulator's is not worth it (its
+         * workspace grows with N^2 on some versions). */
+        if (pref < 0 && st == LH_OK && p->bwd.workspace_bytes > 4 * accum_bytes + (256 << 20)) {
+            lh_gb_destroy(&p->bwd);
+            st = LH_ERROR_UNSUPPORTED;
+        }
+        if (pref < 0 && st != LH_OK) st = build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
+    }
+    if (st != LH_OK) {
+        lh_gb_destroy(&p->fwd);
+        free(p);
+        return st;
+    }
+    int64_t off = align_up(p->bwd.workspace_bytes);
+    p->off_sum = off;
+    off += align_up(b * h * s * 4);
+    p->off_accum = -1;
+    if (p->bwd_kind == LH_SDPA_BWD_ACCUM) {
+        p->off_accum = off;
+        off += accum_bytes;
+    }
+    p->bwd_ws = off;
+    snprintf(p->description, sizeof p->description,
+             "cuDNN %zu: forward engine %lld (workspace %lld B), backward %s engine %lld%s "
+             "(cuDNN workspace %lld B, total %lld B)",
+             dnn->version, (long long)p->fwd.engine_id, (long long)p->fwd.workspace_bytes,
+             p->bwd_kind == LH_SDPA_BWD_ACCUM ? "dQ-accumulator" : "deterministic-graph",
+             (long long)p->bwd.engine_id, p->bwd.deterministic ? " (deterministic)" : "",
+             (long long)p->bwd.workspace_bytes, (long long)p->bwd_ws);
+    *out_plan = p;
+    return LH_OK;
+}
+
+void cuda_sdpa_plan_destroy(lh_sdpa_plan *p) {
+    if (!p) return;
+    lh_gb_destroy(&p->fwd);
+    lh_gb_destroy(&p->bwd);
+    free(p);
+}
+
+int64_t cuda_sdpa_stats_bytes(const lh_sdpa_plan *p) {
+    return p->shape.b * p->shape.h * p->shape.s * (int64_t)sizeof(float);
+}
+int64_t cuda_sdpa_fwd_workspace_bytes(const lh_sdpa_plan *p) { return p->fwd_ws; }
+int64_t cuda_sdpa_bwd_workspace_bytes(const lh_sdpa_plan *p) { return p->bwd_ws; }
+lh_sdpa_bwd_kind cuda_sdpa_bwd_kind(const lh_sdpa_plan *p) { return p->bwd_kind; }
+const char *cuda_sdpa_describe(const lh_sdpa_plan *p) { return p->description; }
+
+lh_status cuda_sdpa_forward(lh_sdpa_plan *p, const void *q, const void *k, const void *v,
+                            void *out, float *stats, void *workspace, CUstream stream) {
+    lh_status st = lh_cudnn_check(p->dnn->SetStream(p->handle, (cudaStream_t)stream),
+                                  "cudnnSetStream");
+    if (st != LH_OK) return st;
+    const int64_t uids[] = {UID_Q, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE_S, UID_NEG_INF};
+    void *const ptrs[] = {(void *)q, (void *)k, (void *)v, out, stats, &p->scale, &p->neg_inf};
+    return lh_gb_execute(&p->fwd, 7, uids, ptrs, p->fwd_ws ? workspace : NULL,
+                         "running the cuDNN SDPA forward");
+}
+
+lh_status cuda_sdpa_backward(lh_sdpa_plan *p, const void *q, const void *k, const void *v,
+                             const void *out, const void *dout, const float *stats, void *dq,
+                             void *dk, void *dv, void *workspace, CUstream stream) {
+    lh_status st = lh_cudnn_check(p->dnn->SetStream(p->handle, (cudaStream_t)stream),
+                                  "cudnnSetStream");
+    if (st != LH_OK) return st;
+    char *ws = workspace;
+    int64_t uids[16] = {UID_Q, UID_K, UID_V, UID_O, UID_DO, UID_STATS, UID_DQ, UID_DK, UID_DV,
+                        UID_SOFTMAX_SUM, UID_SCALE_S, UID_SCALE_DS, UID_NEG_INF, UID_ONE};
+    void *ptrs[16] = {(void *)q, (void *)k, (void *)v, (void *)out, (void *)dout, (void *)stats,
+                      dq, dk, dv, ws + p->off_sum, &p->scale, &p->scale, &p->neg_inf, &p->one};
+    int n = 14;
+    if (p->bwd_kind == LH_SDPA_BWD_ACCUM) {
+        /* The accumulator is summed into with atomics, so it starts at zero on every call. */
+        size_t words = (size_t)(p->shape.b * p->shape.h * p->shape.s * p->shape.d);
+        st = lh_cu_check(p->cu->MemsetD32Async((CUdeviceptr)(ws + p->off_accum), 0, words, stream),
+                         "clearing the dQ accumulator (cuMemsetD32Async)");
+        if (st != LH_OK) return st;
+        uids[n] = UID_DQ_ACCUM;
+        ptrs[n++] = ws + p->off_accum;
+    }
+    return lh_gb_execute(&p->bwd, n, uids, ptrs, p->bwd.workspace_bytes ? workspace : NULL,
+                         "running the cuDNN SDPA backward");
+}

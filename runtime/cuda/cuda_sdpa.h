@@ -1,0 +1,67 @@
+/*
+ * cuda_sdpa.h - causal scaled-dot-product attention through cuDNN's fused flash-attention
+ * engines, forward (with the fp32 log-sum-exp per row) and backward (dQ, dK, dV).
+ *
+ * The graphs are the composite forms cuDNN's flash-attention engines recognise (matmul, scale,
+ * causal mask from two index generators, softmax as max/sub/exp/sum, matmul), built once per plan
+ * and executed many times. Shapes are logical [B, H, S, D] with arbitrary strides, so the same code
+ * serves dense attention over [B,N,H,D] or [B,H,N,D] tensors and Lighthouse attention over a
+ * gathered sub-sequence [B,H,S_sel,D]. Forward and backward allocate nothing and never synchronise:
+ * all scratch memory is the caller's workspace and all work goes to the caller's stream.
+ */
+#ifndef LH_CUDA_SDPA_H
+#define LH_CUDA_SDPA_H
+
+#include <stdbool.h>
+
+#include <cuda.h>
+
+#include "cudnn_graph_build.h"
+
+typedef struct lh_sdpa_shape {
+    int64_t b, h, hkv, s, d;
+    lh_dtype dtype;            /* LH_DTYPE_FLOAT16 or LH_DTYPE_BFLOAT16 */
+    int64_t q_strides[4];      /* q, out, dout, dq: strides of the logical [B, H, S, D] dims */
+    int64_t kv_strides[4];     /* k, v, dk, dv */
+    double scale;              /* softmax scale */
+} lh_sdpa_shape;
+
+/* Which backward graph a plan uses (LH_CUDNN_SDPA_BWD=accum|deterministic overrides the choice). */
+typedef enum lh_sdpa_bwd_kind {
+    LH_SDPA_BWD_DETERMINISTIC = 0, /* dQ written by the engine directly (no atomics) */
+    LH_SDPA_BWD_ACCUM = 1          /* dQ accumulated in an fp32 workspace buffer */
+} lh_sdpa_bwd_kind;
+
+typedef struct lh_sdpa_plan lh_sdpa_plan;
+
+/* Strides of a dense [B, S, H, D] (bnhd = true) or [B, H, S, D] tensor with `heads` heads, in the
+ * logical [B, H, S, D] order the plan takes. */
+void lh_sdpa_layout_strides(bool bnhd, int64_t heads, int64_t s, int64_t d, int64_t out[4]);
+
+/* Builds the forward and backward graphs and their execution plans. The caller has pushed the
+ * CUDA context the plan will run in; `handle` is a cuDNN handle of that context owned by the
+ * caller and kept alive while the plan lives. */
+lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
+                                const lh_sdpa_shape *shape, lh_sdpa_plan **out_plan);
+void cuda_sdpa_plan_destroy(lh_sdpa_plan *plan);
+
+/* Bytes of the log-sum-exp buffer (fp32 [B, H, S]) and of the two workspaces. */
+int64_t cuda_sdpa_stats_bytes(const lh_sdpa_plan *plan);
+int64_t cuda_sdpa_fwd_workspace_bytes(const lh_sdpa_plan *plan);
+int64_t cuda_sdpa_bwd_workspace_bytes(const lh_sdpa_plan *plan);
+lh_sdpa_bwd_kind cuda_sdpa_bwd_kind(const lh_sdpa_plan *plan);
+/* One line naming the engines chosen (for logs and tests). */
+const char *cuda_sdpa_describe(const lh_sdpa_plan *plan);
+
+/* out = softmax(scale * q k^T + causal) v; stats = per-row log-sum-exp of the scaled scores.
+ * Device pointers, enqueued on `stream` (the caller's context must be current). */
+lh_status cuda_sdpa_forward(lh_sdpa_plan *plan, const void *q, const void *k, const void *v,
+                            void *out, float *stats, void *workspace, CUstream stream);
+
+/* dq, dk, dv from dout, given the forward's out and stats. `cu_memset` clears the fp32 dQ
+ * accumulator where the backward graph needs one. */
+lh_status cuda_sdpa_backward(lh_sdpa_plan *plan, const void *q, const void *k, const void *v,
+                             const void *out, const void *dout, const float *stats, void *dq,
+                             void *dk, void *dv, void *workspace, CUstream stream);
+
+#endif /* LH_CUDA_SDPA_H */

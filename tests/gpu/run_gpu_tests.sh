@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# run_gpu_tests.sh - runs the GPU test programs on a machine with an NVIDIA GPU and prints a
+# summary table last.
+#
+#   tests/gpu/run_gpu_tests.sh [BIN_DIR]
+#
+# BIN_DIR holds liblighthouse.so.0 and the programs of tests/gpu (default: $LH_GPU_BIN, else
+# .pack/gpu at the repository root, else build/tests/gpu). cuDNN and NCCL are taken from the
+# Python wheels under /opt/torch/.venv (override with LH_NVIDIA_WHEELS). Logs go to
+# $LH_GPU_LOG_DIR (default /tmp/lh-gpu-logs). LH_GPU_QUICK=1 skips the N >= 16K dense cases and
+# the timing program.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${1:-${LH_GPU_BIN:-}}
+if [ -z "$BIN" ]; then
+  if [ -x "$ROOT/.pack/gpu/test_cuda_dense" ]; then BIN=$ROOT/.pack/gpu; else BIN=$ROOT/build/tests/gpu; fi
+fi
+BIN=$(cd "$BIN" && pwd)
+LOGS=${LH_GPU_LOG_DIR:-/tmp/lh-gpu-logs}
+mkdir -p "$LOGS"
+
+WHEELS=${LH_NVIDIA_WHEELS:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia}
+libpath=$BIN
+for d in "$WHEELS"/*/lib; do [ -d "$d" ] && libpath="$libpath:$d"; done
+export LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export NCCL_NVLS_ENABLE=0          # never NVLink multicast (shared machines)
+export LH_CUDA_VERBOSE=1           # the library names the cuDNN engines it picked
+
+echo "== GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+echo "== binaries: $BIN"
+ls "$WHEELS"/cudnn/lib/libcudnn.so.* 2>/dev/null | head -1 | sed 's/^/== cuDNN: /'
+
+names=(); statuses=(); times=(); counts=()
+
+# run NAME TIMEOUT COMMAND... : runs one program, keeps its log, records the outcome.
+run() {
+  local name=$1 limit=$2; shift 2
+  local log="$LOGS/$name.log"
+  echo "== $name: $*"
+  local t0=$(date +%s.%N)
+  timeout "$limit" "$@" >"$log" 2>&1
+  local rc=$?
+  local t1=$(date +%s.%N)
+  cat "$log"
+  local status
+  case $rc in
+    0) status=PASS ;;
+    77) status=SKIP ;;
+    124) status="FAIL (timeout ${limit}s)" ;;
+    *) status="FAIL (rc $rc)" ;;
+  esac
+  names+=("$name"); statuses+=("$status")
+  times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')")
+  counts+=("$(grep -c '^PASS' "$log")/$(grep -c '^FAIL' "$log")")
+}
+
+run module 60 "$BIN/test_cuda_module"
+run errors 120 "$BIN/test_cuda_errors"
+# Long sequences use the backward graph with the fp32 dQ accumulator (the deterministic graph's
+# workspace grows as N^2); run it on a short grouped-query case too.
+LH_CUDNN_SDPA_BWD=accum run dense_accum_gqa 120 "$BIN/test_cuda_dense" --case bf16_bhnd_b1_n1024_h8_kv2_d128
+if [ "${LH_GPU_QUICK:-0}" = 1 ]; then
+  for c in bf16_bnhd_b2_n128_h4_d64 fp16_bhnd_b2_n256_h4_kv2_d128 bf16_bhnd_b1_n1024_h8_kv2_d128; do
+    run "dense_$c" 120 "$BIN/test_cuda_dense" --case "$c"
+  done
+else
+  run dense 360 "$BIN/test_cuda_dense"
+fi
+run graph 120 "$BIN/test_cuda_graph"
+LH_CUDNN_SDPA_BWD=accum run graph_accum 120 "$BIN/test_cuda_graph"
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [ -x "$SAN" ]; then
+  # a small case with the library's default graphs, then grouped-query heads with the fp32 dQ
+  # accumulator (its workspace buffers are where an overrun would show)
+  run memcheck 300 bash -c "'$SAN' --tool memcheck --error-exitcode 3 '$BIN/test_cuda_dense' --small &&
+    LH_CUDNN_SDPA_BWD=accum '$SAN' --tool memcheck --error-exitcode 3 '$BIN/test_cuda_dense' \
+      --case fp16_bhnd_b2_n256_h4_kv2_d128"
+else
+  echo "== memcheck: compute-sanitizer not found"; names+=(memcheck); statuses+=("SKIP (no compute-sanitizer)"); times+=(0); counts+=(-)
+fi
+if [ "${LH_GPU_QUICK:-0}" != 1 ]; then
+  echo "== timing (not a test): bench_cuda_dense"
+  timeout 300 "$BIN/bench_cuda_dense" 2>&1 | tee "$LOGS/bench.log"
+fi
+
+echo
+echo "== summary (checks passed/failed per program)"
+printf '%-28s %-22s %8s %10s\n' program result seconds checks
+fails=0
+for i in "${!names[@]}"; do
+  printf '%-28s %-22s %8s %10s\n' "${names[$i]}" "${statuses[$i]}" "${times[$i]}" "${counts[$i]}"
+  case ${statuses[$i]} in FAIL*) fails=$((fails + 1)) ;; esac
+done
+grep -h '^RESULT' "$LOGS/bench.log" 2>/dev/null
+exit $((fails > 0))
