@@ -17,6 +17,13 @@ typedef int (*cu_copy_htod_fn)(uint64_t, const void *, size_t);
 typedef int (*cu_copy_dtoh_fn)(void *, uint64_t, size_t);
 typedef int (*cu_memset_fn)(uint64_t, unsigned char, size_t);
 typedef int (*cu_sync_fn)(void);
+typedef int (*cu_event_create_fn)(void **, unsigned);
+typedef int (*cu_event_destroy_fn)(void *);
+typedef int (*cu_event_record_fn)(void *, void *);
+typedef int (*cu_event_sync_fn)(void *);
+typedef int (*cu_event_elapsed_fn)(float *, void *, void *);
+typedef int (*cu_copy_dtod_fn)(uint64_t, uint64_t, size_t, void *);
+typedef int (*cu_device_name_fn)(char *, int, int);
 
 static struct {
     cu_mem_alloc_fn alloc;
@@ -25,6 +32,13 @@ static struct {
     cu_copy_dtoh_fn dtoh;
     cu_memset_fn memset8;
     cu_sync_fn sync;
+    cu_event_create_fn event_create;
+    cu_event_destroy_fn event_destroy;
+    cu_event_record_fn event_record;
+    cu_event_sync_fn event_sync;
+    cu_event_elapsed_fn event_elapsed;
+    cu_copy_dtod_fn dtod;
+    char name[256];
 } cu;
 
 int hd_gpu_init(int device) {
@@ -40,12 +54,21 @@ int hd_gpu_init(int device) {
     cu.dtoh = (cu_copy_dtoh_fn)dlsym(lib, "cuMemcpyDtoH_v2");
     cu.memset8 = (cu_memset_fn)dlsym(lib, "cuMemsetD8_v2");
     cu.sync = (cu_sync_fn)dlsym(lib, "cuCtxSynchronize");
+    cu.event_create = (cu_event_create_fn)dlsym(lib, "cuEventCreate");
+    cu.event_destroy = (cu_event_destroy_fn)dlsym(lib, "cuEventDestroy_v2");
+    cu.event_record = (cu_event_record_fn)dlsym(lib, "cuEventRecord");
+    cu.event_sync = (cu_event_sync_fn)dlsym(lib, "cuEventSynchronize");
+    cu.event_elapsed = (cu_event_elapsed_fn)dlsym(lib, "cuEventElapsedTime");
+    cu.dtod = (cu_copy_dtod_fn)dlsym(lib, "cuMemcpyDtoDAsync_v2");
+    cu_device_name_fn dev_name = (cu_device_name_fn)dlsym(lib, "cuDeviceGetName");
     if (!init || !dev_get || !retain || !set || !cu.alloc || !cu.free || !cu.htod || !cu.dtoh ||
-        !cu.memset8 || !cu.sync)
+        !cu.memset8 || !cu.sync || !cu.event_create || !cu.event_destroy || !cu.event_record ||
+        !cu.event_sync || !cu.event_elapsed || !cu.dtod || !dev_name)
         return -1;
     int dev = 0;
     void *ctx = NULL;
     if (init(0) || dev_get(&dev, device) || retain(&ctx, dev) || set(ctx)) return -1;
+    if (dev_name(cu.name, (int)sizeof cu.name, dev)) cu.name[0] = '\0';
     return 0;
 }
 
@@ -77,6 +100,34 @@ int hd_memset(lh_backend backend, void *dst, int byte, size_t bytes) {
 }
 
 int hd_synchronize(lh_backend backend) { return backend == LH_BACKEND_CUDA ? cu.sync() : 0; }
+
+struct hd_event { void *handle; };
+
+hd_event *hd_event_create(void) {
+    hd_event *e = calloc(1, sizeof *e);
+    if (e && cu.event_create(&e->handle, 0)) { free(e); return NULL; }
+    return e;
+}
+
+void hd_event_destroy(hd_event *event) {
+    if (!event) return;
+    cu.event_destroy(event->handle);
+    free(event);
+}
+
+int hd_event_record(hd_event *event) { return cu.event_record(event->handle, NULL); }
+
+float hd_event_elapsed_ms(hd_event *start, hd_event *end) {
+    float ms = -1.0f;
+    if (cu.event_sync(end->handle) || cu.event_elapsed(&ms, start->handle, end->handle)) return -1.0f;
+    return ms;
+}
+
+int hd_copy_d2d(void *dst, const void *src, size_t bytes) {
+    return cu.dtod((uint64_t)(uintptr_t)dst, (uint64_t)(uintptr_t)src, bytes, NULL);
+}
+
+const char *hd_gpu_name(void) { return cu.name; }
 
 static uint16_t f32_to_bf16(float f) {
     uint32_t u;

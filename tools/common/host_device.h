@@ -29,6 +29,19 @@ void hd_round_to(lh_dtype dtype, float *x, size_t n);
 void hd_encode(lh_dtype dtype, const float *src, void *dst, size_t n);
 void hd_decode(lh_dtype dtype, const void *src, float *dst, size_t n);
 
+/* GPU timing on the legacy default stream (the stream the tools pass as NULL): hd_event_record
+ * marks a point, hd_event_elapsed_ms waits for the later one and returns the milliseconds
+ * between them. Events come from a small pool; hd_gpu_init must have succeeded. */
+typedef struct hd_event hd_event;
+hd_event *hd_event_create(void);
+void hd_event_destroy(hd_event *event);
+int hd_event_record(hd_event *event);
+float hd_event_elapsed_ms(hd_event *start, hd_event *end);
+/* Device-to-device copy on the default stream (asynchronous). */
+int hd_copy_d2d(void *dst, const void *src, size_t bytes);
+/* The device's name ("" without a GPU). */
+const char *hd_gpu_name(void);
+
 /* Seconds on a monotonic clock. */
 double hd_now(void);
 

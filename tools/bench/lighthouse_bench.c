@@ -1,0 +1,368 @@
+/*
+ * lighthouse-bench - Lighthouse against dense cuDNN and against the floor (cuDNN on a sequence
+ * of the selected length), per stage with bandwidth against a device copy, JIT cold and warm,
+ * and the memory kept for backward; one GPU, one run. Prints the GPU's name and a table last,
+ * and writes JSON for tools/bench/plot_bench.py.
+ *
+ *   lighthouse-bench [--seqs 32768,65536,...] [--heads 8] [--kv-heads 8] [--dim 128]
+ *                    [--levels 3] [--pooling 4] [--topk 2048] [--dtype bf16|fp16] [--batch 1]
+ *                    [--warmup 2] [--repeats 7] [--dense-max N] [--json FILE]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double bench_median_ms(const bench_options *o, bench_fn fn, void *arg) {
+    hd_event *start = hd_event_create(), *end = hd_event_create();
+    double times[64];
+    int n = o->repeats < 64 ? o->repeats : 64;
+    double result = -1.0;
+    if (!start || !end) goto done;
+    for (int i = 0; i < o->warmup; i++)
+        if (fn(arg, i)) goto done;
+    for (int i = 0; i < n; i++) {
+        hd_event_record(start);
+        if (fn(arg, o->warmup + i)) goto done;
+        hd_event_record(end);
+        times[i] = hd_event_elapsed_ms(start, end);
+    }
+    qsort(times, (size_t)n, sizeof times[0], cmp_double);
+    result = times[n / 2];
+done:
+    hd_event_destroy(start);
+    hd_event_destroy(end);
+    return result;
+}
+
+lh_plan *bench_plan(lh_context *ctx, const bench_options *o, int64_t seq, lh_mode mode) {
+    lh_plan *plan = NULL;
+    if (lh_plan_create(ctx, &plan) != LH_OK) return NULL;
+    const struct { lh_param p; int64_t v; } params[] = {
+        {LH_PARAM_BATCH, o->batch}, {LH_PARAM_SEQ_LEN, seq}, {LH_PARAM_HEADS, o->heads},
+        {LH_PARAM_KV_HEADS, o->kv_heads}, {LH_PARAM_HEAD_DIM, o->dim}, {LH_PARAM_DTYPE, o->dtype},
+        {LH_PARAM_LEVELS, o->levels}, {LH_PARAM_POOLING, o->pooling}, {LH_PARAM_TOPK, o->topk},
+        {LH_PARAM_MODE, mode}};
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        if (lh_plan_set_i64(plan, params[i].p, params[i].v) != LH_OK) goto fail;
+    if (lh_plan_finalize(plan) != LH_OK) goto fail;
+    return plan;
+fail:
+    fprintf(stderr, "  plan (N=%lld, %s): %s\n", (long long)seq,
+            mode == LH_MODE_DENSE ? "dense" : "lighthouse", lh_last_error());
+    lh_plan_destroy(plan);
+    return NULL;
+}
+
+int64_t bench_query(lh_plan *plan, lh_query q) {
+    int64_t v = 0;
+    return lh_plan_get_i64(plan, q, &v) == LH_OK ? v : -1;
+}
+
+/* ---- forward / forward+backward of one plan ------------------------------------------------ */
+
+typedef struct run_buffers {
+    lh_plan *plan;
+    int sets;                       /* input sets rotated so small N does not run from L2 */
+    void *q[4], *k[4], *v[4];
+    void *out, *dout, *dq, *dk, *dv, *saved, *ws;
+    int backward;
+} run_buffers;
+
+static int run_once(void *arg, int it) {
+    run_buffers *r = arg;
+    int s = it % r->sets;
+    if (lh_forward(r->plan, r->q[s], r->k[s], r->v[s], r->out, r->saved, r->ws, NULL) != LH_OK) return 1;
+    if (r->backward &&
+        lh_backward(r->plan, r->q[s], r->k[s], r->v[s], r->out, r->dout, r->saved, r->dq, r->dk, r->dv,
+                    r->ws, NULL) != LH_OK)
+        return 1;
+    return 0;
+}
+
+static void fill_random(void *dev, size_t elems, lh_dtype dtype, unsigned seed) {
+    float *h = malloc(elems * sizeof(float));
+    void *enc = malloc(elems * 2);
+    srand(seed);
+    for (size_t i = 0; i < elems; i++) h[i] = (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
+    hd_encode(dtype, h, enc, elems);
+    hd_upload(LH_BACKEND_CUDA, dev, enc, elems * 2);
+    free(h);
+    free(enc);
+}
+
+/* Times forward and forward+backward of `plan`; the results go to *fwd and *fwdbwd. */
+static void time_plan(const bench_options *o, lh_plan *plan, int64_t seq, double *fwd, double *fwdbwd) {
+    *fwd = *fwdbwd = -1.0;
+    size_t es = 2;
+    size_t qn = (size_t)(o->batch * seq * o->heads * o->dim), kn = (size_t)(o->batch * seq * o->kv_heads * o->dim);
+    run_buffers r = {0};
+    r.plan = plan;
+    size_t set_bytes = (qn + 2 * kn) * es;
+    r.sets = set_bytes >= (size_t)256 << 20 ? 1 : 4;
+    int64_t ws = bench_query(plan, LH_QUERY_FWD_WORKSPACE_BYTES), bws = bench_query(plan, LH_QUERY_BWD_WORKSPACE_BYTES);
+    if (bws > ws) ws = bws;
+    int ok = 1;
+    for (int s = 0; s < r.sets; s++) {
+        r.q[s] = hd_alloc(LH_BACKEND_CUDA, qn * es);
+        r.k[s] = hd_alloc(LH_BACKEND_CUDA, kn * es);
+        r.v[s] = hd_alloc(LH_BACKEND_CUDA, kn * es);
+        ok = ok && r.q[s] && r.k[s] && r.v[s];
+        if (ok) {
+            fill_random(r.q[s], qn, o->dtype, 1 + 3 * s);
+            fill_random(r.k[s], kn, o->dtype, 2 + 3 * s);
+            fill_random(r.v[s], kn, o->dtype, 3 + 3 * s);
+        }
+    }
+    r.out = hd_alloc(LH_BACKEND_CUDA, qn * es);
+    r.dout = hd_alloc(LH_BACKEND_CUDA, qn * es);
+    r.dq = hd_alloc(LH_BACKEND_CUDA, qn * es);
+    r.dk = hd_alloc(LH_BACKEND_CUDA, kn * es);
+    r.dv = hd_alloc(LH_BACKEND_CUDA, kn * es);
+    r.saved = hd_alloc(LH_BACKEND_CUDA, (size_t)bench_query(plan, LH_QUERY_SAVED_BYTES));
+    r.ws = ws > 0 ? hd_alloc(LH_BACKEND_CUDA, (size_t)ws) : NULL;
+    ok = ok && r.out && r.dout && r.dq && r.dk && r.dv && r.saved && (ws == 0 || r.ws);
+    if (ok) {
+        fill_random(r.dout, qn, o->dtype, 99);
+        r.backward = 0;
+        *fwd = bench_median_ms(o, run_once, &r);
+        r.backward = 1;
+        *fwdbwd = bench_median_ms(o, run_once, &r);
+        if (*fwd < 0 || *fwdbwd < 0) fprintf(stderr, "  run failed: %s\n", lh_last_error());
+    } else {
+        fprintf(stderr, "  out of device memory for N=%lld\n", (long long)seq);
+    }
+    for (int s = 0; s < r.sets; s++) {
+        hd_free(LH_BACKEND_CUDA, r.q[s]); hd_free(LH_BACKEND_CUDA, r.k[s]); hd_free(LH_BACKEND_CUDA, r.v[s]);
+    }
+    void *rest[] = {r.out, r.dout, r.dq, r.dk, r.dv, r.saved, r.ws};
+    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++) hd_free(LH_BACKEND_CUDA, rest[i]);
+}
+
+/* ---- JIT: cold (empty cache), warm from disk (new context), warm from memory ------------ */
+
+static double finalize_ms(lh_context *ctx, const bench_options *o, int64_t seq) {
+    double t0 = hd_now();
+    lh_plan *plan = bench_plan(ctx, o, seq, LH_MODE_LIGHTHOUSE);
+    double ms = (hd_now() - t0) * 1e3;
+    lh_plan_destroy(plan);
+    return plan ? ms : -1.0;
+}
+
+static void measure_jit(const bench_options *o, int64_t seq, bench_row *row) {
+    char dir[] = "/tmp/lh-bench-cache-XXXXXX";
+    row->jit_cold_ms = row->jit_disk_ms = row->jit_memory_ms = -1.0;
+    if (!mkdtemp(dir)) return;
+    lh_context *ctx = NULL;
+    if (lh_context_create(LH_BACKEND_CUDA, 0, &ctx) == LH_OK) {
+        lh_context_set_str(ctx, LH_CONTEXT_CACHE_DIR, dir);
+        row->jit_cold_ms = finalize_ms(ctx, o, seq);
+        row->jit_memory_ms = finalize_ms(ctx, o, seq);
+        lh_context_destroy(ctx);
+    }
+    if (lh_context_create(LH_BACKEND_CUDA, 0, &ctx) == LH_OK) {
+        lh_context_set_str(ctx, LH_CONTEXT_CACHE_DIR, dir);
+        row->jit_disk_ms = finalize_ms(ctx, o, seq);
+        lh_context_destroy(ctx);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "  could not remove %s\n", dir);
+}
+
+/* ---- copy bandwidth ------------------------------------------------------------------------ */
+
+typedef struct copy_arg { void *dst, *src; size_t bytes; } copy_arg;
+static int copy_once(void *arg, int it) {
+    (void)it;
+    copy_arg *c = arg;
+    return hd_copy_d2d(c->dst, c->src, c->bytes);
+}
+
+static double copy_bandwidth_gbs(const bench_options *o) {
+    copy_arg c = {NULL, NULL, (size_t)1 << 30};
+    c.src = hd_alloc(LH_BACKEND_CUDA, c.bytes);
+    c.dst = hd_alloc(LH_BACKEND_CUDA, c.bytes);
+    double ms = (c.src && c.dst) ? bench_median_ms(o, copy_once, &c) : -1.0;
+    hd_free(LH_BACKEND_CUDA, c.src);
+    hd_free(LH_BACKEND_CUDA, c.dst);
+    return ms > 0 ? 2.0 * (double)c.bytes / (ms * 1e-3) / 1e9 : -1.0;
+}
+
+/* ---- output -------------------------------------------------------------------------------- */
+
+static void json_number(FILE *f, const char *key, double v, int last) {
+    if (v < 0) fprintf(f, "\"%s\": null%s", key, last ? "" : ", ");
+    else fprintf(f, "\"%s\": %.6g%s", key, v, last ? "" : ", ");
+}
+
+static void write_json(const bench_options *o, const bench_row *rows, int n, double copy_gbs) {
+    FILE *f = fopen(o->json_path, "w");
+    if (!f) { fprintf(stderr, "cannot write %s\n", o->json_path); return; }
+    fprintf(f, "{\"gpu\": \"%s\", \"library\": \"%s\", \"config\": {\"batch\": %lld, \"heads\": %lld, "
+               "\"kv_heads\": %lld, \"dim\": %lld, \"levels\": %lld, \"pooling\": %lld, \"topk\": %lld, "
+               "\"dtype\": \"%s\"}, \"copy_bandwidth_gbs\": %.1f, \"rows\": [\n",
+            hd_gpu_name(), lh_version_string(), (long long)o->batch, (long long)o->heads,
+            (long long)o->kv_heads, (long long)o->dim, (long long)o->levels, (long long)o->pooling,
+            (long long)o->topk, o->dtype == LH_DTYPE_BFLOAT16 ? "bf16" : "fp16", copy_gbs);
+    for (int i = 0; i < n; i++) {
+        const bench_row *r = &rows[i];
+        fprintf(f, "  {\"seq\": %lld, \"s_sel\": %lld, ", (long long)r->seq, (long long)r->s_sel);
+        json_number(f, "lighthouse_fwd_ms", r->lh_fwd, 0);
+        json_number(f, "lighthouse_fwdbwd_ms", r->lh_fwdbwd, 0);
+        json_number(f, "dense_fwd_ms", r->dense_fwd, 0);
+        json_number(f, "dense_fwdbwd_ms", r->dense_fwdbwd, 0);
+        json_number(f, "floor_fwd_ms", r->floor_fwd, 0);
+        json_number(f, "floor_fwdbwd_ms", r->floor_fwdbwd, 0);
+        json_number(f, "jit_cold_ms", r->jit_cold_ms, 0);
+        json_number(f, "jit_disk_ms", r->jit_disk_ms, 0);
+        json_number(f, "jit_memory_ms", r->jit_memory_ms, 0);
+        fprintf(f, "\"saved_bytes\": %lld, \"stages\": [", (long long)r->saved_bytes);
+        for (int s = 0; s < BENCH_STAGES; s++) {
+            fprintf(f, "{\"name\": \"%s\", ", r->stages[s].name ? r->stages[s].name : "");
+            json_number(f, "ms", r->stages[s].ms, 0);
+            json_number(f, "bytes", r->stages[s].bytes, 1);
+            fprintf(f, "}%s", s + 1 < BENCH_STAGES ? ", " : "");
+        }
+        fprintf(f, "]}%s\n", i + 1 < n ? "," : "");
+    }
+    fprintf(f, "]}\n");
+    fclose(f);
+    printf("wrote %s\n", o->json_path);
+}
+
+static void print_ms(double v) { if (v < 0) printf(" %9s", "-"); else printf(" %9.2f", v); }
+
+static void print_table(const bench_options *o, const bench_row *rows, int n, double copy_gbs) {
+    printf("\nper-stage forward (stage entry points), bandwidth vs device copy %.0f GB/s:\n", copy_gbs);
+    printf("%8s %-8s %9s %9s %9s %7s\n", "N", "stage", "ms", "GB", "GB/s", "%copy");
+    for (int i = 0; i < n; i++)
+        for (int s = 0; s < BENCH_STAGES; s++) {
+            const stage_result *st = &rows[i].stages[s];
+            if (!st->name || st->ms <= 0) continue;
+            double gbs = st->bytes / (st->ms * 1e-3) / 1e9;
+            printf("%8lld %-8s %9.3f %9.3f %9.0f %6.0f%%\n", (long long)rows[i].seq, st->name, st->ms,
+                   st->bytes / 1e9, gbs, copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0);
+        }
+    printf("\nJIT (plan finalize, Lighthouse): cold = empty cache, disk = new context, memory = same context\n");
+    printf("%8s %9s %9s %9s %12s\n", "N", "cold ms", "disk ms", "mem ms", "saved MiB");
+    for (int i = 0; i < n; i++) {
+        printf("%8lld", (long long)rows[i].seq);
+        print_ms(rows[i].jit_cold_ms); print_ms(rows[i].jit_disk_ms); print_ms(rows[i].jit_memory_ms);
+        printf(" %12.1f\n", (double)rows[i].saved_bytes / (1 << 20));
+    }
+    printf("\n== %s | B=%lld H=%lld Hkv=%lld D=%lld %s L=%lld p=%lld topk=%lld | ms, median of %d\n",
+           hd_gpu_name(), (long long)o->batch, (long long)o->heads, (long long)o->kv_heads, (long long)o->dim,
+           o->dtype == LH_DTYPE_BFLOAT16 ? "bf16" : "fp16", (long long)o->levels, (long long)o->pooling,
+           (long long)o->topk, o->repeats);
+    printf("%8s %7s | %9s %9s | %9s %9s | %9s %9s | %7s %7s %8s\n", "N", "S_sel", "LH fwd", "LH f+b",
+           "floor fwd", "floor f+b", "dense fwd", "dense f+b", "fwd/flr", "f+b/flr", "dense/LH");
+    for (int i = 0; i < n; i++) {
+        const bench_row *r = &rows[i];
+        printf("%8lld %7lld |", (long long)r->seq, (long long)r->s_sel);
+        print_ms(r->lh_fwd); print_ms(r->lh_fwdbwd); printf(" |");
+        print_ms(r->floor_fwd); print_ms(r->floor_fwdbwd); printf(" |");
+        print_ms(r->dense_fwd); print_ms(r->dense_fwdbwd); printf(" |");
+        if (r->lh_fwd > 0 && r->floor_fwd > 0) printf(" %7.2f", r->lh_fwd / r->floor_fwd); else printf(" %7s", "-");
+        if (r->lh_fwdbwd > 0 && r->floor_fwdbwd > 0) printf(" %7.2f", r->lh_fwdbwd / r->floor_fwdbwd); else printf(" %7s", "-");
+        if (r->lh_fwdbwd > 0 && r->dense_fwdbwd > 0) printf(" %8.1f", r->dense_fwdbwd / r->lh_fwdbwd); else printf(" %8s", "-");
+        printf("\n");
+        if (r->lh_error) printf("         Lighthouse not run: %s\n", r->lh_error);
+    }
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+static void parse_seqs(bench_options *o, const char *list) {
+    o->num_seqs = 0;
+    for (const char *p = list; *p && o->num_seqs < BENCH_MAX_SEQS;) {
+        o->seqs[o->num_seqs++] = strtoll(p, (char **)&p, 10);
+        if (*p == ',') p++;
+    }
+}
+
+static void parse_args(int argc, char **argv, bench_options *o) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) { fprintf(stderr, "%s needs a value\n", a); exit(2); }
+        i++;
+        if (!strcmp(a, "--seqs")) parse_seqs(o, v);
+        else if (!strcmp(a, "--batch")) o->batch = atoll(v);
+        else if (!strcmp(a, "--heads")) o->heads = o->kv_heads = atoll(v);
+        else if (!strcmp(a, "--kv-heads")) o->kv_heads = atoll(v);
+        else if (!strcmp(a, "--dim")) o->dim = atoll(v);
+        else if (!strcmp(a, "--levels")) o->levels = atoll(v);
+        else if (!strcmp(a, "--pooling")) o->pooling = atoll(v);
+        else if (!strcmp(a, "--topk")) o->topk = atoll(v);
+        else if (!strcmp(a, "--dtype")) o->dtype = !strcmp(v, "fp16") ? LH_DTYPE_FLOAT16 : LH_DTYPE_BFLOAT16;
+        else if (!strcmp(a, "--warmup")) o->warmup = atoi(v);
+        else if (!strcmp(a, "--repeats")) o->repeats = atoi(v);
+        else if (!strcmp(a, "--dense-max")) o->dense_max_seq = atoll(v);
+        else if (!strcmp(a, "--json")) o->json_path = v;
+        else { fprintf(stderr, "unknown option %s (see the comment at the top of lighthouse_bench.c)\n", a); exit(2); }
+    }
+    if (o->repeats < 1) o->repeats = 1;
+}
+
+int main(int argc, char **argv) {
+    bench_options o = {.batch = 1, .heads = 8, .kv_heads = 8, .dim = 128, .levels = 3, .pooling = 4,
+                       .topk = 2048, .dtype = LH_DTYPE_BFLOAT16, .warmup = 2, .repeats = 7,
+                       .dense_max_seq = 1 << 19, .json_path = "lighthouse-bench.json"};
+    parse_seqs(&o, "32768,65536,131072,262144,524288");
+    parse_args(argc, argv, &o);
+    if (hd_gpu_init(0) != 0) {
+        printf("lighthouse-bench: no usable GPU (libcuda.so.1, device 0); nothing to measure\n");
+        return 77;
+    }
+    lh_context *ctx = NULL;
+    if (lh_context_create(LH_BACKEND_CUDA, 0, &ctx) != LH_OK) {
+        fprintf(stderr, "lighthouse-bench: %s\n", lh_last_error());
+        return 1;
+    }
+    printf("lighthouse-bench %s on %s\n", lh_version_string(), hd_gpu_name());
+    double copy_gbs = copy_bandwidth_gbs(&o);
+    printf("device-to-device copy: %.0f GB/s (read + write)\n", copy_gbs);
+    bench_row rows[BENCH_MAX_SEQS];
+    memset(rows, 0, sizeof rows);
+    for (int i = 0; i < o.num_seqs; i++) {
+        bench_row *r = &rows[i];
+        r->seq = o.seqs[i];
+        r->lh_fwd = r->lh_fwdbwd = r->dense_fwd = r->dense_fwdbwd = r->floor_fwd = r->floor_fwdbwd = -1;
+        printf("N = %lld\n", (long long)r->seq);
+        fflush(stdout);
+        measure_jit(&o, r->seq, r);
+        lh_plan *lh = bench_plan(ctx, &o, r->seq, LH_MODE_LIGHTHOUSE);
+        if (lh) {
+            r->s_sel = bench_query(lh, LH_QUERY_SUBSEQ_LEN);
+            r->saved_bytes = bench_query(lh, LH_QUERY_SAVED_BYTES);
+            time_plan(&o, lh, r->seq, &r->lh_fwd, &r->lh_fwdbwd);
+            lh_plan_destroy(lh);
+            bench_stages(&o, ctx, r->seq, r);
+        } else {
+            static char why[BENCH_MAX_SEQS][512];
+            snprintf(why[i], sizeof why[i], "%s", lh_last_error());
+            r->lh_error = why[i];
+        }
+        if (r->s_sel > 0) {
+            lh_plan *fl = bench_plan(ctx, &o, r->s_sel, LH_MODE_DENSE);
+            if (fl) { time_plan(&o, fl, r->s_sel, &r->floor_fwd, &r->floor_fwdbwd); lh_plan_destroy(fl); }
+        }
+        if (r->seq <= o.dense_max_seq) {
+            bench_options dense_o = o;
+            if (r->seq >= (1 << 18)) { dense_o.warmup = 1; dense_o.repeats = 3; } /* seconds per call */
+            lh_plan *dn = bench_plan(ctx, &o, r->seq, LH_MODE_DENSE);
+            if (dn) { time_plan(&dense_o, dn, r->seq, &r->dense_fwd, &r->dense_fwdbwd); lh_plan_destroy(dn); }
+        }
+    }
+    write_json(&o, rows, o.num_seqs, copy_gbs);
+    print_table(&o, rows, o.num_seqs, copy_gbs);
+    lh_context_destroy(ctx);
+    return 0;
+}
