@@ -1,0 +1,31 @@
+"""
+Lighthouse.jl: Julia bindings of liblighthouse (Lighthouse attention and dense causal attention
+behind a stable C ABI). The library is loaded from ENV["LIGHTHOUSE_LIB"], else "liblighthouse"
+on the system's library path.
+
+Arrays: Julia is column-major, so a (D, H, N, B) Array is the library's [B, N, H, D].
+"""
+module Lighthouse
+
+using Libdl
+
+include("capi.jl")
+include("errors.jl")
+include("handles.jl")
+include("run.jl")
+
+export Context, Plan, PlanInfo, Saved, LighthouseError, info, backend, live_handles
+export forward!, backward!, scores!, select!, gather!, scatter!
+export unsafe_forward!, unsafe_backward!, unsafe_scores!, unsafe_select!, unsafe_gather!,
+       unsafe_scatter!
+export set_num_threads!, set_cache_enabled!, set_cache_dir!
+
+__init__() = reset_library!()
+
+"The loaded library's version as a VersionNumber."
+version() = VersionNumber(unsafe_string(lh_version_string()))
+
+"Whether the loaded library is the version these bindings were written against."
+version_matches() = lh_version_number() == LH_VERSION_NUMBER
+
+end # module
