@@ -1,0 +1,228 @@
+/*
+ * cache.c - lhc_compile: memory cache, then disk cache, then MLIR.
+ *
+ * The key of a kernel hashes everything that can change its PTX: the template text, the
+ * constants, the chip, the PTX features, the pass pipeline, the LLVM version and the library
+ * version. So a new library or LLVM never reuses stale PTX, and no manual invalidation exists.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler_internal.h"
+#include "runtime.h"
+
+#define LHC_CACHE_DIR_CAP 1024
+
+typedef struct cache_entry {
+    char key[33];
+    char *ptx;
+    char **names;
+    lhc_kernel kernel;
+    struct cache_entry *next;
+} cache_entry;
+
+struct lhc_cache {
+    pthread_mutex_t lock;
+    cache_entry *entries;
+    int disk_enabled;
+    int dir_is_default;
+    char dir[LHC_CACHE_DIR_CAP];
+    lhc_cache_stats stats;
+};
+
+lh_status lhc_cache_create(lhc_cache **out) {
+    if (!out) return lh_fail(LH_ERROR_NULL_POINTER, "lhc_cache_create: out is NULL");
+    lhc_cache *c = calloc(1, sizeof *c);
+    if (!c) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "kernel cache: out of host memory");
+    pthread_mutex_init(&c->lock, NULL);
+    c->disk_enabled = 1;
+    c->dir_is_default = 1;
+    lhc_default_cache_dir(c->dir, sizeof c->dir);
+    *out = c;
+    return LH_OK;
+}
+
+static void entry_free(cache_entry *e) {
+    free(e->ptx);
+    free(e->names);
+    free(e);
+}
+
+void lhc_cache_destroy(lhc_cache *c) {
+    if (!c) return;
+    for (cache_entry *e = c->entries, *next; e; e = next) {
+        next = e->next;
+        entry_free(e);
+    }
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+lh_status lhc_cache_set_dir(lhc_cache *c, const char *dir) {
+    if (dir && strlen(dir) >= LHC_CACHE_DIR_CAP)
+        return lh_fail(LH_ERROR_INVALID_VALUE, "kernel cache directory is %zu bytes long (at most %d)",
+                       strlen(dir), LHC_CACHE_DIR_CAP - 1);
+    pthread_mutex_lock(&c->lock);
+    c->dir_is_default = !dir || !*dir;
+    if (c->dir_is_default) lhc_default_cache_dir(c->dir, sizeof c->dir);
+    else snprintf(c->dir, sizeof c->dir, "%s", dir);
+    pthread_mutex_unlock(&c->lock);
+    return LH_OK;
+}
+
+void lhc_cache_set_disk_enabled(lhc_cache *c, int enabled) {
+    pthread_mutex_lock(&c->lock);
+    c->disk_enabled = enabled != 0;
+    pthread_mutex_unlock(&c->lock);
+}
+
+const char *lhc_cache_dir(const lhc_cache *c) { return c->dir; }
+
+void lhc_cache_get_stats(const lhc_cache *c, lhc_cache_stats *out) {
+    pthread_mutex_lock((pthread_mutex_t *)&c->lock);
+    *out = c->stats;
+    pthread_mutex_unlock((pthread_mutex_t *)&c->lock);
+}
+
+/* ---- one kernel ----------------------------------------------------------------------------- */
+
+static lh_status check_chip(const char *chip) {
+    /* Only the shape is checked here (it is pasted into MLIR text); LLVM judges the name. */
+    size_t n = strlen(chip);
+    int ok = n >= 4 && n < 16 && strncmp(chip, "sm_", 3) == 0;
+    for (size_t i = 3; ok && i < n; i++)
+        ok = (chip[i] >= '0' && chip[i] <= '9') || (chip[i] >= 'a' && chip[i] <= 'z');
+    if (!ok)
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "chip must read sm_<number>[suffix], e.g. sm_90 or sm_100a (got \"%s\")", chip);
+    return LH_OK;
+}
+
+static void compute_key(const char *kernel, const char *source, const lhc_constants *c,
+                        const char *chip, char out[33]) {
+    char canonical[LHC_MAX_KEYS * (LHC_MAX_KEY_LEN + LHC_MAX_VALUE_LEN + 2)];
+    char version[32];
+    snprintf(version, sizeof version, "%d.%d.%d", LH_VERSION_MAJOR, LH_VERSION_MINOR, LH_VERSION_PATCH);
+    lhc_constants_canonical(c, canonical, sizeof canonical);
+    lhc_hash128 h;
+    lhc_hash128_init(&h);
+    const char *parts[] = {"liblighthouse kernel v1", version, lhc_llvm_version(), lhc_pipeline_text(),
+                           LHC_PTX_FEATURES, chip, kernel, canonical, source};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) lhc_hash128_string(&h, parts[i]);
+    lhc_hash128_hex(&h, out);
+}
+
+/* The ".entry NAME(" lines of the PTX, so the runtime needs no list of its own. The names are
+ * copied, NUL-terminated, into the same allocation after the PTX's own terminator. */
+static int list_entries(cache_entry *e) {
+    size_t ptx_len = strlen(e->ptx), names_len = 0;
+    int count = 0;
+    for (const char *s = e->ptx; (s = strstr(s, ".entry ")); s += 7) {
+        names_len += strcspn(s + 7, "( \t\n") + 1;
+        count++;
+    }
+    char *grown = realloc(e->ptx, ptx_len + 1 + names_len);
+    if (!grown) return -1;
+    e->ptx = grown;
+    e->names = calloc((size_t)count + 1, sizeof *e->names);
+    if (!e->names) return -1;
+    char *at = grown + ptx_len + 1;
+    int i = 0;
+    for (const char *s = grown; i < count && (s = strstr(s, ".entry ")); s += 7) {
+        size_t n = strcspn(s + 7, "( \t\n");
+        memcpy(at, s + 7, n);
+        at[n] = '\0';
+        e->names[i++] = at;
+        at += n + 1;
+    }
+    e->kernel.ptx = grown;
+    e->kernel.ptx_size = ptx_len;
+    e->kernel.num_entries = count;
+    e->kernel.entries = (const char *const *)e->names;
+    return 0;
+}
+
+static cache_entry *find_entry(lhc_cache *c, const char *key) {
+    for (cache_entry *e = c->entries; e; e = e->next)
+        if (strcmp(e->key, key) == 0) return e;
+    return NULL;
+}
+
+/* Disk, then MLIR. Runs with the cache locked. `ptx` receives a malloc'd text. */
+static lh_status load_or_build(lhc_cache *c, const char *kernel, const char *source,
+                               const lhc_constants *consts, int user_count, const char *chip,
+                               const char *key, char **ptx) {
+    size_t size = 0;
+    if (c->disk_enabled && c->dir[0]) {
+        int r = lhc_disk_read(c->dir, kernel, key, ptx, &size);
+        if (r > 0 && strstr(*ptx, ".entry ")) {
+            c->stats.disk_hits++;
+            return LH_OK;
+        }
+        if (r > 0) free(*ptx);
+        if (r != 0) c->stats.disk_rejects++;
+    }
+    char *mlir = NULL;
+    lh_status st = lhc_template_expand(kernel, source, consts, user_count, &mlir);
+    if (st != LH_OK) return st;
+    st = lhc_mlir_to_ptx(kernel, mlir, chip, ptx);
+    free(mlir);
+    if (st != LH_OK) return st;
+    c->stats.compiles++;
+    if (c->disk_enabled && c->dir[0] && lhc_disk_write(c->dir, kernel, key, *ptx, strlen(*ptx)) != 0)
+        c->stats.disk_errors++;
+    return LH_OK;
+}
+
+lh_status lhc_compile(lhc_cache *c, const char *kernel, const char *constants, const char *chip,
+                      const lhc_kernel **out) {
+    if (!c || !kernel || !chip || !out)
+        return lh_fail(LH_ERROR_NULL_POINTER, "lhc_compile: cache, kernel, chip and out must not be NULL");
+    const char *source = lhc_template_source(kernel);
+    if (!source) return lh_fail(LH_ERROR_INVALID_VALUE, "no kernel template named \"%s\"", kernel);
+    lh_status st = check_chip(chip);
+    if (st != LH_OK) return st;
+
+    lhc_constants consts;
+    st = lhc_constants_parse(constants, &consts);
+    if (st != LH_OK) return lh_fail_context(st, kernel);
+    int user_count = consts.count;
+    char target[LHC_MAX_VALUE_LEN];
+    snprintf(target, sizeof target, "#nvvm.target<chip = \"%s\", features = \"%s\", O = 3>", chip,
+             LHC_PTX_FEATURES);
+    st = lhc_constants_add(&consts, "TARGET", target);
+    if (st != LH_OK) return st;
+
+    char key[33];
+    compute_key(kernel, source, &consts, chip, key);
+
+    pthread_mutex_lock(&c->lock);
+    cache_entry *e = find_entry(c, key);
+    if (e) {
+        c->stats.memory_hits++;
+        *out = &e->kernel;
+        pthread_mutex_unlock(&c->lock);
+        return LH_OK;
+    }
+    e = calloc(1, sizeof *e);
+    if (!e) {
+        pthread_mutex_unlock(&c->lock);
+        return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "kernel cache: out of host memory");
+    }
+    memcpy(e->key, key, sizeof e->key);
+    st = load_or_build(c, kernel, source, &consts, user_count, chip, key, &e->ptx);
+    if (st == LH_OK && list_entries(e) != 0)
+        st = lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "kernel cache: out of host memory");
+    if (st != LH_OK) {
+        entry_free(e);
+        pthread_mutex_unlock(&c->lock);
+        return st;
+    }
+    e->next = c->entries;
+    c->entries = e;
+    *out = &e->kernel;
+    pthread_mutex_unlock(&c->lock);
+    return LH_OK;
+}

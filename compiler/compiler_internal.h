@@ -1,0 +1,89 @@
+/*
+ * compiler_internal.h - what the files of compiler/ share with each other (not the runtime).
+ */
+#ifndef LH_COMPILER_INTERNAL_H
+#define LH_COMPILER_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compiler.h"
+
+/* ---- specialisation constants (template.c) ------------------------------------------------ */
+
+#define LHC_MAX_KEYS 32
+#define LHC_MAX_KEY_LEN 32
+#define LHC_MAX_VALUE_LEN 96
+
+typedef struct lhc_constants {
+    int count;
+    char key[LHC_MAX_KEYS][LHC_MAX_KEY_LEN];
+    char value[LHC_MAX_KEYS][LHC_MAX_VALUE_LEN];
+} lhc_constants;
+
+/* Parses "KEY=VALUE ..." (keys [A-Z_][A-Z0-9_]*, values [A-Za-z0-9_.+-]+, no duplicates) and
+ * sorts by key, so equal sets of constants have one canonical form whatever the order given. */
+lh_status lhc_constants_parse(const char *text, lhc_constants *out);
+/* Appends KEY=VALUE (the compiler's own constants, e.g. TARGET; value may hold any text). */
+lh_status lhc_constants_add(lhc_constants *c, const char *key, const char *value);
+/* "KEY=VALUE\n..." in key order: what the cache key hashes. */
+void lhc_constants_canonical(const lhc_constants *c, char *buf, size_t cap);
+
+/* Replaces every {{expression}} of `source` (see docs/compiler.md: integers, constants,
+ * + - * / %, parentheses, min(a,b), max(a,b), log2(a); a lone non-integer constant is pasted as
+ * text). Every constant whose index is below `checked_count` must be used at least once.
+ * Returns a malloc'd NUL-terminated text in *out. */
+lh_status lhc_template_expand(const char *name, const char *source, const lhc_constants *c,
+                              int checked_count, char **out);
+
+/* ---- hashing (hash.c) --------------------------------------------------------------------- */
+
+typedef struct lhc_hash128 {
+    uint64_t hi, lo;
+} lhc_hash128;
+
+/* FNV-1a, 128-bit: the cache key (not a security boundary: the cache directory is the user's). */
+void lhc_hash128_init(lhc_hash128 *h);
+void lhc_hash128_update(lhc_hash128 *h, const void *data, size_t size);
+/* Hashes the string and its terminating NUL, so ("ab","c") and ("a","bc") differ. */
+void lhc_hash128_string(lhc_hash128 *h, const char *s);
+void lhc_hash128_hex(const lhc_hash128 *h, char out[33]);
+/* FNV-1a, 64-bit: the checksum of a disk entry's payload. */
+uint64_t lhc_hash64(const void *data, size_t size);
+
+/* ---- the disk cache (disk_cache.c) -------------------------------------------------------- */
+
+/* Fills `out` with the default directory ("" when neither variable nor HOME is set). */
+void lhc_default_cache_dir(char *out, size_t cap);
+/* Reads the entry for `key_hex`. Returns 1 and a malloc'd NUL-terminated payload on a valid
+ * entry, 0 when absent, -1 when present but corrupt or truncated (the caller recompiles). */
+int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, char **payload,
+                  size_t *size);
+/* Writes the entry atomically (temporary file + rename). Returns 0, or -1 on any failure. */
+int lhc_disk_write(const char *dir, const char *kernel, const char *key_hex, const char *payload,
+                   size_t size);
+
+/* ---- MLIR (mlir_compile.c, or mlir_stub.c without the compiler) --------------------------- */
+
+/* The PTX ISA features every kernel is built with: part of the cache key. */
+#define LHC_PTX_FEATURES "+ptx86"
+
+/* Parses `mlir_text`, lowers it to NVVM and serialises it to PTX for `chip`. Returns a malloc'd
+ * NUL-terminated PTX in *ptx. On failure the message carries MLIR's diagnostics. */
+lh_status lhc_mlir_to_ptx(const char *kernel, const char *mlir_text, const char *chip, char **ptx);
+/* "LLVM 22.1.8" or "none": part of the cache key. */
+const char *lhc_llvm_version(void);
+/* The pass pipeline text: part of the cache key. */
+const char *lhc_pipeline_text(void);
+
+/* ---- the kernel templates (kernel_registry.c + generated kernels_embedded.c) -------------- */
+
+typedef struct lhc_template {
+    const char *name;
+    const char *source;
+} lhc_template;
+
+extern const lhc_template lhc_templates[];
+extern const int lhc_template_total;
+
+#endif /* LH_COMPILER_INTERNAL_H */

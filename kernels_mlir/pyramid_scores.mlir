@@ -1,0 +1,223 @@
+// pyramid_scores.mlir - SPEC section 1: per-token L2 norms of q and k (fp32), max-pooled per level.
+//
+// Writes scores_q [B, H, S_total] and scores_k [B, Hkv, S_total] (fp32, contiguous), positions
+// level-major: level l entry i at off_l + i, off_l = n_0 + ... + n_(l-1), n_l = N / P^l.
+//
+// Constants: DTYPE (bf16 | f16), D (head dim: 8 * 2^k, at most 256), P (pooling), L (levels),
+//   THREADS (block size, a multiple of D/8), SLICE (tokens normed per step: a power of two >= P
+//   and a multiple of THREADS/(D/8)), CHUNK (tokens per block: max(SLICE, P^(L-1))).
+// Arguments (strides in elements, so q/k may be [B,N,H,D] or [B,H,N,D]):
+//   q, k, scores_q, scores_k : !llvm.ptr<1>
+//   n (N), heads (H), kv_heads (Hkv), s_total : i64
+//   q_stride_b, q_stride_t, q_stride_h, k_stride_b, k_stride_t, k_stride_h : i64
+// Launch: grid (ceil(N / CHUNK), H + Hkv, B), block (THREADS); blockIdx.y < H is a q head, the
+//   rest are k heads. q and k rows must be 16-byte aligned (D * 2 bytes is, for D >= 8).
+//
+// How: D/8 threads read one token row with 16-byte loads (a whole row per group, rows of a
+// warp next to each other for [B,H,N,D]), square and sum in fp32, and combine through
+// shuffles. The block keeps a slice's squared norms in shared memory; each level is the max of
+// P entries of the level below (sqrt is monotonic, so max of norms = sqrt of max of squares,
+// bit for bit). Levels wider than a slice keep a running max per level across the block's
+// slices; CHUNK is a multiple of every level's width, so no window crosses blocks and no
+// atomics are needed.
+module attributes {gpu.container_module} {
+gpu.module @pyramid_scores [{{TARGET}}] {
+  llvm.mlir.global internal @slice_buf() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * SLICE}} x f32>
+  llvm.mlir.global internal @coarse_acc() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L}} x f32>
+
+  gpu.func @lh_pyramid_scores(%q: !llvm.ptr<1>, %k: !llvm.ptr<1>, %sq: !llvm.ptr<1>, %sk: !llvm.ptr<1>,
+                              %n: i64, %heads: i64, %kv_heads: i64, %s_total: i64,
+                              %q_sb: i64, %q_st: i64, %q_sh: i64,
+                              %k_sb: i64, %k_st: i64, %k_sh: i64) kernel {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %c8 = arith.constant 8 : i64
+    %cP = arith.constant {{P}} : i64
+    %cL = arith.constant {{L}} : i64
+    %cLanes = arith.constant {{D / 8}} : i64
+    %cThreads = arith.constant {{THREADS}} : i64
+    %cSlice = arith.constant {{SLICE}} : i64
+    %cChunk = arith.constant {{CHUNK}} : i64
+    %cTpp = arith.constant {{THREADS / (D / 8)}} : i64
+    %cSlices = arith.constant {{CHUNK / SLICE}} : i64
+    %cPasses = arith.constant {{SLICE / (THREADS / (D / 8))}} : i64
+    %cSteps = arith.constant {{log2(D / 8)}} : i64
+    %cHalfLanes = arith.constant {{D / 16}} : i32
+    %c1_i32 = arith.constant 1 : i32
+    %c32_i32 = arith.constant 32 : i32
+    %zero = arith.constant 0.0 : f32
+
+    %tid_ix = gpu.thread_id x
+    %bx_ix = gpu.block_id x
+    %by_ix = gpu.block_id y
+    %bz_ix = gpu.block_id z
+    %tid = arith.index_cast %tid_ix : index to i64
+    %bx = arith.index_cast %bx_ix : index to i64
+    %hy = arith.index_cast %by_ix : index to i64
+    %b = arith.index_cast %bz_ix : index to i64
+
+    // q head or k head
+    %is_q = arith.cmpi ult, %hy, %heads : i64
+    %src = llvm.select %is_q, %q, %k : i1, !llvm.ptr<1>
+    %dst = llvm.select %is_q, %sq, %sk : i1, !llvm.ptr<1>
+    %hk = arith.subi %hy, %heads : i64
+    %h = arith.select %is_q, %hy, %hk : i64
+    %nh = arith.select %is_q, %heads, %kv_heads : i64
+    %sb = arith.select %is_q, %q_sb, %k_sb : i64
+    %st = arith.select %is_q, %q_st, %k_st : i64
+    %sh = arith.select %is_q, %q_sh, %k_sh : i64
+    %bsb = arith.muli %b, %sb : i64
+    %hsh = arith.muli %h, %sh : i64
+    %row_base = arith.addi %bsb, %hsh : i64
+    %bnh = arith.muli %b, %nh : i64
+    %bnh_h = arith.addi %bnh, %h : i64
+    %out_base = arith.muli %bnh_h, %s_total : i64
+
+    %lane = arith.remui %tid, %cLanes : i64
+    %tok = arith.divui %tid, %cLanes : i64
+    %lane_off = arith.muli %lane, %c8 : i64
+    %is_lane0 = arith.cmpi eq, %lane, %c0 : i64
+    %is_t0 = arith.cmpi eq, %tid, %c0 : i64
+    %chunk0 = arith.muli %bx, %cChunk : i64
+
+    %buf = llvm.mlir.addressof @slice_buf : !llvm.ptr<3>
+    %acc = llvm.mlir.addressof @coarse_acc : !llvm.ptr<3>
+
+    // Only thread 0 ever touches the running maxima of levels wider than a slice.
+    scf.if %is_t0 {
+      scf.for %l = %c0 to %cL step %c1 : i64 {
+        %ap = llvm.getelementptr %acc[%l] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+        llvm.store %zero, %ap : f32, !llvm.ptr<3>
+      }
+    }
+
+    scf.for %s = %c0 to %cSlices step %c1 : i64 {
+      %s_off = arith.muli %s, %cSlice : i64
+      %t0 = arith.addi %chunk0, %s_off : i64
+      %live = arith.cmpi ult, %t0, %n : i64
+      scf.if %live {
+        // A. squared norms of the slice's tokens -> buf[0, SLICE)
+        scf.for %it = %c0 to %cPasses step %c1 : i64 {
+          %itt = arith.muli %it, %cTpp : i64
+          %tl = arith.addi %itt, %tok : i64
+          %t = arith.addi %t0, %tl : i64
+          %in = arith.cmpi ult, %t, %n : i64
+          %part = scf.if %in -> (f32) {
+            %tst = arith.muli %t, %st : i64
+            %o1 = arith.addi %row_base, %tst : i64
+            %o2 = arith.addi %o1, %lane_off : i64
+            %ptr = llvm.getelementptr %src[%o2] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
+            %v = llvm.load %ptr {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
+            %f = arith.extf %v : vector<8x{{DTYPE}}> to vector<8xf32>
+            %f2 = arith.mulf %f, %f : vector<8xf32>
+            %r = vector.reduction <add>, %f2 : vector<8xf32> into f32
+            scf.yield %r : f32
+          } else {
+            scf.yield %zero : f32
+          }
+          // sum over the D/8 lanes of this token (every thread shuffles: no lane is masked)
+          %red:2 = scf.for %j = %c0 to %cSteps step %c1 iter_args(%a = %part, %off = %cHalfLanes) -> (f32, i32) : i64 {
+            %other, %valid = gpu.shuffle xor %a, %off, %c32_i32 : f32
+            %sum = arith.addf %a, %other : f32
+            %off2 = arith.shrui %off, %c1_i32 : i32
+            scf.yield %sum, %off2 : f32, i32
+          }
+          scf.if %is_lane0 {
+            %bp = llvm.getelementptr %buf[%tl] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+            llvm.store %red#0, %bp : f32, !llvm.ptr<3>
+          }
+        }
+        gpu.barrier
+
+        // B. level 0: the norms themselves
+        scf.for %i = %tid to %cSlice step %cThreads : i64 {
+          %t = arith.addi %t0, %i : i64
+          %in = arith.cmpi ult, %t, %n : i64
+          scf.if %in {
+            %bp = llvm.getelementptr %buf[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+            %x = llvm.load %bp : !llvm.ptr<3> -> f32
+            %nx = llvm.inline_asm "sqrt.rn.f32 $0, $1;", "=f,f" %x : (f32) -> f32
+            %o = arith.addi %out_base, %t : i64
+            %op = llvm.getelementptr %dst[%o] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+            llvm.store %nx, %op : f32, !llvm.ptr<1>
+          }
+        }
+
+        // C. levels 1 .. L-1; buf halves [0, SLICE) and [SLICE, 2 SLICE) alternate as source
+        %lv:4 = scf.for %l = %c1 to %cL step %c1
+            iter_args(%f = %c1, %lvl_off = %c0, %src_off = %c0, %dst_off = %cSlice) -> (i64, i64, i64, i64) : i64 {
+          %n_prev = arith.divui %n, %f : i64
+          %off_l = arith.addi %lvl_off, %n_prev : i64
+          %fl = arith.muli %f, %cP : i64
+          %fits = arith.cmpi ule, %fl, %cSlice : i64
+          %next:2 = scf.if %fits -> (i64, i64) {
+            %entries = arith.divui %cSlice, %fl : i64
+            %first = arith.divui %t0, %fl : i64
+            %n_l = arith.divui %n, %fl : i64
+            scf.for %e = %tid to %entries step %cThreads : i64 {
+              %ep = arith.muli %e, %cP : i64
+              %base = arith.addi %src_off, %ep : i64
+              %m = scf.for %j = %c0 to %cP step %c1 iter_args(%mx = %zero) -> (f32) : i64 {
+                %ij = arith.addi %base, %j : i64
+                %pp = llvm.getelementptr %buf[%ij] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+                %x = llvm.load %pp : !llvm.ptr<3> -> f32
+                %mm = arith.maximumf %mx, %x : f32
+                scf.yield %mm : f32
+              }
+              %de = arith.addi %dst_off, %e : i64
+              %dp = llvm.getelementptr %buf[%de] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+              llvm.store %m, %dp : f32, !llvm.ptr<3>
+              %gi = arith.addi %first, %e : i64
+              %in = arith.cmpi ult, %gi, %n_l : i64
+              scf.if %in {
+                %nx = llvm.inline_asm "sqrt.rn.f32 $0, $1;", "=f,f" %m : (f32) -> f32
+                %o1 = arith.addi %out_base, %off_l : i64
+                %o = arith.addi %o1, %gi : i64
+                %op = llvm.getelementptr %dst[%o] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+                llvm.store %nx, %op : f32, !llvm.ptr<1>
+              }
+            }
+            gpu.barrier
+            scf.yield %dst_off, %src_off : i64, i64
+          } else {
+            // A level wider than a slice: thread 0 folds this slice's maximum (the max of the
+            // fewer than P entries of the last level that fit in a slice) into the running max.
+            scf.if %is_t0 {
+              %cnt = arith.divui %cSlice, %f : i64
+              %m = scf.for %j = %c0 to %cnt step %c1 iter_args(%mx = %zero) -> (f32) : i64 {
+                %ij = arith.addi %src_off, %j : i64
+                %pp = llvm.getelementptr %buf[%ij] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+                %x = llvm.load %pp : !llvm.ptr<3> -> f32
+                %mm = arith.maximumf %mx, %x : f32
+                scf.yield %mm : f32
+              }
+              %ap = llvm.getelementptr %acc[%l] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+              %old = llvm.load %ap : !llvm.ptr<3> -> f32
+              %new = arith.maximumf %old, %m : f32
+              %end = arith.addi %t0, %cSlice : i64
+              %rem = arith.remui %end, %fl : i64
+              %done = arith.cmpi eq, %rem, %c0 : i64
+              scf.if %done {
+                %nx = llvm.inline_asm "sqrt.rn.f32 $0, $1;", "=f,f" %new : (f32) -> f32
+                %gi = arith.divui %t0, %fl : i64
+                %o1 = arith.addi %out_base, %off_l : i64
+                %o = arith.addi %o1, %gi : i64
+                %op = llvm.getelementptr %dst[%o] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+                llvm.store %nx, %op : f32, !llvm.ptr<1>
+                llvm.store %zero, %ap : f32, !llvm.ptr<3>
+              } else {
+                llvm.store %new, %ap : f32, !llvm.ptr<3>
+              }
+            }
+            scf.yield %src_off, %dst_off : i64, i64
+          }
+          scf.yield %fl, %off_l, %next#0, %next#1 : i64, i64, i64, i64
+        }
+        // the next slice overwrites buf
+        gpu.barrier
+      }
+    }
+    gpu.return
+  }
+}
+}

@@ -1,0 +1,751 @@
+// select_order.mlir - SPEC sections 2 and 3: the A/B cascade of one tile and the depth-first order
+// of its kept entries, without a general sort.
+//
+// One block per (tile t, query head h, batch b). Reads scores_q [B, H, S_total] of head h and
+// scores_k [B, Hkv, S_total] of kv head h / (H / Hkv) (fp32), writes the tile's slots
+// [t * per_tile, (t + 1) * per_tile) of indices [B, H, S_sel] (pyramid positions, int32) and, for
+// every kept entry, inv [B, H, S_total] = its slot (the runtime clears inv to -1 first; entries
+// never kept stay -1), per_tile = tile_len + (L - 1) * 128 * P.
+//
+// Constants: P (pooling), L (levels), THREADS (block size, >= 128).
+// Arguments: scores_q, scores_k, indices, inv : !llvm.ptr<1>;
+//   n (N), heads (H), kv_heads (Hkv), s_total, s_sel, tile_len : i64.
+// Launch: grid (T, H, B), block (THREADS), no dynamic shared memory.
+//
+// How. Candidates of a level are kept in position order as a list: at the coarsest level the
+// tile's entries, below it the children of the refined entries, the r-th refined parent's
+// children being list entries r*P .. r*P+P-1. Nothing per candidate is stored:
+//  - A (64 highest scores_q, ties to the lower position) is found by a radix select over the
+//    order-preserving integer image of the scores (4 passes of 8 bits with a shared
+//    histogram); it leaves a threshold key and how many candidates equal to it belong to A, and
+//    the list index of the last of those (found by counting per thread over contiguous ranges)
+//    closes the definition: A = {key > thr} + {key == thr and index <= cut}. B is the same over
+//    the candidates outside A with scores_k. Counts are exact integers, so the result does not
+//    depend on thread timing.
+//  - The 128 refined entries of every level (their list index and position) are compacted in
+//    list order by a per-thread count and an exclusive scan.
+//  - Order: a refined entry's subtree holds 1 + sum of its children's subtree sizes (a child
+//    that is not refined counts 1); sizes go bottom-up over the 128 refined entries per level
+//    with E[r] = sum over refined r' < r of (size - 1). A list entry j then starts at
+//    j + E[#refined before j] relative to its list, its parent's subtree starts where the
+//    parent's first child does, and every entry's slot is start + size - 1 (children first,
+//    the refined parent last).
+// Scores are assumed finite or +-inf (they are norms): NaN orders above +inf here.
+module attributes {gpu.container_module} {
+gpu.module @select_order [{{TARGET}}] {
+  llvm.mlir.global internal @hist() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<256 x i32>
+  llvm.mlir.global internal @cnt() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{THREADS}} x i32>
+  llvm.mlir.global internal @ctl() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<4 x i32>
+  llvm.mlir.global internal @refcand() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * 128}} x i32>
+  llvm.mlir.global internal @refpos() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * 128}} x i32>
+  llvm.mlir.global internal @rsize() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * 128}} x i32>
+  llvm.mlir.global internal @rstart() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * 128}} x i32>
+  llvm.mlir.global internal @epre() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * 129}} x i32>
+
+  gpu.func @lh_select_order(%sq: !llvm.ptr<1>, %sk: !llvm.ptr<1>, %indices: !llvm.ptr<1>, %inv: !llvm.ptr<1>,
+                            %n: i64, %heads: i64, %kv_heads: i64, %s_total: i64, %s_sel: i64,
+                            %tile_len: i64) kernel {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %c2 = arith.constant 2 : i64
+    %c4 = arith.constant 4 : i64
+    %c8 = arith.constant 8 : i64
+    %c128 = arith.constant 128 : i64
+    %c129 = arith.constant 129 : i64
+    %c256 = arith.constant 256 : i64
+    %cP = arith.constant {{P}} : i64
+    %cL = arith.constant {{L}} : i64
+    %cC = arith.constant {{L - 1}} : i64
+    %cFine = arith.constant {{128 * P}} : i64
+    %cThreads = arith.constant {{THREADS}} : i64
+    %i0 = arith.constant 0 : i32
+    %i1 = arith.constant 1 : i32
+    %i8 = arith.constant 8 : i32
+    %i24 = arith.constant 24 : i32
+    %i64c = arith.constant 64 : i32
+    %i255 = arith.constant 255 : i32
+    %iabs = arith.constant 2147483647 : i32
+    %isign = arith.constant -2147483648 : i32
+    %iones = arith.constant -1 : i32
+    %imax = arith.constant 2147483647 : i32
+    %false = arith.constant false
+    %true = arith.constant true
+
+    %tid_ix = gpu.thread_id x
+    %bx_ix = gpu.block_id x
+    %by_ix = gpu.block_id y
+    %bz_ix = gpu.block_id z
+    %tid = arith.index_cast %tid_ix : index to i64
+    %t = arith.index_cast %bx_ix : index to i64
+    %h = arith.index_cast %by_ix : index to i64
+    %b = arith.index_cast %bz_ix : index to i64
+    %is_t0 = arith.cmpi eq, %tid, %c0 : i64
+
+    %group = arith.divui %heads, %kv_heads : i64
+    %hk = arith.divui %h, %group : i64
+    %bh0 = arith.muli %b, %heads : i64
+    %bh = arith.addi %bh0, %h : i64
+    %q_base = arith.muli %bh, %s_total : i64
+    %bk0 = arith.muli %b, %kv_heads : i64
+    %bk = arith.addi %bk0, %hk : i64
+    %k_base = arith.muli %bk, %s_total : i64
+    %ind_base = arith.muli %bh, %s_sel : i64
+    %fine_all0 = arith.muli %cC, %cFine : i64
+    %per_tile = arith.addi %tile_len, %fine_all0 : i64
+    %slot0 = arith.muli %t, %per_tile : i64
+    %tile_pos0 = arith.muli %t, %tile_len : i64
+
+    %hist = llvm.mlir.addressof @hist : !llvm.ptr<3>
+    %cnt = llvm.mlir.addressof @cnt : !llvm.ptr<3>
+    %ctl = llvm.mlir.addressof @ctl : !llvm.ptr<3>
+    %refcand = llvm.mlir.addressof @refcand : !llvm.ptr<3>
+    %refpos = llvm.mlir.addressof @refpos : !llvm.ptr<3>
+    %rsize = llvm.mlir.addressof @rsize : !llvm.ptr<3>
+    %rstart = llvm.mlir.addressof @rstart : !llvm.ptr<3>
+    %epre = llvm.mlir.addressof @epre : !llvm.ptr<3>
+
+    // Level 0 has no refined entries: an empty list (all slots past any index) and E = 0.
+    scf.for %i = %tid to %c128 step %cThreads : i64 {
+      %p = llvm.getelementptr %refcand[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+      llvm.store %imax, %p : i32, !llvm.ptr<3>
+    }
+    scf.for %i = %tid to %c129 step %cThreads : i64 {
+      %p = llvm.getelementptr %epre[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+      llvm.store %i0, %p : i32, !llvm.ptr<3>
+    }
+    gpu.barrier
+
+    // ---- 1. the cascade, coarsest level first ----------------------------------------------
+    scf.for %li = %c0 to %cC step %c1 : i64 {
+      %l = arith.subi %cC, %li : i64
+      %is_c = arith.cmpi eq, %l, %cC : i64
+      %m = arith.select %is_c, %tile_len, %cFine : i64
+      // off_l = n_0 + ... + n_(l-1)
+      %offs:2 = scf.for %j = %c0 to %l step %c1 iter_args(%o = %c0, %f = %c1) -> (i64, i64) : i64 {
+        %nl = arith.divui %n, %f : i64
+        %o2 = arith.addi %o, %nl : i64
+        %f2 = arith.muli %f, %cP : i64
+        scf.yield %o2, %f2 : i64, i64
+      }
+      %off_l = arith.addi %offs#0, %c0 : i64
+      %lp1 = arith.addi %l, %c1 : i64
+      %par_base = arith.muli %lp1, %c128 : i64   // refined lists of level l + 1
+      %qlev = arith.addi %q_base, %off_l : i64
+      %klev = arith.addi %k_base, %off_l : i64
+      // contiguous range of list entries per thread (for counts that must respect list order)
+      %mr0 = arith.addi %m, %cThreads : i64
+      %mr1 = arith.subi %mr0, %c1 : i64
+      %range = arith.divui %mr1, %cThreads : i64
+      %j_lo0 = arith.muli %tid, %range : i64
+      %j_lo = arith.minui %j_lo0, %m : i64
+      %j_hi0 = arith.addi %j_lo0, %range : i64
+      %j_hi = arith.minui %j_hi0, %m : i64
+
+      scf.for %sel = %c0 to %c2 step %c1 : i64 {
+        %is_b = arith.cmpi eq, %sel, %c1 : i64
+        %ap0 = llvm.getelementptr %ctl[0] : (!llvm.ptr<3>) -> !llvm.ptr<3>, i32
+        %ap1 = llvm.getelementptr %ctl[1] : (!llvm.ptr<3>) -> !llvm.ptr<3>, i32
+        %thr_a = llvm.load %ap0 : !llvm.ptr<3> -> i32
+        %cut_a32 = llvm.load %ap1 : !llvm.ptr<3> -> i32
+        %cut_a = arith.extsi %cut_a32 : i32 to i64
+
+        // radix select of the 64-th best key among the eligible candidates
+        %rs:3 = scf.for %d = %c0 to %c4 step %c1 iter_args(%prefix = %i0, %mask = %i0, %rem = %i64c) -> (i32, i32, i32) : i64 {
+          %d32 = arith.trunci %d : i64 to i32
+          %d8 = arith.muli %d32, %i8 : i32
+          %shift = arith.subi %i24, %d8 : i32
+          scf.for %i = %tid to %c256 step %cThreads : i64 {
+            %p = llvm.getelementptr %hist[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+            llvm.store %i0, %p : i32, !llvm.ptr<3>
+          }
+          gpu.barrier
+          scf.for %j = %tid to %m step %cThreads : i64 {
+            // position of list entry j inside level l
+            %pos = scf.if %is_c -> (i64) {
+              %pc = arith.addi %tile_pos0, %j : i64
+              scf.yield %pc : i64
+            } else {
+              %par = arith.divui %j, %cP : i64
+              %jj = arith.remui %j, %cP : i64
+              %pi = arith.addi %par_base, %par : i64
+              %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+              %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
+              %pv = arith.extsi %pv32 : i32 to i64
+              %pvp = arith.muli %pv, %cP : i64
+              %pf = arith.addi %pvp, %jj : i64
+              scf.yield %pf : i64
+            }
+            %qi = arith.addi %qlev, %pos : i64
+            %qp = llvm.getelementptr %sq[%qi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+            %xq = llvm.load %qp : !llvm.ptr<1> -> f32
+            %bq = arith.bitcast %xq : f32 to i32
+            %aq = arith.andi %bq, %iabs : i32
+            %zq = arith.cmpi eq, %aq, %i0 : i32
+            %nq = arith.cmpi slt, %bq, %i0 : i32
+            %fq = arith.xori %bq, %iones : i32
+            %oq = arith.ori %bq, %isign : i32
+            %kq0 = arith.select %nq, %fq, %oq : i32
+            %kq = arith.select %zq, %isign, %kq0 : i32
+            %gt_a = arith.cmpi ugt, %kq, %thr_a : i32
+            %eq_a = arith.cmpi eq, %kq, %thr_a : i32
+            %le_a = arith.cmpi sle, %j, %cut_a : i64
+            %tie_a = arith.andi %eq_a, %le_a : i1
+            %in_a = arith.ori %gt_a, %tie_a : i1
+            %in_a_b = arith.andi %in_a, %is_b : i1
+            %elig = arith.xori %in_a_b, %true : i1
+            %key = scf.if %is_b -> (i32) {
+              %ki = arith.addi %klev, %pos : i64
+              %kp = llvm.getelementptr %sk[%ki] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+              %xk = llvm.load %kp : !llvm.ptr<1> -> f32
+              %bk_ = arith.bitcast %xk : f32 to i32
+              %ak = arith.andi %bk_, %iabs : i32
+              %zk = arith.cmpi eq, %ak, %i0 : i32
+              %nk = arith.cmpi slt, %bk_, %i0 : i32
+              %fk = arith.xori %bk_, %iones : i32
+              %ok = arith.ori %bk_, %isign : i32
+              %kk0 = arith.select %nk, %fk, %ok : i32
+              %kk = arith.select %zk, %isign, %kk0 : i32
+              scf.yield %kk : i32
+            } else {
+              scf.yield %kq : i32
+            }
+            %masked = arith.andi %key, %mask : i32
+            %pm = arith.cmpi eq, %masked, %prefix : i32
+            %hit = arith.andi %pm, %elig : i1
+            scf.if %hit {
+              %dg0 = arith.shrui %key, %shift : i32
+              %dg = arith.andi %dg0, %i255 : i32
+              %dg64 = arith.extui %dg : i32 to i64
+              %hp = llvm.getelementptr %hist[%dg64] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+              %old = llvm.atomicrmw add %hp, %i1 monotonic : !llvm.ptr<3>, i32
+            }
+          }
+          gpu.barrier
+          // every thread walks the histogram from the top (same values everywhere)
+          %scan:4 = scf.for %g = %c0 to %c256 step %c1 iter_args(%cum = %i0, %found = %false, %gsel = %i0, %above = %i0) -> (i32, i1, i32, i32) : i64 {
+            %gi = arith.subi %c256, %g : i64
+            %gi1 = arith.subi %gi, %c1 : i64
+            %hp = llvm.getelementptr %hist[%gi1] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+            %hc = llvm.load %hp : !llvm.ptr<3> -> i32
+            %cum2 = arith.addi %cum, %hc : i32
+            %reach = arith.cmpi sge, %cum2, %rem : i32
+            %nf = arith.xori %found, %true : i1
+            %take = arith.andi %reach, %nf : i1
+            %gi32 = arith.trunci %gi1 : i64 to i32
+            %gsel2 = arith.select %take, %gi32, %gsel : i32
+            %above2 = arith.select %take, %cum, %above : i32
+            %found2 = arith.ori %found, %take : i1
+            scf.yield %cum2, %found2, %gsel2, %above2 : i32, i1, i32, i32
+          }
+          gpu.barrier
+          %gsh = arith.shli %scan#2, %shift : i32
+          %prefix2 = arith.ori %prefix, %gsh : i32
+          %msh = arith.shli %i255, %shift : i32
+          %mask2 = arith.ori %mask, %msh : i32
+          %rem2 = arith.subi %rem, %scan#3 : i32
+          scf.yield %prefix2, %mask2, %rem2 : i32, i32, i32
+        }
+        %thr = arith.addi %rs#0, %i0 : i32
+        %need = arith.addi %rs#2, %i0 : i32
+
+        // how many eligible candidates equal the threshold, per thread over its own range
+        %ties = scf.for %j = %j_lo to %j_hi step %c1 iter_args(%cc = %i0) -> (i32) : i64 {
+          %pos = scf.if %is_c -> (i64) {
+            %pc = arith.addi %tile_pos0, %j : i64
+            scf.yield %pc : i64
+          } else {
+            %par = arith.divui %j, %cP : i64
+            %jj = arith.remui %j, %cP : i64
+            %pi = arith.addi %par_base, %par : i64
+            %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+            %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
+            %pv = arith.extsi %pv32 : i32 to i64
+            %pvp = arith.muli %pv, %cP : i64
+            %pf = arith.addi %pvp, %jj : i64
+            scf.yield %pf : i64
+          }
+          %qi = arith.addi %qlev, %pos : i64
+          %qp = llvm.getelementptr %sq[%qi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+          %xq = llvm.load %qp : !llvm.ptr<1> -> f32
+          %bq = arith.bitcast %xq : f32 to i32
+          %aq = arith.andi %bq, %iabs : i32
+          %zq = arith.cmpi eq, %aq, %i0 : i32
+          %nq = arith.cmpi slt, %bq, %i0 : i32
+          %fq = arith.xori %bq, %iones : i32
+          %oq = arith.ori %bq, %isign : i32
+          %kq0 = arith.select %nq, %fq, %oq : i32
+          %kq = arith.select %zq, %isign, %kq0 : i32
+          %gt_a = arith.cmpi ugt, %kq, %thr_a : i32
+          %eq_a = arith.cmpi eq, %kq, %thr_a : i32
+          %le_a = arith.cmpi sle, %j, %cut_a : i64
+          %tie_a = arith.andi %eq_a, %le_a : i1
+          %in_a = arith.ori %gt_a, %tie_a : i1
+          %in_a_b = arith.andi %in_a, %is_b : i1
+          %elig = arith.xori %in_a_b, %true : i1
+          %key = scf.if %is_b -> (i32) {
+            %ki = arith.addi %klev, %pos : i64
+            %kp = llvm.getelementptr %sk[%ki] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+            %xk = llvm.load %kp : !llvm.ptr<1> -> f32
+            %bk_ = arith.bitcast %xk : f32 to i32
+            %ak = arith.andi %bk_, %iabs : i32
+            %zk = arith.cmpi eq, %ak, %i0 : i32
+            %nk = arith.cmpi slt, %bk_, %i0 : i32
+            %fk = arith.xori %bk_, %iones : i32
+            %ok = arith.ori %bk_, %isign : i32
+            %kk0 = arith.select %nk, %fk, %ok : i32
+            %kk = arith.select %zk, %isign, %kk0 : i32
+            scf.yield %kk : i32
+          } else {
+            scf.yield %kq : i32
+          }
+          %eqt = arith.cmpi eq, %key, %thr : i32
+          %hit = arith.andi %eqt, %elig : i1
+          %inc = arith.extui %hit : i1 to i32
+          %cc2 = arith.addi %cc, %inc : i32
+          scf.yield %cc2 : i32
+        }
+        %cp_own = llvm.getelementptr %cnt[%tid] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+        llvm.store %ties, %cp_own : i32, !llvm.ptr<3>
+        gpu.barrier
+        // thread 0: the need-th tie in list order closes the set
+        scf.if %is_t0 {
+          %who:4 = scf.for %u = %c0 to %cThreads step %c1 iter_args(%cum = %i0, %found = %false, %uu = %c0, %before = %i0) -> (i32, i1, i64, i32) : i64 {
+            %up = llvm.getelementptr %cnt[%u] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+            %uc = llvm.load %up : !llvm.ptr<3> -> i32
+            %cum2 = arith.addi %cum, %uc : i32
+            %reach = arith.cmpi sge, %cum2, %need : i32
+            %nf = arith.xori %found, %true : i1
+            %take = arith.andi %reach, %nf : i1
+            %uu2 = arith.select %take, %u, %uu : i64
+            %before2 = arith.select %take, %cum, %before : i32
+            %found2 = arith.ori %found, %take : i1
+            scf.yield %cum2, %found2, %uu2, %before2 : i32, i1, i64, i32
+          }
+          %target = arith.subi %need, %who#3 : i32
+          %u_lo0 = arith.muli %who#2, %range : i64
+          %u_lo = arith.minui %u_lo0, %m : i64
+          %u_hi0 = arith.addi %u_lo0, %range : i64
+          %u_hi = arith.minui %u_hi0, %m : i64
+          %walk:2 = scf.for %j = %u_lo to %u_hi step %c1 iter_args(%cc = %i0, %cut = %c0) -> (i32, i64) : i64 {
+            %pos = scf.if %is_c -> (i64) {
+              %pc = arith.addi %tile_pos0, %j : i64
+              scf.yield %pc : i64
+            } else {
+              %par = arith.divui %j, %cP : i64
+              %jj = arith.remui %j, %cP : i64
+              %pi = arith.addi %par_base, %par : i64
+              %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+              %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
+              %pv = arith.extsi %pv32 : i32 to i64
+              %pvp = arith.muli %pv, %cP : i64
+              %pf = arith.addi %pvp, %jj : i64
+              scf.yield %pf : i64
+            }
+            %qi = arith.addi %qlev, %pos : i64
+            %qp = llvm.getelementptr %sq[%qi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+            %xq = llvm.load %qp : !llvm.ptr<1> -> f32
+            %bq = arith.bitcast %xq : f32 to i32
+            %aq = arith.andi %bq, %iabs : i32
+            %zq = arith.cmpi eq, %aq, %i0 : i32
+            %nq = arith.cmpi slt, %bq, %i0 : i32
+            %fq = arith.xori %bq, %iones : i32
+            %oq = arith.ori %bq, %isign : i32
+            %kq0 = arith.select %nq, %fq, %oq : i32
+            %kq = arith.select %zq, %isign, %kq0 : i32
+            %gt_a = arith.cmpi ugt, %kq, %thr_a : i32
+            %eq_a = arith.cmpi eq, %kq, %thr_a : i32
+            %le_a = arith.cmpi sle, %j, %cut_a : i64
+            %tie_a = arith.andi %eq_a, %le_a : i1
+            %in_a = arith.ori %gt_a, %tie_a : i1
+            %in_a_b = arith.andi %in_a, %is_b : i1
+            %elig = arith.xori %in_a_b, %true : i1
+            %key = scf.if %is_b -> (i32) {
+              %ki = arith.addi %klev, %pos : i64
+              %kp = llvm.getelementptr %sk[%ki] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+              %xk = llvm.load %kp : !llvm.ptr<1> -> f32
+              %bk_ = arith.bitcast %xk : f32 to i32
+              %ak = arith.andi %bk_, %iabs : i32
+              %zk = arith.cmpi eq, %ak, %i0 : i32
+              %nk = arith.cmpi slt, %bk_, %i0 : i32
+              %fk = arith.xori %bk_, %iones : i32
+              %ok = arith.ori %bk_, %isign : i32
+              %kk0 = arith.select %nk, %fk, %ok : i32
+              %kk = arith.select %zk, %isign, %kk0 : i32
+              scf.yield %kk : i32
+            } else {
+              scf.yield %kq : i32
+            }
+            %eqt = arith.cmpi eq, %key, %thr : i32
+            %hit = arith.andi %eqt, %elig : i1
+            %inc = arith.extui %hit : i1 to i32
+            %cc2 = arith.addi %cc, %inc : i32
+            %is_target = arith.cmpi eq, %cc2, %target : i32
+            %now = arith.andi %hit, %is_target : i1
+            %cut2 = arith.select %now, %j, %cut : i64
+            scf.yield %cc2, %cut2 : i32, i64
+          }
+          %s2 = arith.muli %sel, %c2 : i64
+          %s2p1 = arith.addi %s2, %c1 : i64
+          %tp = llvm.getelementptr %ctl[%s2] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %cp = llvm.getelementptr %ctl[%s2p1] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %cut32 = arith.trunci %walk#1 : i64 to i32
+          llvm.store %thr, %tp : i32, !llvm.ptr<3>
+          llvm.store %cut32, %cp : i32, !llvm.ptr<3>
+        }
+        gpu.barrier
+      }
+
+      // compaction of the refined entries (A + B) in list order
+      %cq0 = llvm.getelementptr %ctl[0] : (!llvm.ptr<3>) -> !llvm.ptr<3>, i32
+      %cq1 = llvm.getelementptr %ctl[1] : (!llvm.ptr<3>) -> !llvm.ptr<3>, i32
+      %cq2 = llvm.getelementptr %ctl[2] : (!llvm.ptr<3>) -> !llvm.ptr<3>, i32
+      %cq3 = llvm.getelementptr %ctl[3] : (!llvm.ptr<3>) -> !llvm.ptr<3>, i32
+      %thr_a = llvm.load %cq0 : !llvm.ptr<3> -> i32
+      %cut_a32 = llvm.load %cq1 : !llvm.ptr<3> -> i32
+      %thr_b = llvm.load %cq2 : !llvm.ptr<3> -> i32
+      %cut_b32 = llvm.load %cq3 : !llvm.ptr<3> -> i32
+      %cut_a = arith.extsi %cut_a32 : i32 to i64
+      %cut_b = arith.extsi %cut_b32 : i32 to i64
+      %lbase = arith.muli %l, %c128 : i64
+      // two passes over the thread's range: count, then (after the scan) write
+      scf.for %pass = %c0 to %c2 step %c1 : i64 {
+        %writing = arith.cmpi eq, %pass, %c1 : i64
+        %start = scf.if %writing -> (i32) {
+          %op = llvm.getelementptr %cnt[%tid] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %ov = llvm.load %op : !llvm.ptr<3> -> i32
+          scf.yield %ov : i32
+        } else {
+          scf.yield %i0 : i32
+        }
+        %found = scf.for %j = %j_lo to %j_hi step %c1 iter_args(%cc = %start) -> (i32) : i64 {
+          %pos = scf.if %is_c -> (i64) {
+            %pc = arith.addi %tile_pos0, %j : i64
+            scf.yield %pc : i64
+          } else {
+            %par = arith.divui %j, %cP : i64
+            %jj = arith.remui %j, %cP : i64
+            %pi = arith.addi %par_base, %par : i64
+            %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+            %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
+            %pv = arith.extsi %pv32 : i32 to i64
+            %pvp = arith.muli %pv, %cP : i64
+            %pf = arith.addi %pvp, %jj : i64
+            scf.yield %pf : i64
+          }
+          %qi = arith.addi %qlev, %pos : i64
+          %qp = llvm.getelementptr %sq[%qi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+          %xq = llvm.load %qp : !llvm.ptr<1> -> f32
+          %bq = arith.bitcast %xq : f32 to i32
+          %aq = arith.andi %bq, %iabs : i32
+          %zq = arith.cmpi eq, %aq, %i0 : i32
+          %nq = arith.cmpi slt, %bq, %i0 : i32
+          %fq = arith.xori %bq, %iones : i32
+          %oq = arith.ori %bq, %isign : i32
+          %kq0 = arith.select %nq, %fq, %oq : i32
+          %kq = arith.select %zq, %isign, %kq0 : i32
+          %ki = arith.addi %klev, %pos : i64
+          %kp = llvm.getelementptr %sk[%ki] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+          %xk = llvm.load %kp : !llvm.ptr<1> -> f32
+          %bk_ = arith.bitcast %xk : f32 to i32
+          %ak = arith.andi %bk_, %iabs : i32
+          %zk = arith.cmpi eq, %ak, %i0 : i32
+          %nk = arith.cmpi slt, %bk_, %i0 : i32
+          %fk = arith.xori %bk_, %iones : i32
+          %ok = arith.ori %bk_, %isign : i32
+          %kk0 = arith.select %nk, %fk, %ok : i32
+          %kk = arith.select %zk, %isign, %kk0 : i32
+          %gt_a = arith.cmpi ugt, %kq, %thr_a : i32
+          %eq_a = arith.cmpi eq, %kq, %thr_a : i32
+          %le_a = arith.cmpi sle, %j, %cut_a : i64
+          %tie_a = arith.andi %eq_a, %le_a : i1
+          %in_a = arith.ori %gt_a, %tie_a : i1
+          %gt_b = arith.cmpi ugt, %kk, %thr_b : i32
+          %eq_b = arith.cmpi eq, %kk, %thr_b : i32
+          %le_b = arith.cmpi sle, %j, %cut_b : i64
+          %tie_b = arith.andi %eq_b, %le_b : i1
+          %in_b = arith.ori %gt_b, %tie_b : i1
+          %refd = arith.ori %in_a, %in_b : i1
+          %store = arith.andi %refd, %writing : i1
+          scf.if %store {
+            %cc64 = arith.extsi %cc : i32 to i64
+            %ri = arith.addi %lbase, %cc64 : i64
+            %rcp = llvm.getelementptr %refcand[%ri] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+            %rpp = llvm.getelementptr %refpos[%ri] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+            %j32 = arith.trunci %j : i64 to i32
+            %pos32 = arith.trunci %pos : i64 to i32
+            llvm.store %j32, %rcp : i32, !llvm.ptr<3>
+            llvm.store %pos32, %rpp : i32, !llvm.ptr<3>
+          }
+          %inc = arith.extui %refd : i1 to i32
+          %cc2 = arith.addi %cc, %inc : i32
+          scf.yield %cc2 : i32
+        }
+        %counting = arith.xori %writing, %true : i1
+        scf.if %counting {
+          %op = llvm.getelementptr %cnt[%tid] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          llvm.store %found, %op : i32, !llvm.ptr<3>
+        }
+        gpu.barrier
+        // exclusive scan of the per-thread counts
+        %scan_now = arith.andi %counting, %is_t0 : i1
+        scf.if %scan_now {
+          %tot = scf.for %u = %c0 to %cThreads step %c1 iter_args(%acc = %i0) -> (i32) : i64 {
+            %up = llvm.getelementptr %cnt[%u] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+            %uc = llvm.load %up : !llvm.ptr<3> -> i32
+            llvm.store %acc, %up : i32, !llvm.ptr<3>
+            %acc2 = arith.addi %acc, %uc : i32
+            scf.yield %acc2 : i32
+          }
+        }
+        gpu.barrier
+      }
+    }
+
+    // ---- 2. subtree sizes, finest refined level first ---------------------------------------
+    scf.for %l = %c1 to %cL step %c1 : i64 {
+      %lm1 = arith.subi %l, %c1 : i64
+      %cbase = arith.muli %lm1, %c128 : i64
+      %ebase = arith.muli %lm1, %c129 : i64
+      %lbase = arith.muli %l, %c128 : i64
+      scf.for %k = %tid to %c128 step %cThreads : i64 {
+        %kp = arith.muli %k, %cP : i64
+        %k1p = arith.addi %kp, %cP : i64
+        %x0 = arith.trunci %kp : i64 to i32
+        %x1 = arith.trunci %k1p : i64 to i32
+        // lower bounds of the children's range in the refined list of level l - 1
+        %lb0:2 = scf.for %it = %c0 to %c8 step %c1 iter_args(%lo = %c0, %hi = %c128) -> (i64, i64) : i64 {
+          %open = arith.cmpi ult, %lo, %hi : i64
+          %s = arith.addi %lo, %hi : i64
+          %mid = arith.divui %s, %c2 : i64
+          %midx = arith.select %open, %mid, %c0 : i64
+          %ai = arith.addi %cbase, %midx : i64
+          %ap = llvm.getelementptr %refcand[%ai] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %av = llvm.load %ap : !llvm.ptr<3> -> i32
+          %less = arith.cmpi slt, %av, %x0 : i32
+          %go_r = arith.andi %open, %less : i1
+          %nless = arith.xori %less, %true : i1
+          %go_l = arith.andi %open, %nless : i1
+          %mid1 = arith.addi %mid, %c1 : i64
+          %lo2 = arith.select %go_r, %mid1, %lo : i64
+          %hi2 = arith.select %go_l, %mid, %hi : i64
+          scf.yield %lo2, %hi2 : i64, i64
+        }
+        %lb1:2 = scf.for %it = %c0 to %c8 step %c1 iter_args(%lo = %c0, %hi = %c128) -> (i64, i64) : i64 {
+          %open = arith.cmpi ult, %lo, %hi : i64
+          %s = arith.addi %lo, %hi : i64
+          %mid = arith.divui %s, %c2 : i64
+          %midx = arith.select %open, %mid, %c0 : i64
+          %ai = arith.addi %cbase, %midx : i64
+          %ap = llvm.getelementptr %refcand[%ai] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %av = llvm.load %ap : !llvm.ptr<3> -> i32
+          %less = arith.cmpi slt, %av, %x1 : i32
+          %go_r = arith.andi %open, %less : i1
+          %nless = arith.xori %less, %true : i1
+          %go_l = arith.andi %open, %nless : i1
+          %mid1 = arith.addi %mid, %c1 : i64
+          %lo2 = arith.select %go_r, %mid1, %lo : i64
+          %hi2 = arith.select %go_l, %mid, %hi : i64
+          scf.yield %lo2, %hi2 : i64, i64
+        }
+        %e0i = arith.addi %ebase, %lb0#0 : i64
+        %e1i = arith.addi %ebase, %lb1#0 : i64
+        %e0p = llvm.getelementptr %epre[%e0i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+        %e1p = llvm.getelementptr %epre[%e1i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+        %e0 = llvm.load %e0p : !llvm.ptr<3> -> i32
+        %e1 = llvm.load %e1p : !llvm.ptr<3> -> i32
+        %de = arith.subi %e1, %e0 : i32
+        %p32 = arith.trunci %cP : i64 to i32
+        %s1 = arith.addi %p32, %i1 : i32
+        %sz = arith.addi %s1, %de : i32
+        %ri = arith.addi %lbase, %k : i64
+        %rp = llvm.getelementptr %rsize[%ri] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+        llvm.store %sz, %rp : i32, !llvm.ptr<3>
+      }
+      gpu.barrier
+      scf.if %is_t0 {
+        %eb = arith.muli %l, %c129 : i64
+        %e0p = llvm.getelementptr %epre[%eb] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+        llvm.store %i0, %e0p : i32, !llvm.ptr<3>
+        %tot = scf.for %r = %c0 to %c128 step %c1 iter_args(%acc = %i0) -> (i32) : i64 {
+          %ri = arith.addi %lbase, %r : i64
+          %rp = llvm.getelementptr %rsize[%ri] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %sz = llvm.load %rp : !llvm.ptr<3> -> i32
+          %sz1 = arith.subi %sz, %i1 : i32
+          %acc2 = arith.addi %acc, %sz1 : i32
+          %eb1 = arith.addi %eb, %r : i64
+          %ei = arith.addi %eb1, %c1 : i64
+          %ep = llvm.getelementptr %epre[%ei] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          llvm.store %acc2, %ep : i32, !llvm.ptr<3>
+          scf.yield %acc2 : i32
+        }
+      }
+      gpu.barrier
+    }
+
+    // ---- 3. slots, coarsest level first ------------------------------------------------------
+    // level c = L - 1 is the tile itself; levels below are the children lists (level 0 has no
+    // refined entries, so its refined list is empty and every entry is a leaf).
+    scf.for %li = %c0 to %cL step %c1 : i64 {
+      %l = arith.subi %cC, %li : i64
+      %is_c = arith.cmpi eq, %l, %cC : i64
+      %m = arith.select %is_c, %tile_len, %cFine : i64
+      %offs:2 = scf.for %j = %c0 to %l step %c1 iter_args(%o = %c0, %f = %c1) -> (i64, i64) : i64 {
+        %nl = arith.divui %n, %f : i64
+        %o2 = arith.addi %o, %nl : i64
+        %f2 = arith.muli %f, %cP : i64
+        scf.yield %o2, %f2 : i64, i64
+      }
+      %off_l = arith.addi %offs#0, %c0 : i64
+      %lp1 = arith.addi %l, %c1 : i64
+      %par_base = arith.muli %lp1, %c128 : i64
+      %cbase = arith.muli %l, %c128 : i64
+      %ebase = arith.muli %l, %c129 : i64
+      scf.for %j = %tid to %m step %cThreads : i64 {
+        // the parent's subtree start and where the parent's first child starts in this list
+        %par = arith.divui %j, %cP : i64
+        %first = arith.muli %par, %cP : i64
+        %geo:3 = scf.if %is_c -> (i64, i64, i64) {
+          %pc = arith.addi %tile_pos0, %j : i64
+          scf.yield %pc, %c0, %c0 : i64, i64, i64
+        } else {
+          %jj = arith.remui %j, %cP : i64
+          %pi = arith.addi %par_base, %par : i64
+          %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
+          %pv = arith.extsi %pv32 : i32 to i64
+          %pvp = arith.muli %pv, %cP : i64
+          %pf = arith.addi %pvp, %jj : i64
+          %sp = llvm.getelementptr %rstart[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %sv32 = llvm.load %sp : !llvm.ptr<3> -> i32
+          %sv = arith.extsi %sv32 : i32 to i64
+          scf.yield %pf, %sv, %c1 : i64, i64, i64
+        }
+        %pos = arith.addi %geo#0, %c0 : i64
+        %has_parent = arith.cmpi eq, %geo#2, %c1 : i64
+        %j32 = arith.trunci %j : i64 to i32
+        %f32_ = arith.trunci %first : i64 to i32
+        %lbj:2 = scf.for %it = %c0 to %c8 step %c1 iter_args(%lo = %c0, %hi = %c128) -> (i64, i64) : i64 {
+          %open = arith.cmpi ult, %lo, %hi : i64
+          %s = arith.addi %lo, %hi : i64
+          %mid = arith.divui %s, %c2 : i64
+          %midx = arith.select %open, %mid, %c0 : i64
+          %ai = arith.addi %cbase, %midx : i64
+          %ap = llvm.getelementptr %refcand[%ai] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %av = llvm.load %ap : !llvm.ptr<3> -> i32
+          %less = arith.cmpi slt, %av, %j32 : i32
+          %go_r = arith.andi %open, %less : i1
+          %nless = arith.xori %less, %true : i1
+          %go_l = arith.andi %open, %nless : i1
+          %mid1 = arith.addi %mid, %c1 : i64
+          %lo2 = arith.select %go_r, %mid1, %lo : i64
+          %hi2 = arith.select %go_l, %mid, %hi : i64
+          scf.yield %lo2, %hi2 : i64, i64
+        }
+        %lbf:2 = scf.for %it = %c0 to %c8 step %c1 iter_args(%lo = %c0, %hi = %c128) -> (i64, i64) : i64 {
+          %open = arith.cmpi ult, %lo, %hi : i64
+          %s = arith.addi %lo, %hi : i64
+          %mid = arith.divui %s, %c2 : i64
+          %midx = arith.select %open, %mid, %c0 : i64
+          %ai = arith.addi %cbase, %midx : i64
+          %ap = llvm.getelementptr %refcand[%ai] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %av = llvm.load %ap : !llvm.ptr<3> -> i32
+          %less = arith.cmpi slt, %av, %f32_ : i32
+          %go_r = arith.andi %open, %less : i1
+          %nless = arith.xori %less, %true : i1
+          %go_l = arith.andi %open, %nless : i1
+          %mid1 = arith.addi %mid, %c1 : i64
+          %lo2 = arith.select %go_r, %mid1, %lo : i64
+          %hi2 = arith.select %go_l, %mid, %hi : i64
+          scf.yield %lo2, %hi2 : i64, i64
+        }
+        %r = arith.addi %lbj#0, %c0 : i64
+        %ejp_i = arith.addi %ebase, %r : i64
+        %ejp = llvm.getelementptr %epre[%ejp_i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+        %ej32 = llvm.load %ejp : !llvm.ptr<3> -> i32
+        %ej = arith.extsi %ej32 : i32 to i64
+        %efp_i = arith.addi %ebase, %lbf#0 : i64
+        %efp = llvm.getelementptr %epre[%efp_i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+        %ef32 = llvm.load %efp : !llvm.ptr<3> -> i32
+        %ef = arith.extsi %ef32 : i32 to i64
+        %ls_j = arith.addi %j, %ej : i64
+        %ls_f = arith.addi %first, %ef : i64
+        %rel = arith.subi %ls_j, %ls_f : i64
+        %with_parent = arith.addi %geo#1, %rel : i64
+        %start = arith.select %has_parent, %with_parent, %ls_j : i64
+        // refined here? (r < 128 and refcand[r] == j)
+        %rin = arith.cmpi ult, %r, %c128 : i64
+        %rsafe = arith.select %rin, %r, %c0 : i64
+        %rci = arith.addi %cbase, %rsafe : i64
+        %rcp = llvm.getelementptr %refcand[%rci] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+        %rcv = llvm.load %rcp : !llvm.ptr<3> -> i32
+        %same = arith.cmpi eq, %rcv, %j32 : i32
+        %isref = arith.andi %rin, %same : i1
+        %slot = scf.if %isref -> (i64) {
+          %szp = llvm.getelementptr %rsize[%rci] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          %sz32 = llvm.load %szp : !llvm.ptr<3> -> i32
+          %sz = arith.extsi %sz32 : i32 to i64
+          %st32 = arith.trunci %start : i64 to i32
+          %stp = llvm.getelementptr %rstart[%rci] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+          llvm.store %st32, %stp : i32, !llvm.ptr<3>
+          %e = arith.addi %start, %sz : i64
+          %e1 = arith.subi %e, %c1 : i64
+          scf.yield %e1 : i64
+        } else {
+          scf.yield %start : i64
+        }
+        %gpos = arith.addi %off_l, %pos : i64
+        %gslot = arith.addi %slot0, %slot : i64
+        %ii = arith.addi %ind_base, %gslot : i64
+        %ip = llvm.getelementptr %indices[%ii] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
+        %gpos32 = arith.trunci %gpos : i64 to i32
+        llvm.store %gpos32, %ip : i32, !llvm.ptr<1>
+        %vi = arith.addi %q_base, %gpos : i64
+        %vp = llvm.getelementptr %inv[%vi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
+        %gslot32 = arith.trunci %gslot : i64 to i32
+        llvm.store %gslot32, %vp : i32, !llvm.ptr<1>
+      }
+      gpu.barrier
+    }
+    gpu.return
+  }
+
+  // inv [B, H, S_total] from indices [B, H, S_sel] (inv cleared to -1 by the caller): used where
+  // only the index list is at hand (backward reads it from `saved`; the scatter stage).
+  // Arguments: indices, inv : !llvm.ptr<1>; heads, s_total, s_sel : i64.
+  // Launch: grid (ceil(S_sel / THREADS), H, B), block (THREADS).
+  gpu.func @lh_invert_indices(%indices: !llvm.ptr<1>, %inv: !llvm.ptr<1>, %heads: i64,
+                              %s_total: i64, %s_sel: i64) kernel {
+    %cThreads = arith.constant {{THREADS}} : i64
+    %tid_ix = gpu.thread_id x
+    %bx_ix = gpu.block_id x
+    %by_ix = gpu.block_id y
+    %bz_ix = gpu.block_id z
+    %tid = arith.index_cast %tid_ix : index to i64
+    %bx = arith.index_cast %bx_ix : index to i64
+    %h = arith.index_cast %by_ix : index to i64
+    %b = arith.index_cast %bz_ix : index to i64
+    %s0 = arith.muli %bx, %cThreads : i64
+    %s = arith.addi %s0, %tid : i64
+    %in = arith.cmpi ult, %s, %s_sel : i64
+    scf.if %in {
+      %bh0 = arith.muli %b, %heads : i64
+      %bh = arith.addi %bh0, %h : i64
+      %ib = arith.muli %bh, %s_sel : i64
+      %ii = arith.addi %ib, %s : i64
+      %ip = llvm.getelementptr %indices[%ii] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
+      %pos32 = llvm.load %ip : !llvm.ptr<1> -> i32
+      %pos = arith.extsi %pos32 : i32 to i64
+      // a position outside the pyramid (caller-supplied indices) is skipped, never written
+      %valid = arith.cmpi ult, %pos, %s_total : i64
+      scf.if %valid {
+        %vb = arith.muli %bh, %s_total : i64
+        %vi = arith.addi %vb, %pos : i64
+        %vp = llvm.getelementptr %inv[%vi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
+        %s32 = arith.trunci %s : i64 to i32
+        llvm.store %s32, %vp : i32, !llvm.ptr<1>
+      }
+    }
+    gpu.return
+  }
+}
+}

@@ -1,0 +1,417 @@
+/*
+ * test_compiler_gpu.c - runs the compiled kernels on a GPU and compares them with a CPU
+ * computation on fresh random inputs: pyramid_scores (against norms in double) and scatter
+ * (against the same fp32 sums, so the result must match to the bit).
+ *
+ * The CUDA driver is loaded with dlopen: the program builds everywhere and exits 77 (ctest:
+ * skipped) where no driver or GPU exists.
+ */
+#include <cuda.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler.h"
+#include "runtime.h"
+#include "test_compiler_util.h"
+
+static struct {
+    CUresult (*Init)(unsigned);
+    CUresult (*DeviceGet)(CUdevice *, int);
+    CUresult (*DeviceGetAttribute)(int *, CUdevice_attribute, CUdevice);
+    CUresult (*DevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+    CUresult (*CtxSetCurrent)(CUcontext);
+    CUresult (*ModuleLoadData)(CUmodule *, const void *);
+    CUresult (*ModuleGetFunction)(CUfunction *, CUmodule, const char *);
+    CUresult (*MemAlloc)(CUdeviceptr *, size_t);
+    CUresult (*MemFree)(CUdeviceptr);
+    CUresult (*MemcpyHtoD)(CUdeviceptr, const void *, size_t);
+    CUresult (*MemcpyDtoH)(void *, CUdeviceptr, size_t);
+    CUresult (*MemsetD8)(CUdeviceptr, unsigned char, size_t);
+    CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             CUstream, void **, void **);
+    CUresult (*CtxSynchronize)(void);
+    CUresult (*EventCreate)(CUevent *, unsigned);
+    CUresult (*EventRecord)(CUevent, CUstream);
+    CUresult (*EventSynchronize)(CUevent);
+    CUresult (*EventElapsedTime)(float *, CUevent, CUevent);
+    CUresult (*MemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
+} cu;
+
+#define CU_CHECK(call)                                                                    \
+    do {                                                                                  \
+        CUresult r_ = (call);                                                             \
+        if (r_ != CUDA_SUCCESS) {                                                         \
+            printf("FAIL %s:%d: %s returned %d\n", __FILE__, __LINE__, #call, (int)r_);   \
+            exit(1);                                                                      \
+        }                                                                                 \
+    } while (0)
+
+static int load_driver(void) {
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return -1;
+#define SYM(field, name) *(void **)&cu.field = dlsym(lib, name); if (!cu.field) return -1
+    SYM(Init, "cuInit");
+    SYM(DeviceGet, "cuDeviceGet");
+    SYM(DeviceGetAttribute, "cuDeviceGetAttribute");
+    SYM(DevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+    SYM(CtxSetCurrent, "cuCtxSetCurrent");
+    SYM(ModuleLoadData, "cuModuleLoadData");
+    SYM(ModuleGetFunction, "cuModuleGetFunction");
+    SYM(MemAlloc, "cuMemAlloc_v2");
+    SYM(MemFree, "cuMemFree_v2");
+    SYM(MemcpyHtoD, "cuMemcpyHtoD_v2");
+    SYM(MemcpyDtoH, "cuMemcpyDtoH_v2");
+    SYM(MemsetD8, "cuMemsetD8_v2");
+    SYM(LaunchKernel, "cuLaunchKernel");
+    SYM(CtxSynchronize, "cuCtxSynchronize");
+    SYM(EventCreate, "cuEventCreate");
+    SYM(EventRecord, "cuEventRecord");
+    SYM(EventSynchronize, "cuEventSynchronize");
+    SYM(EventElapsedTime, "cuEventElapsedTime_v2");
+    SYM(MemcpyDtoD, "cuMemcpyDtoD_v2");
+#undef SYM
+    return 0;
+}
+
+/* ---- bf16 / f16 ------------------------------------------------------------------------- */
+
+static uint16_t to_half(float x, int bf16) {
+    if (!bf16) {
+        _Float16 h = (_Float16)x;
+        uint16_t u;
+        memcpy(&u, &h, 2);
+        return u;
+    }
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7fff + ((u >> 16) & 1); /* round to nearest even (inputs are finite) */
+    return (uint16_t)(u >> 16);
+}
+
+static float from_half(uint16_t v, int bf16) {
+    if (!bf16) {
+        _Float16 h;
+        memcpy(&h, &v, 2);
+        return (float)h;
+    }
+    uint32_t u = (uint32_t)v << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+static double uniform(void) { /* xorshift64*: fresh but reproducible inputs per run */
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (double)((rng * 0x2545f4914f6cdd1dULL) >> 11) / 9007199254740992.0;
+}
+
+static CUdeviceptr upload(const void *host, size_t bytes) {
+    CUdeviceptr d;
+    CU_CHECK(cu.MemAlloc(&d, bytes ? bytes : 16));
+    if (host && bytes) CU_CHECK(cu.MemcpyHtoD(d, host, bytes));
+    return d;
+}
+
+static CUfunction load(lhc_cache *cache, const lhc_kernel_request *req, const char *chip) {
+    const lhc_kernel *k = NULL;
+    if (lhc_compile(cache, req->kernel, req->constants, chip, &k) != LH_OK) {
+        printf("FAIL compile %s: %s\n", req->kernel, lh_error_message());
+        exit(1);
+    }
+    CUmodule m;
+    CUfunction f;
+    CU_CHECK(cu.ModuleLoadData(&m, k->ptx));
+    CU_CHECK(cu.ModuleGetFunction(&f, m, k->entries[0]));
+    return f;
+}
+
+typedef struct gpu_case {
+    int b, n, h, hkv, d, p, levels, bf16, bhnd;
+} gpu_case;
+
+static int64_t level_off(const gpu_case *c, int l) {
+    int64_t off = 0, f = 1;
+    for (int j = 0; j < l; j++, f *= c->p) off += c->n / f;
+    return off;
+}
+
+static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) {
+    lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16"};
+    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
+    int nreq = 0;
+    if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
+    const lhc_kernel_request *r = find_request(req, nreq, "pyramid_scores");
+    CUfunction f = load(cache, r, chip);
+    int64_t s_total = level_off(c, c->levels);
+    size_t nq = (size_t)c->b * c->n * c->h * c->d, nk = (size_t)c->b * c->n * c->hkv * c->d;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2);
+    for (size_t i = 0; i < nq; i++) q[i] = to_half((float)(uniform() * 4 - 2), c->bf16);
+    for (size_t i = 0; i < nk; i++) k[i] = to_half((float)(uniform() * 4 - 2), c->bf16);
+    size_t sq_n = (size_t)c->b * c->h * s_total, sk_n = (size_t)c->b * c->hkv * s_total;
+    CUdeviceptr dq = upload(q, nq * 2), dk = upload(k, nk * 2), dsq = upload(NULL, sq_n * 4),
+                dsk = upload(NULL, sk_n * 4);
+    CU_CHECK(cu.MemsetD8(dsq, 0xff, sq_n * 4)); /* NaN: an unwritten score cannot pass */
+    CU_CHECK(cu.MemsetD8(dsk, 0xff, sk_n * 4));
+    /* strides in elements for [B,N,H,D] or [B,H,N,D] */
+    int64_t n = c->n, heads = c->h, kvh = c->hkv;
+    int64_t qsb = n * heads * c->d, ksb = n * kvh * c->d;
+    int64_t qst = c->bhnd ? c->d : heads * c->d, kst = c->bhnd ? c->d : kvh * c->d;
+    int64_t qsh = c->bhnd ? n * c->d : c->d, ksh = c->bhnd ? n * c->d : c->d;
+    void *args[] = {&dq, &dk, &dsq, &dsk, &n, &heads, &kvh, &s_total, &qsb, &qst, &qsh, &ksb, &kst, &ksh};
+    unsigned gx = (unsigned)((n + r->tokens_per_block - 1) / r->tokens_per_block);
+    CU_CHECK(cu.LaunchKernel(f, gx, (unsigned)(heads + kvh), (unsigned)c->b, (unsigned)r->block_threads, 1, 1,
+                             0, NULL, args, NULL));
+    CU_CHECK(cu.CtxSynchronize());
+    float *sq = malloc(sq_n * 4), *sk = malloc(sk_n * 4);
+    CU_CHECK(cu.MemcpyDtoH(sq, dsq, sq_n * 4));
+    CU_CHECK(cu.MemcpyDtoH(sk, dsk, sk_n * 4));
+
+    int bad = 0;
+    double worst = 0;
+    double *norm = malloc((size_t)n * sizeof *norm);
+    for (int which = 0; which < 2; which++) {
+        int nh = which ? c->hkv : c->h;
+        const uint16_t *x = which ? k : q;
+        const float *got = which ? sk : sq;
+        int64_t sb = which ? ksb : qsb, st = which ? kst : qst, sh = which ? ksh : qsh;
+        for (int b = 0; b < c->b; b++)
+            for (int h = 0; h < nh; h++) {
+                for (int64_t t = 0; t < n; t++) {
+                    double s = 0;
+                    for (int e = 0; e < c->d; e++) {
+                        double v = from_half(x[b * sb + t * st + h * sh + e], c->bf16);
+                        s += v * v;
+                    }
+                    norm[t] = sqrt(s);
+                }
+                const float *row = got + ((size_t)b * nh + h) * s_total;
+                int64_t fl = 1;
+                for (int l = 0; l < c->levels; l++, fl *= c->p) {
+                    for (int64_t i = 0; i < n / fl; i++) {
+                        double m = 0;
+                        for (int64_t j = i * fl; j < (i + 1) * fl; j++) m = norm[j] > m ? norm[j] : m;
+                        double g = row[level_off(c, l) + i], err = fabs(g - m) / (m > 1e-30 ? m : 1);
+                        if (!(err <= 2e-6)) {
+                            if (bad++ < 5)
+                                printf("  pyramid mismatch %s b=%d h=%d l=%d i=%lld: gpu %.9g cpu %.9g\n",
+                                       which ? "k" : "q", b, h, l, (long long)i, g, m);
+                        }
+                        if (err > worst) worst = err;
+                    }
+                }
+            }
+    }
+    printf("%s pyramid_scores B=%d N=%d H=%d Hkv=%d D=%d p=%d L=%d %s %s: %s (max rel err %.2g)\n",
+           bad ? "FAIL" : "ok  ", c->b, c->n, c->h, c->hkv, c->d, c->p, c->levels, c->bf16 ? "bf16" : "f16",
+           c->bhnd ? "BHND" : "BNHD", bad ? "mismatch" : "match", worst);
+    free(norm);
+    free(q);
+    free(k);
+    free(sq);
+    free(sk);
+    cu.MemFree(dq);
+    cu.MemFree(dk);
+    cu.MemFree(dsq);
+    cu.MemFree(dsk);
+    return bad != 0;
+}
+
+static int check_scatter(lhc_cache *cache, const char *chip, const gpu_case *c) {
+    lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16"};
+    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
+    int nreq = 0;
+    if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
+    const lhc_kernel_request *r = find_request(req, nreq, "scatter");
+    CUfunction f = load(cache, r, chip);
+    int64_t s_total = level_off(c, c->levels), n = c->n, heads = c->h;
+    /* a random selection: each pyramid position with probability 0.3, slots in random order */
+    size_t inv_n = (size_t)c->b * heads * s_total;
+    int32_t *inv = malloc(inv_n * 4);
+    int64_t s_sel = 0;
+    for (size_t i = 0; i < inv_n; i++) inv[i] = -1;
+    for (int bh = 0; bh < c->b * c->h; bh++) {
+        int64_t count = 0;
+        for (int64_t s = 0; s < s_total; s++)
+            if (uniform() < 0.3) inv[bh * s_total + s] = (int32_t)count++;
+        if (count > s_sel) s_sel = count;
+        for (int64_t s = s_total - 1; s > 0; s--) { /* shuffle the slots among selected positions */
+            int64_t j = (int64_t)(uniform() * (double)(s + 1));
+            int32_t a = inv[bh * s_total + s], bsw = inv[bh * s_total + j];
+            if (a >= 0 && bsw >= 0) {
+                inv[bh * s_total + s] = bsw;
+                inv[bh * s_total + j] = a;
+            }
+        }
+    }
+    size_t o_n = (size_t)c->b * heads * s_sel * c->d, out_n = (size_t)c->b * n * heads * c->d;
+    uint16_t *o = malloc(o_n * 2), *out = malloc(out_n * 2);
+    for (size_t i = 0; i < o_n; i++) o[i] = to_half((float)(uniform() * 2 - 1), c->bf16);
+    CUdeviceptr dO = upload(o, o_n * 2), dinv = upload(inv, inv_n * 4), dout = upload(NULL, out_n * 2);
+    CU_CHECK(cu.MemsetD8(dout, 0xff, out_n * 2));
+    int64_t osb = heads * s_sel * c->d, osh = s_sel * c->d, oss = c->d;
+    int64_t wsb = n * heads * c->d, wst = c->bhnd ? c->d : heads * c->d, wsh = c->bhnd ? n * c->d : c->d;
+    void *args[] = {&dO, &dinv, &dout, &n, &heads, &s_total, &osb, &osh, &oss, &wsb, &wst, &wsh};
+    unsigned gx = (unsigned)((n + r->tokens_per_block - 1) / r->tokens_per_block);
+    CU_CHECK(cu.LaunchKernel(f, gx, (unsigned)heads, (unsigned)c->b, (unsigned)r->block_threads, 1, 1, 0, NULL,
+                             args, NULL));
+    CU_CHECK(cu.CtxSynchronize());
+    CU_CHECK(cu.MemcpyDtoH(out, dout, out_n * 2));
+
+    int bad = 0;
+    float *acc = malloc((size_t)c->d * sizeof *acc);
+    for (int b = 0; b < c->b; b++)
+        for (int h = 0; h < c->h; h++)
+            for (int64_t t = 0; t < n; t++) {
+                for (int e = 0; e < c->d; e++) acc[e] = 0.0f;
+                int64_t fl = 1;
+                for (int l = 0; l < c->levels; l++, fl *= c->p) {
+                    int64_t i = (t + 1) / fl - 1;
+                    if (i < 0) continue;
+                    int32_t slot = inv[((size_t)b * heads + h) * s_total + level_off(c, l) + i];
+                    if (slot < 0) continue;
+                    for (int e = 0; e < c->d; e++)
+                        acc[e] += from_half(o[b * osb + h * osh + slot * oss + e], c->bf16);
+                }
+                for (int e = 0; e < c->d; e++) {
+                    uint16_t want = to_half(acc[e], c->bf16), got = out[b * wsb + t * wst + h * wsh + e];
+                    if (want != got && bad++ < 5)
+                        printf("  scatter mismatch b=%d h=%d t=%lld e=%d: gpu %g cpu %g\n", b, h, (long long)t, e,
+                               from_half(got, c->bf16), from_half(want, c->bf16));
+                }
+            }
+    printf("%s scatter        B=%d N=%d H=%d D=%d p=%d L=%d %s %s, S_sel=%lld: %s\n", bad ? "FAIL" : "ok  ", c->b,
+           c->n, c->h, c->d, c->p, c->levels, c->bf16 ? "bf16" : "f16", c->bhnd ? "BHND" : "BNHD", (long long)s_sel,
+           bad ? "mismatch" : "bit-exact");
+    free(acc);
+    free(inv);
+    free(o);
+    free(out);
+    cu.MemFree(dO);
+    cu.MemFree(dinv);
+    cu.MemFree(dout);
+    return bad != 0;
+}
+
+/* Median-free quick timing: the mean of `reps` launches after one warm-up, in ms. */
+static float time_launches(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned threads, void **args,
+                           int reps) {
+    CUevent a, b;
+    CU_CHECK(cu.EventCreate(&a, 0));
+    CU_CHECK(cu.EventCreate(&b, 0));
+    CU_CHECK(cu.LaunchKernel(f, gx, gy, gz, threads, 1, 1, 0, NULL, args, NULL));
+    CU_CHECK(cu.EventRecord(a, NULL));
+    for (int i = 0; i < reps; i++) CU_CHECK(cu.LaunchKernel(f, gx, gy, gz, threads, 1, 1, 0, NULL, args, NULL));
+    CU_CHECK(cu.EventRecord(b, NULL));
+    CU_CHECK(cu.EventSynchronize(b));
+    float ms = 0;
+    CU_CHECK(cu.EventElapsedTime(&ms, a, b));
+    return ms / (float)reps;
+}
+
+/* PERF.md's configuration at 512K tokens: B = 1, H = Hkv = 8, D = 128, bf16, p = 4, L = 3,
+ * S_sel = 49152. Prints each kernel's time and bandwidth next to a device-to-device copy. */
+static int bench(lhc_cache *cache, const char *chip) {
+    const int64_t n = 524288, heads = 8, d = 128;
+    gpu_case c = {1, (int)n, (int)heads, (int)heads, (int)d, 4, 3, 1, 0};
+    lhc_plan_params pp = {4, 3, (int)d, "bf16"};
+    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
+    int nreq = 0;
+    if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
+    const lhc_kernel_request *rp = find_request(req, nreq, "pyramid_scores"), *rs = find_request(req, nreq, "scatter");
+    CUfunction fp = load(cache, rp, chip), fs = load(cache, rs, chip);
+    int64_t s_total = level_off(&c, 3), s_sel = 49152;
+    size_t tensor = (size_t)n * heads * d * 2;
+    CUdeviceptr q = upload(NULL, tensor), k = upload(NULL, tensor), sq = upload(NULL, heads * s_total * 4),
+                sk = upload(NULL, heads * s_total * 4), o = upload(NULL, heads * s_sel * d * 2), out = upload(NULL, tensor);
+    CU_CHECK(cu.MemsetD8(q, 0x3c, tensor));
+    CU_CHECK(cu.MemsetD8(k, 0x3c, tensor));
+    CU_CHECK(cu.MemsetD8(o, 0x3c, heads * s_sel * d * 2));
+    /* an inverse map selecting every (S_total / S_sel)-th position, slots in order */
+    int32_t *inv = malloc((size_t)heads * s_total * 4);
+    for (int64_t h = 0; h < heads; h++) {
+        int64_t slot = 0;
+        for (int64_t s = 0; s < s_total; s++)
+            inv[h * s_total + s] = (s * s_sel / s_total != (s + 1) * s_sel / s_total && slot < s_sel) ? (int32_t)slot++ : -1;
+    }
+    CUdeviceptr dinv = upload(inv, (size_t)heads * s_total * 4);
+    int64_t sb = n * heads * d, st = heads * d, sh = d, kvh = heads;
+    void *pargs[] = {&q, &k, &sq, &sk, (void *)&n, (void *)&heads, &kvh, &s_total, &sb, &st, &sh, &sb, &st, &sh};
+    float tp = time_launches(fp, (unsigned)((n + rp->tokens_per_block - 1) / rp->tokens_per_block),
+                             (unsigned)(2 * heads), 1, (unsigned)rp->block_threads, pargs, 20);
+    int64_t osb = heads * s_sel * d, osh = s_sel * d, oss = d;
+    void *sargs[] = {&o, &dinv, &out, (void *)&n, (void *)&heads, &s_total, &osb, &osh, &oss, &sb, &st, &sh};
+    float ts = time_launches(fs, (unsigned)((n + rs->tokens_per_block - 1) / rs->tokens_per_block), (unsigned)heads,
+                             1, (unsigned)rs->block_threads, sargs, 20);
+    CUevent a, b;
+    CU_CHECK(cu.EventCreate(&a, 0));
+    CU_CHECK(cu.EventCreate(&b, 0));
+    CU_CHECK(cu.MemcpyDtoD(out, q, tensor));
+    CU_CHECK(cu.EventRecord(a, NULL));
+    for (int i = 0; i < 20; i++) CU_CHECK(cu.MemcpyDtoD(out, q, tensor));
+    CU_CHECK(cu.EventRecord(b, NULL));
+    CU_CHECK(cu.EventSynchronize(b));
+    float tc = 0;
+    CU_CHECK(cu.EventElapsedTime(&tc, a, b));
+    tc /= 20;
+    double copy_bw = 2.0 * tensor / (tc * 1e-3) / 1e9;
+    double p_bytes = 2.0 * tensor + 2.0 * heads * s_total * 4, s_bytes = tensor + heads * s_sel * d * 2.0 + heads * s_total * 4.0;
+    printf("bench N=%lld H=%lld D=%lld bf16 p=4 L=3 (S_sel=%lld) on %s:\n", (long long)n, (long long)heads,
+           (long long)d, (long long)s_sel, chip);
+    printf("  copy (DtoD, 1 GiB)  %7.3f ms  %6.0f GB/s\n", tc, copy_bw);
+    printf("  pyramid_scores      %7.3f ms  %6.0f GB/s (%.0f%% of copy)\n", tp, p_bytes / (tp * 1e-3) / 1e9,
+           100.0 * p_bytes / (tp * 1e-3) / 1e9 / copy_bw);
+    printf("  scatter             %7.3f ms  %6.0f GB/s (%.0f%% of copy)\n", ts, s_bytes / (ts * 1e-3) / 1e9,
+           100.0 * s_bytes / (ts * 1e-3) / 1e9 / copy_bw);
+    free(inv);
+    return 0;
+}
+
+int run_gpu(void) {
+    CUdevice dev;
+    CUcontext ctx;
+    int major = 0, minor = 0;
+    if (load_driver() != 0 || cu.Init(0) != CUDA_SUCCESS || cu.DeviceGet(&dev, 0) != CUDA_SUCCESS) {
+        printf("gpu: no CUDA driver or device, skipped\n");
+        return 77;
+    }
+    if (!lhc_available()) {
+        printf("gpu: built without the compiler, skipped\n");
+        return 77;
+    }
+    CU_CHECK(cu.DeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
+    CU_CHECK(cu.DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev));
+    CU_CHECK(cu.DevicePrimaryCtxRetain(&ctx, dev));
+    CU_CHECK(cu.CtxSetCurrent(ctx));
+    char chip[16];
+    snprintf(chip, sizeof chip, "sm_%d%d%s", major, minor, major >= 10 ? "a" : "");
+    lhc_cache *cache = NULL;
+    if (lhc_cache_create(&cache) != LH_OK) return 1;
+    lhc_cache_set_disk_enabled(cache, 0);
+    printf("gpu: chip %s\n", chip);
+
+    static const gpu_case cases[] = {
+        /* b, n, h, hkv, d, p, L, bf16, bhnd */
+        {2, 4096, 3, 1, 128, 4, 3, 1, 0},  /* the common shape, GQA */
+        {1, 4096, 2, 2, 128, 4, 3, 1, 1},  /* [B,H,N,D] */
+        {2, 1000, 2, 1, 64, 2, 3, 0, 0},   /* N not a multiple of a slice: partial blocks, f16 */
+        {1, 8192, 2, 1, 64, 8, 4, 1, 1},   /* widest window = one slice */
+        {1, 8192, 1, 1, 128, 4, 6, 0, 0},  /* windows wider than a slice: running maxima */
+        {1, 16384, 2, 1, 32, 64, 3, 1, 0}, /* p = 64, D = 32 */
+        {1, 2048, 2, 2, 256, 2, 2, 1, 1},  /* D = 256: a row per warp */
+    };
+    int failed = 0;
+    if (getenv("LH_COMPILER_GPU_BENCH")) failed += bench(cache, chip);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        failed += check_pyramid(cache, chip, &cases[i]);
+        failed += check_scatter(cache, chip, &cases[i]);
+    }
+    lhc_cache_destroy(cache);
+    printf("gpu: %d failed\n", failed);
+    return failed ? 1 : 0;
+}
