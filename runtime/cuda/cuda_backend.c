@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cuda_driver.h"
+#include "cuda_lighthouse.h"
 #include "cuda_sdpa.h"
 #include "cudnn_api.h"
 #include "runtime.h"
@@ -30,6 +31,7 @@ typedef struct cuda_plan {
     const lh_cudnn_api *dnn;
     cudnnHandle_t handle;
     lh_sdpa_plan *sdpa;
+    cuda_lighthouse *lh; /* MODE = LIGHTHOUSE (then sdpa is NULL) */
 } cuda_plan;
 
 /* ---- context push/pop around every call ----------------------------------------------------- */
@@ -112,8 +114,9 @@ static void cuda_context_destroy(void *state) {
 
 static void destroy_plan(cuda_plan *p) {
     if (!p) return;
-    if (p->sdpa || p->handle) {
+    if (p->sdpa || p->lh || p->handle) {
         bool pushed = push(p->cc) == LH_OK;
+        cuda_lighthouse_plan_destroy(p->lh);
         cuda_sdpa_plan_destroy(p->sdpa);
         if (p->handle) p->dnn->Destroy(p->handle);
         if (pushed) pop(p->cc);
@@ -129,10 +132,6 @@ static lh_status cuda_plan_create(void *context_state, const lh_context_options 
         return lh_fail(LH_ERROR_UNSUPPORTED_DTYPE,
                        "the CUDA backend runs float16 and bfloat16 (DTYPE = FLOAT32 is the CPU "
                        "reference backend's dtype)");
-    if (cfg->mode != LH_MODE_DENSE)
-        return lh_fail(LH_ERROR_UNSUPPORTED,
-                       "MODE = LIGHTHOUSE is not available on the CUDA backend yet; MODE = DENSE "
-                       "is, and the CPU backend runs both");
     const lh_cudnn_api *dnn;
     lh_status st = lh_cudnn_load(&dnn);
     if (st != LH_OK) return st;
@@ -147,7 +146,11 @@ static lh_status cuda_plan_create(void *context_state, const lh_context_options 
         return st;
     }
     st = lh_cudnn_check(dnn->Create(&p->handle), "cudnnCreate");
-    if (st == LH_OK) {
+    if (st == LH_OK && cfg->mode == LH_MODE_LIGHTHOUSE) {
+        cuda_lighthouse_env env = {.cu = cc->cu, .sm = cc->sm, .dnn = dnn, .handle = p->handle,
+                                   .options = options, .cache = NULL};
+        st = cuda_lighthouse_plan_create(&env, cfg, &p->lh, sizes);
+    } else if (st == LH_OK) {
         lh_sdpa_shape shape = {.b = cfg->batch, .h = cfg->heads, .hkv = cfg->kv_heads,
                                .s = cfg->seq_len, .d = cfg->head_dim, .dtype = cfg->dtype,
                                .scale = cfg->scale};
@@ -161,6 +164,13 @@ static lh_status cuda_plan_create(void *context_state, const lh_context_options 
     if (st != LH_OK) {
         destroy_plan(p);
         return st;
+    }
+    if (p->lh) {
+        if (getenv("LH_CUDA_VERBOSE"))
+            fprintf(stderr, "liblighthouse: Lighthouse on %s (sm_%d): %s\n", cc->name, cc->sm,
+                    cuda_lighthouse_describe(p->lh));
+        *out_plan_state = p;
+        return LH_OK;
     }
     if (getenv("LH_CUDA_VERBOSE"))
         fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
@@ -258,7 +268,8 @@ static lh_status cuda_forward(void *plan_state, const void *q, const void *k, co
     cuda_plan *p = plan_state;
     lh_status st = push(p->cc);
     if (st != LH_OK) return st;
-    st = cuda_sdpa_forward(p->sdpa, q, k, v, out, saved, workspace, stream);
+    if (p->lh) st = cuda_lighthouse_forward(p->lh, q, k, v, out, saved, workspace, stream);
+    else st = cuda_sdpa_forward(p->sdpa, q, k, v, out, saved, workspace, stream);
     pop(p->cc);
     return st;
 }
@@ -269,36 +280,57 @@ static lh_status cuda_backward(void *plan_state, const void *q, const void *k, c
     cuda_plan *p = plan_state;
     lh_status st = push(p->cc);
     if (st != LH_OK) return st;
-    st = cuda_sdpa_backward(p->sdpa, q, k, v, out, dout, saved, dq, dk, dv, workspace, stream);
+    if (p->lh)
+        st = cuda_lighthouse_backward(p->lh, q, k, v, dout, saved, dq, dk, dv, workspace, stream);
+    else
+        st = cuda_sdpa_backward(p->sdpa, q, k, v, out, dout, saved, dq, dk, dv, workspace, stream);
     pop(p->cc);
     return st;
 }
 
-/* ---- Lighthouse stage entry points: not on the GPU yet ------------------------------------- */
-
-static lh_status not_yet(const char *what) {
-    return lh_fail(LH_ERROR_UNSUPPORTED, "%s is not available on the CUDA backend yet", what);
-}
+/* ---- Lighthouse stage entry points (the ffi layer admits them for MODE = LIGHTHOUSE only) -- */
 
 static lh_status cuda_scores(void *plan_state, const void *q, const void *k, float *scores_q,
                              float *scores_k, void *workspace, void *stream) {
-    return not_yet("lh_scores");
+    (void)workspace;
+    cuda_plan *p = plan_state;
+    lh_status st = push(p->cc);
+    if (st != LH_OK) return st;
+    st = cuda_lighthouse_scores(p->lh, q, k, scores_q, scores_k, stream);
+    pop(p->cc);
+    return st;
 }
 
 static lh_status cuda_select(void *plan_state, const float *scores_q, const float *scores_k,
                              int32_t *indices, void *workspace, void *stream) {
-    return not_yet("lh_select");
+    cuda_plan *p = plan_state;
+    lh_status st = push(p->cc);
+    if (st != LH_OK) return st;
+    st = cuda_lighthouse_select(p->lh, scores_q, scores_k, indices, workspace, stream);
+    pop(p->cc);
+    return st;
 }
 
 static lh_status cuda_gather(void *plan_state, const void *q, const void *k, const void *v,
                              const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
                              void *workspace, void *stream) {
-    return not_yet("lh_gather");
+    (void)workspace;
+    cuda_plan *p = plan_state;
+    lh_status st = push(p->cc);
+    if (st != LH_OK) return st;
+    st = cuda_lighthouse_gather(p->lh, q, k, v, indices, q_sel, k_sel, v_sel, stream);
+    pop(p->cc);
+    return st;
 }
 
 static lh_status cuda_scatter(void *plan_state, const int32_t *indices, const void *o_sel,
                               void *out, void *workspace, void *stream) {
-    return not_yet("lh_scatter");
+    cuda_plan *p = plan_state;
+    lh_status st = push(p->cc);
+    if (st != LH_OK) return st;
+    st = cuda_lighthouse_scatter(p->lh, indices, o_sel, out, workspace, stream);
+    pop(p->cc);
+    return st;
 }
 
 const lh_backend_ops lh_cuda_backend_ops = {

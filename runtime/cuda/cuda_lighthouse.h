@@ -1,0 +1,101 @@
+/*
+ * cuda_lighthouse.h - Lighthouse attention on the GPU: the JIT-compiled kernels of kernels_mlir/
+ * around cuDNN's causal SDPA on the gathered sub-sequence (SPEC.md sections 1-6).
+ *
+ * Forward:  pyramid_scores -> inv := -1 -> select_order (indices into `saved`, inv) -> gather
+ *           -> cuDNN SDPA forward (O_sel and LSE into `saved`) -> scatter.
+ * Backward: inv := -1 -> invert(saved indices) -> gather q/k/v again (recomputed, not saved)
+ *           -> gather_dout -> cuDNN SDPA backward -> pool_grad (dq, dk, dv for every token).
+ * `saved` holds only indices int32 [B,H,S_sel], O_sel DTYPE [B,H,S_sel,D] and LSE fp32
+ * [B,H,S_sel]. Everything is enqueued on the caller's stream: no host synchronisation, no
+ * allocation after plan creation (all scratch is the caller's workspace), so a forward or
+ * backward may be captured into a CUDA graph.
+ *
+ * The caller (cuda_backend.c) makes the plan's CUDA context current around every call here.
+ */
+#ifndef LH_CUDA_LIGHTHOUSE_H
+#define LH_CUDA_LIGHTHOUSE_H
+
+#include <cuda.h>
+
+#include "compiler.h"
+#include "cuda_module.h"
+#include "cuda_sdpa.h"
+#include "cudnn_api.h"
+#include "runtime.h"
+
+/* What a Lighthouse plan borrows from its backend context (all outlive the plan). */
+typedef struct cuda_lighthouse_env {
+    const lh_cu_api *cu;
+    int sm;                              /* compute capability, 10 * major + minor */
+    const lh_cudnn_api *dnn;
+    cudnnHandle_t handle;                /* a cuDNN handle of the plan's context */
+    const lh_context_options *options;   /* kernel cache directory and switch; may be NULL */
+    lhc_cache *cache;                    /* the context's kernel cache, or NULL: the plan then
+                                            uses a cache of its own only while it compiles */
+} cuda_lighthouse_env;
+
+/* The kernels of one plan, in the order lhc_plan_kernels does not promise: found by name. */
+enum {
+    LH_LK_SCORES,      /* pyramid_scores.mlir: lh_pyramid_scores */
+    LH_LK_SELECT,      /* select_order.mlir:   lh_select_order */
+    LH_LK_INVERT,      /* select_order.mlir:   lh_invert_indices */
+    LH_LK_GATHER,      /* gather.mlir:         lh_gather */
+    LH_LK_GATHER_DOUT, /* gather.mlir:         lh_gather_dout */
+    LH_LK_SCATTER,     /* scatter.mlir:        lh_scatter */
+    LH_LK_POOL_GRAD,   /* pool_grad.mlir:      lh_pool_grad */
+    LH_LK_COUNT
+};
+
+#define LH_LH_MODULES 5
+
+typedef struct cuda_lighthouse {
+    const lh_cu_api *cu;
+    lh_config cfg;
+    lh_cu_module modules[LH_LH_MODULES];
+    CUfunction fn[LH_LK_COUNT];
+    unsigned int threads[LH_LK_COUNT];   /* blockDim.x */
+    unsigned int per_block[LH_LK_COUNT]; /* tokens (or rows) one block covers, where it applies */
+    lh_sdpa_plan *sdpa;
+
+    /* element strides (b, t, h) of q/out/dout/dq ([.., H, ..]) and of k/v/dk/dv ([.., Hkv, ..]) */
+    int64_t q_sb, q_st, q_sh, kv_sb, kv_st, kv_sh;
+
+    /* byte offsets: `saved` */
+    int64_t sv_idx, sv_o, sv_lse, saved_bytes;
+    /* forward workspace */
+    int64_t fw_sq, fw_sk, fw_inv, fw_qs, fw_ks, fw_vs, fw_sdpa, fwd_bytes;
+    /* backward workspace */
+    int64_t bw_inv, bw_qs, bw_ks, bw_vs, bw_do, bw_dqs, bw_dks, bw_dvs, bw_sdpa, bwd_bytes;
+    /* stage entry points: inv only */
+    int64_t stage_bytes;
+    char chip[16];
+} cuda_lighthouse;
+
+/* Compiles and loads the kernels, builds the SDPA plan of the sub-sequence and lays out the
+ * buffers. The plan's context must be current. */
+lh_status cuda_lighthouse_plan_create(const cuda_lighthouse_env *env, const lh_config *cfg,
+                                      cuda_lighthouse **out, lh_plan_sizes *sizes);
+/* NULL is a no-op. The plan's context must be current. */
+void cuda_lighthouse_plan_destroy(cuda_lighthouse *lh);
+/* One line for logs: chip and the SDPA engines. */
+const char *cuda_lighthouse_describe(const cuda_lighthouse *lh);
+
+lh_status cuda_lighthouse_forward(cuda_lighthouse *lh, const void *q, const void *k, const void *v,
+                                  void *out, void *saved, void *workspace, CUstream stream);
+lh_status cuda_lighthouse_backward(cuda_lighthouse *lh, const void *q, const void *k,
+                                   const void *v, const void *dout, const void *saved, void *dq,
+                                   void *dk, void *dv, void *workspace, CUstream stream);
+
+/* The stage entry points (lh_scores, lh_select, lh_gather, lh_scatter). */
+lh_status cuda_lighthouse_scores(cuda_lighthouse *lh, const void *q, const void *k,
+                                 float *scores_q, float *scores_k, CUstream stream);
+lh_status cuda_lighthouse_select(cuda_lighthouse *lh, const float *scores_q, const float *scores_k,
+                                 int32_t *indices, void *workspace, CUstream stream);
+lh_status cuda_lighthouse_gather(cuda_lighthouse *lh, const void *q, const void *k, const void *v,
+                                 const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
+                                 CUstream stream);
+lh_status cuda_lighthouse_scatter(cuda_lighthouse *lh, const int32_t *indices, const void *o_sel,
+                                  void *out, void *workspace, CUstream stream);
+
+#endif /* LH_CUDA_LIGHTHOUSE_H */

@@ -1,0 +1,173 @@
+/*
+ * cuda_lighthouse_run.c - running a Lighthouse plan on the GPU: kernel launches in the order of
+ * cuda_lighthouse.h, all on the caller's stream, all scratch from the caller's workspace.
+ */
+#include <string.h>
+
+#include "cuda_lighthouse.h"
+
+typedef unsigned long long dptr;
+
+static unsigned int blocks(int64_t items, unsigned int per_block) {
+    return (unsigned int)((items + per_block - 1) / per_block);
+}
+
+static lh_status launch(const cuda_lighthouse *lh, int kernel, const char *name, unsigned int gx,
+                        unsigned int gy, unsigned int gz, CUstream stream, void **params) {
+    lh_cu_launch l = {.grid = {gx, gy, gz}, .block = {lh->threads[kernel], 1, 1}, .shared_bytes = 0};
+    return lh_cu_launch_kernel(lh->cu, lh->fn[kernel], name, &l, stream, params);
+}
+
+static void *at(void *base, int64_t offset) { return (char *)base + offset; }
+static const void *cat(const void *base, int64_t offset) { return (const char *)base + offset; }
+
+/* ---- one launcher per kernel (arguments exactly as the .mlir headers list them) ----------- */
+
+static lh_status run_scores(const cuda_lighthouse *lh, const void *q, const void *k, void *sq,
+                            void *sk, CUstream s) {
+    const lh_config *c = &lh->cfg;
+    int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, st = c->s_total;
+    void *params[] = {&q, &k, &sq, &sk, &n, &heads, &kvh, &st,
+                      (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
+                      (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
+    return launch(lh, LH_LK_SCORES, "lh_pyramid_scores", blocks(n, lh->per_block[LH_LK_SCORES]),
+                  (unsigned int)(heads + kvh), (unsigned int)c->batch, s, params);
+}
+
+static lh_status clear_inv(const cuda_lighthouse *lh, void *inv, CUstream s) {
+    const lh_config *c = &lh->cfg;
+    size_t words = (size_t)(c->batch * c->heads * c->s_total);
+    return lh_cu_check(lh->cu->MemsetD32Async((CUdeviceptr)(uintptr_t)inv, 0xFFFFFFFFu, words, s),
+                       "clearing the inverse index map (cuMemsetD32Async)");
+}
+
+static lh_status run_select(const cuda_lighthouse *lh, const void *sq, const void *sk,
+                            void *indices, void *inv, CUstream s) {
+    const lh_config *c = &lh->cfg;
+    int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, st = c->s_total, ss = c->s_sel,
+            tl = c->tile_len;
+    void *params[] = {&sq, &sk, &indices, &inv, &n, &heads, &kvh, &st, &ss, &tl};
+    return launch(lh, LH_LK_SELECT, "lh_select_order", (unsigned int)c->tiles,
+                  (unsigned int)heads, (unsigned int)c->batch, s, params);
+}
+
+static lh_status run_invert(const cuda_lighthouse *lh, const void *indices, void *inv,
+                            CUstream s) {
+    const lh_config *c = &lh->cfg;
+    lh_status st = clear_inv(lh, inv, s);
+    if (st != LH_OK) return st;
+    int64_t heads = c->heads, total = c->s_total, ss = c->s_sel;
+    void *params[] = {&indices, &inv, &heads, &total, &ss};
+    return launch(lh, LH_LK_INVERT, "lh_invert_indices", blocks(ss, lh->threads[LH_LK_INVERT]),
+                  (unsigned int)heads, (unsigned int)c->batch, s, params);
+}
+
+static lh_status run_gather(const cuda_lighthouse *lh, const void *q, const void *k,
+                            const void *v, const void *indices, void *qs, void *ks, void *vs,
+                            CUstream s) {
+    const lh_config *c = &lh->cfg;
+    int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, ss = c->s_sel;
+    void *params[] = {&q, &k, &v, &indices, &qs, &ks, &vs, &n, &heads, &kvh, &ss,
+                      (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
+                      (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
+    return launch(lh, LH_LK_GATHER, "lh_gather", blocks(ss, lh->per_block[LH_LK_GATHER]),
+                  (unsigned int)heads, (unsigned int)c->batch, s, params);
+}
+
+static lh_status run_gather_dout(const cuda_lighthouse *lh, const void *dout, const void *indices,
+                                 void *d_sel, CUstream s) {
+    const lh_config *c = &lh->cfg;
+    int64_t n = c->seq_len, heads = c->heads, ss = c->s_sel;
+    void *params[] = {&dout, &indices, &d_sel, &n, &heads, &ss,
+                      (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh};
+    return launch(lh, LH_LK_GATHER_DOUT, "lh_gather_dout",
+                  blocks(ss, lh->per_block[LH_LK_GATHER_DOUT]), (unsigned int)heads,
+                  (unsigned int)c->batch, s, params);
+}
+
+static lh_status run_scatter(const cuda_lighthouse *lh, const void *o_sel, const void *inv,
+                             void *out, CUstream s) {
+    const lh_config *c = &lh->cfg;
+    int64_t n = c->seq_len, heads = c->heads, total = c->s_total, d = c->head_dim;
+    int64_t o_sb = heads * c->s_sel * d, o_sh = c->s_sel * d, o_ss = d;
+    void *params[] = {&o_sel, &inv, &out, &n, &heads, &total, &o_sb, &o_sh, &o_ss,
+                      (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh};
+    return launch(lh, LH_LK_SCATTER, "lh_scatter", blocks(n, lh->per_block[LH_LK_SCATTER]),
+                  (unsigned int)heads, (unsigned int)c->batch, s, params);
+}
+
+static lh_status run_pool_grad(const cuda_lighthouse *lh, const void *gq, const void *gk,
+                               const void *gv, const void *inv, void *dq, void *dk, void *dv,
+                               CUstream s) {
+    const lh_config *c = &lh->cfg;
+    int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, total = c->s_total,
+            ss = c->s_sel;
+    void *params[] = {&gq, &gk, &gv, &inv, &dq, &dk, &dv, &n, &heads, &kvh, &total, &ss,
+                      (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
+                      (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
+    return launch(lh, LH_LK_POOL_GRAD, "lh_pool_grad", blocks(n, lh->per_block[LH_LK_POOL_GRAD]),
+                  (unsigned int)(heads + kvh), (unsigned int)c->batch, s, params);
+}
+
+/* ---- forward and backward ------------------------------------------------------------------- */
+
+lh_status cuda_lighthouse_forward(cuda_lighthouse *lh, const void *q, const void *k, const void *v,
+                                  void *out, void *saved, void *workspace, CUstream stream) {
+    void *indices = at(saved, lh->sv_idx), *o_sel = at(saved, lh->sv_o);
+    float *lse = at(saved, lh->sv_lse);
+    void *sq = at(workspace, lh->fw_sq), *sk = at(workspace, lh->fw_sk);
+    void *inv = at(workspace, lh->fw_inv);
+    void *qs = at(workspace, lh->fw_qs), *ks = at(workspace, lh->fw_ks), *vs = at(workspace, lh->fw_vs);
+    lh_status st = run_scores(lh, q, k, sq, sk, stream);
+    if (st == LH_OK) st = clear_inv(lh, inv, stream);
+    if (st == LH_OK) st = run_select(lh, sq, sk, indices, inv, stream);
+    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, qs, ks, vs, stream);
+    if (st == LH_OK)
+        st = cuda_sdpa_forward(lh->sdpa, qs, ks, vs, o_sel, lse, at(workspace, lh->fw_sdpa), stream);
+    if (st == LH_OK) st = run_scatter(lh, o_sel, inv, out, stream);
+    return st;
+}
+
+lh_status cuda_lighthouse_backward(cuda_lighthouse *lh, const void *q, const void *k,
+                                   const void *v, const void *dout, const void *saved, void *dq,
+                                   void *dk, void *dv, void *workspace, CUstream stream) {
+    const void *indices = cat(saved, lh->sv_idx), *o_sel = cat(saved, lh->sv_o);
+    const float *lse = cat(saved, lh->sv_lse);
+    void *inv = at(workspace, lh->bw_inv);
+    void *qs = at(workspace, lh->bw_qs), *ks = at(workspace, lh->bw_ks), *vs = at(workspace, lh->bw_vs);
+    void *d_sel = at(workspace, lh->bw_do);
+    void *dqs = at(workspace, lh->bw_dqs), *dks = at(workspace, lh->bw_dks), *dvs = at(workspace, lh->bw_dvs);
+    lh_status st = run_invert(lh, indices, inv, stream);
+    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, qs, ks, vs, stream);
+    if (st == LH_OK) st = run_gather_dout(lh, dout, indices, d_sel, stream);
+    if (st == LH_OK)
+        st = cuda_sdpa_backward(lh->sdpa, qs, ks, vs, o_sel, d_sel, lse, dqs, dks, dvs,
+                                at(workspace, lh->bw_sdpa), stream);
+    if (st == LH_OK) st = run_pool_grad(lh, dqs, dks, dvs, inv, dq, dk, dv, stream);
+    return st;
+}
+
+/* ---- stage entry points ----------------------------------------------------------------------- */
+
+lh_status cuda_lighthouse_scores(cuda_lighthouse *lh, const void *q, const void *k,
+                                 float *scores_q, float *scores_k, CUstream stream) {
+    return run_scores(lh, q, k, scores_q, scores_k, stream);
+}
+
+lh_status cuda_lighthouse_select(cuda_lighthouse *lh, const float *scores_q, const float *scores_k,
+                                 int32_t *indices, void *workspace, CUstream stream) {
+    /* select_order also writes the inverse map; here it is scratch in the stage workspace. */
+    return run_select(lh, scores_q, scores_k, indices, workspace, stream);
+}
+
+lh_status cuda_lighthouse_gather(cuda_lighthouse *lh, const void *q, const void *k, const void *v,
+                                 const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
+                                 CUstream stream) {
+    return run_gather(lh, q, k, v, indices, q_sel, k_sel, v_sel, stream);
+}
+
+lh_status cuda_lighthouse_scatter(cuda_lighthouse *lh, const int32_t *indices, const void *o_sel,
+                                  void *out, void *workspace, CUstream stream) {
+    lh_status st = run_invert(lh, indices, workspace, stream);
+    return st == LH_OK ? run_scatter(lh, o_sel, workspace, out, stream) : st;
+}
