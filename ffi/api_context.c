@@ -53,11 +53,12 @@ LH_API lh_status lh_context_create(lh_backend backend, int device, lh_context **
 LH_API lh_status lh_context_destroy(lh_context *context) {
     lh_clear_error();
     if (!context) return LH_OK;
-    if (context->live_plans > 0)
+    int64_t live = context->live_plans;
+    if (live > 0)
         return lh_fail(LH_ERROR_BAD_STATE,
                        "lh_context_destroy: %lld plan(s) made from this context are still alive; "
                        "destroy them first",
-                       (long long)context->live_plans);
+                       (long long)live);
     context->ops->context_destroy(context->state);
     free(context);
     return LH_OK;

@@ -15,7 +15,9 @@ struct lh_context {
     void *state;                 /* the backend's context state */
     int device;
     lh_context_options options;
-    int64_t live_plans;          /* plans not yet destroyed: the context outlives them */
+    /* Plans not yet destroyed (the context outlives them). Atomic: plans of one context may be
+     * created and destroyed on different threads at once. */
+    _Atomic int64_t live_plans;
 };
 
 struct lh_plan {
