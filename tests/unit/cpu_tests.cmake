@@ -1,0 +1,7 @@
+# CPU reference backend tests (included by tests/unit/CMakeLists.txt).
+lh_add_check_test(test_golden test_golden.c test_util.c)
+lh_add_check_test(test_properties test_properties.c test_util.c)
+target_include_directories(test_golden PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_include_directories(test_properties PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# The property test is small enough for valgrind memcheck.
+list(APPEND LH_MEMCHECK_TESTS test_properties)
