@@ -4,7 +4,7 @@
 # The CUDA toolkit (headers of the driver API, cuDNN and NCCL) is expected in /usr/local/cuda.
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config check libsubunit-dev valgrind python3
-          mlir-22-tools libmlir-22-dev llvm-22-dev libzstd-dev zlib1g-dev libxml2-dev libncurses-dev)
+          mlir-22-tools libmlir-22-dev llvm-22-dev lld libzstd-dev zlib1g-dev libxml2-dev libncurses-dev xz-utils)
 command -v cargo >/dev/null 2>&1 || packages+=(cargo)
 missing=()
 for p in "${packages[@]}"; do

@@ -18,9 +18,16 @@ fi
 BIN=$(cd "$BIN" && pwd)
 LOGS=${LH_GPU_LOG_DIR:-/tmp/lh-gpu-logs}
 mkdir -p "$LOGS"
+# scripts/gpu_pack.sh ships the library xz-compressed (it carries MLIR/LLVM): unpack it once.
+LIBDIR=$BIN
+if [ ! -e "$BIN/liblighthouse.so.0" ] && [ -e "$BIN/liblighthouse.so.0.xz" ]; then
+  LIBDIR=/tmp/lh-lib && mkdir -p "$LIBDIR"
+  xz -dc "$BIN/liblighthouse.so.0.xz" >"$LIBDIR/liblighthouse.so.0"
+fi
+[ -d "$BIN/golden" ] && export LH_GOLDEN_DIR="$BIN/golden"
 
 WHEELS=${LH_NVIDIA_WHEELS:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia}
-libpath=$BIN
+libpath=$LIBDIR
 for d in "$WHEELS"/*/lib; do [ -d "$d" ] && libpath="$libpath:$d"; done
 export LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NCCL_NVLS_ENABLE=0          # never NVLink multicast (shared machines)
@@ -68,6 +75,12 @@ else
 fi
 run graph 120 "$BIN/test_cuda_graph"
 LH_CUDNN_SDPA_BWD=accum run graph_accum 120 "$BIN/test_cuda_graph"
+if [ "${LH_GPU_QUICK:-0}" = 1 ]; then
+  run lighthouse 300 "$BIN/test_lighthouse_gpu" --quick
+else
+  run lighthouse 600 "$BIN/test_lighthouse_gpu"
+fi
+[ -x "$BIN/lighthouse-demo" ] && run demo 120 "$BIN/lighthouse-demo"
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
   # a small case with the library's default graphs, then grouped-query heads with the fp32 dQ
@@ -75,12 +88,16 @@ if [ -x "$SAN" ]; then
   run memcheck 300 bash -c "'$SAN' --tool memcheck --error-exitcode 3 '$BIN/test_cuda_dense' --small &&
     LH_CUDNN_SDPA_BWD=accum '$SAN' --tool memcheck --error-exitcode 3 '$BIN/test_cuda_dense' \
       --case fp16_bhnd_b2_n256_h4_kv2_d128"
+  run lighthouse_memcheck 300 "$SAN" --tool memcheck --error-exitcode 3 "$BIN/test_lighthouse_gpu" --tiny
+  run lighthouse_racecheck 300 "$SAN" --tool racecheck --error-exitcode 3 "$BIN/test_lighthouse_gpu" --tiny
 else
   echo "== memcheck: compute-sanitizer not found"; names+=(memcheck); statuses+=("SKIP (no compute-sanitizer)"); times+=(0); counts+=(-)
 fi
-if [ "${LH_GPU_QUICK:-0}" != 1 ]; then
-  echo "== timing (not a test): bench_cuda_dense"
-  timeout 300 "$BIN/bench_cuda_dense" 2>&1 | tee "$LOGS/bench.log"
+if [ "${LH_GPU_QUICK:-0}" != 1 ] && [ -x "$BIN/lighthouse-bench" ]; then
+  # The benchmark (not a test): Lighthouse vs dense vs the S_sel floor; JSON and PNG next to the logs.
+  echo "== timing (not a test): lighthouse-bench ${LH_BENCH_ARGS:-}"
+  timeout 420 "$BIN/lighthouse-bench" --json "$LOGS/bench.json" ${LH_BENCH_ARGS:-} 2>&1 | tee "$LOGS/bench.log"
+  python3 "$ROOT/tools/bench/plot_bench.py" "$LOGS/bench.json" "$LOGS/bench.png" 2>&1 | tail -1
 fi
 
 echo
@@ -91,5 +108,9 @@ for i in "${!names[@]}"; do
   printf '%-28s %-22s %8s %10s\n' "${names[$i]}" "${statuses[$i]}" "${times[$i]}" "${counts[$i]}"
   case ${statuses[$i]} in FAIL*) fails=$((fails + 1)) ;; esac
 done
-grep -h '^RESULT' "$LOGS/bench.log" 2>/dev/null
+# Under the device tool, $OUT comes back: the benchmark's JSON and plot, and all logs packed.
+if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
+  cp "$LOGS"/bench.json "$LOGS"/bench.png "$OUT"/ 2>/dev/null
+  tar czf "$OUT/gpu-logs.tgz" -C "$LOGS" .
+fi
 exit $((fails > 0))

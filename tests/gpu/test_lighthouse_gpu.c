@@ -12,7 +12,8 @@
  *  (e) forward + backward captured into a CUDA graph and replayed equal direct calls.
  * Outputs are poisoned (NaN) before every call. Exit 77 without a GPU.
  *
- *   test_lighthouse_gpu [--quick]      (--quick: the smaller configurations only)
+ *   test_lighthouse_gpu [--quick|--tiny]  (--quick: the smaller configurations only; --tiny: the
+ *                                         golden selection and the smallest pipeline, for racecheck)
  */
 #include <math.h>
 #include <stdio.h>
@@ -383,7 +384,8 @@ static void test_pipeline(const lcfg *c, int repeat_and_graph) {
 
 int main(int argc, char **argv) {
     const char *prog = "test_lighthouse_gpu";
-    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    int tiny = argc > 1 && strcmp(argv[1], "--tiny") == 0;
+    int quick = tiny || (argc > 1 && strcmp(argv[1], "--quick") == 0);
     int rc = gpu_env_init(&env, prog);
     if (rc) return rc;
     lh_status st = lh_context_create(LH_BACKEND_CUDA, 0, &gpu_ctx);
@@ -407,7 +409,7 @@ int main(int argc, char **argv) {
         {"sel_n64k_l4_p2_tile4k", BF, BNHD, 1, 65536, 2, 2, 128, 4, 2, 256, 0},
         {"sel_n16k_l3_p8", FP, BNHD, 2, 16384, 2, 2, 64, 3, 8, 256, 0},
     };
-    for (size_t i = quick ? 3 : 0; i < sizeof sel / sizeof sel[0]; i++) test_scores_select(&sel[i]);
+    for (size_t i = tiny ? 4 : quick ? 3 : 0; i < sizeof sel / sizeof sel[0]; i++) test_scores_select(&sel[i]);
 
     const lcfg full[] = {
         {"bf16_bnhd_b2_n2k_h4kv2_d64_l2p4_k128", BF, BNHD, 2, 2048, 4, 2, 64, 2, 4, 128, 0},
@@ -419,7 +421,7 @@ int main(int argc, char **argv) {
         {"bf16_bnhd_b1_n32k_h2kv1_d128_l2p8_k512", BF, BNHD, 1, 32768, 2, 1, 128, 2, 8, 512, 1},
         {"bf16_bhnd_b1_n131k_h4kv2_d128_l3p4_k2048", BF, BHND, 1, 131072, 4, 2, 128, 3, 4, 2048, 1},
     };
-    size_t nfull = quick ? 3 : sizeof full / sizeof full[0];
+    size_t nfull = tiny ? 1 : quick ? 3 : sizeof full / sizeof full[0];
     for (size_t i = 0; i < nfull; i++) test_pipeline(&full[i], i == 0);
 
     lh_context_destroy(cpu_ctx);
