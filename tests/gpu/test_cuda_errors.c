@@ -59,8 +59,20 @@ int main(void) {
            "no_such_device");
 
     lh_plan *p = NULL;
-    expect(dense_plan(ctx, LH_DTYPE_BFLOAT16, LH_MODE_LIGHTHOUSE, 1024, 2, &p),
-           LH_ERROR_UNSUPPORTED, "lighthouse_mode_not_yet");
+    /* Lighthouse's GPU kernels move rows as 16-byte vectors in power-of-two lane groups: a head
+     * dim of 96 is refused at finalize, with the rule in the message. */
+    LH_MUST(lh_plan_create(ctx, &p));
+    LH_MUST(lh_plan_set_i64(p, LH_PARAM_SEQ_LEN, 1024));
+    LH_MUST(lh_plan_set_i64(p, LH_PARAM_HEADS, 2));
+    LH_MUST(lh_plan_set_i64(p, LH_PARAM_HEAD_DIM, 96));
+    LH_MUST(lh_plan_set_i64(p, LH_PARAM_DTYPE, LH_DTYPE_BFLOAT16));
+    LH_MUST(lh_plan_set_i64(p, LH_PARAM_TOPK, 128));
+    LH_MUST(lh_plan_set_i64(p, LH_PARAM_LEVELS, 2));
+    LH_MUST(lh_plan_set_i64(p, LH_PARAM_POOLING, 2));
+    expect(lh_plan_finalize(p), LH_ERROR_UNSUPPORTED, "lighthouse_head_dim_96");
+    check(strstr(lh_last_error(), "96") != NULL, "lighthouse_head_dim_96_message", "%s", lh_last_error());
+    lh_plan_destroy(p);
+    p = NULL;
     expect(dense_plan(ctx, LH_DTYPE_FLOAT32, LH_MODE_DENSE, 128, 2, &p),
            LH_ERROR_UNSUPPORTED_DTYPE, "float32_on_gpu");
     /* 2^21 tokens x 16 heads x 128 = 2^32 elements */
