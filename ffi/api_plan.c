@@ -30,6 +30,7 @@ LH_API lh_status lh_plan_create(lh_context *context, lh_plan **out_plan) {
     plan->cfg.levels = 3;
     plan->cfg.pooling = 4;
     plan->cfg.topk = 2048;
+    plan->cfg.cp_world = 1;
     context->live_plans++;
     *out_plan = plan;
     return LH_OK;
@@ -39,6 +40,7 @@ LH_API lh_status lh_plan_destroy(lh_plan *plan) {
     lh_clear_error();
     if (!plan) return LH_OK;
     if (plan->state) plan->context->ops->plan_destroy(plan->state);
+    if (plan->cfg.ring) plan->cfg.ring->bound_plans--;
     plan->context->live_plans--;
     free(plan);
     return LH_OK;
@@ -203,7 +205,21 @@ static lh_status validate(lh_plan *plan) {
         return lh_fail(LH_ERROR_INVALID_VALUE,
                        "BATCH * SEQ_LEN * HEADS * HEAD_DIM = %.3g elements is too large", elems);
     if (!plan->scale_set) c->scale = 1.0 / sqrt((double)c->head_dim);
+
+    /* On a ring every rule below applies to one chunk: N/(2W) tokens with TOPK/(2W). */
+    int64_t parts = c->ring ? 2 * c->cp_world : 1;
+    if (c->ring && c->seq_len % parts != 0)
+        return lh_fail(LH_ERROR_SEQ_DIVISIBILITY,
+                       "on a ring of WORLD = %lld ranks SEQ_LEN must be a multiple of 2 * WORLD = "
+                       "%lld (got SEQ_LEN = %lld)",
+                       (long long)c->cp_world, (long long)parts, (long long)c->seq_len);
     if (c->mode == LH_MODE_DENSE) return LH_OK;
+    if (c->ring && c->topk % (128 * parts) != 0)
+        return lh_fail(LH_ERROR_TOPK,
+                       "on a ring of WORLD = %lld ranks TOPK must be a multiple of 128 * 2 * WORLD "
+                       "= %lld, so every chunk selects a multiple of 128 (got TOPK = %lld)",
+                       (long long)c->cp_world, (long long)(128 * parts), (long long)c->topk);
+    int64_t seq = c->seq_len / parts, topk = c->topk / parts;
 
     int64_t width = 1;
     for (int64_t l = 1; l < c->levels; l++) {
@@ -211,21 +227,23 @@ static lh_status validate(lh_plan *plan) {
             break;
         width *= c->pooling;
     }
-    int64_t tiles = c->topk / 128;
-    if (width > c->seq_len || c->seq_len % width != 0 || (c->seq_len / width) % tiles != 0)
+    int64_t tiles = topk / 128;
+    const char *what = c->ring ? "the chunk length SEQ_LEN/(2*WORLD)" : "SEQ_LEN";
+    const char *tk = c->ring ? "TOPK/(2*WORLD)" : "TOPK";
+    if (width > seq || seq % width != 0 || (seq / width) % tiles != 0)
         return lh_fail(LH_ERROR_SEQ_DIVISIBILITY,
-                       "SEQ_LEN must be a multiple of POOLING^(LEVELS-1) * TOPK/128 = %lld^%lld * "
-                       "%lld (got SEQ_LEN = %lld)",
-                       (long long)c->pooling, (long long)(c->levels - 1), (long long)tiles,
-                       (long long)c->seq_len);
-    int64_t per_tile = c->seq_len / width / tiles;
+                       "%s must be a multiple of POOLING^(LEVELS-1) * %s/128 = %lld^%lld * "
+                       "%lld (got %s = %lld)",
+                       what, tk, (long long)c->pooling, (long long)(c->levels - 1), (long long)tiles,
+                       c->ring ? "SEQ_LEN/(2*WORLD)" : "SEQ_LEN", (long long)seq);
+    int64_t per_tile = seq / width / tiles;
     if (per_tile < 128)
         return lh_fail(LH_ERROR_TILE_TOO_SMALL,
-                       "each of the TOPK/128 = %lld tiles of the coarsest level must hold at least "
-                       "128 entries, but SEQ_LEN / POOLING^(LEVELS-1) / (TOPK/128) = %lld / %lld / "
+                       "each of the %s/128 = %lld tiles of the coarsest level must hold at least "
+                       "128 entries, but %s / POOLING^(LEVELS-1) / (%s/128) = %lld / %lld / "
                        "%lld = %lld",
-                       (long long)tiles, (long long)c->seq_len, (long long)width,
-                       (long long)tiles, (long long)per_tile);
+                       tk, (long long)tiles, c->ring ? "SEQ_LEN/(2*WORLD)" : "SEQ_LEN", tk,
+                       (long long)seq, (long long)width, (long long)tiles, (long long)per_tile);
     return LH_OK;
 }
 
@@ -236,8 +254,14 @@ LH_API lh_status lh_plan_finalize(lh_plan *plan) {
         return lh_fail(LH_ERROR_BAD_STATE, "lh_plan_finalize: the plan is already finalized");
     lh_status st = validate(plan);
     if (st != LH_OK) return lh_fail_context(st, "lh_plan_finalize");
+    plan->cfg.handle = plan;
+    plan->cfg.tensor_seq_len = 0; /* derived: the local shard */
     lh_config_derive(&plan->cfg);
     lh_context *ctx = plan->context;
+    if (plan->cfg.ring && !ctx->ops->attention_forward)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "lh_plan_finalize: the %s backend cannot run a plan bound to a ring",
+                       ctx->ops->name);
     lh_plan_sizes sizes = {0};
     void *state = NULL;
     st = ctx->ops->plan_create(ctx->state, &ctx->options, &plan->cfg, &state, &sizes);
@@ -271,6 +295,13 @@ LH_API lh_status lh_plan_get_i64(const lh_plan *plan, lh_query query, int64_t *o
         *out_value = plan->sizes.stage_workspace_bytes;
         return LH_OK;
     case LH_QUERY_BACKEND: *out_value = plan->context->ops->kind; return LH_OK;
+    case LH_QUERY_LOCAL_SEQ_LEN: *out_value = plan->cfg.tensor_seq_len; return LH_OK;
+    case LH_QUERY_CHUNKS: *out_value = plan->cfg.chunks; return LH_OK;
+    case LH_QUERY_ATTENTION_WORKSPACE_BYTES:
+        *out_value = plan->sizes.attention_workspace_bytes;
+        return LH_OK;
+    case LH_QUERY_WORLD: *out_value = plan->cfg.cp_world; return LH_OK;
+    case LH_QUERY_RANK: *out_value = plan->cfg.cp_rank; return LH_OK;
     }
     return lh_fail(LH_ERROR_INVALID_VALUE, "lh_plan_get_i64: unknown query %d", (int)query);
 }

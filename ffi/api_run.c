@@ -39,6 +39,11 @@ static lh_status check_lighthouse(const lh_plan *plan, const char *fn) {
     if (plan->cfg.mode != LH_MODE_LIGHTHOUSE)
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "%s: stage entry points need MODE = LIGHTHOUSE (this plan is DENSE)", fn);
+    if (plan->cfg.ring)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "%s: stage entry points take plans without a ring (this plan is rank %lld "
+                       "of %lld); lh_attention_forward/backward take both",
+                       fn, (long long)plan->cfg.cp_rank, (long long)plan->cfg.cp_world);
     return LH_OK;
 }
 
@@ -53,10 +58,10 @@ LH_API lh_status lh_forward(lh_plan *plan, const void *q, const void *k, const v
     const lh_config *c = &plan->cfg;
     size_t es = lh_dtype_size(c->dtype);
     const buffer_arg args[] = {
-        {q, tensor_bytes(c, c->heads, c->seq_len), es, "q", false},
-        {k, tensor_bytes(c, c->kv_heads, c->seq_len), es, "k", false},
-        {v, tensor_bytes(c, c->kv_heads, c->seq_len), es, "v", false},
-        {out, tensor_bytes(c, c->heads, c->seq_len), es, "out", false},
+        {q, tensor_bytes(c, c->heads, c->tensor_seq_len), es, "q", false},
+        {k, tensor_bytes(c, c->kv_heads, c->tensor_seq_len), es, "k", false},
+        {v, tensor_bytes(c, c->kv_heads, c->tensor_seq_len), es, "v", false},
+        {out, tensor_bytes(c, c->heads, c->tensor_seq_len), es, "out", false},
         {saved, (size_t)plan->sizes.saved_bytes, 16, "saved", false},
         {workspace, (size_t)plan->sizes.fwd_workspace_bytes, 16, "workspace", false},
     };
@@ -75,7 +80,8 @@ LH_API lh_status lh_backward(lh_plan *plan, const void *q, const void *k, const 
     if (st != LH_OK) return st;
     const lh_config *c = &plan->cfg;
     size_t es = lh_dtype_size(c->dtype);
-    size_t qb = tensor_bytes(c, c->heads, c->seq_len), kb = tensor_bytes(c, c->kv_heads, c->seq_len);
+    size_t qb = tensor_bytes(c, c->heads, c->tensor_seq_len);
+    size_t kb = tensor_bytes(c, c->kv_heads, c->tensor_seq_len);
     const buffer_arg args[] = {
         {q, qb, es, "q", false},
         {k, kb, es, "k", false},
@@ -183,5 +189,68 @@ LH_API lh_status lh_scatter(lh_plan *plan, const int32_t *indices, const void *o
     st = check_buffers(plan, fn, args, COUNT(args), stream);
     if (st != LH_OK) return st;
     st = plan->context->ops->scatter(plan->state, indices, o_sel, out, workspace, stream);
+    return st == LH_OK ? st : lh_fail_context(st, fn);
+}
+
+/* The attention step alone: chunk-major [C, B, H, S_c, D] sub-sequences (C * S_c = s_sel). */
+static lh_status attention_args(const lh_plan *plan, const char *fn) {
+    lh_status st = lh_check_plan_ready(plan, fn);
+    if (st != LH_OK) return st;
+    if (!plan->context->ops->attention_forward)
+        return lh_fail(LH_ERROR_UNSUPPORTED, "%s: the %s backend has no separate attention step", fn,
+                       plan->context->ops->name);
+    return LH_OK;
+}
+
+LH_API lh_status lh_attention_forward(lh_plan *plan, const void *q_sel, const void *k_sel,
+                                      const void *v_sel, void *o_sel, float *lse, void *workspace,
+                                      void *stream) {
+    lh_clear_error();
+    const char *fn = "lh_attention_forward";
+    lh_status st = attention_args(plan, fn);
+    if (st != LH_OK) return st;
+    const lh_config *c = &plan->cfg;
+    size_t es = lh_dtype_size(c->dtype), sel = tensor_bytes(c, c->heads, c->s_sel);
+    const buffer_arg args[] = {
+        {q_sel, sel, es, "q_sel", false},
+        {k_sel, sel, es, "k_sel", false},
+        {v_sel, sel, es, "v_sel", false},
+        {o_sel, sel, es, "o_sel", false},
+        {lse, (size_t)(c->batch * c->heads * c->s_sel) * 4, 4, "lse", false},
+        {workspace, (size_t)plan->sizes.attention_workspace_bytes, 16, "workspace", false},
+    };
+    st = check_buffers(plan, fn, args, COUNT(args), stream);
+    if (st != LH_OK) return st;
+    st = plan->context->ops->attention_forward(plan->state, q_sel, k_sel, v_sel, o_sel, lse,
+                                               workspace, stream);
+    return st == LH_OK ? st : lh_fail_context(st, fn);
+}
+
+LH_API lh_status lh_attention_backward(lh_plan *plan, const void *q_sel, const void *k_sel,
+                                       const void *v_sel, const void *o_sel, const float *lse,
+                                       const void *do_sel, void *dq_sel, void *dk_sel,
+                                       void *dv_sel, void *workspace, void *stream) {
+    lh_clear_error();
+    const char *fn = "lh_attention_backward";
+    lh_status st = attention_args(plan, fn);
+    if (st != LH_OK) return st;
+    const lh_config *c = &plan->cfg;
+    size_t es = lh_dtype_size(c->dtype), sel = tensor_bytes(c, c->heads, c->s_sel);
+    const buffer_arg args[] = {
+        {q_sel, sel, es, "q_sel", false},
+        {k_sel, sel, es, "k_sel", false},
+        {v_sel, sel, es, "v_sel", false},
+        {o_sel, sel, es, "o_sel", false},
+        {lse, (size_t)(c->batch * c->heads * c->s_sel) * 4, 4, "lse", false},
+        {do_sel, sel, es, "do_sel", false},
+        {dq_sel, sel, es, "dq_sel", false},
+        {dk_sel, sel, es, "dk_sel", false},
+        {dv_sel, sel, es, "dv_sel", false},
+        {workspace, (size_t)plan->sizes.attention_workspace_bytes, 16, "workspace", false},
+    };
+    st = check_buffers(plan, fn, args, COUNT(args), stream);
+    if (st != LH_OK) return st;
+    st = plan->context->ops->attention_backward(plan->state, q_sel, k_sel, v_sel, o_sel, lse,
+                                                do_sel, dq_sel, dk_sel, dv_sel, workspace, stream);
     return st == LH_OK ? st : lh_fail_context(st, fn);
 }

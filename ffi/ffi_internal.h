@@ -30,6 +30,13 @@ struct lh_plan {
     lh_plan_sizes sizes;
 };
 
+/* A ring handle: the state its plans share (runtime.h) and, for NCCL, the backend that owns it. */
+struct lh_ring {
+    lh_ring_info info;
+    const lh_backend_ops *nccl_ops;  /* NCCL rings: the backend that set the NCCL fields */
+    lh_context *context;             /* NCCL rings: the context they were made with */
+};
+
 /* The name of a parameter as written in messages ("TOPK"). */
 const char *lh_param_name(lh_param param);
 

@@ -2,26 +2,47 @@
 #include "runtime.h"
 
 void lh_config_derive(lh_config *cfg) {
+    if (cfg->cp_world < 1) cfg->cp_world = 1;
+    cfg->chunks = cfg->ring ? 2 : 1;
+    cfg->chunk_len = cfg->seq_len / (cfg->ring ? 2 * cfg->cp_world : 1);
+    if (!cfg->tensor_seq_len) cfg->tensor_seq_len = cfg->seq_len / cfg->cp_world;
     if (cfg->mode == LH_MODE_DENSE) {
-        cfg->s_total = cfg->seq_len;
-        cfg->s_sel = cfg->seq_len;
+        cfg->s_total = cfg->chunk_len;
+        cfg->s_chunk = cfg->chunk_len;
+        cfg->s_sel = cfg->chunks * cfg->s_chunk;
         cfg->tiles = 0;
         cfg->tile_len = 0;
         return;
     }
+    int64_t topk_chunk = cfg->topk / (cfg->ring ? 2 * cfg->cp_world : 1);
     int64_t width = 1, off = 0;
     for (int64_t l = 0; l < cfg->levels; l++) {
         cfg->level_width[l] = width;
-        cfg->level_len[l] = cfg->seq_len / width;
+        cfg->level_len[l] = cfg->chunk_len / width;
         cfg->level_off[l] = off;
         off += cfg->level_len[l];
         width *= cfg->pooling;
     }
     cfg->s_total = off;
-    cfg->tiles = cfg->topk / 128;
+    cfg->tiles = topk_chunk / 128;
     int64_t coarse = cfg->level_len[cfg->levels - 1];
     cfg->tile_len = coarse / cfg->tiles;
-    cfg->s_sel = coarse + (cfg->levels - 1) * cfg->topk * cfg->pooling;
+    cfg->s_chunk = coarse + (cfg->levels - 1) * topk_chunk * cfg->pooling;
+    cfg->s_sel = cfg->chunks * cfg->s_chunk;
+}
+
+void lh_config_chunk(const lh_config *cfg, lh_config *chunk) {
+    *chunk = *cfg;
+    if (!cfg->ring) return;
+    chunk->seq_len = cfg->chunk_len;
+    chunk->topk = cfg->topk / (2 * cfg->cp_world);
+    chunk->tensor_seq_len = cfg->tensor_seq_len;
+    chunk->ring = NULL;
+    chunk->cp_world = 1;
+    chunk->cp_rank = 0;
+    chunk->forward_hook = NULL;
+    chunk->backward_hook = NULL;
+    lh_config_derive(chunk);
 }
 
 size_t lh_dtype_size(lh_dtype dtype) {

@@ -9,6 +9,7 @@
 #ifndef LH_RUNTIME_H
 #define LH_RUNTIME_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,6 +26,50 @@ lh_status lh_fail_context(lh_status status, const char *what);
 void lh_clear_error(void);
 const char *lh_error_message(void);
 
+/* ---- rings (context parallelism, SPEC.md section 8) ---------------------------------------- */
+
+#define LH_RING_MAX_WORLD 64
+
+typedef enum lh_ring_kind { LH_RING_LOCAL = 0, LH_RING_NCCL = 1 } lh_ring_kind;
+
+/* The state behind an lh_ring handle, shared by every plan bound to it. */
+typedef struct lh_ring_info {
+    lh_ring_kind kind;
+    int world;
+    _Atomic int64_t bound_plans;   /* plans bound and not yet destroyed */
+
+    /* LOCAL: the backend every bound plan must share (AUTO until the first plan binds), and the
+     * rendezvous of runtime/ring_local.c. */
+    lh_backend backend;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    int arrived;                   /* ranks in the current rendezvous */
+    uint64_t generation;           /* completed rendezvous */
+    int aborted;                   /* a rank failed mid-exchange: everyone returns an error */
+    /* Publications, double-buffered by round parity: a rank may publish for the next round while
+     * a slower peer still reads this one, but it cannot get two rounds ahead. */
+    const void *slot_ptr[2][LH_RING_MAX_WORLD];
+    void *slot_aux[2][LH_RING_MAX_WORLD];
+
+    /* NCCL: filled by the CUDA backend (runtime/cuda). */
+    int nccl_rank;
+    void *nccl_comm;               /* ncclComm_t */
+    int owns_comm;                 /* created from a unique id: destroyed with the ring */
+    void *nccl_state;              /* the backend's NCCL bookkeeping */
+    void (*nccl_release)(struct lh_ring_info *ring);
+} lh_ring_info;
+
+/* Local rendezvous: rank `rank` publishes (ptr, aux) and blocks until every rank of the ring has
+ * published in this round; *round identifies the round for lh_ring_local_peer, which reads any
+ * rank's publication of that round. A rank must finish reading a round's publications before it
+ * calls lh_ring_local_exchange again. Returns LH_ERROR_COMMUNICATION if the ring was aborted or a
+ * rank did not arrive within 120 s (env LIGHTHOUSE_RING_TIMEOUT_S). */
+lh_status lh_ring_local_exchange(lh_ring_info *ring, int rank, const void *ptr, void *aux,
+                                 uint64_t *round);
+void lh_ring_local_peer(lh_ring_info *ring, uint64_t round, int peer, const void **ptr, void **aux);
+/* Marks the ring failed and wakes every waiting rank (they return LH_ERROR_COMMUNICATION). */
+void lh_ring_local_abort(lh_ring_info *ring);
+
 /* ---- the validated configuration of a plan ------------------------------------------------ */
 
 typedef struct lh_config {
@@ -35,18 +80,40 @@ typedef struct lh_config {
     int64_t levels, pooling, topk;
     double scale;
 
-    /* Derived by lh_config_derive (Lighthouse mode; in dense mode s_total = s_sel = seq_len). */
-    int64_t level_len[LH_MAX_LEVELS];    /* n_l = N / p^l */
+    /* Tokens of the tensors the caller's pointers point to: strides follow this, not seq_len
+     * (equal without a ring; a chunk configuration has seq_len = N/(2W) inside a shard of N/W). */
+    int64_t tensor_seq_len;
+
+    /* Context parallelism: the ring (NULL = none), this rank, and the attention hooks. */
+    lh_ring_info *ring;
+    int64_t cp_world, cp_rank;           /* 1 and 0 without a ring */
+    lh_attention_forward_hook forward_hook;
+    lh_attention_backward_hook backward_hook;
+    void *hook_user_data;
+    lh_plan *handle;                     /* the public handle, passed to hooks */
+
+    /* Derived by lh_config_derive. Without a ring they describe the whole sequence; on a ring,
+     * one chunk of N/(2W) tokens with TOPK/(2W) (lh_config_chunk gives that configuration). */
+    int64_t chunks;                      /* C: 2 on a ring, else 1 */
+    int64_t chunk_len;                   /* tokens per chunk: N/(2W), or N */
+    int64_t level_len[LH_MAX_LEVELS];    /* n_l = chunk_len / p^l */
     int64_t level_off[LH_MAX_LEVELS];    /* off_l = n_0 + ... + n_{l-1} */
     int64_t level_width[LH_MAX_LEVELS];  /* f_l = p^l */
-    int64_t s_total;                     /* sum of n_l */
-    int64_t s_sel;                       /* n_c + (L-1) * topk * p */
-    int64_t tiles;                       /* T = topk / 128 */
+    int64_t s_total;                     /* sum of n_l (dense: chunk_len) */
+    int64_t s_chunk;                     /* S_c: kept entries per chunk, n_c + (L-1) * topk_c * p
+                                            (dense: chunk_len) */
+    int64_t s_sel;                       /* C * S_c: the local sub-sequence */
+    int64_t tiles;                       /* T = topk_c / 128 */
     int64_t tile_len;                    /* coarsest entries per tile, n_c / T */
 } lh_config;
 
 /* Fills the derived fields of a configuration whose parameters already passed validation. */
 void lh_config_derive(lh_config *cfg);
+
+/* The configuration of one chunk of a ring plan as a plan of its own, without a ring: seq_len =
+ * N/(2W), topk = TOPK/(2W), tensor_seq_len = N/W (the shard it lives in), derived fields filled.
+ * Chunk j's tokens start at token j * N/(2W) of the shard. Without a ring: a copy of cfg. */
+void lh_config_chunk(const lh_config *cfg, lh_config *chunk);
 
 /* Bytes of one element of `dtype`. */
 size_t lh_dtype_size(lh_dtype dtype);
@@ -55,8 +122,8 @@ size_t lh_dtype_size(lh_dtype dtype);
 static inline int64_t lh_tensor_offset(const lh_config *cfg, int64_t heads, int64_t b, int64_t t,
                                        int64_t h, int64_t d) {
     if (cfg->layout == LH_LAYOUT_BNHD)
-        return ((b * cfg->seq_len + t) * heads + h) * cfg->head_dim + d;
-    return ((b * heads + h) * cfg->seq_len + t) * cfg->head_dim + d;
+        return ((b * cfg->tensor_seq_len + t) * heads + h) * cfg->head_dim + d;
+    return ((b * heads + h) * cfg->tensor_seq_len + t) * cfg->head_dim + d;
 }
 
 /* ---- context options (owned by the ffi context, read by backends at plan creation) -------- */
@@ -74,6 +141,7 @@ typedef struct lh_plan_sizes {
     int64_t fwd_workspace_bytes;
     int64_t bwd_workspace_bytes;
     int64_t stage_workspace_bytes;
+    int64_t attention_workspace_bytes;
 } lh_plan_sizes;
 
 /* ---- backends ------------------------------------------------------------------------------ */
@@ -116,6 +184,22 @@ typedef struct lh_backend_ops {
                         void *workspace, void *stream);
     lh_status (*scatter)(void *plan_state, const int32_t *indices, const void *o_sel, void *out,
                          void *workspace, void *stream);
+
+    /* The attention step alone, chunk-major [C, B, H, S_c, D] (see lh_attention_forward); on a
+     * ring, the built-in ring attention. Never calls the hooks. */
+    lh_status (*attention_forward)(void *plan_state, const void *q_sel, const void *k_sel,
+                                   const void *v_sel, void *o_sel, float *lse, void *workspace,
+                                   void *stream);
+    lh_status (*attention_backward)(void *plan_state, const void *q_sel, const void *k_sel,
+                                    const void *v_sel, const void *o_sel, const float *lse,
+                                    const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
+                                    void *workspace, void *stream);
+
+    /* NCCL rings (NULL where the backend has no NCCL). ring_init fills ring's NCCL fields from the
+     * caller's communicator (comm != NULL) or by creating one from unique_id, rank, world. */
+    lh_status (*nccl_unique_id)(void *context_state, void *unique_id);
+    lh_status (*nccl_ring_init)(void *context_state, lh_ring_info *ring, void *comm,
+                                const void *unique_id, int rank, int world);
 } lh_backend_ops;
 
 /* The CPU reference backend (runtime/cpu_backend.c). */

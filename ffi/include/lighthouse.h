@@ -146,7 +146,13 @@ typedef enum lh_query {
     LH_QUERY_FWD_WORKSPACE_BYTES = 3, /* bytes of forward's workspace (may be 0) */
     LH_QUERY_BWD_WORKSPACE_BYTES = 4, /* bytes of backward's workspace (may be 0) */
     LH_QUERY_STAGE_WORKSPACE_BYTES = 5, /* bytes of workspace for the stage entry points */
-    LH_QUERY_BACKEND = 6              /* the lh_backend the plan runs on (never AUTO) */
+    LH_QUERY_BACKEND = 6,             /* the lh_backend the plan runs on (never AUTO) */
+    LH_QUERY_LOCAL_SEQ_LEN = 7,       /* tokens in this rank's q/k/v: SEQ_LEN / WORLD (SEQ_LEN
+                                         without a ring) */
+    LH_QUERY_CHUNKS = 8,              /* C: sequence chunks this plan holds: 2 on a ring, else 1 */
+    LH_QUERY_ATTENTION_WORKSPACE_BYTES = 9, /* workspace of lh_attention_forward / _backward */
+    LH_QUERY_WORLD = 10,              /* ranks of the plan's ring (1 without a ring) */
+    LH_QUERY_RANK = 11                /* this plan's rank on its ring (0 without a ring) */
 } lh_query;
 
 /* Context options, set with lh_context_set_i64 / lh_context_set_str. */
@@ -254,6 +260,92 @@ LH_API lh_status lh_gather(lh_plan *plan, const void *q, const void *k, const vo
  * is added to its window shifted right by its width minus one; untouched tokens are 0. */
 LH_API lh_status lh_scatter(lh_plan *plan, const int32_t *indices, const void *o_sel, void *out,
                             void *workspace, void *stream);
+
+/* ---------------------------------------------------------------------------------------------
+ * The attention step on its own (both modes, with or without a ring).
+ *
+ * The sub-sequence tensors are chunk-major: [C, B, H, S_c, D] in the plan's dtype, where
+ * C = LH_QUERY_CHUNKS and S_c = LH_QUERY_SUBSEQ_LEN / C (Lighthouse: the gathered entries of each
+ * chunk in sub-sequence order; dense: the chunk's tokens). k_sel and v_sel hold, for every query
+ * head, the entries of its kv head (as lh_gather writes them). lse is [C, B, H, S_c] fp32: the
+ * natural log of each row's softmax denominator over scale * q.k. On a ring, chunk c attends fully
+ * to the entries of every earlier chunk of the whole sequence and causally to its own; without a
+ * ring this is causal attention over the sub-sequence.
+ * `workspace` is LH_QUERY_ATTENTION_WORKSPACE_BYTES bytes. These run the library's own attention
+ * (the built-in ring on a ring), whatever hooks are set: a hook may call them.
+ * ------------------------------------------------------------------------------------------- */
+
+LH_API lh_status lh_attention_forward(lh_plan *plan, const void *q_sel, const void *k_sel,
+                                      const void *v_sel, void *o_sel, float *lse, void *workspace,
+                                      void *stream);
+
+/* Gradients of the attention step: given do_sel (the gradient of o_sel), writes dq_sel, dk_sel,
+ * dv_sel [C, B, H, S_c, D] (dk_sel / dv_sel per query head: not summed over GQA groups). */
+LH_API lh_status lh_attention_backward(lh_plan *plan, const void *q_sel, const void *k_sel,
+                                       const void *v_sel, const void *o_sel, const float *lse,
+                                       const void *do_sel, void *dq_sel, void *dk_sel,
+                                       void *dv_sel, void *workspace, void *stream);
+
+/* ---------------------------------------------------------------------------------------------
+ * Context parallelism: one sequence over several ranks (SPEC.md section 8)
+ *
+ * With a ring of W ranks the sequence is cut into 2W chunks; rank r holds chunks r and 2W-1-r.
+ * A plan bound to a ring takes SEQ_LEN = the whole N, and its q, k, v, out, dout, dq, dk, dv are
+ * this rank's shard: LH_QUERY_LOCAL_SEQ_LEN = N / W tokens, chunk r then chunk 2W-1-r, in the
+ * plan's layout. Pyramid, selection, gather and scatter run per chunk as if each chunk were a whole
+ * sequence of N/(2W) tokens with TOPK/(2W); attention runs over all ranks' sub-sequences as
+ * causal ring attention. Every rank of a ring must call lh_forward (and lh_backward) with plans of
+ * the same configuration; the stage entry points (lh_scores, lh_select, lh_gather, lh_scatter)
+ * take plans without a ring.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct lh_ring lh_ring;
+
+/* A ring of `world` ranks inside this process (one plan per rank, each run from its own thread, all
+ * of one backend; on CUDA the ranks' buffers may live on one device or several). Data moves by
+ * device-to-device copies (CUDA) or memcpy (CPU); ranks meet at host-side rendezvous inside the
+ * calls, so the W plans' calls must run concurrently. */
+LH_API lh_status lh_ring_create_local(int world, lh_ring **out_ring);
+
+/* A ring over NCCL on the caller's communicator (an ncclComm_t, passed as a pointer): world and
+ * rank come from it. NCCL is loaded (dlopen) when first needed. CUDA contexts only. */
+LH_API lh_status lh_ring_create_nccl(lh_context *context, void *nccl_comm, lh_ring **out_ring);
+
+/* Writes a new 128-byte NCCL unique id into `unique_id` (one rank makes it and shares it). */
+LH_API lh_status lh_nccl_get_unique_id(lh_context *context, void *unique_id);
+
+/* A ring over an NCCL communicator the library creates (and destroys with the ring) from a unique
+ * id of lh_nccl_get_unique_id, this process's rank and the world size. Collective: every rank
+ * calls it at the same time. */
+LH_API lh_status lh_ring_create_nccl_from_id(lh_context *context, const void *unique_id, int rank,
+                                             int world, lh_ring **out_ring);
+
+/* Destroys a ring. Plans bound to it must be destroyed first. NULL is a no-op (LH_OK). */
+LH_API lh_status lh_ring_destroy(lh_ring *ring);
+
+/* Binds a plan (before finalize) to `ring` as rank `rank` (for an NCCL ring: the communicator's
+ * own rank). The plan then runs context-parallel as described above. */
+LH_API lh_status lh_plan_set_ring(lh_plan *plan, lh_ring *ring, int rank);
+
+/* Attention hooks: a framework's own attention step (its own ring, say) in place of the library's.
+ * They receive the gathered local sub-sequence in the layout of lh_attention_forward, on the
+ * plan's stream, and must fill o_sel and lse (backward: dq_sel, dk_sel, dv_sel) completely before
+ * work later queued on `stream` runs. They return LH_OK or an error status, which the calling
+ * lh_forward / lh_backward returns. Query the plan (LH_QUERY_CHUNKS, LH_QUERY_SUBSEQ_LEN, ...) for
+ * sizes. */
+typedef lh_status (*lh_attention_forward_hook)(void *user_data, lh_plan *plan, const void *q_sel,
+                                               const void *k_sel, const void *v_sel, void *o_sel,
+                                               float *lse, void *stream);
+typedef lh_status (*lh_attention_backward_hook)(void *user_data, lh_plan *plan, const void *q_sel,
+                                                const void *k_sel, const void *v_sel,
+                                                const void *o_sel, const float *lse,
+                                                const void *do_sel, void *dq_sel, void *dk_sel,
+                                                void *dv_sel, void *stream);
+
+/* Sets both hooks (both non-NULL), or clears them (both NULL), before finalize. */
+LH_API lh_status lh_plan_set_attention_hooks(lh_plan *plan, lh_attention_forward_hook forward,
+                                             lh_attention_backward_hook backward,
+                                             void *user_data);
 
 #ifdef __cplusplus
 }

@@ -6,7 +6,7 @@
 set -euo pipefail
 lib=$1 header=$2
 exported=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TtWiVDdBbRr]$/ {print $3}' | sed 's/@.*//' | sort -u)
-declared=$(grep -oE '\blh_[a-z0-9_]+\s*\(' "$header" | sed -E 's/\s*\($//' | sort -u)
+declared=$(grep -oP '\blh_[a-z0-9_]+(?=\s*\((?!\*))' "$header" | sort -u)
 if [ "$exported" != "$declared" ]; then
   echo "exported symbols and lighthouse.h differ:"
   diff <(echo "$declared") <(echo "$exported") | sed 's/^</  declared only:/; s/^>/  exported only:/' || true
