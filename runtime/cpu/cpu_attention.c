@@ -34,15 +34,19 @@ void lh_cpu_attention_rows(const lh_cpu_head *hd, int64_t D, float scale, int64_
     }
     memset(acc, 0, (size_t)(rows * D) * sizeof(float));
 
-    for (int64_t c0 = 0; c0 < r1; c0 += B) {
-        int64_t n = r1 - c0 < B ? r1 - c0 : B;
-        int64_t first = r0 > c0 ? r0 : c0;   /* rows before c0 see none of these keys */
+    /* Causal: keys up to the last row; full: every key. */
+    int64_t kend = hd->full ? hd->len : r1;
+    for (int64_t c0 = 0; c0 < kend; c0 += B) {
+        int64_t n = kend - c0 < B ? kend - c0 : B;
+        /* Causal: rows before c0 see none of these keys. */
+        int64_t first = hd->full || r0 > c0 ? r0 : c0;
         int64_t ri0 = first - r0, m_rows = r1 - first;
         tiles->transpose(hd->k + c0 * hd->kv_stride, hd->kv_stride, n, D, kt);
         tiles->abt(hd->q + first * hd->q_stride, hd->q_stride, m_rows, kt, n, D,
                         st + ri0 * B);
         for (int64_t ri = ri0; ri < rows; ri++) {
-            int64_t nv = r0 + ri - c0 + 1 < n ? r0 + ri - c0 + 1 : n;   /* causal: keys c0..i */
+            /* Causal: keys c0..i. */
+            int64_t nv = !hd->full && r0 + ri - c0 + 1 < n ? r0 + ri - c0 + 1 : n;
             float *row = st + ri * B;
             float mx = -INFINITY;
             for (int64_t j = 0; j < nv; j++)

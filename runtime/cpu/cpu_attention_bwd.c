@@ -17,7 +17,7 @@
 void lh_cpu_attention_bwd_rows(const lh_cpu_head *hd, int64_t D, float scale, int64_t r0,
                                int64_t r1, const float *o, int64_t o_stride, const float *dout,
                                int64_t dout_stride, const float *lse, float *dvec, float *dq,
-                               int64_t dq_stride, float *scratch) {
+                               int64_t dq_stride, int accumulate, float *scratch) {
     const int64_t B = LH_CPU_BLOCK;
     const lh_cpu_tiles *tiles = lh_cpu_tiles_get();
     int64_t rows = r1 - r0;
@@ -32,15 +32,16 @@ void lh_cpu_attention_bwd_rows(const lh_cpu_head *hd, int64_t D, float scale, in
         dvec[i] = (float)dot;
     }
     memset(acc, 0, (size_t)(rows * D) * sizeof(float));
-    for (int64_t c0 = 0; c0 < r1; c0 += B) {
-        int64_t n = r1 - c0 < B ? r1 - c0 : B;
-        int64_t first = r0 > c0 ? r0 : c0, ri0 = first - r0, m_rows = r1 - first;
+    int64_t kend = hd->full ? hd->len : r1;   /* causal: keys up to the last row */
+    for (int64_t c0 = 0; c0 < kend; c0 += B) {
+        int64_t n = kend - c0 < B ? kend - c0 : B;
+        int64_t first = hd->full || r0 > c0 ? r0 : c0, ri0 = first - r0, m_rows = r1 - first;
         tiles->transpose(hd->k + c0 * hd->kv_stride, hd->kv_stride, n, D, kt);
         tiles->transpose(hd->v + c0 * hd->kv_stride, hd->kv_stride, n, D, vt);
         tiles->abt(hd->q + first * hd->q_stride, hd->q_stride, m_rows, kt, n, D, st + ri0 * B);
         tiles->abt(dout + first * dout_stride, dout_stride, m_rows, vt, n, D, dpt + ri0 * B);
         for (int64_t ri = ri0; ri < rows; ri++) {
-            int64_t i = r0 + ri, nv = i - c0 + 1 < n ? i - c0 + 1 : n;
+            int64_t i = r0 + ri, nv = !hd->full && i - c0 + 1 < n ? i - c0 + 1 : n;
             float *p = st + ri * B, *ds = dpt + ri * B;
             tiles->exp(p, nv, scale, lse[i]);
             float dv_i = dvec[i];
@@ -54,8 +55,12 @@ void lh_cpu_attention_bwd_rows(const lh_cpu_head *hd, int64_t D, float scale, in
     }
     for (int64_t i = 0; i < rows; i++) {
         float *row = dq + (r0 + i) * dq_stride;
-        for (int64_t d = 0; d < D; d++)
-            row[d] = acc[i * D + d] * scale;
+        if (accumulate)
+            for (int64_t d = 0; d < D; d++)
+                row[d] += acc[i * D + d] * scale;
+        else
+            for (int64_t d = 0; d < D; d++)
+                row[d] = acc[i * D + d] * scale;
     }
 }
 
@@ -63,7 +68,7 @@ void lh_cpu_attention_bwd_rows(const lh_cpu_head *hd, int64_t D, float scale, in
  * dS^T into dst (keys as rows), then dv += P^T dO and dk += dS^T Q. */
 static void cols_block(const float *k, const float *v, int64_t kv_stride, int64_t c0, int64_t n,
                        int64_t D, float scale, const lh_cpu_qgrad *qg, int64_t r0, int64_t m,
-                       float *qt, float *dot, float *pt, float *dst, float *dk_acc,
+                       int full, float *qt, float *dot, float *pt, float *dst, float *dk_acc,
                        float *dv_acc, const lh_cpu_tiles *tiles) {
     const int64_t B = LH_CPU_BLOCK;
     tiles->transpose(qg->q + r0 * qg->q_stride, qg->q_stride, m, D, qt);
@@ -77,7 +82,7 @@ static void cols_block(const float *k, const float *v, int64_t kv_stride, int64_
         for (int64_t i = 0; i < m; i++)
             ds[i] = p[i] * (ds[i] - dvec[i]);
         /* Causal: query r0 + i sees key c0 + j only when r0 + i >= c0 + j. */
-        for (int64_t i = 0; i < m && r0 + i < c0 + j; i++)
+        for (int64_t i = 0; !full && i < m && r0 + i < c0 + j; i++)
             p[i] = ds[i] = 0.0f;
     }
     tiles->acc(pt, n, m, qg->dout + r0 * qg->dout_stride, qg->dout_stride, D, dv_acc);
@@ -85,7 +90,7 @@ static void cols_block(const float *k, const float *v, int64_t kv_stride, int64_
 }
 
 void lh_cpu_attention_bwd_cols(const float *k, const float *v, int64_t kv_stride, int64_t len,
-                               int64_t D, float scale, const lh_cpu_qgrad *qs, int64_t nq,
+                               int full, int64_t D, float scale, const lh_cpu_qgrad *qs, int64_t nq,
                                int64_t c0, int64_t c1, float *dk, float *dv, int64_t dkv_stride,
                                int accumulate, float *scratch) {
     const int64_t B = LH_CPU_BLOCK;
@@ -96,10 +101,11 @@ void lh_cpu_attention_bwd_cols(const float *k, const float *v, int64_t kv_stride
     float *dk_acc = dst + B * B, *dv_acc = dk_acc + B * D;
     memset(dk_acc, 0, (size_t)(2 * B * D) * sizeof(float));
     for (int64_t g = 0; g < nq; g++)
-        for (int64_t r0 = c0; r0 < len; r0 += B) {   /* queries before c0 see none of these keys */
+        /* Causal: queries before c0 see none of these keys. */
+        for (int64_t r0 = full ? 0 : c0; r0 < len; r0 += B) {
             int64_t m = len - r0 < B ? len - r0 : B;
-            cols_block(k, v, kv_stride, c0, n, D, scale, &qs[g], r0, m, qt, dot, pt, dst, dk_acc,
-                       dv_acc, tiles);
+            cols_block(k, v, kv_stride, c0, n, D, scale, &qs[g], r0, m, full, qt, dot, pt, dst,
+                       dk_acc, dv_acc, tiles);
         }
     for (int64_t j = 0; j < n; j++) {
         float *dkr = dk + (c0 + j) * dkv_stride, *dvr = dv + (c0 + j) * dkv_stride;

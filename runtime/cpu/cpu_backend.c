@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "cpu_internal.h"
+#include "cpu_ring.h"
 
 typedef struct cpu_context {
     int64_t num_threads;   /* as set when the context was created (plans read the options) */
@@ -54,7 +54,8 @@ static lh_status cpu_plan_create(void *context_state, const lh_context_options *
                        cfg->dtype == LH_DTYPE_FLOAT16    ? "LH_DTYPE_FLOAT16"
                        : cfg->dtype == LH_DTYPE_BFLOAT16 ? "LH_DTYPE_BFLOAT16"
                                                          : "unknown");
-    lh_cpu_plan *plan = calloc(1, sizeof *plan);
+    /* One allocation: the plan, and on a ring the plan of one chunk behind it. */
+    lh_cpu_plan *plan = calloc(cfg->ring ? 2 : 1, sizeof *plan);
     if (!plan)
         return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "CPU plan: out of host memory (%zu bytes)",
                        sizeof *plan);
@@ -64,6 +65,16 @@ static lh_status cpu_plan_create(void *context_state, const lh_context_options *
     plan->nthreads = thread_count(options);
     size_t a = lh_cpu_attention_scratch_bytes(cfg), s = lh_cpu_select_scratch_bytes(cfg);
     plan->scratch_bytes = lh_cpu_round64(a > s ? a : s);
+    plan->chunk = plan;
+    if (cfg->ring) {
+        /* The derived sizes of a ring configuration already describe one chunk, so the chunk
+         * plan shares the scratch size and thread count. */
+        lh_cpu_plan *chunk = plan + 1;
+        *chunk = *plan;
+        lh_config_chunk(&plan->cfg, &chunk->cfg);
+        chunk->chunk = chunk;
+        plan->chunk = chunk;
+    }
 
     const lh_config *c = &plan->cfg;
     size_t rows = (size_t)(c->batch * c->heads * c->s_sel);
@@ -78,6 +89,7 @@ static lh_status cpu_plan_create(void *context_state, const lh_context_options *
     }
     sizes->fwd_workspace_bytes = (int64_t)lh_cpu_forward_workspace_bytes(plan);
     sizes->bwd_workspace_bytes = (int64_t)lh_cpu_backward_workspace_bytes(plan);
+    sizes->attention_workspace_bytes = (int64_t)lh_cpu_attention_workspace_bytes(plan);
     sizes->stage_workspace_bytes =
         c->mode == LH_MODE_DENSE ? 0 : (int64_t)((size_t)plan->nthreads * plan->scratch_bytes);
     *out_plan_state = plan;
@@ -121,4 +133,6 @@ const lh_backend_ops lh_cpu_backend_ops = {
     .select = lh_cpu_stage_select,
     .gather = lh_cpu_stage_gather,
     .scatter = lh_cpu_stage_scatter,
+    .attention_forward = lh_cpu_attention_forward,
+    .attention_backward = lh_cpu_attention_backward,
 };

@@ -8,14 +8,17 @@
  * Backward workspace, Lighthouse mode (each region 64-byte aligned):
  *   q_sel, k_sel, v_sel, dO_sel, g_q, g_k, g_v [B,H,S_sel,D] | dvec [B,H,S_sel] | scratch
  * Dense mode: dvec [B,H,N] | scratch.
+ * Plans on a ring or with attention hooks run cpu_cp.c instead (its own layouts).
  */
-#include "cpu_internal.h"
+#include "cpu_ring.h"
 
 static size_t floats(int64_t n) { return lh_cpu_round64((size_t)n * sizeof(float)); }
 
 size_t lh_cpu_backward_workspace_bytes(const lh_cpu_plan *plan) {
     const lh_config *c = &plan->cfg;
     size_t scratch = (size_t)plan->nthreads * plan->scratch_bytes;
+    if (lh_cpu_uses_attention_step(c))
+        return lh_cpu_cp_backward_workspace_bytes(plan);
     if (c->mode == LH_MODE_DENSE)
         return floats(c->batch * c->heads * c->seq_len) + scratch;
     return 7 * floats(c->batch * c->heads * c->s_sel * c->head_dim) +
@@ -74,12 +77,13 @@ static void rows_task(void *arg, int64_t task, int tid) {
     hd.q_stride = qs;
     hd.kv_stride = kvs;
     hd.len = job->len;
+    hd.full = 0;
     const float *o = q_rows(job, job->o, b, h, &os);
     const float *dout = q_rows(job, job->dout, b, h, &ds);
     float *dq = (float *)q_rows(job, job->dq, b, h, &dqs);
     int64_t r0 = rb * LH_CPU_BLOCK, r1 = r0 + LH_CPU_BLOCK < job->len ? r0 + LH_CPU_BLOCK : job->len;
     lh_cpu_attention_bwd_rows(&hd, cfg->head_dim, (float)cfg->scale, r0, r1, o, os, dout, ds,
-                              job->lse + bh * job->len, job->dvec + bh * job->len, dq, dqs,
+                              job->lse + bh * job->len, job->dvec + bh * job->len, dq, dqs, 0,
                               scratch_of(job, tid));
 }
 
@@ -113,7 +117,7 @@ static void cols_task(void *arg, int64_t task, int tid) {
             qs[g].lse = job->lse + bh * job->len;
             qs[g].dvec = job->dvec + bh * job->len;
         }
-        lh_cpu_attention_bwd_cols(k, v, kvs, job->len, cfg->head_dim, (float)cfg->scale, qs, n,
+        lh_cpu_attention_bwd_cols(k, v, kvs, job->len, 0, cfg->head_dim, (float)cfg->scale, qs, n,
                                   c0, c1, dk, dv, dkvs, done > 0, scratch_of(job, tid));
         done += n;
     }
@@ -136,6 +140,8 @@ lh_status lh_cpu_backward(void *plan_state, const void *q, const void *k, const 
     char *ws = workspace;
     const char *sv = saved;
     const float *lse = (const float *)(sv + plan->saved_lse_off);
+    if (lh_cpu_uses_attention_step(c))
+        return lh_cpu_cp_backward(plan, q, k, v, out, dout, sv, dq, dk, dv, ws);
 
     if (c->mode == LH_MODE_DENSE) {
         float *dvec = (float *)ws;

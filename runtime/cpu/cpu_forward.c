@@ -5,16 +5,19 @@
  * Forward workspace, Lighthouse mode (each region 64-byte aligned):
  *   scores_q [B,H,S_total] | scores_k [B,Hkv,S_total] | q_sel, k_sel, v_sel [B,H,S_sel,D] | scratch
  * Dense mode: scratch only. scratch = one slice of plan->scratch_bytes per thread.
+ * Plans on a ring or with attention hooks run cpu_cp.c instead (its own layouts).
  * `saved`: Lighthouse: indices i32 [B,H,S_sel] | O_sel [B,H,S_sel,D] | LSE [B,H,S_sel];
  *          dense: LSE [B,H,N] (offsets in the plan).
  */
-#include "cpu_internal.h"
+#include "cpu_ring.h"
 
 static size_t floats(int64_t n) { return lh_cpu_round64((size_t)n * sizeof(float)); }
 
 size_t lh_cpu_forward_workspace_bytes(const lh_cpu_plan *plan) {
     const lh_config *c = &plan->cfg;
     size_t scratch = (size_t)plan->nthreads * plan->scratch_bytes;
+    if (lh_cpu_uses_attention_step(c))
+        return lh_cpu_cp_forward_workspace_bytes(plan);
     if (c->mode == LH_MODE_DENSE)
         return scratch;
     return floats(c->batch * c->heads * c->s_total) + floats(c->batch * c->kv_heads * c->s_total) +
@@ -46,7 +49,7 @@ static void forward_task(void *arg, int64_t task, int tid) {
     int64_t o_stride;
     if (job->selected) {
         int64_t base = bh * job->len * D;
-        hd = (lh_cpu_head){job->q + base, job->k + base, job->v + base, D, D, job->len};
+        hd = (lh_cpu_head){job->q + base, job->k + base, job->v + base, D, D, job->len, 0};
         o = job->o + base;
         o_stride = D;
     } else {
@@ -54,7 +57,7 @@ static void forward_task(void *arg, int64_t task, int tid) {
                            job->k + lh_tensor_offset(cfg, cfg->kv_heads, b, 0, hk, 0),
                            job->v + lh_tensor_offset(cfg, cfg->kv_heads, b, 0, hk, 0),
                            lh_cpu_token_stride(cfg, cfg->heads),
-                           lh_cpu_token_stride(cfg, cfg->kv_heads), job->len};
+                           lh_cpu_token_stride(cfg, cfg->kv_heads), job->len, 0};
         o = job->o + lh_tensor_offset(cfg, cfg->heads, b, 0, h, 0);
         o_stride = lh_cpu_token_stride(cfg, cfg->heads);
     }
@@ -78,6 +81,8 @@ lh_status lh_cpu_forward(void *plan_state, const void *q, const void *k, const v
     const lh_config *c = &plan->cfg;
     char *ws = workspace, *sv = saved;
     float *lse = (float *)(sv + plan->saved_lse_off);
+    if (lh_cpu_uses_attention_step(c))
+        return lh_cpu_cp_forward(plan, q, k, v, out, sv, ws);
 
     if (c->mode == LH_MODE_DENSE) {
         forward_job job = {plan, q, k, v, out, lse, 0, c->seq_len, 0, ws};

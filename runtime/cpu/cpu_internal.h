@@ -1,10 +1,10 @@
 /*
  * cpu_internal.h - what the files of the CPU reference backend offer each other.
  *
- * The CPU backend computes SPEC.md sections 1-7 in fp32 on host memory. Every stage runs as a
- * set of independent tasks on a small thread pool (cpu_parallel.c); each task gets its own
- * scratch slice of the caller's workspace, so no stage allocates memory while it runs and no
- * stage can fail after it has started writing caller memory.
+ * The CPU backend computes SPEC.md sections 1-8 in fp32 on host memory (section 8, context
+ * parallelism: cpu_ring.h). Every stage runs as a set of independent tasks on a small thread pool
+ * (cpu_parallel.c); each task gets its own scratch slice of the caller's workspace, so no stage
+ * allocates memory while it runs and no stage can fail after it has started writing caller memory.
  */
 #ifndef LH_CPU_INTERNAL_H
 #define LH_CPU_INTERNAL_H
@@ -22,6 +22,9 @@
 
 typedef struct lh_cpu_plan {
     lh_config cfg;
+    /* The plan of one chunk (lh_config_chunk): on a ring, the stages (scores, selection, gather,
+     * scatter) run on each local chunk as a plan of its own; without a ring, this plan. */
+    const struct lh_cpu_plan *chunk;
     int nthreads;            /* worker threads, >= 1 */
     size_t scratch_bytes;    /* scratch of one thread (a multiple of 64 bytes) */
     /* Byte offsets of the regions of `saved` (laid out in cpu_backend.c, described in
@@ -90,12 +93,14 @@ const lh_cpu_tiles *lh_cpu_tiles_get(void);
 
 /* ---- cpu_attention.c / cpu_attention_bwd.c --------------------------------------------- */
 
-/* One head of causal attention: row i of q attends to rows 0..i of k and v. Strides are in
- * floats between consecutive rows. */
+/* One head of attention: row i of q attends to rows 0..i of k and v (causal), or to all `len`
+ * rows when `full` (a block of an earlier chunk on a ring). Strides are in floats between
+ * consecutive rows. */
 typedef struct lh_cpu_head {
     const float *q, *k, *v;
     int64_t q_stride, kv_stride;
-    int64_t len;             /* rows */
+    int64_t len;             /* rows of q, and of k and v */
+    int full;                /* 0: causal; 1: every row sees every key */
 } lh_cpu_head;
 
 /* Bytes of one thread's scratch for the attention kernels. */
@@ -106,11 +111,12 @@ size_t lh_cpu_attention_scratch_bytes(const lh_config *cfg);
 void lh_cpu_attention_rows(const lh_cpu_head *hd, int64_t D, float scale, int64_t r0, int64_t r1,
                            float *o, int64_t o_stride, float *lse, float *scratch);
 
-/* Backward, query side, rows [r0, r1): dvec[i] = dO_i . O_i and dq rows (stride dq_stride). */
+/* Backward, query side, rows [r0, r1): dvec[i] = dO_i . O_i and dq rows (stride dq_stride),
+ * overwritten, or added to when `accumulate`. */
 void lh_cpu_attention_bwd_rows(const lh_cpu_head *hd, int64_t D, float scale, int64_t r0,
                                int64_t r1, const float *o, int64_t o_stride, const float *dout,
                                int64_t dout_stride, const float *lse, float *dvec, float *dq,
-                               int64_t dq_stride, float *scratch);
+                               int64_t dq_stride, int accumulate, float *scratch);
 
 /* Query-side tensors of one query head, for the key-side backward. */
 typedef struct lh_cpu_qgrad {
@@ -123,9 +129,9 @@ typedef struct lh_cpu_qgrad {
 
 /* Backward, key side, keys [c0, c1) of one kv head: dk and dv rows (stride dkv_stride), summed
  * over the `nq` query heads in qs (GQA) that share these keys. Overwrites dk, dv rows, or adds
- * to them when `accumulate`. */
+ * to them when `accumulate`. `full`: every query row sees every key (else causal). */
 void lh_cpu_attention_bwd_cols(const float *k, const float *v, int64_t kv_stride, int64_t len,
-                               int64_t D, float scale, const lh_cpu_qgrad *qs, int64_t nq,
+                               int full, int64_t D, float scale, const lh_cpu_qgrad *qs, int64_t nq,
                                int64_t c0, int64_t c1, float *dk, float *dv, int64_t dkv_stride,
                                int accumulate, float *scratch);
 

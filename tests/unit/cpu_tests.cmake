@@ -3,5 +3,10 @@ lh_add_check_test(test_golden test_golden.c test_util.c)
 lh_add_check_test(test_properties test_properties.c test_util.c)
 target_include_directories(test_golden PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_include_directories(test_properties PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# Context parallelism: W virtual ranks on local rings against a direct computation.
+lh_add_check_test(test_cp test_cp.c test_cp_direct.c test_util.c)
+target_include_directories(test_cp PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 # The property test is small enough for valgrind memcheck.
 list(APPEND LH_MEMCHECK_TESTS test_properties)
+# test_cp shrinks its problems under valgrind (about 5 minutes there).
+list(APPEND LH_MEMCHECK_TESTS test_cp)
