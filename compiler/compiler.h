@@ -114,6 +114,10 @@ typedef struct lhc_kernel_request {
 lh_status lhc_plan_kernels(const lhc_plan_params *params, lhc_kernel_request out[LHC_MAX_PLAN_KERNELS],
                            int *count);
 
+/* The kernel of ring attention (kernels_mlir/ring.mlir: merge, add, convert, pack) for context
+ * parallelism; tokens_per_block = rows one block of the merge and pack kernels covers. */
+lh_status lhc_ring_kernel(const char *dtype, int head_dim, lhc_kernel_request *out);
+
 /* ---- the kernel templates ---------------------------------------------------------------- */
 
 int lhc_template_count(void);

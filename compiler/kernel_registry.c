@@ -97,3 +97,16 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     return add_request(out, count, "scatter", threads, tokens, "DTYPE=%s D=%d P=%d L=%d THREADS=%d TOKENS=%d",
                        pp->dtype, d, p, levels, threads, tokens);
 }
+
+lh_status lhc_ring_kernel(const char *dtype, int head_dim, lhc_kernel_request *out) {
+    if (!dtype || !out) return lh_fail(LH_ERROR_NULL_POINTER, "lhc_ring_kernel: NULL argument");
+    if (head_dim % 8 != 0 || !is_pow2(head_dim / 8) || head_dim / 8 > 32)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "GPU kernels need HEAD_DIM in {8, 16, 32, 64, 128, 256} (got %d)", head_dim);
+    if (strcmp(dtype, "bf16") != 0 && strcmp(dtype, "f16") != 0)
+        return lh_fail(LH_ERROR_UNSUPPORTED, "GPU kernels need dtype bf16 or f16 (got %s)", dtype);
+    int count = 0;
+    const int threads = 256;
+    return add_request(out, &count, "ring", threads, threads / (head_dim / 8),
+                       "DTYPE=%s D=%d THREADS=%d", dtype, head_dim, threads);
+}

@@ -13,7 +13,7 @@ dst=.pack/gpu
 rm -rf "$dst" && mkdir -p "$dst/golden"
 strip --strip-unneeded -o "$dst/liblighthouse.so.0" build-release/liblighthouse.so.0
 xz -T2 -6 -f "$dst/liblighthouse.so.0"
-cp build-release/tests/gpu/test_* build-release/tests/gpu/bench_cuda_dense "$dst/"
+cp build-release/tests/gpu/test_* build-release/tests/gpu/bench_cuda_dense build-release/tests/gpu/bench_cp "$dst/"
 cp build-release/tools/demo/lighthouse-demo build-release/tools/bench/lighthouse-bench "$dst/"
 rm -f "$dst"/*.o
 golden=${LH_GOLDEN_DIR:-../shared/golden}

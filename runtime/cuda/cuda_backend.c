@@ -10,8 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_cp.h"
 #include "cuda_driver.h"
 #include "cuda_lighthouse.h"
+#include "cuda_ring.h"
+#include "cuda_transport.h"
 #include "cuda_sdpa.h"
 #include "cudnn_api.h"
 #include "runtime.h"
@@ -31,7 +34,10 @@ typedef struct cuda_plan {
     const lh_cudnn_api *dnn;
     cudnnHandle_t handle;
     lh_sdpa_plan *sdpa;
-    cuda_lighthouse *lh; /* MODE = LIGHTHOUSE (then sdpa is NULL) */
+    cuda_lighthouse *lh; /* MODE = LIGHTHOUSE without a ring (then sdpa is NULL) */
+    cuda_ring *attn;     /* the attention step alone (lh_attention_forward/backward) */
+    cuda_cp *cp;         /* a ring or attention hooks: the chunked forward and backward */
+    char attn_error[512]; /* why attn could not be built (plans without ring or hooks only) */
 } cuda_plan;
 
 /* ---- context push/pop around every call ----------------------------------------------------- */
@@ -114,8 +120,10 @@ static void cuda_context_destroy(void *state) {
 
 static void destroy_plan(cuda_plan *p) {
     if (!p) return;
-    if (p->sdpa || p->lh || p->handle) {
+    if (p->sdpa || p->lh || p->handle || p->attn || p->cp) {
         bool pushed = push(p->cc) == LH_OK;
+        cuda_cp_destroy(p->cp);
+        cuda_ring_destroy(p->attn);
         cuda_lighthouse_plan_destroy(p->lh);
         cuda_sdpa_plan_destroy(p->sdpa);
         if (p->handle) p->dnn->Destroy(p->handle);
@@ -146,9 +154,12 @@ static lh_status cuda_plan_create(void *context_state, const lh_context_options 
         return st;
     }
     st = lh_cudnn_check(dnn->Create(&p->handle), "cudnnCreate");
-    if (st == LH_OK && cfg->mode == LH_MODE_LIGHTHOUSE) {
-        cuda_lighthouse_env env = {.cu = cc->cu, .sm = cc->sm, .dnn = dnn, .handle = p->handle,
-                                   .options = options, .cache = NULL};
+    cuda_lighthouse_env env = {.cu = cc->cu, .sm = cc->sm, .dnn = dnn, .handle = p->handle,
+                               .options = options, .cache = NULL};
+    bool chunked = cfg->ring || cfg->forward_hook;
+    if (st == LH_OK && cfg->ring) {
+        /* A ring plan's whole-sequence stages never run: its chunks do (cuda_cp.c). */
+    } else if (st == LH_OK && cfg->mode == LH_MODE_LIGHTHOUSE) {
         st = cuda_lighthouse_plan_create(&env, cfg, &p->lh, sizes);
     } else if (st == LH_OK) {
         lh_sdpa_shape shape = {.b = cfg->batch, .h = cfg->heads, .hkv = cfg->kv_heads,
@@ -159,16 +170,36 @@ static lh_status cuda_plan_create(void *context_state, const lh_context_options 
         lh_sdpa_layout_strides(bnhd, cfg->kv_heads, cfg->seq_len, cfg->head_dim,
                                shape.kv_strides);
         st = cuda_sdpa_plan_create(dnn, p->handle, &shape, &p->sdpa);
+        if (st == LH_OK) {
+            sizes->saved_bytes = cuda_sdpa_stats_bytes(p->sdpa);
+            sizes->fwd_workspace_bytes = cuda_sdpa_fwd_workspace_bytes(p->sdpa);
+            sizes->bwd_workspace_bytes = cuda_sdpa_bwd_workspace_bytes(p->sdpa);
+            sizes->stage_workspace_bytes = 0;
+        }
     }
+    if (st == LH_OK) {
+        st = cuda_ring_create(cc->cu, cc->sm, dnn, p->handle, options, cfg, chunked,
+                              p->lh ? p->lh->sdpa : NULL, &p->attn);
+        /* Without a ring or hooks the plan's own forward and backward do not need the attention
+         * step: if its graph cannot be built, only lh_attention_forward/backward are refused. */
+        if (st != LH_OK && !chunked) {
+            snprintf(p->attn_error, sizeof p->attn_error, "%s", lh_error_message());
+            lh_clear_error();
+            st = LH_OK;
+        }
+    }
+    if (st == LH_OK && p->attn) sizes->attention_workspace_bytes = p->attn->workspace_bytes;
+    if (st == LH_OK && chunked) st = cuda_cp_create(&env, cfg, p->lh, p->attn, &p->cp, sizes);
     pop(cc);
     if (st != LH_OK) {
         destroy_plan(p);
         return st;
     }
-    if (p->lh) {
+    if (p->cp || p->lh) {
         if (getenv("LH_CUDA_VERBOSE"))
-            fprintf(stderr, "liblighthouse: Lighthouse on %s (sm_%d): %s\n", cc->name, cc->sm,
-                    cuda_lighthouse_describe(p->lh));
+            fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
+                    cfg->ring ? "ring attention" : "Lighthouse", cc->name, cc->sm,
+                    p->attn ? cuda_sdpa_describe(p->attn->causal) : "");
         *out_plan_state = p;
         return LH_OK;
     }
@@ -176,10 +207,6 @@ static lh_status cuda_plan_create(void *context_state, const lh_context_options 
         fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
                 cfg->layout == LH_LAYOUT_BNHD ? "BNHD" : "BHND", cc->name, cc->sm,
                 cuda_sdpa_describe(p->sdpa));
-    sizes->saved_bytes = cuda_sdpa_stats_bytes(p->sdpa);
-    sizes->fwd_workspace_bytes = cuda_sdpa_fwd_workspace_bytes(p->sdpa);
-    sizes->bwd_workspace_bytes = cuda_sdpa_bwd_workspace_bytes(p->sdpa);
-    sizes->stage_workspace_bytes = 0;
     *out_plan_state = p;
     return LH_OK;
 }
@@ -268,7 +295,8 @@ static lh_status cuda_forward(void *plan_state, const void *q, const void *k, co
     cuda_plan *p = plan_state;
     lh_status st = push(p->cc);
     if (st != LH_OK) return st;
-    if (p->lh) st = cuda_lighthouse_forward(p->lh, q, k, v, out, saved, workspace, stream);
+    if (p->cp) st = cuda_cp_forward(p->cp, q, k, v, out, saved, workspace, stream);
+    else if (p->lh) st = cuda_lighthouse_forward(p->lh, q, k, v, out, saved, workspace, stream);
     else st = cuda_sdpa_forward(p->sdpa, q, k, v, out, saved, workspace, stream);
     pop(p->cc);
     return st;
@@ -280,7 +308,9 @@ static lh_status cuda_backward(void *plan_state, const void *q, const void *k, c
     cuda_plan *p = plan_state;
     lh_status st = push(p->cc);
     if (st != LH_OK) return st;
-    if (p->lh)
+    if (p->cp)
+        st = cuda_cp_backward(p->cp, q, k, v, dout, saved, dq, dk, dv, workspace, stream);
+    else if (p->lh)
         st = cuda_lighthouse_backward(p->lh, q, k, v, dout, saved, dq, dk, dv, workspace, stream);
     else
         st = cuda_sdpa_backward(p->sdpa, q, k, v, out, dout, saved, dq, dk, dv, workspace, stream);
@@ -333,6 +363,54 @@ static lh_status cuda_scatter(void *plan_state, const int32_t *indices, const vo
     return st;
 }
 
+/* ---- the attention step alone, and NCCL rings --------------------------------------------- */
+
+static lh_status cuda_attention_forward(void *plan_state, const void *q_sel, const void *k_sel,
+                                        const void *v_sel, void *o_sel, float *lse,
+                                        void *workspace, void *stream) {
+    cuda_plan *p = plan_state;
+    if (!p->attn)
+        return lh_fail(LH_ERROR_UNSUPPORTED, "this plan has no separate attention step: %s",
+                       p->attn_error);
+    lh_status st = push(p->cc);
+    if (st != LH_OK) return st;
+    st = cuda_ring_forward(p->attn, q_sel, k_sel, v_sel, o_sel, lse, workspace, stream);
+    pop(p->cc);
+    return st;
+}
+
+static lh_status cuda_attention_backward(void *plan_state, const void *q_sel, const void *k_sel,
+                                         const void *v_sel, const void *o_sel, const float *lse,
+                                         const void *do_sel, void *dq_sel, void *dk_sel,
+                                         void *dv_sel, void *workspace, void *stream) {
+    cuda_plan *p = plan_state;
+    if (!p->attn)
+        return lh_fail(LH_ERROR_UNSUPPORTED, "this plan has no separate attention step: %s",
+                       p->attn_error);
+    lh_status st = push(p->cc);
+    if (st != LH_OK) return st;
+    st = cuda_ring_backward(p->attn, q_sel, k_sel, v_sel, o_sel, lse, do_sel, dq_sel, dk_sel,
+                            dv_sel, workspace, stream);
+    pop(p->cc);
+    return st;
+}
+
+static lh_status cuda_nccl_unique_id_op(void *context_state, void *unique_id) {
+    (void)context_state;
+    return cuda_nccl_unique_id(unique_id);
+}
+
+static lh_status cuda_nccl_ring_init_op(void *context_state, lh_ring_info *ring, void *comm,
+                                        const void *unique_id, int rank, int world) {
+    cuda_context *cc = context_state;
+    /* NCCL binds a communicator to the device current at its creation. */
+    lh_status st = push(cc);
+    if (st != LH_OK) return st;
+    st = cuda_nccl_ring_init(ring, comm, unique_id, rank, world);
+    pop(cc);
+    return st;
+}
+
 const lh_backend_ops lh_cuda_backend_ops = {
     .kind = LH_BACKEND_CUDA,
     .name = "cuda",
@@ -349,4 +427,8 @@ const lh_backend_ops lh_cuda_backend_ops = {
     .select = cuda_select,
     .gather = cuda_gather,
     .scatter = cuda_scatter,
+    .attention_forward = cuda_attention_forward,
+    .attention_backward = cuda_attention_backward,
+    .nccl_unique_id = cuda_nccl_unique_id_op,
+    .nccl_ring_init = cuda_nccl_ring_init_op,
 };

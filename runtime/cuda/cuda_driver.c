@@ -78,6 +78,8 @@ static void load(void) {
         SYM(EventRecord, "cuEventRecord"),
         SYM(EventSynchronize, "cuEventSynchronize"),
         SYM(EventElapsedTime, "cuEventElapsedTime_v2"),
+        SYM(StreamWaitEvent, "cuStreamWaitEvent"),
+        SYM(MemcpyAsync, "cuMemcpyAsync"),
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         *table[i].slot = dlsym(lib, table[i].name);

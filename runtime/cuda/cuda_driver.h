@@ -67,6 +67,10 @@ typedef struct lh_cu_api {
     CUresult (*EventRecord)(CUevent event, CUstream stream);
     CUresult (*EventSynchronize)(CUevent event);
     CUresult (*EventElapsedTime)(float *ms, CUevent start, CUevent end);
+    /* Context parallelism: ordering between the compute and communication streams, and the
+     * in-process ring's device-to-device copies (unified addressing: any two devices). */
+    CUresult (*StreamWaitEvent)(CUstream stream, CUevent event, unsigned int flags);
+    CUresult (*MemcpyAsync)(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream stream);
 } lh_cu_api;
 
 /* Loads libcuda.so.1 and calls cuInit(0) once per process. On failure returns

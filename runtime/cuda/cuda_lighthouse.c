@@ -114,7 +114,7 @@ static void layout(cuda_lighthouse *lh) {
     int64_t end = 0;
     lh->sv_idx = region(&end, rows * 4);
     lh->sv_o = region(&end, sel);
-    lh->sv_lse = region(&end, cuda_sdpa_stats_bytes(lh->sdpa));
+    lh->sv_lse = region(&end, rows * 4);
     lh->saved_bytes = end;
 
     end = 0;
@@ -124,7 +124,7 @@ static void layout(cuda_lighthouse *lh) {
     lh->fw_qs = region(&end, sel);
     lh->fw_ks = region(&end, sel);
     lh->fw_vs = region(&end, sel);
-    lh->fw_sdpa = region(&end, cuda_sdpa_fwd_workspace_bytes(lh->sdpa));
+    lh->fw_sdpa = region(&end, lh->sdpa ? cuda_sdpa_fwd_workspace_bytes(lh->sdpa) : 0);
     lh->fwd_bytes = end;
 
     end = 0;
@@ -136,7 +136,7 @@ static void layout(cuda_lighthouse *lh) {
     lh->bw_dqs = region(&end, sel);
     lh->bw_dks = region(&end, sel);
     lh->bw_dvs = region(&end, sel);
-    lh->bw_sdpa = region(&end, cuda_sdpa_bwd_workspace_bytes(lh->sdpa));
+    lh->bw_sdpa = region(&end, lh->sdpa ? cuda_sdpa_bwd_workspace_bytes(lh->sdpa) : 0);
     lh->bwd_bytes = end;
 
     lh->stage_bytes = align_up(inv);
@@ -144,7 +144,10 @@ static void layout(cuda_lighthouse *lh) {
 
 static void set_strides(cuda_lighthouse *lh) {
     const lh_config *c = &lh->cfg;
-    int64_t n = c->seq_len, d = c->head_dim, h = c->heads, hk = c->kv_heads;
+    /* Strides follow the tensors the pointers point into: a chunk of a ring shard lives in a
+     * tensor of tensor_seq_len tokens (equal to seq_len without a ring). */
+    int64_t n = c->tensor_seq_len ? c->tensor_seq_len : c->seq_len, d = c->head_dim, h = c->heads,
+            hk = c->kv_heads;
     if (c->layout == LH_LAYOUT_BNHD) {
         lh->q_sb = n * h * d, lh->q_st = h * d, lh->q_sh = d;
         lh->kv_sb = n * hk * d, lh->kv_st = hk * d, lh->kv_sh = d;
@@ -175,7 +178,7 @@ lh_status cuda_lighthouse_plan_create(const cuda_lighthouse_env *env, const lh_c
     set_strides(lh);
 
     lh_status st = load_kernels(lh, env);
-    if (st == LH_OK) {
+    if (st == LH_OK && !env->no_sdpa) {
         /* Sub-sequence tensors are contiguous [B, H, S_sel, D]; k_sel and v_sel carry one row per
          * query head (each head selects its own entries), so the SDPA sees H kv heads. */
         lh_sdpa_shape shape = {.b = cfg->batch, .h = cfg->heads, .hkv = cfg->heads,

@@ -33,6 +33,8 @@ typedef struct cuda_lighthouse_env {
     const lh_context_options *options;   /* kernel cache directory and switch; may be NULL */
     lhc_cache *cache;                    /* the context's kernel cache, or NULL: the plan then
                                             uses a cache of its own only while it compiles */
+    bool no_sdpa;                        /* skip the SDPA plan: a chunk plan of a ring, whose
+                                            attention step is cuda_ring.c's */
 } cuda_lighthouse_env;
 
 /* The kernels of one plan, in the order lhc_plan_kernels does not promise: found by name. */
@@ -97,5 +99,22 @@ lh_status cuda_lighthouse_gather(cuda_lighthouse *lh, const void *q, const void 
                                  CUstream stream);
 lh_status cuda_lighthouse_scatter(cuda_lighthouse *lh, const int32_t *indices, const void *o_sel,
                                   void *out, void *workspace, CUstream stream);
+
+/* The stages of one chunk, for chunked plans (a ring, or attention hooks) where the attention
+ * step runs between them on all chunks at once (cuda_cp.c). Pointers are the chunk's own: q, k,
+ * v, out, dout, dq, dk, dv at the chunk's first token; sub-sequence buffers [B, H, S_c, D]. */
+lh_status cuda_lighthouse_chunk_select_gather(cuda_lighthouse *lh, const void *q, const void *k,
+                                              const void *v, int32_t *indices, void *inv,
+                                              float *sq, float *sk, void *qs, void *ks, void *vs,
+                                              CUstream stream);
+lh_status cuda_lighthouse_chunk_scatter(cuda_lighthouse *lh, const void *o_sel, const void *inv,
+                                        void *out, CUstream stream);
+lh_status cuda_lighthouse_chunk_regather(cuda_lighthouse *lh, const void *q, const void *k,
+                                         const void *v, const void *dout, const int32_t *indices,
+                                         void *inv, void *qs, void *ks, void *vs, void *d_sel,
+                                         CUstream stream);
+lh_status cuda_lighthouse_chunk_pool_grad(cuda_lighthouse *lh, const void *dqs, const void *dks,
+                                          const void *dvs, const void *inv, void *dq, void *dk,
+                                          void *dv, CUstream stream);
 
 #endif /* LH_CUDA_LIGHTHOUSE_H */

@@ -171,3 +171,37 @@ lh_status cuda_lighthouse_scatter(cuda_lighthouse *lh, const int32_t *indices, c
     lh_status st = run_invert(lh, indices, workspace, stream);
     return st == LH_OK ? run_scatter(lh, o_sel, workspace, out, stream) : st;
 }
+
+/* ---- the stages one chunk of a chunked (ring or hooked) plan runs ----------------------------- */
+
+lh_status cuda_lighthouse_chunk_select_gather(cuda_lighthouse *lh, const void *q, const void *k,
+                                              const void *v, int32_t *indices, void *inv,
+                                              float *sq, float *sk, void *qs, void *ks, void *vs,
+                                              CUstream stream) {
+    lh_status st = run_scores(lh, q, k, sq, sk, stream);
+    if (st == LH_OK) st = clear_inv(lh, inv, stream);
+    if (st == LH_OK) st = run_select(lh, sq, sk, indices, inv, stream);
+    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, qs, ks, vs, stream);
+    return st;
+}
+
+lh_status cuda_lighthouse_chunk_scatter(cuda_lighthouse *lh, const void *o_sel, const void *inv,
+                                        void *out, CUstream stream) {
+    return run_scatter(lh, o_sel, inv, out, stream);
+}
+
+lh_status cuda_lighthouse_chunk_regather(cuda_lighthouse *lh, const void *q, const void *k,
+                                         const void *v, const void *dout, const int32_t *indices,
+                                         void *inv, void *qs, void *ks, void *vs, void *d_sel,
+                                         CUstream stream) {
+    lh_status st = run_invert(lh, indices, inv, stream);
+    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, qs, ks, vs, stream);
+    if (st == LH_OK) st = run_gather_dout(lh, dout, indices, d_sel, stream);
+    return st;
+}
+
+lh_status cuda_lighthouse_chunk_pool_grad(cuda_lighthouse *lh, const void *dqs, const void *dks,
+                                          const void *dvs, const void *inv, void *dq, void *dk,
+                                          void *dv, CUstream stream) {
+    return run_pool_grad(lh, dqs, dks, dvs, inv, dq, dk, dv, stream);
+}

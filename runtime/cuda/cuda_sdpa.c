@@ -123,7 +123,7 @@ static void build_forward(lh_sdpa_plan *p, lh_gb *gb) {
     lh_gb_matmul(gb, q, kt, scores);
     lh_gb_desc scaled = pw(p, gb, CUDNN_POINTWISE_MUL, scores,
                            lh_gb_scalar(gb, UID_SCALE_S, CUDNN_DATA_FLOAT), sd);
-    lh_gb_desc masked = causal_mask(p, gb, scaled, sd);
+    lh_gb_desc masked = sh->full ? scaled : causal_mask(p, gb, scaled, sd);
     /* softmax with statistics: m = max, e = exp(x - m), z = sum e, lse = m + log z, P = e / z */
     lh_gb_desc m = virt(p, gb, CUDNN_DATA_FLOAT, rd);
     lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_MAX, masked, m);
@@ -175,7 +175,7 @@ static void build_backward(lh_sdpa_plan *p, lh_gb *gb, lh_sdpa_bwd_kind kind) {
     lh_gb_desc scaled = pw(p, gb, CUDNN_POINTWISE_MUL, scores,
                            lh_gb_scalar(gb, UID_SCALE_S, CUDNN_DATA_FLOAT), sd);
     lh_gb_desc centered = pw(p, gb, CUDNN_POINTWISE_SUB, scaled, stats, sd);
-    lh_gb_desc masked = causal_mask(p, gb, centered, sd);
+    lh_gb_desc masked = sh->full ? centered : causal_mask(p, gb, centered, sd);
     lh_gb_desc probs = pw(p, gb, CUDNN_POINTWISE_EXP, masked, NULL, sd);
 
     /* dV = P^T dO (per query head, then summed over each kv head's group). The per-query-head
@@ -363,7 +363,8 @@ lh_status cuda_sdpa_forward(lh_sdpa_plan *p, const void *q, const void *k, const
     if (st != LH_OK) return st;
     const int64_t uids[] = {UID_Q, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE_S, UID_NEG_INF};
     void *const ptrs[] = {(void *)q, (void *)k, (void *)v, out, stats, &p->scale, &p->neg_inf};
-    return lh_gb_execute(&p->fwd, 7, uids, ptrs, p->fwd_ws ? workspace : NULL,
+    /* A full (unmasked) graph has no -inf scalar: bind only the uids the graph has. */
+    return lh_gb_execute(&p->fwd, p->shape.full ? 6 : 7, uids, ptrs, p->fwd_ws ? workspace : NULL,
                          "running the cuDNN SDPA forward");
 }
 
@@ -375,10 +376,10 @@ lh_status cuda_sdpa_backward(lh_sdpa_plan *p, const void *q, const void *k, cons
     if (st != LH_OK) return st;
     char *ws = workspace;
     int64_t uids[16] = {UID_Q, UID_K, UID_V, UID_O, UID_DO, UID_STATS, UID_DQ, UID_DK, UID_DV,
-                        UID_SOFTMAX_SUM, UID_SCALE_S, UID_SCALE_DS, UID_NEG_INF, UID_ONE};
+                        UID_SOFTMAX_SUM, UID_SCALE_S, UID_SCALE_DS, UID_ONE, UID_NEG_INF};
     void *ptrs[16] = {(void *)q, (void *)k, (void *)v, (void *)out, (void *)dout, (void *)stats,
-                      dq, dk, dv, ws + p->off_sum, &p->scale, &p->scale, &p->neg_inf, &p->one};
-    int n = 14;
+                      dq, dk, dv, ws + p->off_sum, &p->scale, &p->scale, &p->one, &p->neg_inf};
+    int n = p->shape.full ? 13 : 14; /* a full graph has no -inf scalar */
     if (p->bwd_kind == LH_SDPA_BWD_ACCUM) {
         /* The accumulator is summed into with atomics, so it starts at zero on every call. */
         size_t words = (size_t)(p->shape.b * p->shape.h * p->shape.s * p->shape.d);

@@ -24,6 +24,8 @@ typedef struct lh_sdpa_shape {
     int64_t q_strides[4];      /* q, out, dout, dq: strides of the logical [B, H, S, D] dims */
     int64_t kv_strides[4];     /* k, v, dk, dv */
     double scale;              /* softmax scale */
+    bool full;                 /* no causal mask: every query sees every key (ring attention's
+                                  blocks of earlier chunks); false = causal */
 } lh_sdpa_shape;
 
 /* Which backward graph a plan uses (LH_CUDNN_SDPA_BWD=accum|deterministic overrides the choice). */

@@ -80,6 +80,15 @@ if [ "${LH_GPU_QUICK:-0}" = 1 ]; then
 else
   run lighthouse 600 "$BIN/test_lighthouse_gpu"
 fi
+# Context parallelism: W = 2 and 4 ranks of an in-process ring on this GPU against the CPU ring;
+# with two GPUs also two processes over NCCL, and the 1M-token scaling timing (not a test).
+[ -x "$BIN/test_cp_gpu" ] && run context_parallel 600 "$BIN/test_cp_gpu"
+ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [ -x "$BIN/test_cp_nccl_2gpu" ] && [ "$ngpu" -ge 2 ]; then
+  run cp_nccl_2gpu 300 "$BIN/test_cp_nccl_2gpu"
+  [ "${LH_GPU_QUICK:-0}" != 1 ] && [ -x "$BIN/bench_cp" ] &&
+    timeout 600 "$BIN/bench_cp" --mode=nccl 2>&1 | tee "$LOGS/bench_cp.log"
+fi
 [ -x "$BIN/lighthouse-demo" ] && run demo 120 "$BIN/lighthouse-demo"
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then

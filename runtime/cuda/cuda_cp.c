@@ -1,0 +1,246 @@
+/* cuda_cp.c - forward and backward of chunked plans (see cuda_cp.h). */
+#include "cuda_cp.h"
+
+#include <stdlib.h>
+
+#define REGION_ALIGN 256
+static int64_t align_up(int64_t x) { return (x + REGION_ALIGN - 1) / REGION_ALIGN * REGION_ALIGN; }
+static int64_t region(int64_t *end, int64_t bytes) {
+    int64_t off = *end;
+    *end = off + align_up(bytes);
+    return off;
+}
+static char *at(void *base, int64_t off) { return (char *)base + off; }
+static const char *cat(const void *base, int64_t off) { return (const char *)base + off; }
+
+static void layout(cuda_cp *cp, int64_t attn_bytes) {
+    const lh_config *c = &cp->chunk;
+    bool lighthouse = cp->lh != NULL;
+    int64_t rows = c->batch * c->heads * c->s_chunk;
+    cp->es = (int64_t)lh_dtype_size(c->dtype);
+    cp->cb = rows * c->head_dim * cp->es;
+    cp->lb = rows * 4;
+    cp->ib = rows * 4;
+    cp->invb = c->batch * c->heads * c->s_total * 4;
+    int64_t C = cp->C, T = cp->cfg.tensor_seq_len;
+    (void)T;
+    cp->q_tok = (c->layout == LH_LAYOUT_BNHD ? c->heads * c->head_dim : c->head_dim) * cp->es;
+    cp->kv_tok = (c->layout == LH_LAYOUT_BNHD ? c->kv_heads * c->head_dim : c->head_dim) * cp->es;
+
+    int64_t end = 0;
+    cp->sv_idx = lighthouse ? region(&end, C * cp->ib) : 0;
+    cp->sv_o = region(&end, C * cp->cb);
+    cp->sv_lse = region(&end, C * cp->lb);
+    cp->saved_bytes = end;
+
+    end = 0;
+    if (lighthouse) {
+        cp->f_sq = region(&end, c->batch * c->heads * c->s_total * 4);
+        cp->f_sk = region(&end, c->batch * c->kv_heads * c->s_total * 4);
+        cp->f_inv = region(&end, C * cp->invb);
+    }
+    cp->f_q = region(&end, C * cp->cb);
+    cp->f_k = region(&end, C * cp->cb);
+    cp->f_v = region(&end, C * cp->cb);
+    cp->f_attn = region(&end, attn_bytes);
+    cp->fwd_bytes = end;
+
+    end = 0;
+    if (lighthouse) cp->b_inv = region(&end, C * cp->invb);
+    cp->b_q = region(&end, C * cp->cb);
+    cp->b_k = region(&end, C * cp->cb);
+    cp->b_v = region(&end, C * cp->cb);
+    cp->b_do = region(&end, C * cp->cb);
+    cp->b_dq = region(&end, C * cp->cb);
+    cp->b_dk = region(&end, C * cp->cb);
+    cp->b_dv = region(&end, C * cp->cb);
+    cp->b_attn = region(&end, attn_bytes);
+    cp->bwd_bytes = end;
+}
+
+lh_status cuda_cp_create(const cuda_lighthouse_env *env, const lh_config *cfg, cuda_lighthouse *lh,
+                         cuda_ring *attn, cuda_cp **out, lh_plan_sizes *sizes) {
+    cuda_cp *cp = calloc(1, sizeof *cp);
+    if (!cp) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a chunked CUDA plan failed");
+    cp->cu = env->cu;
+    cp->cfg = *cfg;
+    lh_config_chunk(cfg, &cp->chunk);
+    cp->C = cfg->chunks;
+    cp->attn = attn;
+    lh_status st = LH_OK;
+    if (cfg->mode == LH_MODE_LIGHTHOUSE) {
+        if (lh && !cfg->ring) {
+            cp->lh = lh;
+        } else {
+            lh_plan_sizes ignored;
+            cuda_lighthouse_env chunk_env = *env;
+            chunk_env.no_sdpa = true; /* the ring is the attention step */
+            st = cuda_lighthouse_plan_create(&chunk_env, &cp->chunk, &cp->lh, &ignored);
+            cp->owns_lh = st == LH_OK;
+        }
+    }
+    if (st != LH_OK) {
+        free(cp);
+        return st;
+    }
+    layout(cp, attn->workspace_bytes);
+    sizes->saved_bytes = cp->saved_bytes;
+    sizes->fwd_workspace_bytes = cp->fwd_bytes;
+    sizes->bwd_workspace_bytes = cp->bwd_bytes;
+    *out = cp;
+    return LH_OK;
+}
+
+void cuda_cp_destroy(cuda_cp *cp) {
+    if (!cp) return;
+    if (cp->owns_lh) cuda_lighthouse_plan_destroy(cp->lh);
+    free(cp);
+}
+
+/* ---- dense chunks: packing between the shard and chunk-major sub-sequences ------------------ */
+
+static void shard_strides(const cuda_cp *cp, int64_t heads, int64_t s[3]) {
+    const lh_config *c = &cp->cfg;
+    int64_t T = c->tensor_seq_len, d = c->head_dim;
+    if (c->layout == LH_LAYOUT_BNHD) s[0] = T * heads * d, s[1] = heads * d, s[2] = d;
+    else s[0] = heads * T * d, s[1] = d, s[2] = T * d;
+}
+
+static void sel_strides(const cuda_cp *cp, int64_t s[3]) {
+    const lh_config *c = &cp->chunk;
+    s[0] = c->heads * c->s_chunk * c->head_dim, s[1] = c->head_dim, s[2] = c->s_chunk * c->head_dim;
+}
+
+/* shard chunk j (q-like when kv = false) -> sub-sequence chunk j, kv heads repeated per query head */
+static lh_status pack_in(cuda_cp *cp, const void *src, void *dst, int j, bool kv, CUstream s) {
+    const lh_config *c = &cp->cfg;
+    int64_t ss[3], ds[3];
+    shard_strides(cp, kv ? c->kv_heads : c->heads, ss);
+    sel_strides(cp, ds);
+    int64_t tok = kv ? cp->kv_tok : cp->q_tok;
+    return cuda_ring_pack(cp->attn, cat(src, j * cp->chunk.chunk_len * tok), at(dst, j * cp->cb),
+                          cp->chunk.chunk_len, c->heads, kv ? c->heads / c->kv_heads : 1, 1, ss,
+                          ds, s);
+}
+
+/* sub-sequence chunk j -> shard chunk j; kv = true sums each kv head's group of query heads */
+static lh_status pack_out(cuda_cp *cp, const void *src, void *dst, int j, bool kv, CUstream s) {
+    const lh_config *c = &cp->cfg;
+    int64_t ss[3], ds[3];
+    sel_strides(cp, ss);
+    shard_strides(cp, kv ? c->kv_heads : c->heads, ds);
+    int64_t tok = kv ? cp->kv_tok : cp->q_tok;
+    return cuda_ring_pack(cp->attn, cat(src, j * cp->cb), at(dst, j * cp->chunk.chunk_len * tok),
+                          cp->chunk.chunk_len, kv ? c->kv_heads : c->heads, 1,
+                          kv ? c->heads / c->kv_heads : 1, ss, ds, s);
+}
+
+/* ---- the attention step: the caller's hook or the built-in one ------------------------------- */
+
+static lh_status attention_forward(cuda_cp *cp, const void *qs, const void *ks, const void *vs,
+                                   void *o_sel, float *lse, void *ws, CUstream s) {
+    const lh_config *c = &cp->cfg;
+    if (c->forward_hook) {
+        lh_status st = c->forward_hook(c->hook_user_data, c->handle, qs, ks, vs, o_sel, lse, s);
+        if (st != LH_OK)
+            return lh_fail(st, "the attention forward hook returned %s%s%s", lh_status_string(st),
+                           *lh_error_message() ? ": " : "", lh_error_message());
+        return LH_OK;
+    }
+    return cuda_ring_forward(cp->attn, qs, ks, vs, o_sel, lse, ws, s);
+}
+
+static lh_status attention_backward(cuda_cp *cp, const void *qs, const void *ks, const void *vs,
+                                    const void *o_sel, const float *lse, const void *d_sel,
+                                    void *dqs, void *dks, void *dvs, void *ws, CUstream s) {
+    const lh_config *c = &cp->cfg;
+    if (c->backward_hook) {
+        lh_status st = c->backward_hook(c->hook_user_data, c->handle, qs, ks, vs, o_sel, lse, d_sel,
+                                        dqs, dks, dvs, s);
+        if (st != LH_OK)
+            return lh_fail(st, "the attention backward hook returned %s%s%s", lh_status_string(st),
+                           *lh_error_message() ? ": " : "", lh_error_message());
+        return LH_OK;
+    }
+    return cuda_ring_backward(cp->attn, qs, ks, vs, o_sel, lse, d_sel, dqs, dks, dvs, ws, s);
+}
+
+/* ---- forward and backward -------------------------------------------------------------------- */
+
+lh_status cuda_cp_forward(cuda_cp *cp, const void *q, const void *k, const void *v, void *out,
+                          void *saved, void *ws, CUstream s) {
+    char *qs = at(ws, cp->f_q), *ks = at(ws, cp->f_k), *vs = at(ws, cp->f_v);
+    char *o_sel = at(saved, cp->sv_o);
+    float *lse = (float *)at(saved, cp->sv_lse);
+    int64_t L = cp->chunk.chunk_len;
+    lh_status st = LH_OK;
+    for (int j = 0; j < cp->C && st == LH_OK; j++) {
+        if (cp->lh)
+            st = cuda_lighthouse_chunk_select_gather(
+                cp->lh, cat(q, j * L * cp->q_tok), cat(k, j * L * cp->kv_tok),
+                cat(v, j * L * cp->kv_tok), (int32_t *)at(saved, cp->sv_idx + j * cp->ib),
+                at(ws, cp->f_inv + j * cp->invb), (float *)at(ws, cp->f_sq),
+                (float *)at(ws, cp->f_sk), qs + j * cp->cb, ks + j * cp->cb, vs + j * cp->cb, s);
+        else {
+            st = pack_in(cp, q, qs, j, false, s);
+            if (st == LH_OK) st = pack_in(cp, k, ks, j, true, s);
+            if (st == LH_OK) st = pack_in(cp, v, vs, j, true, s);
+        }
+    }
+    if (st == LH_OK) st = attention_forward(cp, qs, ks, vs, o_sel, lse, at(ws, cp->f_attn), s);
+    for (int j = 0; j < cp->C && st == LH_OK; j++) {
+        if (cp->lh)
+            st = cuda_lighthouse_chunk_scatter(cp->lh, o_sel + j * cp->cb,
+                                               at(ws, cp->f_inv + j * cp->invb),
+                                               at(out, j * L * cp->q_tok), s);
+        else
+            st = pack_out(cp, o_sel, out, j, false, s);
+    }
+    /* A rank that fails must not leave its peers waiting at the ring's next rendezvous. */
+    if (st != LH_OK) cuda_ring_abort(cp->attn);
+    return st;
+}
+
+lh_status cuda_cp_backward(cuda_cp *cp, const void *q, const void *k, const void *v,
+                           const void *dout, const void *saved, void *dq, void *dk, void *dv,
+                           void *ws, CUstream s) {
+    char *qs = at(ws, cp->b_q), *ks = at(ws, cp->b_k), *vs = at(ws, cp->b_v);
+    char *d_sel = at(ws, cp->b_do);
+    char *dqs = at(ws, cp->b_dq), *dks = at(ws, cp->b_dk), *dvs = at(ws, cp->b_dv);
+    const char *o_sel = cat(saved, cp->sv_o);
+    const float *lse = (const float *)cat(saved, cp->sv_lse);
+    int64_t L = cp->chunk.chunk_len;
+    lh_status st = LH_OK;
+    for (int j = 0; j < cp->C && st == LH_OK; j++) {
+        if (cp->lh)
+            st = cuda_lighthouse_chunk_regather(
+                cp->lh, cat(q, j * L * cp->q_tok), cat(k, j * L * cp->kv_tok),
+                cat(v, j * L * cp->kv_tok), cat(dout, j * L * cp->q_tok),
+                (const int32_t *)cat(saved, cp->sv_idx + j * cp->ib),
+                at(ws, cp->b_inv + j * cp->invb), qs + j * cp->cb, ks + j * cp->cb,
+                vs + j * cp->cb, d_sel + j * cp->cb, s);
+        else {
+            st = pack_in(cp, q, qs, j, false, s);
+            if (st == LH_OK) st = pack_in(cp, k, ks, j, true, s);
+            if (st == LH_OK) st = pack_in(cp, v, vs, j, true, s);
+            if (st == LH_OK) st = pack_in(cp, dout, d_sel, j, false, s);
+        }
+    }
+    if (st == LH_OK)
+        st = attention_backward(cp, qs, ks, vs, o_sel, lse, d_sel, dqs, dks, dvs,
+                                at(ws, cp->b_attn), s);
+    for (int j = 0; j < cp->C && st == LH_OK; j++) {
+        if (cp->lh)
+            st = cuda_lighthouse_chunk_pool_grad(
+                cp->lh, dqs + j * cp->cb, dks + j * cp->cb, dvs + j * cp->cb,
+                at(ws, cp->b_inv + j * cp->invb), at(dq, j * L * cp->q_tok),
+                at(dk, j * L * cp->kv_tok), at(dv, j * L * cp->kv_tok), s);
+        else {
+            st = pack_out(cp, dqs, dq, j, false, s);
+            if (st == LH_OK) st = pack_out(cp, dks, dk, j, true, s);
+            if (st == LH_OK) st = pack_out(cp, dvs, dv, j, true, s);
+        }
+    }
+    if (st != LH_OK) cuda_ring_abort(cp->attn);
+    return st;
+}
