@@ -8,8 +8,13 @@
                                                       Rust -sys crate with the same prototype and
                                                       called by the Julia package; every enum and
                                                       integer #define has the same value in both
-  check_bindings.py selftest HEADER RUST_SYS JULIA_DIR mutates the header and a ccall in memory and
-                                                      expects each mutation to be caught
+  check_bindings.py selftest HEADER RUST_SYS JULIA_DIR mutates the header, a ccall and a @cfunction
+                                                      in memory and expects each mutation to be
+                                                      caught
+
+Callback typedefs (typedef R (*name)(args);) are checked too: lighthouse-sys must declare each as
+`Option<unsafe extern "C" fn(args) -> R>` with the same prototype, and the Julia package must
+declare it as Ptr{Cvoid} and make it with @cfunction(<name>_trampoline, R, (args...)).
 
 Types are compared in a normal form: pointer levels with the constness of what they point to,
 scalars by ABI kind (int and int32_t are both i32), enums and opaque structs by their C name
@@ -97,17 +102,24 @@ def split_c_param(param):
     return param  # an unnamed parameter
 
 
+def parse_c_params(params):
+    params = params.strip()
+    return [] if params in ("", "void") else [parse_c_type(split_c_param(p)) for p in params.split(",")]
+
+
 def parse_header(text):
-    """-> (functions {name: (ret, [args])}, constants {NAME: int}, enum type names, structs)."""
+    """-> (functions {name: (ret, [args])}, constants {NAME: int}, enum type names, structs,
+    callbacks {typedef name: (ret, [args])} of the function-pointer typedefs)."""
     code = strip_c_comments(text)
     functions = {}
     for m in re.finditer(r"^\s*LH_API\s+([^;(]+?)\s*\(([^)]*)\)\s*;", code, flags=re.M | re.S):
         decl = m.group(1).strip()
         nm = re.match(r"^(.*?)([A-Za-z_]\w*)$", decl)
-        ret, name = parse_c_type(nm.group(1)), nm.group(2)
-        params = m.group(2).strip()
-        args = [] if params in ("", "void") else [parse_c_type(split_c_param(p)) for p in params.split(",")]
-        functions[name] = (ret, args)
+        functions[nm.group(2)] = (parse_c_type(nm.group(1)), parse_c_params(m.group(2)))
+    # typedef RET (*NAME)(PARAMS);  (callbacks the caller passes to the library)
+    callbacks = {}
+    for m in re.finditer(r"typedef\s+([^;()]+?)\s*\(\s*\*\s*(\w+)\s*\)\s*\(([^)]*)\)\s*;", code, flags=re.S):
+        callbacks[m.group(2)] = (parse_c_type(m.group(1)), parse_c_params(m.group(3)))
     constants, enums = {}, set()
     for m in re.finditer(r"typedef\s+enum\s+(\w+)\s*\{(.*?)\}\s*(\w+)\s*;", code, flags=re.S):
         enums.add(m.group(3))
@@ -125,7 +137,7 @@ def parse_header(text):
         except ValueError:
             pass  # not an integer constant (LH_API)
     structs = set(re.findall(r"typedef\s+struct\s+\w+\s+(\w+)\s*;", code))
-    return functions, constants, enums, structs
+    return functions, constants, enums, structs, callbacks
 
 
 def evaluate(expr, constants):
@@ -152,22 +164,36 @@ def parse_rust_type(text):
     return ("base", RUST_SCALARS.get(name, name), False)
 
 
+def parse_rust_signature(params, ret):
+    """'a: *mut c_void, b: c_int' and '-> lh_status' text -> (ret, [args]) in normal form.
+    Parameters may be named ('a: T') or not ('T', as in fn-pointer types)."""
+    args = [a for a in (x.strip() for x in params.split(",")) if a]
+    types = [parse_rust_type(a.split(":", 1)[1] if ":" in a.replace("::", "") else a) for a in args]
+    ret = parse_rust_type(ret) if ret else base("void")
+    return drop_top_const(ret), types
+
+
 def parse_rust(text):
-    """-> (functions, constants, aliases {name: type text}, opaque struct names)."""
+    """-> (functions, constants, aliases {name: type text}, opaque struct names,
+    callbacks {alias: (ret, [args])} of `pub type X = Option<unsafe extern "C" fn(..) -> R>;`)."""
     code = re.sub(r"//[^\n]*", " ", text)
     functions = {}
     for block in re.finditer(r'extern\s+"C"\s*\{(.*?)\n\}', code, flags=re.S):
         for m in re.finditer(r"pub\s+fn\s+(\w+)\s*\((.*?)\)\s*(?:->\s*([^;]+))?;", block.group(1), flags=re.S):
-            args = [a for a in (x.strip() for x in m.group(2).split(",")) if a]
-            types = [parse_rust_type(a.split(":", 1)[1]) for a in args]
-            ret = parse_rust_type(m.group(3)) if m.group(3) else base("void")
-            functions[m.group(1)] = (drop_top_const(ret), types)
+            functions[m.group(1)] = parse_rust_signature(m.group(2), m.group(3))
     aliases = dict(re.findall(r"pub\s+type\s+(\w+)\s*=\s*([\w:]+)\s*;", code))
+    callbacks = {}
+    for m in re.finditer(r'pub\s+type\s+(\w+)\s*=\s*(.*?);', code, flags=re.S):
+        fm = re.fullmatch(r'Option\s*<\s*unsafe\s+extern\s+"C"\s+fn\s*\((.*?)\)\s*(?:->\s*([\w:*\s]+?))?\s*,?\s*>', m.group(2).strip(), flags=re.S)
+        if fm:
+            callbacks[m.group(1)] = parse_rust_signature(fm.group(1), fm.group(2))
+        elif "fn" in m.group(2):
+            callbacks[m.group(1)] = None  # a function type not written as Option<unsafe extern "C" fn>
     constants = {}
     for name, expr in re.findall(r"pub\s+const\s+(LH_\w+)\s*:\s*\w+\s*=\s*(.+?);", code, flags=re.S):
         constants[name] = evaluate(expr, constants)
     structs = set(re.findall(r"pub\s+struct\s+(\w+)", code))
-    return functions, constants, aliases, structs
+    return functions, constants, aliases, structs, callbacks
 
 
 # ---- the Julia package -------------------------------------------------------------------------
@@ -225,10 +251,21 @@ def julia_files(julia_dir):
 
 def parse_julia(sources):
     """sources: {path: text} -> (ccalls [(where, name, ret, args, nvalues)], constants, aliases).
-    `aliases` also maps the key FUNCTIONS to the names of the package's symbol table, if any."""
-    calls, constants, aliases = [], {}, {}
+    `aliases` also maps the key FUNCTIONS to the names of the package's symbol table, if any, and
+    the key CFUNCTIONS to the package's @cfunction calls [(where, callable, ret, args)]."""
+    calls, constants, aliases = [], {}, {"CFUNCTIONS": []}
     for path, text in sources.items():
         code = strip_julia_comments(text)
+        for m in re.finditer(r"@cfunction\s*\(", code):
+            where = "%s:%d" % (os.path.basename(path), code.count("\n", 0, m.start()) + 1)
+            parts = split_top(balanced(code, m.end() - 1))
+            if len(parts) != 3 or not re.match(r"^\(.*\)$", parts[2], flags=re.S):
+                aliases["CFUNCTIONS"].append((where, None, None, None))
+                continue
+            arg_types = [parse_julia_type(t) for t in split_top(parts[2][1:-1])]
+            aliases["CFUNCTIONS"].append((where, parts[0].strip(), parse_julia_type(parts[1]), arg_types))
+        # Function-pointer types (callback typedefs) are plain pointers to Julia.
+        aliases.update(re.findall(r"^\s*const\s+(lh_\w+)\s*=\s*(Ptr\{Cvoid\})\s*$", code, flags=re.M))
         for m in re.finditer(r"\bccall\s*\(", code):
             where = "%s:%d" % (os.path.basename(path), code.count("\n", 0, m.start()) + 1)
             parts = split_top(balanced(code, m.end() - 1))
@@ -249,10 +286,51 @@ def parse_julia(sources):
 
 # ---- checks ----------------------------------------------------------------------------------
 
+def check_signature(where, what, got, want, with_const):
+    """Errors for a prototype `got` (ret, [args]) that differs from the header's `want`."""
+    norm = (lambda t: t) if with_const else strip_const
+    (got_ret, got_args), (want_ret, want_args) = got, want
+    if len(got_args) != len(want_args):
+        return [f"{where}: {what} takes {len(want_args)} arguments in lighthouse.h, here {len(got_args)}"]
+    errors = []
+    if norm(got_ret) != norm(want_ret):
+        errors.append(f"{where}: {what} returns {show(want_ret)} in lighthouse.h, here {show(got_ret, with_const)}")
+    for i, (g, w) in enumerate(zip(got_args, want_args)):
+        if norm(g) != norm(w):
+            errors.append(f"{where}: {what} argument {i + 1} is {show(w)} in lighthouse.h, here {show(g, with_const)}")
+    return errors
+
+
+def check_cfunctions(header, cfunctions):
+    """Every @cfunction whose callable is named <typedef>_trampoline has the typedef's prototype,
+    and every callback typedef of the header has such a trampoline."""
+    callbacks = header[4]
+    errors, seen = [], set()
+    for where, callable_, ret, args in cfunctions:
+        if callable_ is None:
+            errors.append(f"{where}: cannot read this @cfunction (expected @cfunction(f, Ret, (Args...,)))")
+            continue
+        name = max((c for c in callbacks if callable_.startswith(c + "_")), key=len, default=None)
+        if name is None:
+            errors.append(f"{where}: @cfunction of {callable_}, not named <callback typedef>_trampoline")
+            continue
+        seen.add(name)
+        errors += check_signature(where, f"callback {name}", (ret, args), callbacks[name], False)
+    for name in sorted(set(callbacks) - seen):
+        errors.append(f"Julia: no @cfunction trampoline for the callback type {name}")
+    return errors
+
+
 def check_ccalls(header, calls, julia_aliases):
-    functions, _, enums, structs = header
-    aliases = {k: v for k, v in julia_aliases.items() if k != "FUNCTIONS"}
+    functions, _, enums, structs, callbacks = header
+    aliases = {k: v for k, v in julia_aliases.items() if k not in ("FUNCTIONS", "CFUNCTIONS")}
     errors = check_aliases("Julia", aliases, enums, structs, {"Cint", "Int32"}, {"Cvoid", "Nothing"})
+    for name, target in aliases.items():
+        if name in callbacks and target != "Ptr{Cvoid}":
+            errors.append(f"Julia: callback type {name} is declared as {target}, not Ptr{{Cvoid}}")
+        if target == "Ptr{Cvoid}" and name not in callbacks:
+            errors.append(f"Julia: {name} is declared as a function pointer but lighthouse.h has no such callback type")
+    errors += check_cfunctions(header, julia_aliases.get("CFUNCTIONS", []))
     for where, name, ret, args, nvalues in calls:
         if name is None:
             errors.append(f"{where}: cannot read this ccall (expected ccall(<... :lh_name ...>, Ret, (Args...,), values...))")
@@ -287,11 +365,20 @@ def check_aliases(lang, aliases, enums, structs, int_names, opaque_names):
 
 
 def check_coverage(header, rust, julia_calls, julia_constants, julia_aliases):
-    functions, constants, enums, structs = header
-    rust_functions, rust_constants, rust_aliases, rust_structs = rust
+    functions, constants, enums, structs, callbacks = header
+    rust_functions, rust_constants, rust_aliases, rust_structs, rust_callbacks = rust
     errors = check_aliases("Rust", rust_aliases, enums, structs, {"c_int", "i32"}, set())
-    for name in sorted(enums | structs):
-        if name not in rust_aliases and name not in rust_structs:
+    for name, want in sorted(callbacks.items()):
+        if name not in rust_callbacks:
+            errors.append(f"Rust: lighthouse-sys does not declare the callback type {name}")
+        elif rust_callbacks[name] is None:
+            errors.append(f'Rust: callback type {name} must be Option<unsafe extern "C" fn(..) -> ..>')
+        else:
+            errors += check_signature("Rust", f"callback type {name}", rust_callbacks[name], want, True)
+    for name in sorted(set(rust_callbacks) - set(callbacks)):
+        errors.append(f"Rust: lighthouse-sys declares the callback type {name}, which lighthouse.h does not")
+    for name in sorted(enums | structs | set(callbacks)):
+        if name not in rust_aliases and name not in rust_structs and name not in rust_callbacks:
             errors.append(f"Rust: lighthouse-sys does not declare the type {name}")
         if name not in julia_aliases:
             errors.append(f"Julia: the package does not declare the type {name}")
@@ -352,7 +439,12 @@ def selftest(header_text, rust_text, julia_sources):
         "an argument fewer": re.sub(r"(lh_scatter\([^)]*?),\s*void \*stream\)", r"\1)", header_text, flags=re.S),
         "a return type": header_text.replace("LH_API int lh_version_number(void)", "LH_API int64_t lh_version_number(void)"),
         "an enum value": header_text.replace("LH_ERROR_INTERNAL = 21", "LH_ERROR_INTERNAL = 22"),
-        "a new enum value": header_text.replace("LH_QUERY_BACKEND = 6", "LH_QUERY_BACKEND = 6,\n    LH_QUERY_RING_BYTES = 7"),
+        "a new enum value": header_text.replace("LH_QUERY_RANK = 11", "LH_QUERY_RANK = 11,\n    LH_QUERY_RING_BYTES = 12"),
+        "a new callback type": header_text.replace("#ifdef __cplusplus\n}", "typedef void (*lh_log_hook)(void *user_data, const char *message);\n#ifdef __cplusplus\n}"),
+        "a callback's argument type": header_text.replace("float *lse, void *stream);", "double *lse, void *stream);"),
+        "a callback's argument constness": header_text.replace("void *dv_sel, void *stream);", "const void *dv_sel, void *stream);"),
+        "a callback's argument count": header_text.replace("float *lse, void *stream);", "float *lse);"),
+        "a callback's return type": header_text.replace("typedef lh_status (*lh_attention_forward_hook)", "typedef int64_t (*lh_attention_forward_hook)"),
     }
     failures = []
     for what, mutated in header_mutations.items():
@@ -366,6 +458,16 @@ def selftest(header_text, rust_text, julia_sources):
     broken[path] = text.replace("Ptr{lh_plan}, ", "", 1)
     if not run_all(header_text, None, broken)[0]:
         failures.append("selftest: a ccall with a dropped argument type went unnoticed")
+    # Likewise a hook trampoline's @cfunction with an argument type dropped.
+    path, text = next(((p, t) for p, t in julia_sources.items() if "@cfunction(" in t), (None, None))
+    if path is None:
+        failures.append("selftest: no @cfunction in the Julia package (update the selftest)")
+    else:
+        at = text.index("@cfunction(")
+        broken = dict(julia_sources)
+        broken[path] = text[:at] + text[at:].replace("Ptr{Cvoid}, ", "", 1)
+        if not run_all(header_text, None, broken)[0]:
+            failures.append("selftest: a @cfunction with a dropped argument type went unnoticed")
     return failures
 
 

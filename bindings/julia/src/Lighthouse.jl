@@ -11,14 +11,18 @@ using Libdl
 
 include("capi.jl")
 include("errors.jl")
+include("ring.jl")
 include("handles.jl")
 include("run.jl")
+include("attention.jl")
 
 export Context, Plan, PlanInfo, Saved, LighthouseError, info, backend, live_handles
 export forward!, backward!, scores!, select!, gather!, scatter!
 export unsafe_forward!, unsafe_backward!, unsafe_scores!, unsafe_select!, unsafe_gather!,
        unsafe_scatter!
 export set_num_threads!, set_cache_enabled!, set_cache_dir!
+export Ring, AttentionHooks, nccl_unique_id, attention_forward!, attention_backward!,
+       unsafe_attention_forward!, unsafe_attention_backward!, attention_shape, lse_shape
 
 __init__() = reset_library!()
 

@@ -17,6 +17,10 @@ const lh_query = Cint
 const lh_context_option = Cint
 const lh_context = Cvoid
 const lh_plan = Cvoid
+const lh_ring = Cvoid
+# Callback typedefs: C function pointers, made with @cfunction (see hooks.jl).
+const lh_attention_forward_hook = Ptr{Cvoid}
+const lh_attention_backward_hook = Ptr{Cvoid}
 
 # ---- constants ---------------------------------------------------------------------------------
 
@@ -83,6 +87,11 @@ const LH_QUERY_FWD_WORKSPACE_BYTES = Cint(3)
 const LH_QUERY_BWD_WORKSPACE_BYTES = Cint(4)
 const LH_QUERY_STAGE_WORKSPACE_BYTES = Cint(5)
 const LH_QUERY_BACKEND = Cint(6)
+const LH_QUERY_LOCAL_SEQ_LEN = Cint(7)
+const LH_QUERY_CHUNKS = Cint(8)
+const LH_QUERY_ATTENTION_WORKSPACE_BYTES = Cint(9)
+const LH_QUERY_WORLD = Cint(10)
+const LH_QUERY_RANK = Cint(11)
 
 const LH_CONTEXT_NUM_THREADS = Cint(0)
 const LH_CONTEXT_CACHE_ENABLED = Cint(1)
@@ -105,6 +114,9 @@ const FUNCTIONS = (
     :lh_context_set_str, :lh_plan_create, :lh_plan_destroy, :lh_plan_set_i64, :lh_plan_set_f64,
     :lh_plan_get_param_i64, :lh_plan_get_param_f64, :lh_plan_finalize, :lh_plan_get_i64,
     :lh_forward, :lh_backward, :lh_scores, :lh_select, :lh_gather, :lh_scatter,
+    :lh_attention_forward, :lh_attention_backward, :lh_ring_create_local, :lh_ring_create_nccl,
+    :lh_nccl_get_unique_id, :lh_ring_create_nccl_from_id, :lh_ring_destroy, :lh_plan_set_ring,
+    :lh_plan_set_attention_hooks,
 )
 
 # Opens the library and resolves every function once (first use, any thread).
@@ -207,3 +219,35 @@ lh_scatter(plan, indices, o_sel, out, workspace, stream) =
     ccall(libsym(:lh_scatter), lh_status,
           (Ptr{lh_plan}, Ptr{Int32}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}),
           plan, indices, o_sel, out, workspace, stream)
+
+lh_attention_forward(plan, q_sel, k_sel, v_sel, o_sel, lse, workspace, stream) =
+    ccall(libsym(:lh_attention_forward), lh_status,
+          (Ptr{lh_plan}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Ptr{Cvoid},
+           Ptr{Cvoid}),
+          plan, q_sel, k_sel, v_sel, o_sel, lse, workspace, stream)
+lh_attention_backward(plan, q_sel, k_sel, v_sel, o_sel, lse, do_sel, dq_sel, dk_sel, dv_sel,
+                      workspace, stream) =
+    ccall(libsym(:lh_attention_backward), lh_status,
+          (Ptr{lh_plan}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Ptr{Cvoid},
+           Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}),
+          plan, q_sel, k_sel, v_sel, o_sel, lse, do_sel, dq_sel, dk_sel, dv_sel, workspace, stream)
+
+lh_ring_create_local(world, out_ring) =
+    ccall(libsym(:lh_ring_create_local), lh_status, (Cint, Ref{Ptr{lh_ring}}), world, out_ring)
+lh_ring_create_nccl(context, nccl_comm, out_ring) =
+    ccall(libsym(:lh_ring_create_nccl), lh_status, (Ptr{lh_context}, Ptr{Cvoid}, Ref{Ptr{lh_ring}}),
+          context, nccl_comm, out_ring)
+lh_nccl_get_unique_id(context, unique_id) =
+    ccall(libsym(:lh_nccl_get_unique_id), lh_status, (Ptr{lh_context}, Ptr{Cvoid}),
+          context, unique_id)
+lh_ring_create_nccl_from_id(context, unique_id, rank, world, out_ring) =
+    ccall(libsym(:lh_ring_create_nccl_from_id), lh_status,
+          (Ptr{lh_context}, Ptr{Cvoid}, Cint, Cint, Ref{Ptr{lh_ring}}),
+          context, unique_id, rank, world, out_ring)
+lh_ring_destroy(ring) = ccall(libsym(:lh_ring_destroy), lh_status, (Ptr{lh_ring},), ring)
+lh_plan_set_ring(plan, ring, rank) =
+    ccall(libsym(:lh_plan_set_ring), lh_status, (Ptr{lh_plan}, Ptr{lh_ring}, Cint), plan, ring, rank)
+lh_plan_set_attention_hooks(plan, forward, backward, user_data) =
+    ccall(libsym(:lh_plan_set_attention_hooks), lh_status,
+          (Ptr{lh_plan}, lh_attention_forward_hook, lh_attention_backward_hook, Ptr{Cvoid}),
+          plan, forward, backward, user_data)

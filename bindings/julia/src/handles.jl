@@ -115,16 +115,26 @@ struct PlanInfo
     fwd_workspace_bytes::Int
     bwd_workspace_bytes::Int
     stage_workspace_bytes::Int
+    local_seq_len::Int    # tokens of this rank's q/k/v: seq_len / world (seq_len without a ring)
+    chunks::Int           # C: 2 on a ring, else 1
+    attention_workspace_bytes::Int
+    world::Int            # ranks of the plan's ring (1 without one)
+    rank::Int             # this plan's rank (0 without a ring)
 end
 
 """
     Plan(ctx; seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels, pooling, topk,
-         mode, softmax_scale)
+         mode, softmax_scale, ring, rank, attention_hooks)
 
 One attention configuration, validated and compiled by `lh_plan_finalize`. Keywords left out
 keep the library's defaults (batch 1, kv_heads = heads, :float32, :bnhd, levels 3, pooling 4,
 topk 2048, :lighthouse, 1/sqrt(head_dim)). `dtype` is :float32/:float16/:bfloat16, `layout`
 :bnhd/:bhnd, `mode` :lighthouse/:dense. Use a plan from one thread at a time.
+
+`ring = r::Ring, rank = i` binds the plan to rank `i` of a context-parallel ring (`seq_len` is then
+the whole sequence and the plan's tensors are this rank's shard of `info(plan).local_seq_len`
+tokens). `attention_hooks = AttentionHooks(fwd, bwd)` replaces the library's attention step by
+Julia functions (see `AttentionHooks`). The plan keeps its ring and hooks alive.
 """
 mutable struct Plan
     handle::Ptr{lh_plan}
@@ -132,11 +142,14 @@ mutable struct Plan
     info::PlanInfo
     workspace::Vector{UInt8}   # host workspace of the Array entry points (CPU plans)
     id::UInt64
+    ring::Union{Nothing,Ring}            # released (ring_release) after the plan is destroyed
+    hooks::Union{Nothing,AttentionHooks} # rooted here: the C plan holds a pointer to it
 
     function Plan(ctx::Context; seq_len::Integer, heads::Integer, head_dim::Integer,
                   batch = nothing, kv_heads = nothing, dtype = nothing, layout = nothing,
                   levels = nothing, pooling = nothing, topk = nothing, mode = nothing,
-                  softmax_scale = nothing)
+                  softmax_scale = nothing, ring::Union{Nothing,Ring} = nothing, rank::Integer = 0,
+                  attention_hooks::Union{Nothing,AttentionHooks} = nothing)
         local plan   # try blocks open a scope of their own
         lock(ctx.lock)
         try
@@ -144,25 +157,31 @@ mutable struct Plan
             check(lh_plan_create(live_handle(ctx), out))
             Threads.atomic_add!(LIVE_PLANS, 1)
             Threads.atomic_add!(ctx.live_plans, 1)
-            plan = new(out[], ctx)
+            plan = new(out[], ctx, PLACEHOLDER_INFO, UInt8[], UInt64(0), nothing, nothing)
             finalizer(finalize_plan, plan)
             try
+                ring === nothing || bind_ring!(plan, ring, rank)
+                attention_hooks === nothing || set_hooks!(plan, attention_hooks)
                 configure!(plan, seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels,
                            pooling, topk, mode, softmax_scale)
             catch
                 close(plan)  # free it now rather than at the next GC
+                # The hooks may be given to another plan now.
+                attention_hooks === nothing || attention_hooks.plan !== plan ||
+                    (attention_hooks.plan = nothing)
                 rethrow()
             end
         finally
             unlock(ctx.lock)
         end
-        plan.workspace = UInt8[]
         plan.id = Threads.atomic_add!(NEXT_PLAN_ID, UInt64(1))
         return plan
     end
 end
 
 const NEXT_PLAN_ID = Threads.Atomic{UInt64}(1)
+const PLACEHOLDER_INFO = PlanInfo(0, 0, 0, 0, 0, :unknown, :unknown, :unknown, 0, 0, 0, 0.0,
+                                  :unknown, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 # Sets the parameters that were given, finalizes, reads the sizes back.
 function configure!(plan::Plan, seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels,
@@ -185,7 +204,7 @@ end
 
 Base.unsafe_convert(::Type{Ptr{lh_plan}}, plan::Plan) = plan.handle
 info(plan::Plan) = plan.info
-Base.show(io::IO, plan::Plan) = print(io, "Lighthouse.Plan(", isdefined(plan, :info) ? plan.info : "unfinalized", ")")
+Base.show(io::IO, plan::Plan) = print(io, "Lighthouse.Plan(", plan.info.backend == :unknown ? "unfinalized" : plan.info, ")")
 
 """
     close(plan::Plan)
@@ -195,6 +214,7 @@ Frees the plan now (and its context, if that was closed and this was its last pl
 function Base.close(plan::Plan)
     lock(() -> destroy_locked(plan), plan.context.lock)
     release(plan.context)
+    plan.ring === nothing || release(plan.ring)
 end
 
 # The finalizer: it may not wait for a lock (finalizers must not switch tasks), so when another
@@ -211,6 +231,7 @@ function finalize_plan(plan::Plan)
         unlock(ctx.lock)
     end
     release(ctx)
+    plan.ring === nothing || release(plan.ring)
 end
 
 function destroy_locked(plan::Plan)
@@ -220,6 +241,7 @@ function destroy_locked(plan::Plan)
     lh_plan_destroy(handle)
     Threads.atomic_sub!(LIVE_PLANS, 1)
     Threads.atomic_sub!(plan.context.live_plans, 1)
+    plan.ring === nothing || Threads.atomic_sub!(plan.ring.live_plans, 1)
     return nothing
 end
 
@@ -242,5 +264,7 @@ function read_info(handle::Ptr{lh_plan})
              symbol_of(BACKENDS, query(LH_QUERY_BACKEND)), query(LH_QUERY_SUBSEQ_LEN),
              query(LH_QUERY_PYRAMID_LEN), query(LH_QUERY_SAVED_BYTES),
              query(LH_QUERY_FWD_WORKSPACE_BYTES), query(LH_QUERY_BWD_WORKSPACE_BYTES),
-             query(LH_QUERY_STAGE_WORKSPACE_BYTES))
+             query(LH_QUERY_STAGE_WORKSPACE_BYTES), query(LH_QUERY_LOCAL_SEQ_LEN),
+             query(LH_QUERY_CHUNKS), query(LH_QUERY_ATTENTION_WORKSPACE_BYTES),
+             query(LH_QUERY_WORLD), query(LH_QUERY_RANK))
 end

@@ -25,12 +25,12 @@ end
 pointer(out), pointer(saved), pointer(ws); stream = CUDA.stream().handle)`.
 """
 unsafe_forward!(plan::Plan, q, k, v, out, saved, workspace; stream = C_NULL) =
-    check(lh_forward(live_handle(plan), rawptr(q), rawptr(k), rawptr(v), rawptr(out), rawptr(saved),
+    check_run(plan, lh_forward(live_handle(plan), rawptr(q), rawptr(k), rawptr(v), rawptr(out), rawptr(saved),
                      rawptr(workspace), rawptr(stream)))
 
 "`lh_backward` on raw pointers; `out` may be `C_NULL` in Lighthouse mode."
 unsafe_backward!(plan::Plan, q, k, v, out, dout, saved, dq, dk, dv, workspace; stream = C_NULL) =
-    check(lh_backward(live_handle(plan), rawptr(q), rawptr(k), rawptr(v), rawptr(out), rawptr(dout),
+    check_run(plan, lh_backward(live_handle(plan), rawptr(q), rawptr(k), rawptr(v), rawptr(out), rawptr(dout),
                       rawptr(saved), rawptr(dq), rawptr(dk), rawptr(dv), rawptr(workspace),
                       rawptr(stream)))
 
@@ -67,10 +67,11 @@ end
 Saved(plan::Plan) = Saved(zeros(UInt8, plan.info.saved_bytes), UInt64(0))
 
 # Julia shapes of each tensor for the plan's layout (column-major of the C shape).
-q_shape(i::PlanInfo) = i.layout == :bnhd ? (i.head_dim, i.heads, i.seq_len, i.batch) :
-                                          (i.head_dim, i.seq_len, i.heads, i.batch)
-kv_shape(i::PlanInfo) = i.layout == :bnhd ? (i.head_dim, i.kv_heads, i.seq_len, i.batch) :
-                                           (i.head_dim, i.seq_len, i.kv_heads, i.batch)
+# On a ring the tensors are this rank's shard of local_seq_len tokens (seq_len without a ring).
+q_shape(i::PlanInfo) = i.layout == :bnhd ? (i.head_dim, i.heads, i.local_seq_len, i.batch) :
+                                          (i.head_dim, i.local_seq_len, i.heads, i.batch)
+kv_shape(i::PlanInfo) = i.layout == :bnhd ? (i.head_dim, i.kv_heads, i.local_seq_len, i.batch) :
+                                           (i.head_dim, i.local_seq_len, i.kv_heads, i.batch)
 scores_q_shape(i::PlanInfo) = (i.pyramid_len, i.heads, i.batch)
 scores_k_shape(i::PlanInfo) = (i.pyramid_len, i.kv_heads, i.batch)
 indices_shape(i::PlanInfo) = (i.subseq_len, i.heads, i.batch)
@@ -98,7 +99,8 @@ end
 
 function host_workspace(plan::Plan)
     i = plan.info
-    bytes = max(i.fwd_workspace_bytes, i.bwd_workspace_bytes, i.stage_workspace_bytes)
+    bytes = max(i.fwd_workspace_bytes, i.bwd_workspace_bytes, i.stage_workspace_bytes,
+                i.attention_workspace_bytes)
     bytes == 0 && return C_NULL
     length(plan.workspace) < bytes && (plan.workspace = zeros(UInt8, bytes))
     return pointer(plan.workspace)

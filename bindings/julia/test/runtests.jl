@@ -108,4 +108,127 @@ const G1 = (B = 1, N = 2048, H = 2, D = 32, levels = 2, pooling = 4, topk = 128,
         GC.gc(); GC.gc(); GC.gc()
         @test live_handles() == before
     end
+
+    # The attention step, hooks and rings (SPEC.md section 8) on the CPU backend.
+    lh_kw = (seq_len = 2048, heads = 2, kv_heads = 1, head_dim = 16, levels = 2, pooling = 4,
+             topk = 256)
+    function fwd_bwd(plan, q, k, v, dout)
+        out = similar(q); saved = Saved(plan)
+        forward!(plan, q, k, v, out, saved)
+        dq, dk, dv = similar(q), similar(k), similar(v)
+        backward!(plan, q, k, v, out, dout, saved, dq, dk, dv)
+        return out, dq, dk, dv
+    end
+
+    @testset "attention step reproduces forward!" begin
+        ctx = Context(:cpu)
+        plan = Plan(ctx; lh_kw...)
+        i = info(plan)
+        @test (i.chunks, i.world, i.rank, i.local_seq_len) == (1, 1, 0, i.seq_len)
+        q = randn(Float32, 16, 2, 2048, 1); k = randn(Float32, 16, 1, 2048, 1)
+        v = randn(Float32, 16, 1, 2048, 1)
+        want = similar(q); forward!(plan, q, k, v, want, Saved(plan))
+        sq = zeros(Float32, i.pyramid_len, 2, 1); sk = zeros(Float32, i.pyramid_len, 1, 1)
+        scores!(plan, q, k, sq, sk)
+        idx = zeros(Int32, i.subseq_len, 2, 1); select!(plan, sq, sk, idx)
+        qs, ks, vs = (zeros(Float32, attention_shape(i)) for _ in 1:3)
+        gather!(plan, q, k, v, idx, qs, ks, vs)   # C = 1: the same memory order
+        os = similar(qs); lse = zeros(Float32, lse_shape(i))
+        attention_forward!(plan, qs, ks, vs, os, lse)
+        out = similar(q); scatter!(plan, idx, os, out)
+        @test relerr(out, want) < 1e-6
+        dqs, dks, dvs = similar(qs), similar(ks), similar(vs)
+        attention_backward!(plan, qs, ks, vs, os, lse, randn(Float32, size(qs)), dqs, dks, dvs)
+        @test all(isfinite, dqs) && all(isfinite, dks) && all(isfinite, dvs)
+        close(plan); close(ctx)
+    end
+
+    @testset "hooks" begin
+        ctx = Context(:cpu)
+        calls = Threads.Atomic{Int}(0)
+        function library_forward(plan, q_sel, k_sel, v_sel, o_sel, lse, stream)
+            Threads.atomic_add!(calls, 1)
+            ws = zeros(UInt8, max(1, info(plan).attention_workspace_bytes))
+            GC.@preserve ws unsafe_attention_forward!(plan, q_sel, k_sel, v_sel, o_sel, lse,
+                                                      pointer(ws); stream = stream)
+            return nothing
+        end
+        function library_backward(plan, q_sel, k_sel, v_sel, o_sel, lse, do_sel, dq, dk, dv, stream)
+            ws = zeros(UInt8, max(1, info(plan).attention_workspace_bytes))
+            GC.@preserve ws unsafe_attention_backward!(plan, q_sel, k_sel, v_sel, o_sel, lse,
+                                                       do_sel, dq, dk, dv, pointer(ws);
+                                                       stream = stream)
+            return nothing
+        end
+        plain = Plan(ctx; lh_kw...)
+        hooked = Plan(ctx; lh_kw..., attention_hooks = AttentionHooks(library_forward, library_backward))
+        q = randn(Float32, 16, 2, 2048, 1); k = randn(Float32, 16, 1, 2048, 1)
+        v = randn(Float32, 16, 1, 2048, 1); dout = randn(Float32, size(q))
+        @test fwd_bwd(hooked, q, k, v, dout) == fwd_bwd(plain, q, k, v, dout)   # bit-identical
+        @test calls[] == 1
+        # A hook that throws: the exception comes back to the caller, not through C.
+        throwing = Plan(ctx; lh_kw..., attention_hooks = AttentionHooks(
+            (args...) -> error("hook failed on purpose"), library_backward))
+        @test_throws ErrorException forward!(throwing, q, k, v, similar(q), Saved(throwing))
+        # A hook that returns a status.
+        refusing = Plan(ctx; lh_kw..., attention_hooks = AttentionHooks(
+            (args...) -> Lighthouse.LH_ERROR_COMMUNICATION, library_backward))
+        err = try forward!(refusing, q, k, v, similar(q), Saved(refusing)); nothing catch e; e end
+        @test err isa LighthouseError && err.status == Lighthouse.LH_ERROR_COMMUNICATION
+        foreach(close, (plain, hooked, throwing, refusing)); close(ctx)
+    end
+
+    @testset "rings" begin
+        ctx = Context(:cpu)
+        @test_throws LighthouseError Ring(0)
+        err = try nccl_unique_id(ctx); nothing catch e; e end
+        @test err isa LighthouseError && err.status == Lighthouse.LH_ERROR_UNSUPPORTED
+        err = try Ring(ctx, zeros(UInt8, 128), 0, 1); nothing catch e; e end
+        @test err isa LighthouseError && err.status == Lighthouse.LH_ERROR_UNSUPPORTED
+        ring = Ring(2)
+        kw = (seq_len = 2048, heads = 2, kv_heads = 1, head_dim = 16, levels = 2, pooling = 4,
+              topk = 512)
+        @test_throws LighthouseError Plan(ctx; kw..., ring = ring, rank = 2)
+        # The two ranks block inside the library until both arrive: they need two threads.
+        plans = nothing
+        if Threads.nthreads() < 2
+            @info "W = 2 run skipped: start Julia with -t 2"
+        else
+            try
+                plans = [Plan(ctx; kw..., ring = ring, rank = r) for r in 0:1]
+            catch e
+                e isa LighthouseError && e.status == Lighthouse.LH_ERROR_UNSUPPORTED || rethrow()
+                @info "the CPU backend does not run rings yet: W = 2 run skipped"
+            end
+        end
+        if plans !== nothing
+            # Everything the ranks use is allocated before their tasks start (see the README on
+            # local rings and the garbage collector).
+            function buffers(p, r)
+                n = info(p).local_seq_len
+                q = ones(Float32, 16, 2, n, 1) .* Float32(r + 1); kv = ones(Float32, 16, 1, n, 1)
+                return (q = q, k = kv, v = copy(kv), dout = ones(Float32, size(q)),
+                        out = similar(q), saved = Saved(p), dq = similar(q), dk = similar(kv),
+                        dv = similar(kv))
+            end
+            runs = map(1:2) do _
+                bufs = [buffers(plans[r + 1], r) for r in 0:1]
+                tasks = map(0:1) do r
+                    Threads.@spawn begin
+                        p, b = plans[r + 1], bufs[r + 1]
+                        forward!(p, b.q, b.k, b.v, b.out, b.saved)
+                        backward!(p, b.q, b.k, b.v, b.out, b.dout, b.saved, b.dq, b.dk, b.dv)
+                    end
+                end
+                foreach(wait, tasks)
+                [(b.out, b.dq, b.dk, b.dv) for b in bufs]
+            end
+            @test runs[1] == runs[2]
+            @test all(all(isfinite, x) for r in runs[1] for x in r)
+            foreach(close, plans)
+        end
+        close(ring)
+        @test Lighthouse.live_rings() == 0
+        close(ctx)
+    end
 end

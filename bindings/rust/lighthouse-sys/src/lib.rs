@@ -88,6 +88,11 @@ pub const LH_QUERY_FWD_WORKSPACE_BYTES: lh_query = 3;
 pub const LH_QUERY_BWD_WORKSPACE_BYTES: lh_query = 4;
 pub const LH_QUERY_STAGE_WORKSPACE_BYTES: lh_query = 5;
 pub const LH_QUERY_BACKEND: lh_query = 6;
+pub const LH_QUERY_LOCAL_SEQ_LEN: lh_query = 7;
+pub const LH_QUERY_CHUNKS: lh_query = 8;
+pub const LH_QUERY_ATTENTION_WORKSPACE_BYTES: lh_query = 9;
+pub const LH_QUERY_WORLD: lh_query = 10;
+pub const LH_QUERY_RANK: lh_query = 11;
 
 pub type lh_context_option = c_int;
 pub const LH_CONTEXT_NUM_THREADS: lh_context_option = 0;
@@ -110,6 +115,48 @@ pub struct lh_plan {
     _private: [u8; 0],
     _marker: PhantomData<(*mut u8, PhantomPinned)>,
 }
+
+/// Opaque ring of context-parallel ranks (`struct lh_ring`). Only ever used behind a pointer.
+#[repr(C)]
+pub struct lh_ring {
+    _private: [u8; 0],
+    _marker: PhantomData<(*mut u8, PhantomPinned)>,
+}
+
+// ---- callbacks --------------------------------------------------------------------------------
+
+/// `lh_attention_forward_hook`: a framework's own attention step, called by `lh_forward` with the
+/// gathered chunk-major sub-sequence. `None` is the C NULL. It must not unwind into C.
+pub type lh_attention_forward_hook = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        plan: *mut lh_plan,
+        q_sel: *const c_void,
+        k_sel: *const c_void,
+        v_sel: *const c_void,
+        o_sel: *mut c_void,
+        lse: *mut f32,
+        stream: *mut c_void,
+    ) -> lh_status,
+>;
+
+/// `lh_attention_backward_hook`: the gradients of the attention step, called by `lh_backward`.
+pub type lh_attention_backward_hook = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        plan: *mut lh_plan,
+        q_sel: *const c_void,
+        k_sel: *const c_void,
+        v_sel: *const c_void,
+        o_sel: *const c_void,
+        lse: *const f32,
+        do_sel: *const c_void,
+        dq_sel: *mut c_void,
+        dk_sel: *mut c_void,
+        dv_sel: *mut c_void,
+        stream: *mut c_void,
+    ) -> lh_status,
+>;
 
 // ---- functions --------------------------------------------------------------------------------
 
@@ -221,4 +268,55 @@ extern "C" {
         workspace: *mut c_void,
         stream: *mut c_void,
     ) -> lh_status;
+
+    pub fn lh_attention_forward(
+        plan: *mut lh_plan,
+        q_sel: *const c_void,
+        k_sel: *const c_void,
+        v_sel: *const c_void,
+        o_sel: *mut c_void,
+        lse: *mut f32,
+        workspace: *mut c_void,
+        stream: *mut c_void,
+    ) -> lh_status;
+    pub fn lh_attention_backward(
+        plan: *mut lh_plan,
+        q_sel: *const c_void,
+        k_sel: *const c_void,
+        v_sel: *const c_void,
+        o_sel: *const c_void,
+        lse: *const f32,
+        do_sel: *const c_void,
+        dq_sel: *mut c_void,
+        dk_sel: *mut c_void,
+        dv_sel: *mut c_void,
+        workspace: *mut c_void,
+        stream: *mut c_void,
+    ) -> lh_status;
+
+    pub fn lh_ring_create_local(world: c_int, out_ring: *mut *mut lh_ring) -> lh_status;
+    pub fn lh_ring_create_nccl(
+        context: *mut lh_context,
+        nccl_comm: *mut c_void,
+        out_ring: *mut *mut lh_ring,
+    ) -> lh_status;
+    pub fn lh_nccl_get_unique_id(context: *mut lh_context, unique_id: *mut c_void) -> lh_status;
+    pub fn lh_ring_create_nccl_from_id(
+        context: *mut lh_context,
+        unique_id: *const c_void,
+        rank: c_int,
+        world: c_int,
+        out_ring: *mut *mut lh_ring,
+    ) -> lh_status;
+    pub fn lh_ring_destroy(ring: *mut lh_ring) -> lh_status;
+    pub fn lh_plan_set_ring(plan: *mut lh_plan, ring: *mut lh_ring, rank: c_int) -> lh_status;
+    pub fn lh_plan_set_attention_hooks(
+        plan: *mut lh_plan,
+        forward: lh_attention_forward_hook,
+        backward: lh_attention_backward_hook,
+        user_data: *mut c_void,
+    ) -> lh_status;
 }
+
+/// Bytes of an NCCL unique id (`lh_nccl_get_unique_id`).
+pub const NCCL_UNIQUE_ID_BYTES: usize = 128;

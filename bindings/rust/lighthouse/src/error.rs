@@ -180,8 +180,9 @@ pub struct Error {
 }
 
 impl Error {
-    /// An error raised by this crate itself.
-    pub(crate) fn new(status: Status, message: impl Into<String>) -> Error {
+    /// An error with a status and a message: raised by this crate itself, or by an attention
+    /// hook closure, whose status and message the forward/backward that ran it then returns.
+    pub fn new(status: Status, message: impl Into<String>) -> Error {
         Error {
             status,
             message: message.into(),

@@ -44,11 +44,11 @@ impl HostBuffer {
         unsafe { std::slice::from_raw_parts(self.chunks.as_ptr().cast::<u8>(), self.bytes) }
     }
 
-    fn as_ptr(&self) -> *const c_void {
+    pub(crate) fn as_ptr(&self) -> *const c_void {
         self.chunks.as_ptr().cast()
     }
 
-    fn as_mut_ptr(&mut self) -> *mut c_void {
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut c_void {
         self.chunks.as_mut_ptr().cast()
     }
 }
@@ -103,8 +103,9 @@ fn expect_len(what: &str, got: usize, want: usize, rule: &str) -> Result<()> {
     }
 }
 
-const Q_RULE: &str = "B*N*H*D";
-const KV_RULE: &str = "B*N*Hkv*D";
+const Q_RULE: &str = "B*N_local*H*D";
+const KV_RULE: &str = "B*N_local*Hkv*D";
+const ATT_RULE: &str = "C*B*H*S_c*D";
 const SEL_RULE: &str = "B*H*S_sel*D";
 
 impl Plan<'_> {
@@ -140,7 +141,8 @@ impl Plan<'_> {
         let bytes = info
             .fwd_workspace_bytes
             .max(info.bwd_workspace_bytes)
-            .max(info.stage_workspace_bytes);
+            .max(info.stage_workspace_bytes)
+            .max(info.attention_workspace_bytes);
         if bytes == 0 {
             return ptr::null_mut();
         }
@@ -379,6 +381,91 @@ impl Plan<'_> {
                 indices.as_ptr(),
                 o_sel.as_ptr().cast(),
                 out.as_mut_ptr().cast(),
+                workspace,
+                ptr::null_mut(),
+            )
+        }
+    }
+
+    /// The attention step on host slices (CPU plan): q_sel, k_sel, v_sel, o_sel are
+    /// [C, B, H, S_c, D] (`info().selected_len()` elements), lse [C, B, H, S_c]
+    /// (`info().lse_len()`). Runs the library's own step (ring attention on a ring) even when
+    /// hooks are set.
+    pub fn attention_forward(
+        &mut self,
+        q_sel: &[f32],
+        k_sel: &[f32],
+        v_sel: &[f32],
+        o_sel: &mut [f32],
+        lse: &mut [f32],
+    ) -> Result<()> {
+        let info = self.require_host_f32()?;
+        for (what, sel) in [
+            ("q_sel", q_sel),
+            ("k_sel", k_sel),
+            ("v_sel", v_sel),
+            ("o_sel", &*o_sel),
+        ] {
+            expect_len(what, sel.len(), info.selected_len(), ATT_RULE)?;
+        }
+        expect_len("lse", lse.len(), info.lse_len(), "C*B*H*S_c")?;
+        let workspace = self.host_workspace();
+        // SAFETY: checked host slices, CPU plan, the plan's host workspace.
+        unsafe {
+            self.attention_forward_raw(
+                q_sel.as_ptr().cast(),
+                k_sel.as_ptr().cast(),
+                v_sel.as_ptr().cast(),
+                o_sel.as_mut_ptr().cast(),
+                lse.as_mut_ptr(),
+                workspace,
+                ptr::null_mut(),
+            )
+        }
+    }
+
+    /// Gradients of the attention step on host slices (CPU plan), shapes as in
+    /// [`attention_forward`](Plan::attention_forward).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_backward(
+        &mut self,
+        q_sel: &[f32],
+        k_sel: &[f32],
+        v_sel: &[f32],
+        o_sel: &[f32],
+        lse: &[f32],
+        do_sel: &[f32],
+        dq_sel: &mut [f32],
+        dk_sel: &mut [f32],
+        dv_sel: &mut [f32],
+    ) -> Result<()> {
+        let info = self.require_host_f32()?;
+        for (what, sel) in [
+            ("q_sel", q_sel),
+            ("k_sel", k_sel),
+            ("v_sel", v_sel),
+            ("o_sel", o_sel),
+            ("do_sel", do_sel),
+            ("dq_sel", &*dq_sel),
+            ("dk_sel", &*dk_sel),
+            ("dv_sel", &*dv_sel),
+        ] {
+            expect_len(what, sel.len(), info.selected_len(), ATT_RULE)?;
+        }
+        expect_len("lse", lse.len(), info.lse_len(), "C*B*H*S_c")?;
+        let workspace = self.host_workspace();
+        // SAFETY: checked host slices, CPU plan, the plan's host workspace.
+        unsafe {
+            self.attention_backward_raw(
+                q_sel.as_ptr().cast(),
+                k_sel.as_ptr().cast(),
+                v_sel.as_ptr().cast(),
+                o_sel.as_ptr().cast(),
+                lse.as_ptr(),
+                do_sel.as_ptr().cast(),
+                dq_sel.as_mut_ptr().cast(),
+                dk_sel.as_mut_ptr().cast(),
+                dv_sel.as_mut_ptr().cast(),
                 workspace,
                 ptr::null_mut(),
             )

@@ -32,27 +32,43 @@
 //! shared::<lighthouse::Context>();
 //! ```
 //!
+//! A [`Ring`] (context parallelism) is `Send` and `Sync`: the ranks of a local ring share it
+//! from their own threads, each with its own plan bound to it, which stays `Send`:
+//!
+//! ```
+//! fn shared<T: Sync + Send>() {}
+//! fn moved<T: Send>() {}
+//! shared::<lighthouse::Ring<'static>>();
+//! moved::<lighthouse::Plan<'static>>();
+//! ```
+//!
 //! GPU plans take device pointers and a `CUstream` through the `unsafe` `*_raw` entry points;
 //! CPU plans also take `f32` slices whose lengths are checked against the plan.
 
 mod context;
 mod error;
+mod hooks;
 mod host;
 mod plan;
+mod raw;
+mod ring;
 mod types;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use context::Context;
 pub use error::{status_string, Error, Result, Status};
+pub use hooks::{AttentionBackwardCall, AttentionForwardCall};
 pub use host::{HostBuffer, Saved};
 pub use lighthouse_sys as sys;
 pub use plan::{Plan, PlanBuilder, PlanInfo};
+pub use ring::{NcclUniqueId, Ring, RingKind, NCCL_UNIQUE_ID_BYTES};
 pub use types::{Backend, Dtype, Layout, Mode};
 
 /// Contexts and plans created through this crate and not yet destroyed.
 static LIVE_CONTEXTS: AtomicUsize = AtomicUsize::new(0);
 static LIVE_PLANS: AtomicUsize = AtomicUsize::new(0);
+static LIVE_RINGS: AtomicUsize = AtomicUsize::new(0);
 
 /// How many C handles this crate holds right now: (contexts, plans). Each create that succeeded
 /// counts up and each destroy in `Drop` counts down, so leak tests can assert a return to zero.
@@ -61,6 +77,11 @@ pub fn live_handles() -> (usize, usize) {
         LIVE_CONTEXTS.load(Ordering::SeqCst),
         LIVE_PLANS.load(Ordering::SeqCst),
     )
+}
+
+/// How many rings this crate holds right now (created and not yet destroyed).
+pub fn live_rings() -> usize {
+    LIVE_RINGS.load(Ordering::SeqCst)
 }
 
 /// The loaded library's version as MAJOR*10000 + MINOR*100 + PATCH.

@@ -1,6 +1,7 @@
 //! Plan: one attention configuration, validated and compiled once, then run many times.
-//! This file holds the builder, the plan's sizes and the raw-pointer entry points (unsafe: any
-//! backend, device pointers and a stream). The safe host-slice entry points are in `host.rs`.
+//! This file holds the builder (ring binding and hooks included), the plan's sizes and the
+//! handle. The raw-pointer entry points (unsafe: any backend, device pointers and a stream) are
+//! in `raw.rs`, the safe host-slice entry points in `host.rs`.
 
 use std::ffi::c_void;
 use std::mem::ManuallyDrop;
@@ -11,7 +12,9 @@ use lighthouse_sys as sys;
 
 use crate::context::Context;
 use crate::error::{check, Error, Result, Status};
+use crate::hooks::{self, AttentionBackwardCall, AttentionForwardCall, HookState};
 use crate::host::HostBuffer;
+use crate::ring::Ring;
 use crate::types::{Backend, Dtype, Layout, Mode};
 use crate::LIVE_PLANS;
 
@@ -28,12 +31,41 @@ pub(crate) fn to_i64(name: &str, value: usize) -> Result<i64> {
 /// Collects plan parameters with typed setters; [`build`](PlanBuilder::build) creates, sets and
 /// finalizes the C plan. Unset parameters keep the library's defaults (lighthouse.h, lh_param).
 /// Every configuration error is reported by `build`, with the library's message.
-#[derive(Debug, Clone)]
 pub struct PlanBuilder<'ctx> {
     context: &'ctx Context,
     ints: Vec<(sys::lh_param, &'static str, i64)>,
     sizes: Vec<(sys::lh_param, &'static str, usize)>,
     softmax_scale: Option<f64>,
+    ring: Option<(&'ctx Ring<'ctx>, usize)>,
+    hooks: Option<HookSetting<'ctx>>,
+}
+
+/// The hooks a builder will set: Rust closures, or C function pointers with their user data.
+enum HookSetting<'a> {
+    Closures(Box<HookState<'a>>),
+    Raw {
+        forward: sys::lh_attention_forward_hook,
+        backward: sys::lh_attention_backward_hook,
+        user_data: *mut c_void,
+    },
+}
+
+impl std::fmt::Debug for PlanBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanBuilder")
+            .field("ints", &self.ints)
+            .field("sizes", &self.sizes)
+            .field("softmax_scale", &self.softmax_scale)
+            .field("ring", &self.ring)
+            .field(
+                "hooks",
+                &self.hooks.as_ref().map(|h| match h {
+                    HookSetting::Closures(_) => "closures",
+                    HookSetting::Raw { .. } => "raw",
+                }),
+            )
+            .finish()
+    }
 }
 
 macro_rules! size_setter {
@@ -53,6 +85,8 @@ impl<'ctx> PlanBuilder<'ctx> {
             ints: Vec::new(),
             sizes: Vec::new(),
             softmax_scale: None,
+            ring: None,
+            hooks: None,
         }
     }
 
@@ -100,6 +134,53 @@ impl<'ctx> PlanBuilder<'ctx> {
         self
     }
 
+    /// Binds the plan to rank `rank` of `ring` (context parallelism; for an NCCL ring, the
+    /// communicator's own rank). `seq_len` stays the whole sequence; the plan's q, k, v, out and
+    /// gradients become this rank's shard of `info().local_seq_len` tokens (chunk `rank`, then
+    /// chunk `2*world-1-rank`). The plan borrows the ring, so it cannot outlive it.
+    pub fn ring(mut self, ring: &'ctx Ring<'_>, rank: usize) -> Self {
+        self.ring = Some((ring, rank));
+        self
+    }
+
+    /// Replaces the library's attention step by Rust closures (a framework's own attention,
+    /// its own ring...). `lh_forward` calls `forward` and `lh_backward` calls `backward` with an
+    /// [`AttentionForwardCall`] / [`AttentionBackwardCall`]: the gathered chunk-major
+    /// sub-sequence and the outputs to fill. The plan owns the closures. An `Err` the closure
+    /// returns, or a panic (caught before it reaches C), makes that forward/backward fail with
+    /// the closure's error (a panic: `Status::Internal` and the panic's message).
+    pub fn attention_hooks<F, B>(mut self, forward: F, backward: B) -> Self
+    where
+        F: FnMut(&mut AttentionForwardCall<'_>) -> Result<()> + Send + 'ctx,
+        B: FnMut(&mut AttentionBackwardCall<'_>) -> Result<()> + Send + 'ctx,
+    {
+        self.hooks = Some(HookSetting::Closures(Box::new(HookState::new(
+            Box::new(forward),
+            Box::new(backward),
+        ))));
+        self
+    }
+
+    /// Sets C hooks directly (`lh_plan_set_attention_hooks`): both `Some`, or both `None` to
+    /// clear them.
+    ///
+    /// # Safety
+    /// The functions must follow the hook contract of lighthouse.h and never unwind; `user_data`
+    /// must stay valid, and usable from whichever thread runs the plan, for the plan's lifetime.
+    pub unsafe fn attention_hooks_raw(
+        mut self,
+        forward: sys::lh_attention_forward_hook,
+        backward: sys::lh_attention_backward_hook,
+        user_data: *mut c_void,
+    ) -> Self {
+        self.hooks = Some(HookSetting::Raw {
+            forward,
+            backward,
+            user_data,
+        });
+        self
+    }
+
     /// Creates the C plan, applies the parameters in the order they were set, and finalizes it.
     /// On any error the half-built plan is destroyed before returning.
     pub fn build(self) -> Result<Plan<'ctx>> {
@@ -132,14 +213,62 @@ impl<'ctx> PlanBuilder<'ctx> {
                 sys::lh_plan_set_f64(guard.ptr(), sys::LH_PARAM_SOFTMAX_SCALE, scale)
             })?;
         }
+        let ring = match self.ring {
+            Some((ring, rank)) => {
+                let rank = i32::try_from(rank).map_err(|_| {
+                    Error::new(
+                        Status::InvalidValue,
+                        format!("rank = {rank} does not fit in a C int"),
+                    )
+                })?;
+                // SAFETY: as above; the ring is borrowed for 'ctx, longer than the plan.
+                check(unsafe { sys::lh_plan_set_ring(guard.ptr(), ring.as_raw(), rank) })?;
+                Some(ring)
+            }
+            None => None,
+        };
+        // The closures' state is owned through a raw pointer (the C plan holds it as user_data)
+        // and freed by the guard after the C plan is destroyed.
+        let mut guard = guard;
+        match self.hooks {
+            Some(HookSetting::Closures(state)) => {
+                let state = Box::into_raw(state);
+                guard.hooks = state.cast();
+                // SAFETY: live, unfinalized plan; `state` lives as long as the C plan.
+                check(unsafe {
+                    sys::lh_plan_set_attention_hooks(
+                        guard.ptr(),
+                        Some(hooks::forward_trampoline),
+                        Some(hooks::backward_trampoline),
+                        state.cast(),
+                    )
+                })?;
+            }
+            Some(HookSetting::Raw {
+                forward,
+                backward,
+                user_data,
+            }) => {
+                // SAFETY: the caller of attention_hooks_raw promised the hook contract.
+                check(unsafe {
+                    sys::lh_plan_set_attention_hooks(guard.ptr(), forward, backward, user_data)
+                })?;
+            }
+            None => {}
+        }
         // SAFETY: as above.
         check(unsafe { sys::lh_plan_finalize(guard.ptr()) })?;
         let info = PlanInfo::read(guard.ptr())?;
+        if !guard.hooks.is_null() {
+            // SAFETY: no hook runs before finalize, and none runs now (we hold the only handle).
+            unsafe { (*guard.hooks).info = Some(info) };
+        }
 
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Plan {
             raw: ManuallyDrop::new(guard),
             context: self.context,
+            _ring: ring,
             info,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             workspace: None,
@@ -147,26 +276,40 @@ impl<'ctx> PlanBuilder<'ctx> {
     }
 }
 
-/// Owns an `lh_plan` handle and destroys it on drop (also for plans that never finalized).
+/// Owns an `lh_plan` handle and destroys it on drop (also for plans that never finalized),
+/// then the state of its hook closures, if any (the C plan may call them until it is gone).
 /// Dropped only while its context's plan lock is held (see `Context::lock_plans`).
-struct RawPlan(NonNull<sys::lh_plan>);
+struct RawPlan {
+    raw: NonNull<sys::lh_plan>,
+    /// From `Box::into_raw`, or NULL. The lifetime is erased here; `Plan<'ctx>` (which holds
+    /// this) keeps whatever the closures borrow alive, since they were given for 'ctx.
+    hooks: *mut HookState<'static>,
+}
 
 impl RawPlan {
     fn adopt(raw: NonNull<sys::lh_plan>) -> RawPlan {
         LIVE_PLANS.fetch_add(1, Ordering::SeqCst);
-        RawPlan(raw)
+        RawPlan {
+            raw,
+            hooks: std::ptr::null_mut(),
+        }
     }
 
     fn ptr(&self) -> *mut sys::lh_plan {
-        self.0.as_ptr()
+        self.raw.as_ptr()
     }
 }
 
 impl Drop for RawPlan {
     fn drop(&mut self) {
         // SAFETY: live handle owned by self; destroy cannot fail on a valid handle.
-        unsafe { sys::lh_plan_destroy(self.0.as_ptr()) };
+        unsafe { sys::lh_plan_destroy(self.raw.as_ptr()) };
         LIVE_PLANS.fetch_sub(1, Ordering::SeqCst);
+        if !self.hooks.is_null() {
+            // SAFETY: made by Box::into_raw in build and freed only here, after the C plan that
+            // could call back with it is gone.
+            drop(unsafe { Box::from_raw(self.hooks) });
+        }
     }
 }
 
@@ -195,6 +338,17 @@ pub struct PlanInfo {
     pub fwd_workspace_bytes: usize,
     pub bwd_workspace_bytes: usize,
     pub stage_workspace_bytes: usize,
+    /// Tokens of this rank's q, k, v (and out, gradients): seq_len / world (seq_len without a
+    /// ring).
+    pub local_seq_len: usize,
+    /// C: sequence chunks the plan holds (2 on a ring, else 1).
+    pub chunks: usize,
+    /// Bytes of the workspace of `lh_attention_forward` / `lh_attention_backward`.
+    pub attention_workspace_bytes: usize,
+    /// Ranks of the plan's ring (1 without a ring).
+    pub world: usize,
+    /// This plan's rank on its ring (0 without a ring).
+    pub rank: usize,
 }
 
 impl PlanInfo {
@@ -253,17 +407,36 @@ impl PlanInfo {
                 query(sys::LH_QUERY_STAGE_WORKSPACE_BYTES)?,
                 "STAGE_WORKSPACE_BYTES",
             )?,
+            local_seq_len: size(query(sys::LH_QUERY_LOCAL_SEQ_LEN)?, "LOCAL_SEQ_LEN")?,
+            chunks: size(query(sys::LH_QUERY_CHUNKS)?, "CHUNKS")?,
+            attention_workspace_bytes: size(
+                query(sys::LH_QUERY_ATTENTION_WORKSPACE_BYTES)?,
+                "ATTENTION_WORKSPACE_BYTES",
+            )?,
+            world: size(query(sys::LH_QUERY_WORLD)?, "WORLD")?,
+            rank: size(query(sys::LH_QUERY_RANK)?, "RANK")?,
         })
     }
 
-    /// Elements of q, out, dout and dq: B*N*H*D.
+    /// Elements of q, out, dout and dq: B*N*H*D (N = local_seq_len: this rank's shard on a
+    /// ring).
     pub fn q_len(&self) -> usize {
-        self.batch * self.seq_len * self.heads * self.head_dim
+        self.batch * self.local_seq_len * self.heads * self.head_dim
     }
 
-    /// Elements of k, v, dk and dv: B*N*Hkv*D.
+    /// Elements of k, v, dk and dv: B*N*Hkv*D (N = local_seq_len).
     pub fn kv_len(&self) -> usize {
-        self.batch * self.seq_len * self.kv_heads * self.head_dim
+        self.batch * self.local_seq_len * self.kv_heads * self.head_dim
+    }
+
+    /// S_c: sub-sequence entries per chunk of the attention step (subseq_len / chunks).
+    pub fn chunk_subseq_len(&self) -> usize {
+        self.subseq_len / self.chunks.max(1)
+    }
+
+    /// Elements of lse [C, B, H, S_c] (= B*H*S_sel).
+    pub fn lse_len(&self) -> usize {
+        self.batch * self.heads * self.subseq_len
     }
 
     /// Elements of scores_q [B, H, S_total].
@@ -281,7 +454,8 @@ impl PlanInfo {
         self.batch * self.heads * self.subseq_len
     }
 
-    /// Elements of q_sel, k_sel, v_sel and o_sel [B, H, S_sel, D].
+    /// Elements of q_sel, k_sel, v_sel and o_sel: [B, H, S_sel, D] for the stage entry points,
+    /// [C, B, H, S_c, D] (the same count) for the attention step.
     pub fn selected_len(&self) -> usize {
         self.indices_len() * self.head_dim
     }
@@ -296,6 +470,8 @@ pub struct Plan<'ctx> {
     /// Dropped by `Plan::drop` under the context's plan lock.
     raw: ManuallyDrop<RawPlan>,
     context: &'ctx Context,
+    /// The ring the plan is bound to: borrowed so the plan cannot outlive it.
+    _ring: Option<&'ctx Ring<'ctx>>,
     info: PlanInfo,
     /// Distinguishes plans, so `Saved` can refuse a buffer written by another plan.
     pub(crate) id: u64,
@@ -328,169 +504,19 @@ impl<'ctx> Plan<'ctx> {
         self.raw.ptr()
     }
 
-    /// `lh_forward` on raw pointers.
-    ///
-    /// # Safety
-    /// Pointers must be of the plan's backend (device pointers of its device for CUDA, host
-    /// pointers for CPU), hold the sizes `info()` reports (`saved`: `saved_bytes`, workspace:
-    /// `fwd_workspace_bytes`, both 16-byte aligned), and stay valid until the work queued on
-    /// `stream` (a `CUstream`, or NULL) is done; no other access may race with it.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn forward_raw(
-        &mut self,
-        q: *const c_void,
-        k: *const c_void,
-        v: *const c_void,
-        out: *mut c_void,
-        saved: *mut c_void,
-        workspace: *mut c_void,
-        stream: *mut c_void,
-    ) -> Result<()> {
-        check(sys::lh_forward(
-            self.raw.ptr(),
-            q,
-            k,
-            v,
-            out,
-            saved,
-            workspace,
-            stream,
-        ))
+    /// The C handle, for this crate's entry points.
+    pub(crate) fn raw_ptr(&self) -> *mut sys::lh_plan {
+        self.raw.ptr()
     }
 
-    /// `lh_backward` on raw pointers. `out` may be NULL in Lighthouse mode.
-    ///
-    /// # Safety
-    /// As [`forward_raw`](Plan::forward_raw); `saved` must be what this plan's forward wrote for
-    /// the same q, k, v, and workspace is `bwd_workspace_bytes`.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn backward_raw(
-        &mut self,
-        q: *const c_void,
-        k: *const c_void,
-        v: *const c_void,
-        out: *const c_void,
-        dout: *const c_void,
-        saved: *const c_void,
-        dq: *mut c_void,
-        dk: *mut c_void,
-        dv: *mut c_void,
-        workspace: *mut c_void,
-        stream: *mut c_void,
-    ) -> Result<()> {
-        check(sys::lh_backward(
-            self.raw.ptr(),
-            q,
-            k,
-            v,
-            out,
-            dout,
-            saved,
-            dq,
-            dk,
-            dv,
-            workspace,
-            stream,
-        ))
-    }
-
-    /// `lh_scores` on raw pointers (scores are fp32 [B, H, S_total] and [B, Hkv, S_total]).
-    ///
-    /// # Safety
-    /// As [`forward_raw`](Plan::forward_raw), workspace `stage_workspace_bytes`.
-    pub unsafe fn scores_raw(
-        &mut self,
-        q: *const c_void,
-        k: *const c_void,
-        scores_q: *mut f32,
-        scores_k: *mut f32,
-        workspace: *mut c_void,
-        stream: *mut c_void,
-    ) -> Result<()> {
-        check(sys::lh_scores(
-            self.raw.ptr(),
-            q,
-            k,
-            scores_q,
-            scores_k,
-            workspace,
-            stream,
-        ))
-    }
-
-    /// `lh_select` on raw pointers (indices are int32 [B, H, S_sel]).
-    ///
-    /// # Safety
-    /// As [`scores_raw`](Plan::scores_raw).
-    pub unsafe fn select_raw(
-        &mut self,
-        scores_q: *const f32,
-        scores_k: *const f32,
-        indices: *mut i32,
-        workspace: *mut c_void,
-        stream: *mut c_void,
-    ) -> Result<()> {
-        check(sys::lh_select(
-            self.raw.ptr(),
-            scores_q,
-            scores_k,
-            indices,
-            workspace,
-            stream,
-        ))
-    }
-
-    /// `lh_gather` on raw pointers (q_sel, k_sel, v_sel are [B, H, S_sel, D]).
-    ///
-    /// # Safety
-    /// As [`scores_raw`](Plan::scores_raw); indices must come from `select` of this plan.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn gather_raw(
-        &mut self,
-        q: *const c_void,
-        k: *const c_void,
-        v: *const c_void,
-        indices: *const i32,
-        q_sel: *mut c_void,
-        k_sel: *mut c_void,
-        v_sel: *mut c_void,
-        workspace: *mut c_void,
-        stream: *mut c_void,
-    ) -> Result<()> {
-        check(sys::lh_gather(
-            self.raw.ptr(),
-            q,
-            k,
-            v,
-            indices,
-            q_sel,
-            k_sel,
-            v_sel,
-            workspace,
-            stream,
-        ))
-    }
-
-    /// `lh_scatter` on raw pointers (o_sel is [B, H, S_sel, D], out is in the plan's layout).
-    ///
-    /// # Safety
-    /// As [`gather_raw`](Plan::gather_raw).
-    pub unsafe fn scatter_raw(
-        &mut self,
-        indices: *const i32,
-        o_sel: *const c_void,
-        out: *mut c_void,
-        workspace: *mut c_void,
-        stream: *mut c_void,
-    ) -> Result<()> {
-        check(sys::lh_scatter(
-            self.raw.ptr(),
-            indices,
-            o_sel,
-            out,
-            workspace,
-            stream,
-        ))
+    /// The result of a call that may have run a hook closure: the closure's own error (or
+    /// panic) in place of the library's, which only says that the hook failed.
+    pub(crate) fn with_hook_failure(&mut self, result: Result<()>) -> Result<()> {
+        if self.raw.hooks.is_null() {
+            return result;
+        }
+        // SAFETY: the hook state lives as long as the plan, and no hook runs now (`&mut self`).
+        unsafe { (*self.raw.hooks).result_of(result) }
     }
 }
 
