@@ -53,19 +53,46 @@ typedef struct scores_job {
     int64_t windows_per_task, tasks_per_head;
 } scores_job;
 
+/* The L2 norm of one row in fp32, in the order the GPU's pyramid_scores kernel uses, so that
+ * both backends produce bit-identical scores and therefore identical selections even where two
+ * candidates' scores differ in the last bit: lane j (of D/8) sums the squares of d = 8j..8j+7
+ * left to right; then, for off = D/16, D/32, .., 1, every lane adds lane j^off (a warp xor
+ * butterfly); then a correctly rounded sqrt. Head dims that are not 8 times a power of two (the
+ * GPU does not take them) accumulate in double. No FMA contraction, as on the GPU. */
+__attribute__((optimize("fp-contract=off"))) static float row_norm(const float *row, int64_t D) {
+    int64_t lanes = D / 8;
+    if (D % 8 != 0 || lanes > 32 || (lanes & (lanes - 1)) != 0) {
+        double acc = 0.0;
+        for (int64_t d = 0; d < D; d++)
+            acc += (double)row[d] * (double)row[d];
+        return (float)sqrt(acc);
+    }
+    float v[32], w[32];
+    for (int64_t j = 0; j < lanes; j++) {
+        float acc = 0.0f;
+        for (int64_t e = 0; e < 8; e++) {
+            float x = row[8 * j + e];
+            float sq = x * x;
+            acc = acc + sq;
+        }
+        v[j] = acc;
+    }
+    for (int64_t off = lanes / 2; off >= 1; off /= 2) {
+        for (int64_t j = 0; j < lanes; j++)
+            w[j] = v[j] + v[j ^ off];
+        for (int64_t j = 0; j < lanes; j++)
+            v[j] = w[j];
+    }
+    return sqrtf(v[0]);
+}
+
 /* Level-0 norms of tokens [t0, t1) of one head, then the max-pooled levels of their windows. */
 static void score_range(const lh_config *cfg, const float *x, int64_t heads, int64_t b, int64_t h,
                         int64_t t0, int64_t t1, float *s) {
     int64_t D = cfg->head_dim, stride = lh_cpu_token_stride(cfg, heads);
     const float *row = x + lh_tensor_offset(cfg, heads, b, t0, h, 0);
-    for (int64_t t = t0; t < t1; t++, row += stride) {
-        /* Double accumulation: the reference's fp32 scores are within an ulp of this, and a
-         * rounding difference can only matter for near-ties. */
-        double acc = 0.0;
-        for (int64_t d = 0; d < D; d++)
-            acc += (double)row[d] * (double)row[d];
-        s[t] = (float)sqrt(acc);
-    }
+    for (int64_t t = t0; t < t1; t++, row += stride)
+        s[t] = row_norm(row, D);
     int64_t p = cfg->pooling;
     for (int64_t l = 1; l < cfg->levels; l++) {
         const float *fine = s + cfg->level_off[l - 1];
