@@ -1,5 +1,6 @@
 /* gpu_common.c - helpers of the GPU test programs (see gpu_common.h). */
 #include "gpu_common.h"
+#include "host_device.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -69,29 +70,17 @@ void gpu_poison(const gpu_env *env, void *p, size_t bytes) {
 
 void gpu_sync(const gpu_env *env) { CU_MUST(env->cu->CtxSynchronize(), "cuCtxSynchronize"); }
 
+/* One element through the tools' conversions (tools/common/host_device.c): the demo, the
+ * benchmark and the tests round exactly alike. */
 uint16_t f32_to_half_bits(float f, lh_dtype dtype) {
-    if (dtype == LH_DTYPE_FLOAT16) {
-        _Float16 h = (_Float16)f;
-        uint16_t bits;
-        memcpy(&bits, &h, 2);
-        return bits;
-    }
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    uint16_t bits;
+    hd_encode(dtype, &f, &bits, 1);
+    return bits;
 }
 
 float half_bits_to_f32(uint16_t h, lh_dtype dtype) {
-    if (dtype == LH_DTYPE_FLOAT16) {
-        _Float16 v;
-        memcpy(&v, &h, 2);
-        return (float)v;
-    }
-    uint32_t u = (uint32_t)h << 16;
     float f;
-    memcpy(&f, &u, 4);
+    hd_decode(dtype, &h, &f, 1);
     return f;
 }
 
