@@ -9,7 +9,8 @@
 # .pack/gpu at the repository root, else build/tests/gpu). cuDNN and NCCL are taken from the
 # Python wheels under /opt/torch/.venv (override with LH_NVIDIA_WHEELS). Logs go to
 # $LH_GPU_LOG_DIR (default /tmp/lh-gpu-logs). LH_GPU_QUICK=1 skips the N >= 16K dense cases and
-# the timing program.
+# the timing program. LH_GPU_ONLY=REGEX runs only the programs whose names match (e.g.
+# 'lighthouse|demo'). LH_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-${LH_GPU_BIN:-}}
@@ -19,20 +20,7 @@ fi
 BIN=$(cd "$BIN" && pwd)
 LOGS=${LH_GPU_LOG_DIR:-/tmp/lh-gpu-logs}
 mkdir -p "$LOGS"
-# scripts/gpu_pack.sh ships the library xz-compressed (it carries MLIR/LLVM): unpack it once.
-LIBDIR=$BIN
-if [ ! -e "$BIN/liblighthouse.so.0" ] && [ -e "$BIN/liblighthouse.so.0.xz" ]; then
-  LIBDIR=/tmp/lh-lib && mkdir -p "$LIBDIR"
-  xz -dc "$BIN/liblighthouse.so.0.xz" >"$LIBDIR/liblighthouse.so.0"
-fi
-[ -d "$BIN/golden" ] && export LH_GOLDEN_DIR="$BIN/golden"
-
-WHEELS=${LH_NVIDIA_WHEELS:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia}
-libpath=$LIBDIR
-for d in "$WHEELS"/*/lib; do [ -d "$d" ] && libpath="$libpath:$d"; done
-export LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export NCCL_NVLS_ENABLE=0          # never NVLink multicast (shared machines)
-export LH_CUDA_VERBOSE=1           # the library names the cuDNN engines it picked
+source "$ROOT/tests/gpu/gpu_env.sh"
 
 echo "== GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 echo "== binaries: $BIN"
@@ -43,6 +31,8 @@ names=(); statuses=(); times=(); counts=()
 # run NAME TIMEOUT COMMAND... : runs one program, keeps its log, records the outcome.
 run() {
   local name=$1 limit=$2; shift 2
+  # LH_GPU_ONLY (a regular expression) narrows a run to the programs it names.
+  if [ -n "${LH_GPU_ONLY:-}" ] && ! [[ $name =~ $LH_GPU_ONLY ]]; then return; fi
   local log="$LOGS/$name.log"
   echo "== $name: $*"
   local t0=$(date +%s.%N)
@@ -115,6 +105,11 @@ if { [ "${LH_GPU_QUICK:-0}" != 1 ] || [ "${LH_GPU_BENCH:-0}" = 1 ]; } && [ -x "$
   python3 "$ROOT/tools/bench/plot_bench.py" "$LOGS/bench.json" "$LOGS/bench.png" 2>&1 | tail -1
 fi
 
+# Per-kernel times under ncu (not a test), with LH_GPU_PROFILE=1; LH_PROFILE_SEQS lists the N.
+if [ "${LH_GPU_PROFILE:-0}" = 1 ]; then
+  for n in ${LH_PROFILE_SEQS:-524288}; do bash "$ROOT/tests/gpu/profile_kernels.sh" "$BIN" "$n"; done
+fi
+
 echo
 echo "== summary (checks passed/failed per program)"
 printf '%-28s %-22s %8s %10s\n' program result seconds checks
@@ -125,7 +120,7 @@ for i in "${!names[@]}"; do
 done
 # Under the device tool, $OUT comes back: the benchmark's JSON and plot, and all logs packed.
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
-  cp "$LOGS"/bench.json "$LOGS"/bench.png "$OUT"/ 2>/dev/null
+  cp "$LOGS"/bench.json "$LOGS"/bench.png "$LOGS"/profile-*.txt "$OUT"/ 2>/dev/null
   tar czf "$OUT/gpu-logs.tgz" -C "$LOGS" .
 fi
 exit $((fails > 0))

@@ -7,6 +7,8 @@
  *   lighthouse-bench [--seqs 32768,65536,...] [--heads 8] [--kv-heads 8] [--dim 128]
  *                    [--levels 3] [--pooling 4] [--topk 2048] [--dtype bf16|fp16] [--batch 1]
  *                    [--warmup 2] [--repeats 7] [--dense-max N] [--json FILE]
+ *                    [--lighthouse-only 1]   (only the Lighthouse runs: for a profiler, see
+ *                                             tests/gpu/profile_kernels.sh)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,6 +308,7 @@ static void parse_args(int argc, char **argv, bench_options *o) {
         else if (!strcmp(a, "--repeats")) o->repeats = atoi(v);
         else if (!strcmp(a, "--dense-max")) o->dense_max_seq = atoll(v);
         else if (!strcmp(a, "--json")) o->json_path = v;
+        else if (!strcmp(a, "--lighthouse-only")) o->lighthouse_only = atoi(v);
         else { fprintf(stderr, "unknown option %s (see the comment at the top of lighthouse_bench.c)\n", a); exit(2); }
     }
     if (o->repeats < 1) o->repeats = 1;
@@ -327,7 +330,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("lighthouse-bench %s on %s\n", lh_version_string(), hd_gpu_name());
-    double copy_gbs = copy_bandwidth_gbs(&o);
+    double copy_gbs = o.lighthouse_only ? 0.0 : copy_bandwidth_gbs(&o);
     printf("device-to-device copy: %.0f GB/s (read + write)\n", copy_gbs);
     bench_row rows[BENCH_MAX_SEQS];
     memset(rows, 0, sizeof rows);
@@ -337,19 +340,20 @@ int main(int argc, char **argv) {
         r->lh_fwd = r->lh_fwdbwd = r->dense_fwd = r->dense_fwdbwd = r->floor_fwd = r->floor_fwdbwd = -1;
         printf("N = %lld\n", (long long)r->seq);
         fflush(stdout);
-        measure_jit(&o, r->seq, r);
+        if (!o.lighthouse_only) measure_jit(&o, r->seq, r);
         lh_plan *lh = bench_plan(ctx, &o, r->seq, LH_MODE_LIGHTHOUSE);
         if (lh) {
             r->s_sel = bench_query(lh, LH_QUERY_SUBSEQ_LEN);
             r->saved_bytes = bench_query(lh, LH_QUERY_SAVED_BYTES);
             time_plan(&o, lh, r->seq, &r->lh_fwd, &r->lh_fwdbwd);
             lh_plan_destroy(lh);
-            bench_stages(&o, ctx, r->seq, r);
+            if (!o.lighthouse_only) bench_stages(&o, ctx, r->seq, r);
         } else {
             static char why[BENCH_MAX_SEQS][512];
             snprintf(why[i], sizeof why[i], "%s", lh_last_error());
             r->lh_error = why[i];
         }
+        if (o.lighthouse_only) continue;
         if (r->s_sel > 0) {
             lh_plan *fl = bench_plan(ctx, &o, r->s_sel, LH_MODE_DENSE);
             if (fl) { time_plan(&o, fl, r->s_sel, &r->floor_fwd, &r->floor_fwdbwd); lh_plan_destroy(fl); }
