@@ -4,11 +4,11 @@
 
 #include "ffi_internal.h"
 
-#define PARAM_COUNT 12
+#define PARAM_COUNT 13
 
 static const char *const param_names[PARAM_COUNT] = {
     "BATCH", "SEQ_LEN", "HEADS", "KV_HEADS", "HEAD_DIM", "DTYPE",
-    "LAYOUT", "LEVELS", "POOLING", "TOPK", "MODE", "SOFTMAX_SCALE"};
+    "LAYOUT", "LEVELS", "POOLING", "TOPK", "MODE", "SOFTMAX_SCALE", "RECOMPUTE_SUBSEQ"};
 
 const char *lh_param_name(lh_param param) {
     return (param >= 0 && param < PARAM_COUNT) ? param_names[param] : "UNKNOWN";
@@ -91,6 +91,12 @@ static lh_status check_value(lh_param param, int64_t v) {
     case LH_PARAM_SOFTMAX_SCALE:
         return lh_fail(LH_ERROR_INVALID_VALUE,
                        "SOFTMAX_SCALE is a floating-point parameter; use lh_plan_set_f64");
+    case LH_PARAM_RECOMPUTE_SUBSEQ:
+        if (v != 0 && v != 1)
+            return lh_fail(LH_ERROR_INVALID_VALUE,
+                           "RECOMPUTE_SUBSEQ must be 0 (keep the gathered sub-sequence) or 1 "
+                           "(gather again in backward) (got %lld)", (long long)v);
+        return LH_OK;
     }
     return lh_fail(LH_ERROR_INVALID_VALUE, "unknown parameter %d", (int)param);
 }
@@ -123,6 +129,7 @@ LH_API lh_status lh_plan_set_i64(lh_plan *plan, lh_param param, int64_t value) {
     case LH_PARAM_TOPK: c->topk = value; break;
     case LH_PARAM_MODE: c->mode = (lh_mode)value; break;
     case LH_PARAM_SOFTMAX_SCALE: break; /* rejected by check_value */
+    case LH_PARAM_RECOMPUTE_SUBSEQ: c->recompute_subseq = value != 0; break;
     }
     plan->set_mask |= 1u << param;
     return LH_OK;
@@ -168,6 +175,7 @@ LH_API lh_status lh_plan_get_param_i64(const lh_plan *plan, lh_param param, int6
     case LH_PARAM_TOPK: *out_value = c->topk; return LH_OK;
     case LH_PARAM_MODE: *out_value = c->mode; return LH_OK;
     case LH_PARAM_SOFTMAX_SCALE: break;
+    case LH_PARAM_RECOMPUTE_SUBSEQ: *out_value = c->recompute_subseq; return LH_OK;
     }
     return lh_fail(LH_ERROR_INVALID_VALUE,
                    "lh_plan_get_param_i64: parameter %d is not an integer parameter", (int)param);

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,6 +80,7 @@ typedef struct lh_config {
     lh_mode mode;
     int64_t levels, pooling, topk;
     double scale;
+    bool recompute_subseq;               /* LH_PARAM_RECOMPUTE_SUBSEQ: backward gathers again */
 
     /* Tokens of the tensors the caller's pointers point to: strides follow this, not seq_len
      * (equal without a ring; a chunk configuration has seq_len = N/(2W) inside a shard of N/W). */

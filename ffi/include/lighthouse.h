@@ -135,7 +135,13 @@ typedef enum lh_param {
     LH_PARAM_POOLING = 8,   /* p, power of two in 2..64; default 4 */
     LH_PARAM_TOPK = 9,      /* multiple of 128; default 2048 */
     LH_PARAM_MODE = 10,     /* lh_mode; default LH_MODE_LIGHTHOUSE */
-    LH_PARAM_SOFTMAX_SCALE = 11 /* double, > 0; default 1/sqrt(HEAD_DIM); lh_plan_set_f64 only */
+    LH_PARAM_SOFTMAX_SCALE = 11, /* double, > 0; default 1/sqrt(HEAD_DIM); lh_plan_set_f64 only */
+    LH_PARAM_RECOMPUTE_SUBSEQ = 12 /* 0 (default): `saved` keeps the gathered q/k/v sub-sequence
+                                      (3 x B x H x S_sel x D elements) so that lh_backward does not
+                                      gather again; 1: it keeps only the selection, O_sel and the
+                                      softmax statistics, and lh_backward re-gathers from q, k, v
+                                      (less memory, one more read of q, k, v). Lighthouse mode on
+                                      the CUDA backend; elsewhere accepted and without effect. */
 } lh_param;
 
 /* Sizes a finalized plan reports through lh_plan_get_i64. */

@@ -111,27 +111,35 @@ static void layout(cuda_lighthouse *lh) {
     int64_t sel = rows * c->head_dim * es;
     int64_t inv = c->batch * c->heads * c->s_total * 4;
 
+    /* Kept (the default): the forward gathers q_sel/k_sel/v_sel and writes the inverse map
+     * straight into `saved`, and the backward reads them there; nothing is gathered twice.
+     * Recomputed: they live in the workspaces and the backward rebuilds them. */
+    bool keep = !c->recompute_subseq;
     int64_t end = 0;
     lh->sv_idx = region(&end, rows * 4);
     lh->sv_o = region(&end, sel);
     lh->sv_lse = region(&end, rows * 4);
+    lh->sv_qs = keep ? region(&end, sel) : -1;
+    lh->sv_ks = keep ? region(&end, sel) : -1;
+    lh->sv_vs = keep ? region(&end, sel) : -1;
+    lh->sv_inv = keep ? region(&end, inv) : -1;
     lh->saved_bytes = end;
 
     end = 0;
     lh->fw_sq = region(&end, c->batch * c->heads * c->s_total * 4);
     lh->fw_sk = region(&end, c->batch * c->kv_heads * c->s_total * 4);
-    lh->fw_inv = region(&end, inv);
-    lh->fw_qs = region(&end, sel);
-    lh->fw_ks = region(&end, sel);
-    lh->fw_vs = region(&end, sel);
+    lh->fw_inv = keep ? -1 : region(&end, inv);
+    lh->fw_qs = keep ? -1 : region(&end, sel);
+    lh->fw_ks = keep ? -1 : region(&end, sel);
+    lh->fw_vs = keep ? -1 : region(&end, sel);
     lh->fw_sdpa = region(&end, lh->sdpa ? cuda_sdpa_fwd_workspace_bytes(lh->sdpa) : 0);
     lh->fwd_bytes = end;
 
     end = 0;
-    lh->bw_inv = region(&end, inv);
-    lh->bw_qs = region(&end, sel);
-    lh->bw_ks = region(&end, sel);
-    lh->bw_vs = region(&end, sel);
+    lh->bw_inv = keep ? -1 : region(&end, inv);
+    lh->bw_qs = keep ? -1 : region(&end, sel);
+    lh->bw_ks = keep ? -1 : region(&end, sel);
+    lh->bw_vs = keep ? -1 : region(&end, sel);
     lh->bw_do = region(&end, sel);
     lh->bw_dqs = region(&end, sel);
     lh->bw_dks = region(&end, sel);

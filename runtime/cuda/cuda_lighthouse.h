@@ -4,10 +4,11 @@
  *
  * Forward:  pyramid_scores -> inv := -1 -> select_order (indices into `saved`, inv) -> gather
  *           -> cuDNN SDPA forward (O_sel and LSE into `saved`) -> scatter.
- * Backward: inv := -1 -> invert(saved indices) -> gather q/k/v again (recomputed, not saved)
- *           -> gather_dout -> cuDNN SDPA backward -> pool_grad (dq, dk, dv for every token).
- * `saved` holds only indices int32 [B,H,S_sel], O_sel DTYPE [B,H,S_sel,D] and LSE fp32
- * [B,H,S_sel]. Everything is enqueued on the caller's stream: no host synchronisation, no
+ * Backward: gather_dout -> cuDNN SDPA backward -> pool_grad (dq, dk, dv for every token).
+ * `saved` holds indices int32 [B,H,S_sel], O_sel DTYPE [B,H,S_sel,D], LSE fp32 [B,H,S_sel],
+ * and by default the gathered q_sel/k_sel/v_sel and the inverse map, which the forward writes
+ * there directly. With LH_PARAM_RECOMPUTE_SUBSEQ those four live in the workspaces instead and
+ * the backward first rebuilds them (inv := -1, invert(indices), gather). Everything is enqueued on the caller's stream: no host synchronisation, no
  * allocation after plan creation (all scratch is the caller's workspace), so a forward or
  * backward may be captured into a CUDA graph.
  *
@@ -63,8 +64,9 @@ typedef struct cuda_lighthouse {
     /* element strides (b, t, h) of q/out/dout/dq ([.., H, ..]) and of k/v/dk/dv ([.., Hkv, ..]) */
     int64_t q_sb, q_st, q_sh, kv_sb, kv_st, kv_sh;
 
-    /* byte offsets: `saved` */
-    int64_t sv_idx, sv_o, sv_lse, saved_bytes;
+    /* byte offsets: `saved` (sv_qs/ks/vs/inv, and fw_/bw_ inv, qs, ks, vs, are -1 where the
+     * plan does not have them: kept in `saved`, or recomputed in the workspaces) */
+    int64_t sv_idx, sv_o, sv_lse, sv_qs, sv_ks, sv_vs, sv_inv, saved_bytes;
     /* forward workspace */
     int64_t fw_sq, fw_sk, fw_inv, fw_qs, fw_ks, fw_vs, fw_sdpa, fwd_bytes;
     /* backward workspace */

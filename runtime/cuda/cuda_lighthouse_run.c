@@ -116,8 +116,11 @@ lh_status cuda_lighthouse_forward(cuda_lighthouse *lh, const void *q, const void
     void *indices = at(saved, lh->sv_idx), *o_sel = at(saved, lh->sv_o);
     float *lse = at(saved, lh->sv_lse);
     void *sq = at(workspace, lh->fw_sq), *sk = at(workspace, lh->fw_sk);
-    void *inv = at(workspace, lh->fw_inv);
-    void *qs = at(workspace, lh->fw_qs), *ks = at(workspace, lh->fw_ks), *vs = at(workspace, lh->fw_vs);
+    bool keep = lh->sv_qs >= 0; /* the sub-sequence and inverse map go straight into `saved` */
+    void *inv = keep ? at(saved, lh->sv_inv) : at(workspace, lh->fw_inv);
+    void *qs = keep ? at(saved, lh->sv_qs) : at(workspace, lh->fw_qs);
+    void *ks = keep ? at(saved, lh->sv_ks) : at(workspace, lh->fw_ks);
+    void *vs = keep ? at(saved, lh->sv_vs) : at(workspace, lh->fw_vs);
     lh_status st = run_scores(lh, q, k, sq, sk, stream);
     if (st == LH_OK) st = clear_inv(lh, inv, stream);
     if (st == LH_OK) st = run_select(lh, sq, sk, indices, inv, stream);
@@ -133,12 +136,20 @@ lh_status cuda_lighthouse_backward(cuda_lighthouse *lh, const void *q, const voi
                                    void *dk, void *dv, void *workspace, CUstream stream) {
     const void *indices = cat(saved, lh->sv_idx), *o_sel = cat(saved, lh->sv_o);
     const float *lse = cat(saved, lh->sv_lse);
-    void *inv = at(workspace, lh->bw_inv);
-    void *qs = at(workspace, lh->bw_qs), *ks = at(workspace, lh->bw_ks), *vs = at(workspace, lh->bw_vs);
     void *d_sel = at(workspace, lh->bw_do);
     void *dqs = at(workspace, lh->bw_dqs), *dks = at(workspace, lh->bw_dks), *dvs = at(workspace, lh->bw_dvs);
-    lh_status st = run_invert(lh, indices, inv, stream);
-    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, qs, ks, vs, stream);
+    lh_status st = LH_OK;
+    const void *inv, *qs, *ks, *vs;
+    if (lh->sv_qs >= 0) { /* kept by the forward */
+        inv = cat(saved, lh->sv_inv);
+        qs = cat(saved, lh->sv_qs), ks = cat(saved, lh->sv_ks), vs = cat(saved, lh->sv_vs);
+    } else {              /* rebuilt: the inverse map from the indices, the rows from q, k, v */
+        void *winv = at(workspace, lh->bw_inv), *wqs = at(workspace, lh->bw_qs),
+             *wks = at(workspace, lh->bw_ks), *wvs = at(workspace, lh->bw_vs);
+        st = run_invert(lh, indices, winv, stream);
+        if (st == LH_OK) st = run_gather(lh, q, k, v, indices, wqs, wks, wvs, stream);
+        inv = winv, qs = wqs, ks = wks, vs = wvs;
+    }
     if (st == LH_OK) st = run_gather_dout(lh, dout, indices, d_sel, stream);
     if (st == LH_OK)
         st = cuda_sdpa_backward(lh->sdpa, qs, ks, vs, o_sel, d_sel, lse, dqs, dks, dvs,

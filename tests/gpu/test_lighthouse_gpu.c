@@ -36,6 +36,7 @@ typedef struct lcfg {
     lh_layout layout;
     int64_t B, N, H, Hkv, D, L, p, topk;
     int slices; /* (c): (batch, group) slices compared on the CPU; 0 = all */
+    int recompute; /* LH_PARAM_RECOMPUTE_SUBSEQ: backward gathers the sub-sequence again */
 } lcfg;
 
 static lh_plan *make_plan(lh_context *ctx, const lcfg *c, lh_dtype dtype, int64_t B, int64_t H,
@@ -52,6 +53,7 @@ static lh_plan *make_plan(lh_context *ctx, const lcfg *c, lh_dtype dtype, int64_
     LH_MUST(lh_plan_set_i64(p, LH_PARAM_LEVELS, c->L));
     LH_MUST(lh_plan_set_i64(p, LH_PARAM_POOLING, c->p));
     LH_MUST(lh_plan_set_i64(p, LH_PARAM_TOPK, c->topk));
+    LH_MUST(lh_plan_set_i64(p, LH_PARAM_RECOMPUTE_SUBSEQ, c->recompute));
     LH_MUST(lh_plan_finalize(p));
     return p;
 }
@@ -112,9 +114,9 @@ static float *load_f32(const char *dir, const char *name, size_t n) {
 
 static void test_golden_select(void) {
     static const lcfg goldens[] = {
-        {"g1", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 2048, 2, 2, 32, 2, 4, 128, 0},
-        {"g2", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 2, 2048, 1, 1, 32, 3, 2, 128, 0},
-        {"g3", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 8192, 1, 1, 32, 3, 4, 256, 0},
+        {"g1", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 2048, 2, 2, 32, 2, 4, 128, 0, 0},
+        {"g2", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 2, 2048, 1, 1, 32, 3, 2, 128, 0, 0},
+        {"g3", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 8192, 1, 1, 32, 3, 4, 256, 0, 0},
     };
     const char *dir = getenv("LH_GOLDEN_DIR") ? getenv("LH_GOLDEN_DIR") : LH_GOLDEN_DIR;
     for (size_t g = 0; g < sizeof goldens / sizeof goldens[0]; g++) {
@@ -407,24 +409,25 @@ int main(int argc, char **argv) {
     const lh_layout BNHD = LH_LAYOUT_BNHD, BHND = LH_LAYOUT_BHND;
     const lcfg sel[] = {
         /* name                 dtype layout B  N       H  Hkv D    L  p  topk */
-        {"sel_n131k_l3_p4_k2048", BF, BNHD, 2, 131072, 4, 2, 128, 3, 4, 2048, 0},
-        {"sel_n131k_l2_p8_tile16k", FP, BHND, 1, 131072, 2, 1, 64, 2, 8, 128, 0},
-        {"sel_n64k_l4_p2_tile4k", BF, BNHD, 1, 65536, 2, 2, 128, 4, 2, 256, 0},
-        {"sel_n16k_l3_p8", FP, BNHD, 2, 16384, 2, 2, 64, 3, 8, 256, 0},
+        {"sel_n131k_l3_p4_k2048", BF, BNHD, 2, 131072, 4, 2, 128, 3, 4, 2048, 0, 0},
+        {"sel_n131k_l2_p8_tile16k", FP, BHND, 1, 131072, 2, 1, 64, 2, 8, 128, 0, 0},
+        {"sel_n64k_l4_p2_tile4k", BF, BNHD, 1, 65536, 2, 2, 128, 4, 2, 256, 0, 0},
+        {"sel_n16k_l3_p8", FP, BNHD, 2, 16384, 2, 2, 64, 3, 8, 256, 0, 0},
     };
     for (size_t i = tiny ? 4 : quick ? 3 : 0; i < sizeof sel / sizeof sel[0]; i++) test_scores_select(&sel[i]);
 
     const lcfg full[] = {
-        {"bf16_bnhd_b2_n2k_h4kv2_d64_l2p4_k128", BF, BNHD, 2, 2048, 4, 2, 64, 2, 4, 128, 0},
-        {"fp16_bhnd_b1_n8k_h2_d128_l3p2_k256", FP, BHND, 1, 8192, 2, 2, 128, 3, 2, 256, 0},
-        {"bf16_bhnd_b2_n8k_h4kv1_d128_l4p2_k128", BF, BHND, 2, 8192, 4, 1, 128, 4, 2, 128, 0},
-        {"fp16_bnhd_b1_n16k_h4kv2_d64_l3p4_k512", FP, BNHD, 1, 16384, 4, 2, 64, 3, 4, 512, 0},
-        {"bf16_bnhd_b1_n4k_h2kv1_d128_l2p2_k2048", BF, BNHD, 1, 4096, 2, 1, 128, 2, 2, 2048, 0},
-        {"fp16_bnhd_b1_n131k_h2_d64_l4p8_k128", FP, BNHD, 1, 131072, 2, 2, 64, 4, 8, 128, 1},
-        {"bf16_bnhd_b1_n32k_h2kv1_d128_l2p8_k512", BF, BNHD, 1, 32768, 2, 1, 128, 2, 8, 512, 1},
-        {"bf16_bhnd_b1_n131k_h4kv2_d128_l3p4_k2048", BF, BHND, 1, 131072, 4, 2, 128, 3, 4, 2048, 1},
+        {"bf16_bnhd_b2_n2k_h4kv2_d64_l2p4_k128", BF, BNHD, 2, 2048, 4, 2, 64, 2, 4, 128, 0, 0},
+        {"fp16_bhnd_b2_n8k_h4kv2_d128_l3p4_k256_recompute", FP, BHND, 2, 8192, 4, 2, 128, 3, 4, 256, 0, 1},
+        {"fp16_bhnd_b1_n8k_h2_d128_l3p2_k256", FP, BHND, 1, 8192, 2, 2, 128, 3, 2, 256, 0, 0},
+        {"bf16_bhnd_b2_n8k_h4kv1_d128_l4p2_k128", BF, BHND, 2, 8192, 4, 1, 128, 4, 2, 128, 0, 0},
+        {"fp16_bnhd_b1_n16k_h4kv2_d64_l3p4_k512", FP, BNHD, 1, 16384, 4, 2, 64, 3, 4, 512, 0, 0},
+        {"bf16_bnhd_b1_n4k_h2kv1_d128_l2p2_k2048", BF, BNHD, 1, 4096, 2, 1, 128, 2, 2, 2048, 0, 0},
+        {"fp16_bnhd_b1_n131k_h2_d64_l4p8_k128", FP, BNHD, 1, 131072, 2, 2, 64, 4, 8, 128, 1, 0},
+        {"bf16_bnhd_b1_n32k_h2kv1_d128_l2p8_k512", BF, BNHD, 1, 32768, 2, 1, 128, 2, 8, 512, 1, 0},
+        {"bf16_bhnd_b1_n131k_h4kv2_d128_l3p4_k2048", BF, BHND, 1, 131072, 4, 2, 128, 3, 4, 2048, 1, 0},
     };
-    size_t nfull = tiny ? 1 : quick ? 3 : sizeof full / sizeof full[0];
+    size_t nfull = tiny ? 1 : quick ? 4 : sizeof full / sizeof full[0];
     for (size_t i = 0; i < nfull; i++) test_pipeline(&full[i], i == 0);
 
     lh_context_destroy(cpu_ctx);

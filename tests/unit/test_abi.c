@@ -78,6 +78,8 @@ START_TEST(defaults_and_sizes) {
     ck_assert_int_eq(v, 4);
     ck_assert_int_eq(lh_plan_get_param_i64(plan, LH_PARAM_TOPK, &v), LH_OK);
     ck_assert_int_eq(v, 2048);
+    ck_assert_int_eq(lh_plan_get_param_i64(plan, LH_PARAM_RECOMPUTE_SUBSEQ, &v), LH_OK);
+    ck_assert_int_eq(v, 0); /* the backward reuses the forward's gathered rows by default */
     ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_SEQ_LEN, 524288), LH_OK);
     ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_HEADS, 1), LH_OK);
     ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_HEAD_DIM, 128), LH_OK);

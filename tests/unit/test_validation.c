@@ -217,6 +217,9 @@ START_TEST(unknown_enum_values) {
     assert_message_has("got 9");
     ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_LAYOUT, 2), LH_ERROR_INVALID_VALUE);
     ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_MODE, -1), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_RECOMPUTE_SUBSEQ, 2), LH_ERROR_INVALID_VALUE);
+    assert_message_has("RECOMPUTE_SUBSEQ");
+    ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_RECOMPUTE_SUBSEQ, 1), LH_OK);
     ck_assert_int_eq(lh_plan_set_i64(plan, (lh_param)99, 1), LH_ERROR_INVALID_VALUE);
     ck_assert_int_eq(lh_plan_set_f64(plan, LH_PARAM_SOFTMAX_SCALE, -0.5), LH_ERROR_INVALID_VALUE);
     assert_message_has("-0.5");

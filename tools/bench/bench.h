@@ -17,7 +17,8 @@ typedef struct bench_options {
     int warmup, repeats;
     int64_t dense_max_seq;     /* dense attention only up to this N (it is quadratic) */
     const char *json_path;
-    int lighthouse_only;       /* --lighthouse-only 1: only the Lighthouse plan's runs (profiling) */
+    int lighthouse_only;
+    int recompute;             /* --recompute 1: LH_PARAM_RECOMPUTE_SUBSEQ (smaller `saved`) */       /* --lighthouse-only 1: only the Lighthouse plan's runs (profiling) */
 } bench_options;
 
 /* Per-stage time of the Lighthouse forward through the stage entry points, and bytes moved. */

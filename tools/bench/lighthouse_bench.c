@@ -7,6 +7,7 @@
  *   lighthouse-bench [--seqs 32768,65536,...] [--heads 8] [--kv-heads 8] [--dim 128]
  *                    [--levels 3] [--pooling 4] [--topk 2048] [--dtype bf16|fp16] [--batch 1]
  *                    [--warmup 2] [--repeats 7] [--dense-max N] [--json FILE]
+ *                    [--recompute 0|1]        (LH_PARAM_RECOMPUTE_SUBSEQ of the Lighthouse plans)
  *                    [--lighthouse-only 1]   (only the Lighthouse runs: for a profiler, see
  *                                             tests/gpu/profile_kernels.sh)
  */
@@ -51,7 +52,7 @@ lh_plan *bench_plan(lh_context *ctx, const bench_options *o, int64_t seq, lh_mod
         {LH_PARAM_BATCH, o->batch}, {LH_PARAM_SEQ_LEN, seq}, {LH_PARAM_HEADS, o->heads},
         {LH_PARAM_KV_HEADS, o->kv_heads}, {LH_PARAM_HEAD_DIM, o->dim}, {LH_PARAM_DTYPE, o->dtype},
         {LH_PARAM_LEVELS, o->levels}, {LH_PARAM_POOLING, o->pooling}, {LH_PARAM_TOPK, o->topk},
-        {LH_PARAM_MODE, mode}};
+        {LH_PARAM_MODE, mode}, {LH_PARAM_RECOMPUTE_SUBSEQ, o->recompute}};
     for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
         if (lh_plan_set_i64(plan, params[i].p, params[i].v) != LH_OK) goto fail;
     if (lh_plan_finalize(plan) != LH_OK) goto fail;
@@ -309,6 +310,7 @@ static void parse_args(int argc, char **argv, bench_options *o) {
         else if (!strcmp(a, "--dense-max")) o->dense_max_seq = atoll(v);
         else if (!strcmp(a, "--json")) o->json_path = v;
         else if (!strcmp(a, "--lighthouse-only")) o->lighthouse_only = atoi(v);
+        else if (!strcmp(a, "--recompute")) o->recompute = atoi(v) != 0;
         else { fprintf(stderr, "unknown option %s (see the comment at the top of lighthouse_bench.c)\n", a); exit(2); }
     }
     if (o->repeats < 1) o->repeats = 1;

@@ -79,6 +79,7 @@ const LH_PARAM_POOLING = Cint(8)
 const LH_PARAM_TOPK = Cint(9)
 const LH_PARAM_MODE = Cint(10)
 const LH_PARAM_SOFTMAX_SCALE = Cint(11)
+const LH_PARAM_RECOMPUTE_SUBSEQ = Cint(12)
 
 const LH_QUERY_SUBSEQ_LEN = Cint(0)
 const LH_QUERY_PYRAMID_LEN = Cint(1)

@@ -124,12 +124,14 @@ end
 
 """
     Plan(ctx; seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels, pooling, topk,
-         mode, softmax_scale, ring, rank, attention_hooks)
+         mode, softmax_scale, recompute_subseq, ring, rank, attention_hooks)
 
 One attention configuration, validated and compiled by `lh_plan_finalize`. Keywords left out
 keep the library's defaults (batch 1, kv_heads = heads, :float32, :bnhd, levels 3, pooling 4,
 topk 2048, :lighthouse, 1/sqrt(head_dim)). `dtype` is :float32/:float16/:bfloat16, `layout`
-:bnhd/:bhnd, `mode` :lighthouse/:dense. Use a plan from one thread at a time.
+:bnhd/:bhnd, `mode` :lighthouse/:dense. `recompute_subseq = true` makes `saved` smaller: the
+backward then gathers the sub-sequence's q/k/v again instead of reusing the forward's (default
+false). Use a plan from one thread at a time.
 
 `ring = r::Ring, rank = i` binds the plan to rank `i` of a context-parallel ring (`seq_len` is then
 the whole sequence and the plan's tensors are this rank's shard of `info(plan).local_seq_len`
@@ -148,7 +150,8 @@ mutable struct Plan
     function Plan(ctx::Context; seq_len::Integer, heads::Integer, head_dim::Integer,
                   batch = nothing, kv_heads = nothing, dtype = nothing, layout = nothing,
                   levels = nothing, pooling = nothing, topk = nothing, mode = nothing,
-                  softmax_scale = nothing, ring::Union{Nothing,Ring} = nothing, rank::Integer = 0,
+                  softmax_scale = nothing, recompute_subseq = nothing,
+                  ring::Union{Nothing,Ring} = nothing, rank::Integer = 0,
                   attention_hooks::Union{Nothing,AttentionHooks} = nothing)
         local plan   # try blocks open a scope of their own
         lock(ctx.lock)
@@ -163,7 +166,7 @@ mutable struct Plan
                 ring === nothing || bind_ring!(plan, ring, rank)
                 attention_hooks === nothing || set_hooks!(plan, attention_hooks)
                 configure!(plan, seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels,
-                           pooling, topk, mode, softmax_scale)
+                           pooling, topk, mode, softmax_scale, recompute_subseq)
             catch
                 close(plan)  # free it now rather than at the next GC
                 # The hooks may be given to another plan now.
@@ -185,13 +188,15 @@ const PLACEHOLDER_INFO = PlanInfo(0, 0, 0, 0, 0, :unknown, :unknown, :unknown, 0
 
 # Sets the parameters that were given, finalizes, reads the sizes back.
 function configure!(plan::Plan, seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels,
-                    pooling, topk, mode, softmax_scale)
+                    pooling, topk, mode, softmax_scale, recompute_subseq = nothing)
     ints = Any[(LH_PARAM_SEQ_LEN, seq_len), (LH_PARAM_HEADS, heads), (LH_PARAM_HEAD_DIM, head_dim),
                (LH_PARAM_BATCH, batch), (LH_PARAM_KV_HEADS, kv_heads), (LH_PARAM_LEVELS, levels),
                (LH_PARAM_POOLING, pooling), (LH_PARAM_TOPK, topk)]
     dtype === nothing || push!(ints, (LH_PARAM_DTYPE, lookup(DTYPES, "dtype", dtype)))
     layout === nothing || push!(ints, (LH_PARAM_LAYOUT, lookup(LAYOUTS, "layout", layout)))
     mode === nothing || push!(ints, (LH_PARAM_MODE, lookup(MODES, "mode", mode)))
+    recompute_subseq === nothing ||
+        push!(ints, (LH_PARAM_RECOMPUTE_SUBSEQ, Bool(recompute_subseq) ? 1 : 0))
     for (param, value) in ints
         value === nothing || check(lh_plan_set_i64(plan.handle, param, Int64(value)))
     end

@@ -79,6 +79,7 @@ pub const LH_PARAM_POOLING: lh_param = 8;
 pub const LH_PARAM_TOPK: lh_param = 9;
 pub const LH_PARAM_MODE: lh_param = 10;
 pub const LH_PARAM_SOFTMAX_SCALE: lh_param = 11;
+pub const LH_PARAM_RECOMPUTE_SUBSEQ: lh_param = 12;
 
 pub type lh_query = c_int;
 pub const LH_QUERY_SUBSEQ_LEN: lh_query = 0;

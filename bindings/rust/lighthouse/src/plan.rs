@@ -128,6 +128,18 @@ impl<'ctx> PlanBuilder<'ctx> {
         self
     }
 
+    /// `true`: `saved` keeps only the selection, O_sel and the softmax statistics, and the
+    /// backward gathers q/k/v of the sub-sequence again (less memory, one more read of q, k, v).
+    /// Default `false`: the backward reuses the rows the forward gathered.
+    pub fn recompute_subseq(mut self, recompute: bool) -> Self {
+        self.ints.push((
+            sys::LH_PARAM_RECOMPUTE_SUBSEQ,
+            "recompute_subseq",
+            recompute as i64,
+        ));
+        self
+    }
+
     /// Softmax scale, > 0; default 1/sqrt(head_dim).
     pub fn softmax_scale(mut self, scale: f64) -> Self {
         self.softmax_scale = Some(scale);

@@ -175,6 +175,23 @@ fn dense_plan_builds() {
     assert_eq!(plan.info().mode, Mode::Dense);
 }
 
+/// The recompute switch is accepted on a Lighthouse plan (the CPU backend keeps the same small
+/// `saved` either way).
+#[test]
+fn recompute_subseq_plan_builds() {
+    let ctx = Context::cpu().unwrap();
+    let plan = ctx
+        .plan()
+        .seq_len(1024)
+        .heads(2)
+        .head_dim(16)
+        .topk(128)
+        .recompute_subseq(true)
+        .build()
+        .unwrap();
+    assert!(plan.info().saved_bytes > 0);
+}
+
 /// A CUDA context where no GPU can be used fails with BACKEND_UNAVAILABLE and a message; where
 /// one can, it succeeds. Either way no handle is left behind.
 #[test]
