@@ -27,29 +27,36 @@ static void layout(cuda_cp *cp, int64_t attn_bytes) {
     cp->q_tok = (c->layout == LH_LAYOUT_BNHD ? c->heads * c->head_dim : c->head_dim) * cp->es;
     cp->kv_tok = (c->layout == LH_LAYOUT_BNHD ? c->kv_heads * c->head_dim : c->head_dim) * cp->es;
 
+    /* As without chunks (cuda_lighthouse.c): the forward gathers straight into `saved`, so the
+     * backward gathers nothing again. */
+    bool keep = cp->keep = lighthouse && !cp->cfg.recompute_subseq;
     int64_t end = 0;
     cp->sv_idx = lighthouse ? region(&end, C * cp->ib) : 0;
     cp->sv_o = region(&end, C * cp->cb);
     cp->sv_lse = region(&end, C * cp->lb);
+    cp->sv_q = keep ? region(&end, C * cp->cb) : -1;
+    cp->sv_k = keep ? region(&end, C * cp->cb) : -1;
+    cp->sv_v = keep ? region(&end, C * cp->cb) : -1;
+    cp->sv_inv = keep ? region(&end, C * cp->invb) : -1;
     cp->saved_bytes = end;
 
     end = 0;
     if (lighthouse) {
         cp->f_sq = region(&end, c->batch * c->heads * c->s_total * 4);
         cp->f_sk = region(&end, c->batch * c->kv_heads * c->s_total * 4);
-        cp->f_inv = region(&end, C * cp->invb);
     }
-    cp->f_q = region(&end, C * cp->cb);
-    cp->f_k = region(&end, C * cp->cb);
-    cp->f_v = region(&end, C * cp->cb);
+    cp->f_inv = lighthouse && !keep ? region(&end, C * cp->invb) : -1;
+    cp->f_q = keep ? -1 : region(&end, C * cp->cb);
+    cp->f_k = keep ? -1 : region(&end, C * cp->cb);
+    cp->f_v = keep ? -1 : region(&end, C * cp->cb);
     cp->f_attn = region(&end, attn_bytes);
     cp->fwd_bytes = end;
 
     end = 0;
-    if (lighthouse) cp->b_inv = region(&end, C * cp->invb);
-    cp->b_q = region(&end, C * cp->cb);
-    cp->b_k = region(&end, C * cp->cb);
-    cp->b_v = region(&end, C * cp->cb);
+    cp->b_inv = lighthouse && !keep ? region(&end, C * cp->invb) : -1;
+    cp->b_q = keep ? -1 : region(&end, C * cp->cb);
+    cp->b_k = keep ? -1 : region(&end, C * cp->cb);
+    cp->b_v = keep ? -1 : region(&end, C * cp->cb);
     cp->b_do = region(&end, C * cp->cb);
     cp->b_dq = region(&end, C * cp->cb);
     cp->b_dk = region(&end, C * cp->cb);
@@ -169,7 +176,10 @@ static lh_status attention_backward(cuda_cp *cp, const void *qs, const void *ks,
 
 lh_status cuda_cp_forward(cuda_cp *cp, const void *q, const void *k, const void *v, void *out,
                           void *saved, void *ws, CUstream s) {
-    char *qs = at(ws, cp->f_q), *ks = at(ws, cp->f_k), *vs = at(ws, cp->f_v);
+    void *sub = cp->keep ? saved : ws; /* where the sub-sequence and the inverse maps go */
+    char *qs = at(sub, cp->keep ? cp->sv_q : cp->f_q), *ks = at(sub, cp->keep ? cp->sv_k : cp->f_k),
+         *vs = at(sub, cp->keep ? cp->sv_v : cp->f_v);
+    char *inv = at(sub, cp->keep ? cp->sv_inv : cp->f_inv);
     char *o_sel = at(saved, cp->sv_o);
     float *lse = (float *)at(saved, cp->sv_lse);
     int64_t L = cp->chunk.chunk_len;
@@ -179,7 +189,7 @@ lh_status cuda_cp_forward(cuda_cp *cp, const void *q, const void *k, const void 
             st = cuda_lighthouse_chunk_select_gather(
                 cp->lh, cat(q, j * L * cp->q_tok), cat(k, j * L * cp->kv_tok),
                 cat(v, j * L * cp->kv_tok), (int32_t *)at(saved, cp->sv_idx + j * cp->ib),
-                at(ws, cp->f_inv + j * cp->invb), (float *)at(ws, cp->f_sq),
+                inv + j * cp->invb, (float *)at(ws, cp->f_sq),
                 (float *)at(ws, cp->f_sk), qs + j * cp->cb, ks + j * cp->cb, vs + j * cp->cb, s);
         else {
             st = pack_in(cp, q, qs, j, false, s);
@@ -190,8 +200,7 @@ lh_status cuda_cp_forward(cuda_cp *cp, const void *q, const void *k, const void 
     if (st == LH_OK) st = attention_forward(cp, qs, ks, vs, o_sel, lse, at(ws, cp->f_attn), s);
     for (int j = 0; j < cp->C && st == LH_OK; j++) {
         if (cp->lh)
-            st = cuda_lighthouse_chunk_scatter(cp->lh, o_sel + j * cp->cb,
-                                               at(ws, cp->f_inv + j * cp->invb),
+            st = cuda_lighthouse_chunk_scatter(cp->lh, o_sel + j * cp->cb, inv + j * cp->invb,
                                                at(out, j * L * cp->q_tok), s);
         else
             st = pack_out(cp, o_sel, out, j, false, s);
@@ -204,7 +213,11 @@ lh_status cuda_cp_forward(cuda_cp *cp, const void *q, const void *k, const void 
 lh_status cuda_cp_backward(cuda_cp *cp, const void *q, const void *k, const void *v,
                            const void *dout, const void *saved, void *dq, void *dk, void *dv,
                            void *ws, CUstream s) {
-    char *qs = at(ws, cp->b_q), *ks = at(ws, cp->b_k), *vs = at(ws, cp->b_v);
+    /* kept by the forward in `saved`, or rebuilt here in the workspace */
+    char *qs = cp->keep ? (char *)cat(saved, cp->sv_q) : at(ws, cp->b_q);
+    char *ks = cp->keep ? (char *)cat(saved, cp->sv_k) : at(ws, cp->b_k);
+    char *vs = cp->keep ? (char *)cat(saved, cp->sv_v) : at(ws, cp->b_v);
+    char *inv = cp->keep ? (char *)cat(saved, cp->sv_inv) : at(ws, cp->b_inv);
     char *d_sel = at(ws, cp->b_do);
     char *dqs = at(ws, cp->b_dq), *dks = at(ws, cp->b_dk), *dvs = at(ws, cp->b_dv);
     const char *o_sel = cat(saved, cp->sv_o);
@@ -212,13 +225,16 @@ lh_status cuda_cp_backward(cuda_cp *cp, const void *q, const void *k, const void
     int64_t L = cp->chunk.chunk_len;
     lh_status st = LH_OK;
     for (int j = 0; j < cp->C && st == LH_OK; j++) {
-        if (cp->lh)
+        const int32_t *indices = (const int32_t *)cat(saved, cp->sv_idx + j * cp->ib);
+        if (cp->lh && cp->keep)
+            st = cuda_lighthouse_chunk_gather_dout(cp->lh, cat(dout, j * L * cp->q_tok), indices,
+                                                   d_sel + j * cp->cb, s);
+        else if (cp->lh)
             st = cuda_lighthouse_chunk_regather(
                 cp->lh, cat(q, j * L * cp->q_tok), cat(k, j * L * cp->kv_tok),
-                cat(v, j * L * cp->kv_tok), cat(dout, j * L * cp->q_tok),
-                (const int32_t *)cat(saved, cp->sv_idx + j * cp->ib),
-                at(ws, cp->b_inv + j * cp->invb), qs + j * cp->cb, ks + j * cp->cb,
-                vs + j * cp->cb, d_sel + j * cp->cb, s);
+                cat(v, j * L * cp->kv_tok), cat(dout, j * L * cp->q_tok), indices,
+                inv + j * cp->invb, qs + j * cp->cb, ks + j * cp->cb, vs + j * cp->cb,
+                d_sel + j * cp->cb, s);
         else {
             st = pack_in(cp, q, qs, j, false, s);
             if (st == LH_OK) st = pack_in(cp, k, ks, j, true, s);
@@ -233,7 +249,7 @@ lh_status cuda_cp_backward(cuda_cp *cp, const void *q, const void *k, const void
         if (cp->lh)
             st = cuda_lighthouse_chunk_pool_grad(
                 cp->lh, dqs + j * cp->cb, dks + j * cp->cb, dvs + j * cp->cb,
-                at(ws, cp->b_inv + j * cp->invb), at(dq, j * L * cp->q_tok),
+                inv + j * cp->invb, at(dq, j * L * cp->q_tok),
                 at(dk, j * L * cp->kv_tok), at(dv, j * L * cp->kv_tok), s);
         else {
             st = pack_out(cp, dqs, dq, j, false, s);

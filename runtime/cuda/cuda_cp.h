@@ -21,7 +21,11 @@ typedef struct cuda_cp {
     cuda_ring *attn;       /* the built-in attention step (borrowed from the backend plan) */
     int64_t C, es, cb, lb, ib, invb;
     int64_t q_tok, kv_tok; /* bytes from one token to the next in q and in k (chunk offsets) */
-    int64_t sv_idx, sv_o, sv_lse, saved_bytes;
+    /* keep: Lighthouse chunks keep q/k/v of their sub-sequences and their inverse maps in
+     * `saved` (sv_q/k/v/inv; the matching f_ and b_ regions are then unused), unless the plan
+     * asked for LH_PARAM_RECOMPUTE_SUBSEQ. */
+    bool keep;
+    int64_t sv_idx, sv_o, sv_lse, sv_q, sv_k, sv_v, sv_inv, saved_bytes;
     int64_t f_sq, f_sk, f_inv, f_q, f_k, f_v, f_attn, fwd_bytes;
     int64_t b_inv, b_q, b_k, b_v, b_do, b_dq, b_dk, b_dv, b_attn, bwd_bytes;
 } cuda_cp;

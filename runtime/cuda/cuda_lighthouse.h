@@ -115,6 +115,8 @@ lh_status cuda_lighthouse_chunk_regather(cuda_lighthouse *lh, const void *q, con
                                          const void *v, const void *dout, const int32_t *indices,
                                          void *inv, void *qs, void *ks, void *vs, void *d_sel,
                                          CUstream stream);
+lh_status cuda_lighthouse_chunk_gather_dout(cuda_lighthouse *lh, const void *dout,
+                                            const int32_t *indices, void *d_sel, CUstream stream);
 lh_status cuda_lighthouse_chunk_pool_grad(cuda_lighthouse *lh, const void *dqs, const void *dks,
                                           const void *dvs, const void *inv, void *dq, void *dk,
                                           void *dv, CUstream stream);

@@ -211,6 +211,11 @@ lh_status cuda_lighthouse_chunk_regather(cuda_lighthouse *lh, const void *q, con
     return st;
 }
 
+lh_status cuda_lighthouse_chunk_gather_dout(cuda_lighthouse *lh, const void *dout,
+                                            const int32_t *indices, void *d_sel, CUstream stream) {
+    return run_gather_dout(lh, dout, indices, d_sel, stream);
+}
+
 lh_status cuda_lighthouse_chunk_pool_grad(cuda_lighthouse *lh, const void *dqs, const void *dks,
                                           const void *dvs, const void *inv, void *dq, void *dk,
                                           void *dv, CUstream stream) {

@@ -42,6 +42,7 @@ typedef struct rcfg {
     lh_dtype dtype;
     lh_layout layout;
     int64_t B, N, H, Hkv, D, L, p, topk;
+    int recompute; /* LH_PARAM_RECOMPUTE_SUBSEQ (Lighthouse): the backward gathers again */
 } rcfg;
 
 typedef enum ring_kind { RING_NONE, RING_LOCAL, RING_NCCL } ring_kind;
@@ -143,6 +144,7 @@ static lh_plan *make_plan(lh_context *ctx, const rcfg *c, lh_dtype dtype, lh_rin
         LH_MUST(lh_plan_set_i64(p, LH_PARAM_LEVELS, c->L));
         LH_MUST(lh_plan_set_i64(p, LH_PARAM_POOLING, c->p));
         LH_MUST(lh_plan_set_i64(p, LH_PARAM_TOPK, c->topk));
+        LH_MUST(lh_plan_set_i64(p, LH_PARAM_RECOMPUTE_SUBSEQ, c->recompute));
     }
     if (ring) LH_MUST(lh_plan_set_ring(p, ring, rank));
     return p;
@@ -398,16 +400,16 @@ int main(int argc, char **argv) {
 
     /* Fast GPU-only checks first; the CPU oracle's larger ring last. */
     const rcfg dense = {"dense bf16 D=128 BHND GQA", LH_MODE_DENSE, LH_DTYPE_BFLOAT16,
-                        LH_LAYOUT_BHND, 2, 4096, 4, 2, 128, 3, 4, 2048};
+                        LH_LAYOUT_BHND, 2, 4096, 4, 2, 128, 3, 4, 2048, 0};
     test_dense_ring(&dense, 2);
     test_dense_ring(&dense, 4);
     const rcfg one = {"lighthouse bf16 D=64 W=1", LH_MODE_LIGHTHOUSE, LH_DTYPE_BFLOAT16,
-                      LH_LAYOUT_BNHD, 1, 8192, 2, 2, 64, 3, 4, 512};
+                      LH_LAYOUT_BNHD, 1, 8192, 2, 2, 64, 3, 4, 512, 0};
     test_nccl_one_rank(&one);
-    const rcfg lh2 = {"lighthouse bf16 D=64 BNHD", LH_MODE_LIGHTHOUSE, LH_DTYPE_BFLOAT16,
-                      LH_LAYOUT_BNHD, 1, 16384, 2, 2, 64, 3, 4, 1024};
+    const rcfg lh2 = {"lighthouse bf16 D=64 BNHD recompute", LH_MODE_LIGHTHOUSE,
+                      LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 16384, 2, 2, 64, 3, 4, 1024, 1};
     const rcfg lh4 = {"lighthouse bf16 D=128 BHND GQA", LH_MODE_LIGHTHOUSE, LH_DTYPE_BFLOAT16,
-                      LH_LAYOUT_BHND, 1, 32768, 2, 1, 128, 3, 4, 2048};
+                      LH_LAYOUT_BHND, 1, 32768, 2, 1, 128, 3, 4, 2048, 0};
     test_lighthouse_ring(&lh2, 2, true);
     test_lighthouse_ring(&lh4, 4, false);
 

@@ -66,9 +66,9 @@ static int rank_main(int rank, shared_id *sh) {
     g_nccl_rank = rank;
     const rcfg cfgs[] = {
         {"nccl lighthouse bf16 D=128", LH_MODE_LIGHTHOUSE, LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1,
-         16384, 4, 2, 128, 3, 4, 1024},
+         16384, 4, 2, 128, 3, 4, 1024, 0},
         {"nccl dense bf16 D=128 BHND", LH_MODE_DENSE, LH_DTYPE_BFLOAT16, LH_LAYOUT_BHND, 1, 8192,
-         4, 2, 128, 3, 4, 2048},
+         4, 2, 128, 3, 4, 2048, 0},
     };
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
         rng_state = 0x5eed1234abcdULL + i; /* both processes draw the same inputs */
