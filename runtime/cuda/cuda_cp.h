@@ -22,7 +22,7 @@ typedef struct cuda_cp {
     int64_t C, es, cb, lb, ib, invb;
     int64_t q_tok, kv_tok; /* bytes from one token to the next in q and in k (chunk offsets) */
     int64_t sv_idx, sv_o, sv_lse, saved_bytes;
-    int64_t f_sq, f_sk, f_inv, f_q, f_k, f_v, f_attn, fwd_bytes;
+    int64_t f_sq, f_sk, f_inv, f_pq, f_pk, f_q, f_k, f_v, f_attn, fwd_bytes;
     int64_t b_inv, b_q, b_k, b_v, b_do, b_dq, b_dk, b_dv, b_attn, bwd_bytes;
 } cuda_cp;
 

@@ -110,6 +110,11 @@ static void layout(cuda_lighthouse *lh) {
     int64_t rows = c->batch * c->heads * c->s_sel;
     int64_t sel = rows * c->head_dim * es;
     int64_t inv = c->batch * c->heads * c->s_total * 4;
+    /* the coarsest level's entries: N / P^(L-1) per head */
+    int64_t coarse = c->seq_len;
+    for (int64_t l = 1; l < c->levels; l++) coarse /= c->pooling;
+    lh->pooled_q_bytes = c->batch * c->heads * coarse * c->head_dim * es;
+    lh->pooled_k_bytes = c->batch * c->kv_heads * coarse * c->head_dim * es;
 
     int64_t end = 0;
     lh->sv_idx = region(&end, rows * 4);
@@ -121,6 +126,8 @@ static void layout(cuda_lighthouse *lh) {
     lh->fw_sq = region(&end, c->batch * c->heads * c->s_total * 4);
     lh->fw_sk = region(&end, c->batch * c->kv_heads * c->s_total * 4);
     lh->fw_inv = region(&end, inv);
+    lh->fw_pq = region(&end, lh->pooled_q_bytes);
+    lh->fw_pk = region(&end, lh->pooled_k_bytes);
     lh->fw_qs = region(&end, sel);
     lh->fw_ks = region(&end, sel);
     lh->fw_vs = region(&end, sel);
