@@ -6,8 +6,14 @@
 //   mean of tokens [i f, (i + 1) f) (f = P^l) of q's head h and of k's and v's head
 //   h / (H / Hkv). Summed in fp32 token by token in order, scaled by 1/f (exact: f is a power
 //   of two), rounded once.
-//   Arguments: q, k, v, indices, q_sel, k_sel, v_sel : !llvm.ptr<1>;
-//     n (N), heads (H), kv_heads (Hkv), s_sel : i64;
+//   With use_pooled != 0, the q and k rows of a coarsest-level entry (l = L-1, f = F = P^(L-1))
+//   are copied from pooled_q [B, H, N / F, D] row (b, h, i) and pooled_k [B, Hkv, N / F, D] row
+//   (b, h / (H / Hkv), i) (DTYPE, contiguous), which lh_pyramid_scores wrote with write_pooled
+//   by the same arithmetic, so the result is bit for bit the same; q and k are then read only
+//   for the finer levels' entries. v is averaged as always. With use_pooled == 0 pooled_q and
+//   pooled_k are never touched and may be NULL (the backward's re-gather, the stage entry point).
+//   Arguments: q, k, v, indices, q_sel, k_sel, v_sel, pooled_q, pooled_k : !llvm.ptr<1>;
+//     n (N), heads (H), kv_heads (Hkv), s_sel, use_pooled (0 or 1) : i64;
 //     q_stride_b, q_stride_t, q_stride_h, kv_stride_b, kv_stride_t, kv_stride_h : i64.
 // lh_gather_dout: d_sel [B, H, S_sel, D] (DTYPE, contiguous), row s = the fp32 sum of dout over
 //   the tokens entry (l, i) was scattered to: t = i f + f - 1 + c, c = 0 .. f - 1, t < N.
@@ -25,11 +31,17 @@
 // groups), so every output element is written once by one thread.
 module attributes {gpu.container_module} {
 gpu.module @gather [{{TARGET}}] {
+  // Launch bounds (.maxntid / .minnctapersm): THREADS-thread blocks, at least half of the SM's
+  // 2048 threads resident (4 blocks, at most 64 registers at THREADS = 256), as before the
+  // pooled-row branch existed: without the bound ptxas takes 65 registers at D = 128 and one
+  // block per SM less. At D = 256 one block less (at most 80 registers): 64 would spill.
   gpu.func @lh_gather(%q: !llvm.ptr<1>, %k: !llvm.ptr<1>, %v: !llvm.ptr<1>, %indices: !llvm.ptr<1>,
                       %q_sel: !llvm.ptr<1>, %k_sel: !llvm.ptr<1>, %v_sel: !llvm.ptr<1>,
-                      %n: i64, %heads: i64, %kv_heads: i64, %s_sel: i64,
+                      %pq: !llvm.ptr<1>, %pk: !llvm.ptr<1>,
+                      %n: i64, %heads: i64, %kv_heads: i64, %s_sel: i64, %use_pooled: i64,
                       %q_sb: i64, %q_st: i64, %q_sh: i64,
-                      %kv_sb: i64, %kv_st: i64, %kv_sh: i64) kernel {
+                      %kv_sb: i64, %kv_st: i64, %kv_sh: i64) kernel
+      attributes {nvvm.maxntid = array<i32: {{THREADS}}, 1, 1>, nvvm.minctasm = {{2048 / THREADS / 2 - D / 256}} : i32} {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
     %c8 = arith.constant 8 : i64
@@ -69,6 +81,7 @@ gpu.module @gather [{{TARGET}}] {
     %kb3 = arith.addi %kb1, %kb2 : i64
     %kv_base = arith.addi %kb3, %lane_off : i64
     %s0 = arith.muli %bx, %cRows : i64
+    %up = arith.cmpi ne, %use_pooled, %c0 : i64
 
     scf.for %it = %c0 to %cPasses step %c1 : i64 {
       %itr = arith.muli %it, %cRpp : i64
@@ -99,44 +112,84 @@ gpu.module @gather [{{TARGET}}] {
         %s_total = arith.addi %loc#1, %n_last : i64
         %valid = arith.cmpi ult, %pos, %s_total : i64
         %count = arith.select %valid, %width, %c0 : i64
-        %acc:3 = scf.for %c = %c0 to %count step %c1
-            iter_args(%aq = %vzero, %ak = %vzero, %av = %vzero) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>) : i64 {
-          %t = arith.addi %t0, %c : i64
-          %qt = arith.muli %t, %q_st : i64
-          %qo = arith.addi %q_base, %qt : i64
-          %qp = llvm.getelementptr %q[%qo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-          %qv = llvm.load %qp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-          %kt = arith.muli %t, %kv_st : i64
-          %ko = arith.addi %kv_base, %kt : i64
-          %kp = llvm.getelementptr %k[%ko] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-          %kv_ = llvm.load %kp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-          %vp = llvm.getelementptr %v[%ko] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-          %vv = llvm.load %vp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-          %qf = arith.extf %qv : vector<8x{{DTYPE}}> to vector<8xf32>
-          %kf = arith.extf %kv_ : vector<8x{{DTYPE}}> to vector<8xf32>
-          %vf = arith.extf %vv : vector<8x{{DTYPE}}> to vector<8xf32>
-          %aq2 = arith.addf %aq, %qf : vector<8xf32>
-          %ak2 = arith.addf %ak, %kf : vector<8xf32>
-          %av2 = arith.addf %av, %vf : vector<8xf32>
-          scf.yield %aq2, %ak2, %av2 : vector<8xf32>, vector<8xf32>, vector<8xf32>
-        }
         %wf = arith.uitofp %width : i64 to f32
         %inv_w = arith.divf %one, %wf : f32
         %scale = vector.broadcast %inv_w : f32 to vector<8xf32>
-        %mq = arith.mulf %acc#0, %scale : vector<8xf32>
-        %mk = arith.mulf %acc#1, %scale : vector<8xf32>
-        %mv = arith.mulf %acc#2, %scale : vector<8xf32>
-        %rq = arith.truncf %mq : vector<8xf32> to vector<8x{{DTYPE}}>
-        %rk = arith.truncf %mk : vector<8xf32> to vector<8x{{DTYPE}}>
-        %rv = arith.truncf %mv : vector<8xf32> to vector<8x{{DTYPE}}>
+        // a coarsest-level entry (its width is F = loc#0) with the pooled rows at hand
+        %coarse = arith.cmpi eq, %width, %loc#0 : i64
+        %cv = arith.andi %coarse, %valid : i1
+        %from_pooled = arith.andi %cv, %up : i1
         %oi = arith.muli %ii, %cD : i64
         %oo = arith.addi %oi, %lane_off : i64
         %oqp = llvm.getelementptr %q_sel[%oo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
         %okp = llvm.getelementptr %k_sel[%oo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
         %ovp = llvm.getelementptr %v_sel[%oo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-        llvm.store %rq, %oqp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
-        llvm.store %rk, %okp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
-        llvm.store %rv, %ovp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
+        // (each branch stores its own rows: no three-vector join to keep registers for)
+        scf.if %from_pooled {
+          // q, k: row i of head (b, h) of pooled_q [B, H, N / F, D] and of head (b, h / (H / Hkv))
+          // of pooled_k [B, Hkv, N / F, D] (n_last = N / F here), loaded first so that they
+          // overlap the v loop; v: averaged as below
+          %pq1 = arith.muli %bh, %n_last : i64
+          %pq2 = arith.addi %pq1, %i : i64
+          %pq3 = arith.muli %pq2, %cD : i64
+          %pqo = arith.addi %pq3, %lane_off : i64
+          %pqp = llvm.getelementptr %pq[%pqo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
+          %pqv = llvm.load %pqp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
+          %bkh0 = arith.muli %b, %kv_heads : i64
+          %bkh = arith.addi %bkh0, %hk : i64
+          %pk1 = arith.muli %bkh, %n_last : i64
+          %pk2 = arith.addi %pk1, %i : i64
+          %pk3 = arith.muli %pk2, %cD : i64
+          %pko = arith.addi %pk3, %lane_off : i64
+          %pkp = llvm.getelementptr %pk[%pko] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
+          %pkv = llvm.load %pkp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
+          %accv = scf.for %c = %c0 to %count step %c1 iter_args(%av = %vzero) -> (vector<8xf32>) : i64 {
+            %t = arith.addi %t0, %c : i64
+            %vt = arith.muli %t, %kv_st : i64
+            %vo = arith.addi %kv_base, %vt : i64
+            %vp = llvm.getelementptr %v[%vo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
+            %vv = llvm.load %vp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
+            %vf = arith.extf %vv : vector<8x{{DTYPE}}> to vector<8xf32>
+            %av2 = arith.addf %av, %vf : vector<8xf32>
+            scf.yield %av2 : vector<8xf32>
+          }
+          %mv = arith.mulf %accv, %scale : vector<8xf32>
+          %rv = arith.truncf %mv : vector<8xf32> to vector<8x{{DTYPE}}>
+          llvm.store %pqv, %oqp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
+          llvm.store %pkv, %okp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
+          llvm.store %rv, %ovp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
+        } else {
+          %acc:3 = scf.for %c = %c0 to %count step %c1
+              iter_args(%aq = %vzero, %ak = %vzero, %av = %vzero) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>) : i64 {
+            %t = arith.addi %t0, %c : i64
+            %qt = arith.muli %t, %q_st : i64
+            %qo = arith.addi %q_base, %qt : i64
+            %qp = llvm.getelementptr %q[%qo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
+            %qv = llvm.load %qp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
+            %kt = arith.muli %t, %kv_st : i64
+            %ko = arith.addi %kv_base, %kt : i64
+            %kp = llvm.getelementptr %k[%ko] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
+            %kv_ = llvm.load %kp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
+            %vp = llvm.getelementptr %v[%ko] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
+            %vv = llvm.load %vp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
+            %qf = arith.extf %qv : vector<8x{{DTYPE}}> to vector<8xf32>
+            %kf = arith.extf %kv_ : vector<8x{{DTYPE}}> to vector<8xf32>
+            %vf = arith.extf %vv : vector<8x{{DTYPE}}> to vector<8xf32>
+            %aq2 = arith.addf %aq, %qf : vector<8xf32>
+            %ak2 = arith.addf %ak, %kf : vector<8xf32>
+            %av2 = arith.addf %av, %vf : vector<8xf32>
+            scf.yield %aq2, %ak2, %av2 : vector<8xf32>, vector<8xf32>, vector<8xf32>
+          }
+          %mq = arith.mulf %acc#0, %scale : vector<8xf32>
+          %mk = arith.mulf %acc#1, %scale : vector<8xf32>
+          %mv = arith.mulf %acc#2, %scale : vector<8xf32>
+          %rq = arith.truncf %mq : vector<8xf32> to vector<8x{{DTYPE}}>
+          %rk = arith.truncf %mk : vector<8xf32> to vector<8x{{DTYPE}}>
+          %rv = arith.truncf %mv : vector<8xf32> to vector<8x{{DTYPE}}>
+          llvm.store %rq, %oqp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
+          llvm.store %rk, %okp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
+          llvm.store %rv, %ovp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
+        }
       }
     }
     gpu.return

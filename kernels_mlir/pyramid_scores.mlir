@@ -1,14 +1,23 @@
-// pyramid_scores.mlir - SPEC section 1: per-token L2 norms of q and k (fp32), max-pooled per level.
+// pyramid_scores.mlir - SPEC section 1: per-token L2 norms of q and k (fp32), max-pooled per level,
+// and (optionally) the coarsest level's pooled q and k rows.
 //
 // Writes scores_q [B, H, S_total] and scores_k [B, Hkv, S_total] (fp32, contiguous), positions
 // level-major: level l entry i at off_l + i, off_l = n_0 + ... + n_(l-1), n_l = N / P^l.
+// When write_pooled != 0 it also writes pooled_q [B, H, N / F, D] and pooled_k [B, Hkv, N / F, D]
+// (DTYPE, contiguous; F = P^(L-1)): row i is the mean of tokens [i F, (i + 1) F), computed exactly
+// as lh_gather (gather.mlir) computes a level L-1 entry: summed in fp32 token by token in order
+// from +0.0, times 1/F (exact: F is a power of two), rounded once. The rows are therefore bit for
+// bit what lh_gather would build; every entry of level L-1 is in the sub-sequence, so the
+// forward's gather copies them (use_pooled) instead of reading all of q and k a second time.
+// With write_pooled == 0 (the stage entry point lh_scores, which has no scratch for them)
+// pooled_q and pooled_k are never touched and may be NULL.
 //
 // Constants: DTYPE (bf16 | f16), D (head dim: 8 * 2^k, at most 256), P (pooling), L (levels),
 //   THREADS (block size, a multiple of D/8), SLICE (tokens normed per step: a power of two >= P
 //   and a multiple of THREADS/(D/8)), CHUNK (tokens per block: max(SLICE, P^(L-1))).
 // Arguments (strides in elements, so q/k may be [B,N,H,D] or [B,H,N,D]):
-//   q, k, scores_q, scores_k : !llvm.ptr<1>
-//   n (N), heads (H), kv_heads (Hkv), s_total : i64
+//   q, k, scores_q, scores_k, pooled_q, pooled_k : !llvm.ptr<1>
+//   n (N), heads (H), kv_heads (Hkv), s_total, write_pooled (0 or 1) : i64
 //   q_stride_b, q_stride_t, q_stride_h, k_stride_b, k_stride_t, k_stride_h : i64
 // Launch: grid (ceil(N / CHUNK), H + Hkv, B), block (THREADS); blockIdx.y < H is a q head, the
 //   rest are k heads. q and k rows must be 16-byte aligned (D * 2 bytes is, for D >= 8).
@@ -20,13 +29,31 @@
 // bit for bit). Levels wider than a slice keep a running max per level across the block's
 // slices; CHUNK is a multiple of every level's width, so no window crosses blocks and no
 // atomics are needed.
+//
+// Pooled rows (write_pooled): the token -> thread mapping above spreads a window's consecutive
+// tokens over different thread groups (token it * TPP + tok of a pass goes to group tok,
+// TPP = THREADS / (D/8)), and a window may be wider than a pass or a slice. Summing in token
+// order needs one thread to see every token of a window (per 8 columns): each pass, every thread
+// also stores its 16-byte row piece (raw DTYPE) to a pass-sized stage in shared memory
+// (THREADS * 16 bytes, double-buffered so that one barrier per pass orders both the stores
+// before the reads and the reads before the next overwrite), and after the barrier the lane
+// groups `tok` < W add the R rows [tok R, (tok + 1) R) of their window to an fp32 accumulator
+// they carry in registers across passes and slices (R = min(F, TPP) rows of one window a pass,
+// W = TPP / R windows a pass). When a window's last token is in, the group scales, rounds and
+// stores the row. Re-mapping tokens so that one group reads a window straight from global
+// memory would change the norms' coalescing and still not cover windows wider than a group's
+// share of a slice. The stage is 2 * THREADS * 16 bytes of static shared memory (8 KB at
+// THREADS = 256, allocated either way); the barrier per pass is paid only when write_pooled != 0.
 module attributes {gpu.container_module} {
 gpu.module @pyramid_scores [{{TARGET}}] {
   llvm.mlir.global internal @slice_buf() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * SLICE}} x f32>
   llvm.mlir.global internal @coarse_acc() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L}} x f32>
+  llvm.mlir.global internal @pool_stage() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * THREADS * 8}} x {{DTYPE}}>
 
   gpu.func @lh_pyramid_scores(%q: !llvm.ptr<1>, %k: !llvm.ptr<1>, %sq: !llvm.ptr<1>, %sk: !llvm.ptr<1>,
+                              %pq: !llvm.ptr<1>, %pk: !llvm.ptr<1>,
                               %n: i64, %heads: i64, %kv_heads: i64, %s_total: i64,
+                              %write_pooled: i64,
                               %q_sb: i64, %q_st: i64, %q_sh: i64,
                               %k_sb: i64, %k_st: i64, %k_sh: i64) kernel {
     %c0 = arith.constant 0 : i64
@@ -46,6 +73,18 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %c1_i32 = arith.constant 1 : i32
     %c32_i32 = arith.constant 32 : i32
     %zero = arith.constant 0.0 : f32
+    %one = arith.constant 1.0 : f32
+    %vzero = arith.constant dense<0.0> : vector<8xf32>
+    %hzero = arith.constant dense<0.0> : vector<8x{{DTYPE}}>
+    %cD = arith.constant {{D}} : i64
+    // pooled rows: F = P^(L-1) tokens a window, R = min(F, TPP) of them a pass, W = TPP / R
+    // windows a pass; the stage holds one pass (THREADS * 8 elements) per half
+    %cLogF = arith.constant {{log2(P) * (L - 1)}} : i64
+    %cLogR = arith.constant {{min(log2(P) * (L - 1), log2(THREADS / (D / 8)))}} : i64
+    %cF = arith.shli %c1, %cLogF : i64
+    %cR = arith.shli %c1, %cLogR : i64
+    %cW = arith.divui %cTpp, %cR : i64
+    %cStage = arith.constant {{THREADS * 8}} : i64
 
     %tid_ix = gpu.thread_id x
     %bx_ix = gpu.block_id x
@@ -72,6 +111,14 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %bnh = arith.muli %b, %nh : i64
     %bnh_h = arith.addi %bnh, %h : i64
     %out_base = arith.muli %bnh_h, %s_total : i64
+    %wp = arith.cmpi ne, %write_pooled, %c0 : i64
+    %pdst = llvm.select %is_q, %pq, %pk : i1, !llvm.ptr<1>
+    %n_f = arith.divui %n, %cF : i64
+    %prow_base = arith.muli %bnh_h, %n_f : i64
+    // 1/F as lh_gather computes 1/width (exact either way: F is a power of two)
+    %fw = arith.uitofp %cF : i64 to f32
+    %inv_f = arith.divf %one, %fw : f32
+    %pscale = vector.broadcast %inv_f : f32 to vector<8xf32>
 
     %lane = arith.remui %tid, %cLanes : i64
     %tok = arith.divui %tid, %cLanes : i64
@@ -79,9 +126,17 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %is_lane0 = arith.cmpi eq, %lane, %c0 : i64
     %is_t0 = arith.cmpi eq, %tid, %c0 : i64
     %chunk0 = arith.muli %bx, %cChunk : i64
+    // this thread's piece of a stage half, and (groups tok < W) its window part's first row
+    %stage_off = arith.muli %tid, %c8 : i64
+    %is_chain = arith.cmpi ult, %tok, %cW : i64
+    %tok_r = arith.muli %tok, %cR : i64
+    %tok_rd = arith.muli %tok_r, %cD : i64
+    %chain_off = arith.addi %tok_rd, %lane_off : i64
+    %tok_end = arith.addi %tok_r, %cR : i64
 
     %buf = llvm.mlir.addressof @slice_buf : !llvm.ptr<3>
     %acc = llvm.mlir.addressof @coarse_acc : !llvm.ptr<3>
+    %stage = llvm.mlir.addressof @pool_stage : !llvm.ptr<3>
 
     // Only thread 0 ever touches the running maxima of levels wider than a slice.
     scf.if %is_t0 {
@@ -91,18 +146,20 @@ gpu.module @pyramid_scores [{{TARGET}}] {
       }
     }
 
-    scf.for %s = %c0 to %cSlices step %c1 : i64 {
+    // %pacc_*: a chain group's fp32 sum of its current window so far, carried across passes and
+    // slices (a block starts on a window boundary: CHUNK is a multiple of F)
+    %pacc_end = scf.for %s = %c0 to %cSlices step %c1 iter_args(%pacc_s = %vzero) -> (vector<8xf32>) : i64 {
       %s_off = arith.muli %s, %cSlice : i64
       %t0 = arith.addi %chunk0, %s_off : i64
       %live = arith.cmpi ult, %t0, %n : i64
-      scf.if %live {
+      %pacc_next = scf.if %live -> (vector<8xf32>) {
         // A. squared norms of the slice's tokens -> buf[0, SLICE)
-        scf.for %it = %c0 to %cPasses step %c1 : i64 {
+        %pacc_a = scf.for %it = %c0 to %cPasses step %c1 iter_args(%pacc = %pacc_s) -> (vector<8xf32>) : i64 {
           %itt = arith.muli %it, %cTpp : i64
           %tl = arith.addi %itt, %tok : i64
           %t = arith.addi %t0, %tl : i64
           %in = arith.cmpi ult, %t, %n : i64
-          %part = scf.if %in -> (f32) {
+          %part:2 = scf.if %in -> (f32, vector<8x{{DTYPE}}>) {
             %tst = arith.muli %t, %st : i64
             %o1 = arith.addi %row_base, %tst : i64
             %o2 = arith.addi %o1, %lane_off : i64
@@ -111,12 +168,12 @@ gpu.module @pyramid_scores [{{TARGET}}] {
             %f = arith.extf %v : vector<8x{{DTYPE}}> to vector<8xf32>
             %f2 = arith.mulf %f, %f : vector<8xf32>
             %r = vector.reduction <add>, %f2 : vector<8xf32> into f32
-            scf.yield %r : f32
+            scf.yield %r, %v : f32, vector<8x{{DTYPE}}>
           } else {
-            scf.yield %zero : f32
+            scf.yield %zero, %hzero : f32, vector<8x{{DTYPE}}>
           }
           // sum over the D/8 lanes of this token (every thread shuffles: no lane is masked)
-          %red:2 = scf.for %j = %c0 to %cSteps step %c1 iter_args(%a = %part, %off = %cHalfLanes) -> (f32, i32) : i64 {
+          %red:2 = scf.for %j = %c0 to %cSteps step %c1 iter_args(%a = %part#0, %off = %cHalfLanes) -> (f32, i32) : i64 {
             %other, %valid = gpu.shuffle xor %a, %off, %c32_i32 : f32
             %sum = arith.addf %a, %other : f32
             %off2 = arith.shrui %off, %c1_i32 : i32
@@ -126,6 +183,59 @@ gpu.module @pyramid_scores [{{TARGET}}] {
             %bp = llvm.getelementptr %buf[%tl] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
             llvm.store %red#0, %bp : f32, !llvm.ptr<3>
           }
+          // pooled rows: stage the pass's rows, then each chain group adds its R rows in order
+          // (%wp is uniform over the grid, so the barrier is reached by every thread or none)
+          %pacc2 = scf.if %wp -> (vector<8xf32>) {
+            %par = arith.andi %it, %c1 : i64
+            %sbase = arith.muli %par, %cStage : i64
+            %si = arith.addi %sbase, %stage_off : i64
+            %sp = llvm.getelementptr %stage[%si] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, {{DTYPE}}
+            llvm.store %part#1, %sp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<3>
+            gpu.barrier
+            %chained = scf.if %is_chain -> (vector<8xf32>) {
+              %rbase = arith.addi %sbase, %chain_off : i64
+              %sum = scf.for %j = %c0 to %cR step %c1 iter_args(%a = %pacc) -> (vector<8xf32>) : i64 {
+                %jd = arith.muli %j, %cD : i64
+                %ri = arith.addi %rbase, %jd : i64
+                %rp = llvm.getelementptr %stage[%ri] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, {{DTYPE}}
+                %x = llvm.load %rp {alignment = 16 : i64} : !llvm.ptr<3> -> vector<8x{{DTYPE}}>
+                %xf = arith.extf %x : vector<8x{{DTYPE}}> to vector<8xf32>
+                %a2 = arith.addf %a, %xf : vector<8xf32>
+                scf.yield %a2 : vector<8xf32>
+              }
+              // tokens up to the end of this window part; the window is complete where that is a
+              // multiple of F (always when F <= TPP)
+              %tp0 = arith.addi %t0, %itt : i64
+              %t_end = arith.addi %tp0, %tok_end : i64
+              %rem = arith.remui %t_end, %cF : i64
+              %ends = arith.cmpi eq, %rem, %c0 : i64
+              %after = scf.if %ends -> (vector<8xf32>) {
+                %gi1 = arith.divui %t_end, %cF : i64
+                %gi = arith.subi %gi1, %c1 : i64
+                // a window cut by N is no entry of the pyramid
+                %whole = arith.cmpi ult, %gi, %n_f : i64
+                scf.if %whole {
+                  %mean = arith.mulf %sum, %pscale : vector<8xf32>
+                  %rm = arith.truncf %mean : vector<8xf32> to vector<8x{{DTYPE}}>
+                  %prow = arith.addi %prow_base, %gi : i64
+                  %po1 = arith.muli %prow, %cD : i64
+                  %po = arith.addi %po1, %lane_off : i64
+                  %pp = llvm.getelementptr %pdst[%po] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
+                  llvm.store %rm, %pp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
+                }
+                scf.yield %vzero : vector<8xf32>
+              } else {
+                scf.yield %sum : vector<8xf32>
+              }
+              scf.yield %after : vector<8xf32>
+            } else {
+              scf.yield %pacc : vector<8xf32>
+            }
+            scf.yield %chained : vector<8xf32>
+          } else {
+            scf.yield %pacc : vector<8xf32>
+          }
+          scf.yield %pacc2 : vector<8xf32>
         }
         gpu.barrier
 
@@ -215,7 +325,11 @@ gpu.module @pyramid_scores [{{TARGET}}] {
         }
         // the next slice overwrites buf
         gpu.barrier
+        scf.yield %pacc_a : vector<8xf32>
+      } else {
+        scf.yield %pacc_s : vector<8xf32>
       }
+      scf.yield %pacc_next : vector<8xf32>
     }
     gpu.return
   }

@@ -42,8 +42,13 @@ static void layout(cuda_cp *cp, int64_t attn_bytes) {
 
     end = 0;
     if (lighthouse) {
+        /* Scores and the pooled coarsest-level rows serve one chunk at a time: its scores,
+         * selection and gather run on the stream before the next chunk's scores overwrite
+         * them, so the chunks share one region each (unlike inv, which scatter needs later). */
         cp->f_sq = region(&end, c->batch * c->heads * c->s_total * 4);
         cp->f_sk = region(&end, c->batch * c->kv_heads * c->s_total * 4);
+        cp->f_pq = region(&end, cp->lh->pooled_q_bytes);
+        cp->f_pk = region(&end, cp->lh->pooled_k_bytes);
     }
     cp->f_inv = lighthouse && !keep ? region(&end, C * cp->invb) : -1;
     cp->f_q = keep ? -1 : region(&end, C * cp->cb);
@@ -189,8 +194,9 @@ lh_status cuda_cp_forward(cuda_cp *cp, const void *q, const void *k, const void 
             st = cuda_lighthouse_chunk_select_gather(
                 cp->lh, cat(q, j * L * cp->q_tok), cat(k, j * L * cp->kv_tok),
                 cat(v, j * L * cp->kv_tok), (int32_t *)at(saved, cp->sv_idx + j * cp->ib),
-                inv + j * cp->invb, (float *)at(ws, cp->f_sq),
-                (float *)at(ws, cp->f_sk), qs + j * cp->cb, ks + j * cp->cb, vs + j * cp->cb, s);
+                inv + j * cp->invb, (float *)at(ws, cp->f_sq), (float *)at(ws, cp->f_sk),
+                at(ws, cp->f_pq), at(ws, cp->f_pk), qs + j * cp->cb, ks + j * cp->cb,
+                vs + j * cp->cb, s);
         else {
             st = pack_in(cp, q, qs, j, false, s);
             if (st == LH_OK) st = pack_in(cp, k, ks, j, true, s);

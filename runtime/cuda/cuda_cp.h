@@ -26,7 +26,7 @@ typedef struct cuda_cp {
      * asked for LH_PARAM_RECOMPUTE_SUBSEQ. */
     bool keep;
     int64_t sv_idx, sv_o, sv_lse, sv_q, sv_k, sv_v, sv_inv, saved_bytes;
-    int64_t f_sq, f_sk, f_inv, f_q, f_k, f_v, f_attn, fwd_bytes;
+    int64_t f_sq, f_sk, f_inv, f_pq, f_pk, f_q, f_k, f_v, f_attn, fwd_bytes;
     int64_t b_inv, b_q, b_k, b_v, b_do, b_dq, b_dk, b_dv, b_attn, bwd_bytes;
 } cuda_cp;
 

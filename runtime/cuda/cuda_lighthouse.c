@@ -110,6 +110,11 @@ static void layout(cuda_lighthouse *lh) {
     int64_t rows = c->batch * c->heads * c->s_sel;
     int64_t sel = rows * c->head_dim * es;
     int64_t inv = c->batch * c->heads * c->s_total * 4;
+    /* the coarsest level's entries: N / P^(L-1) per head */
+    int64_t coarse = c->seq_len;
+    for (int64_t l = 1; l < c->levels; l++) coarse /= c->pooling;
+    lh->pooled_q_bytes = c->batch * c->heads * coarse * c->head_dim * es;
+    lh->pooled_k_bytes = c->batch * c->kv_heads * coarse * c->head_dim * es;
 
     /* Kept (the default): the forward gathers q_sel/k_sel/v_sel and writes the inverse map
      * straight into `saved`, and the backward reads them there; nothing is gathered twice.
@@ -129,6 +134,8 @@ static void layout(cuda_lighthouse *lh) {
     lh->fw_sq = region(&end, c->batch * c->heads * c->s_total * 4);
     lh->fw_sk = region(&end, c->batch * c->kv_heads * c->s_total * 4);
     lh->fw_inv = keep ? -1 : region(&end, inv);
+    lh->fw_pq = region(&end, lh->pooled_q_bytes);
+    lh->fw_pk = region(&end, lh->pooled_k_bytes);
     lh->fw_qs = keep ? -1 : region(&end, sel);
     lh->fw_ks = keep ? -1 : region(&end, sel);
     lh->fw_vs = keep ? -1 : region(&end, sel);

@@ -2,13 +2,17 @@
  * cuda_lighthouse.h - Lighthouse attention on the GPU: the JIT-compiled kernels of kernels_mlir/
  * around cuDNN's causal SDPA on the gathered sub-sequence (SPEC.md sections 1-6).
  *
- * Forward:  pyramid_scores -> inv := -1 -> select_order (indices into `saved`, inv) -> gather
- *           -> cuDNN SDPA forward (O_sel and LSE into `saved`) -> scatter.
+ * Forward:  pyramid_scores (also the coarsest level's pooled q and k rows) -> inv := -1
+ *           -> select_order (indices, inv) -> gather (coarsest-level q and k rows copied from
+ *           the pooled ones) -> cuDNN SDPA forward (O_sel and LSE into `saved`) -> scatter.
+ *           Every coarsest-level entry is in the sub-sequence, so without the pooled rows the
+ *           gather would read all of q and k again right after pyramid_scores did.
  * Backward: gather_dout -> cuDNN SDPA backward -> pool_grad (dq, dk, dv for every token).
  * `saved` holds indices int32 [B,H,S_sel], O_sel DTYPE [B,H,S_sel,D], LSE fp32 [B,H,S_sel],
  * and by default the gathered q_sel/k_sel/v_sel and the inverse map, which the forward writes
  * there directly. With LH_PARAM_RECOMPUTE_SUBSEQ those four live in the workspaces instead and
- * the backward first rebuilds them (inv := -1, invert(indices), gather). Everything is enqueued on the caller's stream: no host synchronisation, no
+ * the backward first rebuilds them (inv := -1, invert(indices), gather without pooled rows).
+ * Everything is enqueued on the caller's stream: no host synchronisation, no
  * allocation after plan creation (all scratch is the caller's workspace), so a forward or
  * backward may be captured into a CUDA graph.
  *
@@ -67,8 +71,11 @@ typedef struct cuda_lighthouse {
     /* byte offsets: `saved` (sv_qs/ks/vs/inv, and fw_/bw_ inv, qs, ks, vs, are -1 where the
      * plan does not have them: kept in `saved`, or recomputed in the workspaces) */
     int64_t sv_idx, sv_o, sv_lse, sv_qs, sv_ks, sv_vs, sv_inv, saved_bytes;
-    /* forward workspace */
-    int64_t fw_sq, fw_sk, fw_inv, fw_qs, fw_ks, fw_vs, fw_sdpa, fwd_bytes;
+    /* forward workspace; fw_pq / fw_pk: the coarsest level's pooled q [B,H,N/F,D] and k
+     * [B,Hkv,N/F,D] (F = P^(L-1)), pooled_q_bytes / pooled_k_bytes long (a chunked plan lays
+     * out its own regions of these sizes) */
+    int64_t fw_sq, fw_sk, fw_inv, fw_pq, fw_pk, fw_qs, fw_ks, fw_vs, fw_sdpa, fwd_bytes;
+    int64_t pooled_q_bytes, pooled_k_bytes;
     /* backward workspace */
     int64_t bw_inv, bw_qs, bw_ks, bw_vs, bw_do, bw_dqs, bw_dks, bw_dvs, bw_sdpa, bwd_bytes;
     /* stage entry points: inv only */
@@ -104,11 +111,12 @@ lh_status cuda_lighthouse_scatter(cuda_lighthouse *lh, const int32_t *indices, c
 
 /* The stages of one chunk, for chunked plans (a ring, or attention hooks) where the attention
  * step runs between them on all chunks at once (cuda_cp.c). Pointers are the chunk's own: q, k,
- * v, out, dout, dq, dk, dv at the chunk's first token; sub-sequence buffers [B, H, S_c, D]. */
+ * v, out, dout, dq, dk, dv at the chunk's first token; sub-sequence buffers [B, H, S_c, D];
+ * pq, pk: scratch for the chunk's pooled coarsest-level rows (pooled_q_bytes, pooled_k_bytes). */
 lh_status cuda_lighthouse_chunk_select_gather(cuda_lighthouse *lh, const void *q, const void *k,
                                               const void *v, int32_t *indices, void *inv,
-                                              float *sq, float *sk, void *qs, void *ks, void *vs,
-                                              CUstream stream);
+                                              float *sq, float *sk, void *pq, void *pk, void *qs,
+                                              void *ks, void *vs, CUstream stream);
 lh_status cuda_lighthouse_chunk_scatter(cuda_lighthouse *lh, const void *o_sel, const void *inv,
                                         void *out, CUstream stream);
 lh_status cuda_lighthouse_chunk_regather(cuda_lighthouse *lh, const void *q, const void *k,

@@ -23,11 +23,12 @@ static const void *cat(const void *base, int64_t offset) { return (const char *)
 
 /* ---- one launcher per kernel (arguments exactly as the .mlir headers list them) ----------- */
 
+/* pq / pk: the coarsest level's pooled rows, written when write_pooled (else NULL, untouched) */
 static lh_status run_scores(const cuda_lighthouse *lh, const void *q, const void *k, void *sq,
-                            void *sk, CUstream s) {
+                            void *sk, void *pq, void *pk, int64_t write_pooled, CUstream s) {
     const lh_config *c = &lh->cfg;
     int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, st = c->s_total;
-    void *params[] = {&q, &k, &sq, &sk, &n, &heads, &kvh, &st,
+    void *params[] = {&q, &k, &sq, &sk, &pq, &pk, &n, &heads, &kvh, &st, &write_pooled,
                       (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
                       (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
     return launch(lh, LH_LK_SCORES, "lh_pyramid_scores", blocks(n, lh->per_block[LH_LK_SCORES]),
@@ -62,12 +63,15 @@ static lh_status run_invert(const cuda_lighthouse *lh, const void *indices, void
                   (unsigned int)heads, (unsigned int)c->batch, s, params);
 }
 
+/* pq / pk: run_scores' pooled rows, copied for coarsest-level entries when use_pooled (else
+ * NULL, untouched: q and k are averaged for every entry) */
 static lh_status run_gather(const cuda_lighthouse *lh, const void *q, const void *k,
-                            const void *v, const void *indices, void *qs, void *ks, void *vs,
-                            CUstream s) {
+                            const void *v, const void *indices, const void *pq, const void *pk,
+                            int64_t use_pooled, void *qs, void *ks, void *vs, CUstream s) {
     const lh_config *c = &lh->cfg;
     int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, ss = c->s_sel;
-    void *params[] = {&q, &k, &v, &indices, &qs, &ks, &vs, &n, &heads, &kvh, &ss,
+    void *params[] = {&q, &k, &v, &indices, &qs, &ks, &vs, &pq, &pk, &n, &heads, &kvh, &ss,
+                      &use_pooled,
                       (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
                       (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
     return launch(lh, LH_LK_GATHER, "lh_gather", blocks(ss, lh->per_block[LH_LK_GATHER]),
@@ -118,13 +122,14 @@ lh_status cuda_lighthouse_forward(cuda_lighthouse *lh, const void *q, const void
     void *sq = at(workspace, lh->fw_sq), *sk = at(workspace, lh->fw_sk);
     bool keep = lh->sv_qs >= 0; /* the sub-sequence and inverse map go straight into `saved` */
     void *inv = keep ? at(saved, lh->sv_inv) : at(workspace, lh->fw_inv);
+    void *pq = at(workspace, lh->fw_pq), *pk = at(workspace, lh->fw_pk);
     void *qs = keep ? at(saved, lh->sv_qs) : at(workspace, lh->fw_qs);
     void *ks = keep ? at(saved, lh->sv_ks) : at(workspace, lh->fw_ks);
     void *vs = keep ? at(saved, lh->sv_vs) : at(workspace, lh->fw_vs);
-    lh_status st = run_scores(lh, q, k, sq, sk, stream);
+    lh_status st = run_scores(lh, q, k, sq, sk, pq, pk, 1, stream);
     if (st == LH_OK) st = clear_inv(lh, inv, stream);
     if (st == LH_OK) st = run_select(lh, sq, sk, indices, inv, stream);
-    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, qs, ks, vs, stream);
+    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, pq, pk, 1, qs, ks, vs, stream);
     if (st == LH_OK)
         st = cuda_sdpa_forward(lh->sdpa, qs, ks, vs, o_sel, lse, at(workspace, lh->fw_sdpa), stream);
     if (st == LH_OK) st = run_scatter(lh, o_sel, inv, out, stream);
@@ -143,11 +148,13 @@ lh_status cuda_lighthouse_backward(cuda_lighthouse *lh, const void *q, const voi
     if (lh->sv_qs >= 0) { /* kept by the forward */
         inv = cat(saved, lh->sv_inv);
         qs = cat(saved, lh->sv_qs), ks = cat(saved, lh->sv_ks), vs = cat(saved, lh->sv_vs);
-    } else {              /* rebuilt: the inverse map from the indices, the rows from q, k, v */
+    } else {              /* rebuilt: the inverse map from the indices, the rows from q, k, v
+                           (the gather averages q and k itself: the forward's pooled rows were
+                           scratch, gone by now) */
         void *winv = at(workspace, lh->bw_inv), *wqs = at(workspace, lh->bw_qs),
              *wks = at(workspace, lh->bw_ks), *wvs = at(workspace, lh->bw_vs);
         st = run_invert(lh, indices, winv, stream);
-        if (st == LH_OK) st = run_gather(lh, q, k, v, indices, wqs, wks, wvs, stream);
+        if (st == LH_OK) st = run_gather(lh, q, k, v, indices, NULL, NULL, 0, wqs, wks, wvs, stream);
         inv = winv, qs = wqs, ks = wks, vs = wvs;
     }
     if (st == LH_OK) st = run_gather_dout(lh, dout, indices, d_sel, stream);
@@ -162,7 +169,8 @@ lh_status cuda_lighthouse_backward(cuda_lighthouse *lh, const void *q, const voi
 
 lh_status cuda_lighthouse_scores(cuda_lighthouse *lh, const void *q, const void *k,
                                  float *scores_q, float *scores_k, CUstream stream) {
-    return run_scores(lh, q, k, scores_q, scores_k, stream);
+    /* The stage workspace has no room for pooled rows; cuda_lighthouse_gather averages instead. */
+    return run_scores(lh, q, k, scores_q, scores_k, NULL, NULL, 0, stream);
 }
 
 lh_status cuda_lighthouse_select(cuda_lighthouse *lh, const float *scores_q, const float *scores_k,
@@ -174,7 +182,7 @@ lh_status cuda_lighthouse_select(cuda_lighthouse *lh, const float *scores_q, con
 lh_status cuda_lighthouse_gather(cuda_lighthouse *lh, const void *q, const void *k, const void *v,
                                  const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
                                  CUstream stream) {
-    return run_gather(lh, q, k, v, indices, q_sel, k_sel, v_sel, stream);
+    return run_gather(lh, q, k, v, indices, NULL, NULL, 0, q_sel, k_sel, v_sel, stream);
 }
 
 lh_status cuda_lighthouse_scatter(cuda_lighthouse *lh, const int32_t *indices, const void *o_sel,
@@ -187,12 +195,12 @@ lh_status cuda_lighthouse_scatter(cuda_lighthouse *lh, const int32_t *indices, c
 
 lh_status cuda_lighthouse_chunk_select_gather(cuda_lighthouse *lh, const void *q, const void *k,
                                               const void *v, int32_t *indices, void *inv,
-                                              float *sq, float *sk, void *qs, void *ks, void *vs,
-                                              CUstream stream) {
-    lh_status st = run_scores(lh, q, k, sq, sk, stream);
+                                              float *sq, float *sk, void *pq, void *pk, void *qs,
+                                              void *ks, void *vs, CUstream stream) {
+    lh_status st = run_scores(lh, q, k, sq, sk, pq, pk, 1, stream);
     if (st == LH_OK) st = clear_inv(lh, inv, stream);
     if (st == LH_OK) st = run_select(lh, sq, sk, indices, inv, stream);
-    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, qs, ks, vs, stream);
+    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, pq, pk, 1, qs, ks, vs, stream);
     return st;
 }
 
@@ -206,7 +214,7 @@ lh_status cuda_lighthouse_chunk_regather(cuda_lighthouse *lh, const void *q, con
                                          void *inv, void *qs, void *ks, void *vs, void *d_sel,
                                          CUstream stream) {
     lh_status st = run_invert(lh, indices, inv, stream);
-    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, qs, ks, vs, stream);
+    if (st == LH_OK) st = run_gather(lh, q, k, v, indices, NULL, NULL, 0, qs, ks, vs, stream);
     if (st == LH_OK) st = run_gather_dout(lh, dout, indices, d_sel, stream);
     return st;
 }

@@ -1,7 +1,9 @@
 /*
  * test_compiler_gpu.c - runs the compiled kernels on a GPU and compares them with a CPU
- * computation on fresh random inputs: pyramid_scores (against norms in double) and scatter
- * (against the same fp32 sums, so the result must match to the bit).
+ * computation on fresh random inputs: pyramid_scores (against norms in double; its pooled
+ * coarsest-level rows against the gather's fp32 arithmetic, to the bit; its scores without
+ * pooled rows against those with, to the bit) and scatter (against the same fp32 sums, so the
+ * result must match to the bit).
  *
  * The CUDA driver is loaded with dlopen: the program builds everywhere and exits 77 (ctest:
  * skipped) where no driver or GPU exists.
@@ -158,21 +160,72 @@ static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) 
                 dsk = upload(NULL, sk_n * 4);
     CU_CHECK(cu.MemsetD8(dsq, 0xff, sq_n * 4)); /* NaN: an unwritten score cannot pass */
     CU_CHECK(cu.MemsetD8(dsk, 0xff, sk_n * 4));
+    /* the coarsest level's pooled rows: F = p^(L-1) tokens a row */
+    int64_t F = 1;
+    for (int l = 1; l < c->levels; l++) F *= c->p;
+    int64_t n_f = c->n / F;
+    size_t pq_n = (size_t)c->b * c->h * n_f * c->d, pk_n = (size_t)c->b * c->hkv * n_f * c->d;
+    CUdeviceptr dpq = upload(NULL, pq_n * 2), dpk = upload(NULL, pk_n * 2), dnull = 0;
+    CU_CHECK(cu.MemsetD8(dpq, 0xff, pq_n * 2)); /* NaN rows: an unwritten row cannot pass */
+    CU_CHECK(cu.MemsetD8(dpk, 0xff, pk_n * 2));
     /* strides in elements for [B,N,H,D] or [B,H,N,D] */
-    int64_t n = c->n, heads = c->h, kvh = c->hkv;
+    int64_t n = c->n, heads = c->h, kvh = c->hkv, no_pool = 0, pool = 1;
     int64_t qsb = n * heads * c->d, ksb = n * kvh * c->d;
     int64_t qst = c->bhnd ? c->d : heads * c->d, kst = c->bhnd ? c->d : kvh * c->d;
     int64_t qsh = c->bhnd ? n * c->d : c->d, ksh = c->bhnd ? n * c->d : c->d;
-    void *args[] = {&dq, &dk, &dsq, &dsk, &n, &heads, &kvh, &s_total, &qsb, &qst, &qsh, &ksb, &kst, &ksh};
     unsigned gx = (unsigned)((n + r->tokens_per_block - 1) / r->tokens_per_block);
+    /* first without pooled rows (NULL pointers, as the stage entry point lh_scores runs it) ... */
+    void *args0[] = {&dq, &dk, &dsq, &dsk, &dnull, &dnull, &n, &heads, &kvh, &s_total, &no_pool,
+                     &qsb, &qst, &qsh, &ksb, &kst, &ksh};
+    CU_CHECK(cu.LaunchKernel(f, gx, (unsigned)(heads + kvh), (unsigned)c->b, (unsigned)r->block_threads, 1, 1,
+                             0, NULL, args0, NULL));
+    CU_CHECK(cu.CtxSynchronize());
+    float *sq0 = malloc(sq_n * 4), *sk0 = malloc(sk_n * 4);
+    CU_CHECK(cu.MemcpyDtoH(sq0, dsq, sq_n * 4));
+    CU_CHECK(cu.MemcpyDtoH(sk0, dsk, sk_n * 4));
+    /* ... then with them (as the forward runs it): the scores must not change by a bit */
+    CU_CHECK(cu.MemsetD8(dsq, 0xff, sq_n * 4));
+    CU_CHECK(cu.MemsetD8(dsk, 0xff, sk_n * 4));
+    void *args[] = {&dq, &dk, &dsq, &dsk, &dpq, &dpk, &n, &heads, &kvh, &s_total, &pool,
+                    &qsb, &qst, &qsh, &ksb, &kst, &ksh};
     CU_CHECK(cu.LaunchKernel(f, gx, (unsigned)(heads + kvh), (unsigned)c->b, (unsigned)r->block_threads, 1, 1,
                              0, NULL, args, NULL));
     CU_CHECK(cu.CtxSynchronize());
     float *sq = malloc(sq_n * 4), *sk = malloc(sk_n * 4);
     CU_CHECK(cu.MemcpyDtoH(sq, dsq, sq_n * 4));
     CU_CHECK(cu.MemcpyDtoH(sk, dsk, sk_n * 4));
+    uint16_t *pq = malloc(pq_n * 2), *pk = malloc(pk_n * 2);
+    CU_CHECK(cu.MemcpyDtoH(pq, dpq, pq_n * 2));
+    CU_CHECK(cu.MemcpyDtoH(pk, dpk, pk_n * 2));
 
     int bad = 0;
+    if (memcmp(sq0, sq, sq_n * 4) != 0 || memcmp(sk0, sk, sk_n * 4) != 0) {
+        printf("  pyramid scores differ between write_pooled = 0 and 1\n");
+        bad++;
+    }
+    /* pooled rows: lh_gather's arithmetic (fp32 sum from +0 in token order, times 1/F, one
+     * rounding), so they must match to the bit */
+    int bad_pool = 0;
+    for (int which = 0; which < 2; which++) {
+        int nh = which ? c->hkv : c->h;
+        const uint16_t *x = which ? k : q, *got = which ? pk : pq;
+        int64_t sb = which ? ksb : qsb, st = which ? kst : qst, sh = which ? ksh : qsh;
+        float inv_f = 1.0f / (float)F;
+        for (int b = 0; b < c->b; b++)
+            for (int h = 0; h < nh; h++)
+                for (int64_t i = 0; i < n_f; i++)
+                    for (int e = 0; e < c->d; e++) {
+                        float acc = 0.0f;
+                        for (int64_t t = i * F; t < (i + 1) * F; t++)
+                            acc += from_half(x[b * sb + t * st + h * sh + e], c->bf16);
+                        uint16_t want = to_half(acc * inv_f, c->bf16);
+                        uint16_t g = got[(((size_t)b * nh + h) * n_f + i) * c->d + e];
+                        if (g != want && bad_pool++ < 5)
+                            printf("  pooled mismatch %s b=%d h=%d i=%lld e=%d: gpu 0x%04x cpu 0x%04x\n",
+                                   which ? "k" : "q", b, h, (long long)i, e, g, want);
+                    }
+    }
+    bad += bad_pool;
     double worst = 0;
     double *norm = malloc((size_t)n * sizeof *norm);
     for (int which = 0; which < 2; which++) {
@@ -215,10 +268,16 @@ static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) 
     free(k);
     free(sq);
     free(sk);
+    free(sq0);
+    free(sk0);
+    free(pq);
+    free(pk);
     cu.MemFree(dq);
     cu.MemFree(dk);
     cu.MemFree(dsq);
     cu.MemFree(dsk);
+    cu.MemFree(dpq);
+    cu.MemFree(dpk);
     return bad != 0;
 }
 
@@ -341,9 +400,19 @@ static int bench(lhc_cache *cache, const char *chip) {
     }
     CUdeviceptr dinv = upload(inv, (size_t)heads * s_total * 4);
     int64_t sb = n * heads * d, st = heads * d, sh = d, kvh = heads;
-    void *pargs[] = {&q, &k, &sq, &sk, (void *)&n, (void *)&heads, &kvh, &s_total, &sb, &st, &sh, &sb, &st, &sh};
+    /* without pooled rows (lh_scores) and with them (the forward: F = 16, 1/16 of q and k more
+     * written) */
+    size_t pooled = tensor / 16;
+    CUdeviceptr pq = upload(NULL, pooled), pk = upload(NULL, pooled), none = 0;
+    int64_t no_pool = 0, pool = 1;
+    void *pargs[] = {&q, &k, &sq, &sk, &none, &none, (void *)&n, (void *)&heads, &kvh, &s_total, &no_pool,
+                     &sb, &st, &sh, &sb, &st, &sh};
+    void *ppargs[] = {&q, &k, &sq, &sk, &pq, &pk, (void *)&n, (void *)&heads, &kvh, &s_total, &pool,
+                      &sb, &st, &sh, &sb, &st, &sh};
     float tp = time_launches(fp, (unsigned)((n + rp->tokens_per_block - 1) / rp->tokens_per_block),
                              (unsigned)(2 * heads), 1, (unsigned)rp->block_threads, pargs, 20);
+    float tpp = time_launches(fp, (unsigned)((n + rp->tokens_per_block - 1) / rp->tokens_per_block),
+                              (unsigned)(2 * heads), 1, (unsigned)rp->block_threads, ppargs, 20);
     int64_t osb = heads * s_sel * d, osh = s_sel * d, oss = d;
     void *sargs[] = {&o, &dinv, &out, (void *)&n, (void *)&heads, &s_total, &osb, &osh, &oss, &sb, &st, &sh};
     float ts = time_launches(fs, (unsigned)((n + rs->tokens_per_block - 1) / rs->tokens_per_block), (unsigned)heads,
@@ -366,9 +435,13 @@ static int bench(lhc_cache *cache, const char *chip) {
     printf("  copy (DtoD, 1 GiB)  %7.3f ms  %6.0f GB/s\n", tc, copy_bw);
     printf("  pyramid_scores      %7.3f ms  %6.0f GB/s (%.0f%% of copy)\n", tp, p_bytes / (tp * 1e-3) / 1e9,
            100.0 * p_bytes / (tp * 1e-3) / 1e9 / copy_bw);
+    printf("  + pooled q/k rows   %7.3f ms  %6.0f GB/s (%.0f%% of copy)\n", tpp,
+           (p_bytes + 2.0 * pooled) / (tpp * 1e-3) / 1e9, 100.0 * (p_bytes + 2.0 * pooled) / (tpp * 1e-3) / 1e9 / copy_bw);
     printf("  scatter             %7.3f ms  %6.0f GB/s (%.0f%% of copy)\n", ts, s_bytes / (ts * 1e-3) / 1e9,
            100.0 * s_bytes / (ts * 1e-3) / 1e9 / copy_bw);
     free(inv);
+    cu.MemFree(pq);
+    cu.MemFree(pk);
     return 0;
 }
 
