@@ -10,7 +10,7 @@ fi
 [ -d "$BIN/golden" ] && export LH_GOLDEN_DIR="$BIN/golden"
 
 WHEELS=${LH_NVIDIA_WHEELS:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia}
-libpath=$LIBDIR
+libpath=$LIBDIR:$BIN   # $BIN: libraries packed beside the programs (Check's libsubunit)
 for d in "$WHEELS"/*/lib; do [ -d "$d" ] && libpath="$libpath:$d"; done
 export LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NCCL_NVLS_ENABLE=0          # never NVLink multicast (shared machines)

@@ -53,6 +53,12 @@ run() {
 }
 
 run module 60 "$BIN/test_cuda_module"
+# The JIT-compiled kernels launched one by one against host arithmetic (bit-exact where the
+# kernel promises it): the packed program is xz-compressed, it carries MLIR.
+if [ -e "$BIN/test_compiler.xz" ]; then
+  xz -dc "$BIN/test_compiler.xz" >/tmp/lh-test_compiler && chmod +x /tmp/lh-test_compiler
+  run compiler_gpu 300 /tmp/lh-test_compiler gpu
+fi
 run errors 120 "$BIN/test_cuda_errors"
 # Long sequences use the backward graph with the fp32 dQ accumulator (the deterministic graph's
 # workspace grows as N^2); run it on a short grouped-query case too.
