@@ -182,7 +182,7 @@ fn recompute_subseq_plan_builds() {
     let ctx = Context::cpu().unwrap();
     let plan = ctx
         .plan()
-        .seq_len(1024)
+        .seq_len(2048)
         .heads(2)
         .head_dim(16)
         .topk(128)
