@@ -111,6 +111,9 @@ if { [ "${LH_GPU_QUICK:-0}" != 1 ] || [ "${LH_GPU_BENCH:-0}" = 1 ]; } && [ -x "$
   python3 "$ROOT/tools/bench/plot_bench.py" "$LOGS/bench.json" "$LOGS/bench.png" 2>&1 | tail -1
 fi
 
+# Other builds of the library against the packed one (scripts/gpu_pack_variant.sh), with
+# LH_GPU_VARIANTS=1: their tests and timings in the same run (not a test of the packed library).
+if [ "${LH_GPU_VARIANTS:-0}" = 1 ]; then bash "$ROOT/tests/gpu/compare_variants.sh" "$BIN"; fi
 # Per-kernel times under ncu (not a test), with LH_GPU_PROFILE=1; LH_PROFILE_SEQS lists the N.
 if [ "${LH_GPU_PROFILE:-0}" = 1 ]; then
   for n in ${LH_PROFILE_SEQS:-524288}; do bash "$ROOT/tests/gpu/profile_kernels.sh" "$BIN" "$n"; done
