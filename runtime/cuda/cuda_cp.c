@@ -3,15 +3,15 @@
 
 #include <stdlib.h>
 
-#define REGION_ALIGN 256
-static int64_t align_up(int64_t x) { return (x + REGION_ALIGN - 1) / REGION_ALIGN * REGION_ALIGN; }
-static int64_t region(int64_t *end, int64_t bytes) {
-    int64_t off = *end;
-    *end = off + align_up(bytes);
-    return off;
-}
+#include "cuda_layout.h"
+
 static char *at(void *base, int64_t off) { return (char *)base + off; }
 static const char *cat(const void *base, int64_t off) { return (const char *)base + off; }
+/* A region in `saved` when the plan keeps the sub-sequence (offset sv), else in the workspace at
+ * w. The backward only reads what it finds in `saved`. */
+static char *kept(const cuda_cp *cp, const void *saved, int64_t sv, void *ws, int64_t w) {
+    return cp->keep ? (char *)cat(saved, sv) : at(ws, w);
+}
 
 static void layout(cuda_cp *cp, int64_t attn_bytes) {
     const lh_config *c = &cp->chunk;
@@ -31,13 +31,13 @@ static void layout(cuda_cp *cp, int64_t attn_bytes) {
      * backward gathers nothing again. */
     bool keep = cp->keep = lighthouse && !cp->cfg.recompute_subseq;
     int64_t end = 0;
-    cp->sv_idx = lighthouse ? region(&end, C * cp->ib) : 0;
-    cp->sv_o = region(&end, C * cp->cb);
-    cp->sv_lse = region(&end, C * cp->lb);
-    cp->sv_q = keep ? region(&end, C * cp->cb) : -1;
-    cp->sv_k = keep ? region(&end, C * cp->cb) : -1;
-    cp->sv_v = keep ? region(&end, C * cp->cb) : -1;
-    cp->sv_inv = keep ? region(&end, C * cp->invb) : -1;
+    cp->sv_idx = lighthouse ? lh_region(&end, C * cp->ib) : 0;
+    cp->sv_o = lh_region(&end, C * cp->cb);
+    cp->sv_lse = lh_region(&end, C * cp->lb);
+    cp->sv_q = keep ? lh_region(&end, C * cp->cb) : -1;
+    cp->sv_k = keep ? lh_region(&end, C * cp->cb) : -1;
+    cp->sv_v = keep ? lh_region(&end, C * cp->cb) : -1;
+    cp->sv_inv = keep ? lh_region(&end, C * cp->invb) : -1;
     cp->saved_bytes = end;
 
     end = 0;
@@ -45,28 +45,28 @@ static void layout(cuda_cp *cp, int64_t attn_bytes) {
         /* Scores and the pooled coarsest-level rows serve one chunk at a time: its scores,
          * selection and gather run on the stream before the next chunk's scores overwrite
          * them, so the chunks share one region each (unlike inv, which scatter needs later). */
-        cp->f_sq = region(&end, c->batch * c->heads * c->s_total * 4);
-        cp->f_sk = region(&end, c->batch * c->kv_heads * c->s_total * 4);
-        cp->f_pq = region(&end, cp->lh->pooled_q_bytes);
-        cp->f_pk = region(&end, cp->lh->pooled_k_bytes);
+        cp->f_sq = lh_region(&end, c->batch * c->heads * c->s_total * 4);
+        cp->f_sk = lh_region(&end, c->batch * c->kv_heads * c->s_total * 4);
+        cp->f_pq = lh_region(&end, cp->lh->pooled_q_bytes);
+        cp->f_pk = lh_region(&end, cp->lh->pooled_k_bytes);
     }
-    cp->f_inv = lighthouse && !keep ? region(&end, C * cp->invb) : -1;
-    cp->f_q = keep ? -1 : region(&end, C * cp->cb);
-    cp->f_k = keep ? -1 : region(&end, C * cp->cb);
-    cp->f_v = keep ? -1 : region(&end, C * cp->cb);
-    cp->f_attn = region(&end, attn_bytes);
+    cp->f_inv = lighthouse && !keep ? lh_region(&end, C * cp->invb) : -1;
+    cp->f_q = keep ? -1 : lh_region(&end, C * cp->cb);
+    cp->f_k = keep ? -1 : lh_region(&end, C * cp->cb);
+    cp->f_v = keep ? -1 : lh_region(&end, C * cp->cb);
+    cp->f_attn = lh_region(&end, attn_bytes);
     cp->fwd_bytes = end;
 
     end = 0;
-    cp->b_inv = lighthouse && !keep ? region(&end, C * cp->invb) : -1;
-    cp->b_q = keep ? -1 : region(&end, C * cp->cb);
-    cp->b_k = keep ? -1 : region(&end, C * cp->cb);
-    cp->b_v = keep ? -1 : region(&end, C * cp->cb);
-    cp->b_do = region(&end, C * cp->cb);
-    cp->b_dq = region(&end, C * cp->cb);
-    cp->b_dk = region(&end, C * cp->cb);
-    cp->b_dv = region(&end, C * cp->cb);
-    cp->b_attn = region(&end, attn_bytes);
+    cp->b_inv = lighthouse && !keep ? lh_region(&end, C * cp->invb) : -1;
+    cp->b_q = keep ? -1 : lh_region(&end, C * cp->cb);
+    cp->b_k = keep ? -1 : lh_region(&end, C * cp->cb);
+    cp->b_v = keep ? -1 : lh_region(&end, C * cp->cb);
+    cp->b_do = lh_region(&end, C * cp->cb);
+    cp->b_dq = lh_region(&end, C * cp->cb);
+    cp->b_dk = lh_region(&end, C * cp->cb);
+    cp->b_dv = lh_region(&end, C * cp->cb);
+    cp->b_attn = lh_region(&end, attn_bytes);
     cp->bwd_bytes = end;
 }
 
@@ -181,10 +181,8 @@ static lh_status attention_backward(cuda_cp *cp, const void *qs, const void *ks,
 
 lh_status cuda_cp_forward(cuda_cp *cp, const void *q, const void *k, const void *v, void *out,
                           void *saved, void *ws, CUstream s) {
-    void *sub = cp->keep ? saved : ws; /* where the sub-sequence and the inverse maps go */
-    char *qs = at(sub, cp->keep ? cp->sv_q : cp->f_q), *ks = at(sub, cp->keep ? cp->sv_k : cp->f_k),
-         *vs = at(sub, cp->keep ? cp->sv_v : cp->f_v);
-    char *inv = at(sub, cp->keep ? cp->sv_inv : cp->f_inv);
+    char *qs = kept(cp, saved, cp->sv_q, ws, cp->f_q), *ks = kept(cp, saved, cp->sv_k, ws, cp->f_k);
+    char *vs = kept(cp, saved, cp->sv_v, ws, cp->f_v), *inv = kept(cp, saved, cp->sv_inv, ws, cp->f_inv);
     char *o_sel = at(saved, cp->sv_o);
     float *lse = (float *)at(saved, cp->sv_lse);
     int64_t L = cp->chunk.chunk_len;
@@ -220,10 +218,8 @@ lh_status cuda_cp_backward(cuda_cp *cp, const void *q, const void *k, const void
                            const void *dout, const void *saved, void *dq, void *dk, void *dv,
                            void *ws, CUstream s) {
     /* kept by the forward in `saved`, or rebuilt here in the workspace */
-    char *qs = cp->keep ? (char *)cat(saved, cp->sv_q) : at(ws, cp->b_q);
-    char *ks = cp->keep ? (char *)cat(saved, cp->sv_k) : at(ws, cp->b_k);
-    char *vs = cp->keep ? (char *)cat(saved, cp->sv_v) : at(ws, cp->b_v);
-    char *inv = cp->keep ? (char *)cat(saved, cp->sv_inv) : at(ws, cp->b_inv);
+    char *qs = kept(cp, saved, cp->sv_q, ws, cp->b_q), *ks = kept(cp, saved, cp->sv_k, ws, cp->b_k);
+    char *vs = kept(cp, saved, cp->sv_v, ws, cp->b_v), *inv = kept(cp, saved, cp->sv_inv, ws, cp->b_inv);
     char *d_sel = at(ws, cp->b_do);
     char *dqs = at(ws, cp->b_dq), *dks = at(ws, cp->b_dk), *dvs = at(ws, cp->b_dv);
     const char *o_sel = cat(saved, cp->sv_o);

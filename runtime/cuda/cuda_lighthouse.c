@@ -7,19 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_layout.h"
 #include "cuda_lighthouse.h"
-
-/* Every region starts 256 bytes into the buffer from the previous one, like cudaMalloc'd
- * memory: cuDNN's engines and the 16-byte vector loads of the kernels are content with it. */
-#define REGION_ALIGN 256
-static int64_t align_up(int64_t x) { return (x + REGION_ALIGN - 1) / REGION_ALIGN * REGION_ALIGN; }
-
-/* Appends a region of `bytes` at *end and returns its offset. */
-static int64_t region(int64_t *end, int64_t bytes) {
-    int64_t off = *end;
-    *end = off + align_up(bytes);
-    return off;
-}
 
 /* The PTX target of a device: sm_90 for Hopper, the architecture-specific sm_100a / sm_103a for
  * Blackwell datacenter parts (the kernels use nothing specific, but that is what ptxas and the
@@ -110,9 +99,7 @@ static void layout(cuda_lighthouse *lh) {
     int64_t rows = c->batch * c->heads * c->s_sel;
     int64_t sel = rows * c->head_dim * es;
     int64_t inv = c->batch * c->heads * c->s_total * 4;
-    /* the coarsest level's entries: N / P^(L-1) per head */
-    int64_t coarse = c->seq_len;
-    for (int64_t l = 1; l < c->levels; l++) coarse /= c->pooling;
+    int64_t coarse = c->level_len[c->levels - 1]; /* the coarsest level's entries per head */
     lh->pooled_q_bytes = c->batch * c->heads * coarse * c->head_dim * es;
     lh->pooled_k_bytes = c->batch * c->kv_heads * coarse * c->head_dim * es;
 
@@ -121,40 +108,40 @@ static void layout(cuda_lighthouse *lh) {
      * Recomputed: they live in the workspaces and the backward rebuilds them. */
     bool keep = !c->recompute_subseq;
     int64_t end = 0;
-    lh->sv_idx = region(&end, rows * 4);
-    lh->sv_o = region(&end, sel);
-    lh->sv_lse = region(&end, rows * 4);
-    lh->sv_qs = keep ? region(&end, sel) : -1;
-    lh->sv_ks = keep ? region(&end, sel) : -1;
-    lh->sv_vs = keep ? region(&end, sel) : -1;
-    lh->sv_inv = keep ? region(&end, inv) : -1;
+    lh->sv_idx = lh_region(&end, rows * 4);
+    lh->sv_o = lh_region(&end, sel);
+    lh->sv_lse = lh_region(&end, rows * 4);
+    lh->sv_qs = keep ? lh_region(&end, sel) : -1;
+    lh->sv_ks = keep ? lh_region(&end, sel) : -1;
+    lh->sv_vs = keep ? lh_region(&end, sel) : -1;
+    lh->sv_inv = keep ? lh_region(&end, inv) : -1;
     lh->saved_bytes = end;
 
     end = 0;
-    lh->fw_sq = region(&end, c->batch * c->heads * c->s_total * 4);
-    lh->fw_sk = region(&end, c->batch * c->kv_heads * c->s_total * 4);
-    lh->fw_inv = keep ? -1 : region(&end, inv);
-    lh->fw_pq = region(&end, lh->pooled_q_bytes);
-    lh->fw_pk = region(&end, lh->pooled_k_bytes);
-    lh->fw_qs = keep ? -1 : region(&end, sel);
-    lh->fw_ks = keep ? -1 : region(&end, sel);
-    lh->fw_vs = keep ? -1 : region(&end, sel);
-    lh->fw_sdpa = region(&end, lh->sdpa ? cuda_sdpa_fwd_workspace_bytes(lh->sdpa) : 0);
+    lh->fw_sq = lh_region(&end, c->batch * c->heads * c->s_total * 4);
+    lh->fw_sk = lh_region(&end, c->batch * c->kv_heads * c->s_total * 4);
+    lh->fw_inv = keep ? -1 : lh_region(&end, inv);
+    lh->fw_pq = lh_region(&end, lh->pooled_q_bytes);
+    lh->fw_pk = lh_region(&end, lh->pooled_k_bytes);
+    lh->fw_qs = keep ? -1 : lh_region(&end, sel);
+    lh->fw_ks = keep ? -1 : lh_region(&end, sel);
+    lh->fw_vs = keep ? -1 : lh_region(&end, sel);
+    lh->fw_sdpa = lh_region(&end, lh->sdpa ? cuda_sdpa_fwd_workspace_bytes(lh->sdpa) : 0);
     lh->fwd_bytes = end;
 
     end = 0;
-    lh->bw_inv = keep ? -1 : region(&end, inv);
-    lh->bw_qs = keep ? -1 : region(&end, sel);
-    lh->bw_ks = keep ? -1 : region(&end, sel);
-    lh->bw_vs = keep ? -1 : region(&end, sel);
-    lh->bw_do = region(&end, sel);
-    lh->bw_dqs = region(&end, sel);
-    lh->bw_dks = region(&end, sel);
-    lh->bw_dvs = region(&end, sel);
-    lh->bw_sdpa = region(&end, lh->sdpa ? cuda_sdpa_bwd_workspace_bytes(lh->sdpa) : 0);
+    lh->bw_inv = keep ? -1 : lh_region(&end, inv);
+    lh->bw_qs = keep ? -1 : lh_region(&end, sel);
+    lh->bw_ks = keep ? -1 : lh_region(&end, sel);
+    lh->bw_vs = keep ? -1 : lh_region(&end, sel);
+    lh->bw_do = lh_region(&end, sel);
+    lh->bw_dqs = lh_region(&end, sel);
+    lh->bw_dks = lh_region(&end, sel);
+    lh->bw_dvs = lh_region(&end, sel);
+    lh->bw_sdpa = lh_region(&end, lh->sdpa ? cuda_sdpa_bwd_workspace_bytes(lh->sdpa) : 0);
     lh->bwd_bytes = end;
 
-    lh->stage_bytes = align_up(inv);
+    lh->stage_bytes = lh_region_size(inv);
 }
 
 static void set_strides(cuda_lighthouse *lh) {

@@ -20,6 +20,10 @@ static lh_status launch(const cuda_lighthouse *lh, int kernel, const char *name,
 
 static void *at(void *base, int64_t offset) { return (char *)base + offset; }
 static const void *cat(const void *base, int64_t offset) { return (const char *)base + offset; }
+/* A region the plan keeps in `saved` (offset sv >= 0), or else has in the workspace at w. */
+static void *saved_or_ws(void *saved, int64_t sv, void *ws, int64_t w) {
+    return sv >= 0 ? at(saved, sv) : at(ws, w);
+}
 
 /* ---- one launcher per kernel (arguments exactly as the .mlir headers list them) ----------- */
 
@@ -120,12 +124,12 @@ lh_status cuda_lighthouse_forward(cuda_lighthouse *lh, const void *q, const void
     void *indices = at(saved, lh->sv_idx), *o_sel = at(saved, lh->sv_o);
     float *lse = at(saved, lh->sv_lse);
     void *sq = at(workspace, lh->fw_sq), *sk = at(workspace, lh->fw_sk);
-    bool keep = lh->sv_qs >= 0; /* the sub-sequence and inverse map go straight into `saved` */
-    void *inv = keep ? at(saved, lh->sv_inv) : at(workspace, lh->fw_inv);
+    /* by default the sub-sequence and inverse map go straight into `saved` */
+    void *inv = saved_or_ws(saved, lh->sv_inv, workspace, lh->fw_inv);
+    void *qs = saved_or_ws(saved, lh->sv_qs, workspace, lh->fw_qs);
+    void *ks = saved_or_ws(saved, lh->sv_ks, workspace, lh->fw_ks);
+    void *vs = saved_or_ws(saved, lh->sv_vs, workspace, lh->fw_vs);
     void *pq = at(workspace, lh->fw_pq), *pk = at(workspace, lh->fw_pk);
-    void *qs = keep ? at(saved, lh->sv_qs) : at(workspace, lh->fw_qs);
-    void *ks = keep ? at(saved, lh->sv_ks) : at(workspace, lh->fw_ks);
-    void *vs = keep ? at(saved, lh->sv_vs) : at(workspace, lh->fw_vs);
     lh_status st = run_scores(lh, q, k, sq, sk, pq, pk, 1, stream);
     if (st == LH_OK) st = clear_inv(lh, inv, stream);
     if (st == LH_OK) st = run_select(lh, sq, sk, indices, inv, stream);

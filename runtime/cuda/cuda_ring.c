@@ -8,14 +8,8 @@
 #include <string.h>
 
 #include "compiler.h"
+#include "cuda_layout.h"
 
-#define REGION_ALIGN 256
-static int64_t align_up(int64_t x) { return (x + REGION_ALIGN - 1) / REGION_ALIGN * REGION_ALIGN; }
-static int64_t region(int64_t *end, int64_t bytes) {
-    int64_t off = *end;
-    *end = off + align_up(bytes);
-    return off;
-}
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static char *at(void *base, int64_t off) { return (char *)base + off; }
 static const char *cat(const void *base, int64_t off) { return (const char *)base + off; }
@@ -85,24 +79,24 @@ static void layout(cuda_ring *r) {
     int64_t end = 0;
     /* forward: two K/V blocks (K of both chunks, then V of both), one block's partial result, the
      * fp32 accumulators of both chunks and two lse buffers per chunk (the merge alternates) */
-    r->f_kv[0] = region(&end, 4 * r->cb);
-    r->f_kv[1] = region(&end, 4 * r->cb);
-    r->f_opart = region(&end, r->cb);
-    r->f_lpart = region(&end, r->lb);
-    r->f_acc = region(&end, 2 * r->cb32);
-    r->f_lse = region(&end, 4 * r->lb);
-    r->f_sdpa = region(&end, fws);
+    r->f_kv[0] = lh_region(&end, 4 * r->cb);
+    r->f_kv[1] = lh_region(&end, 4 * r->cb);
+    r->f_opart = lh_region(&end, r->cb);
+    r->f_lpart = lh_region(&end, r->lb);
+    r->f_acc = lh_region(&end, 2 * r->cb32);
+    r->f_lse = lh_region(&end, 4 * r->lb);
+    r->f_sdpa = lh_region(&end, fws);
     r->fwd_bytes = end;
     /* backward: K/V blocks, dK/dV accumulators of a travelling block (dK of both chunks, then dV),
      * dQ accumulators, the partial dq, dk, dv of one block */
     end = 0;
-    r->b_kv[0] = region(&end, 4 * r->cb);
-    r->b_kv[1] = region(&end, 4 * r->cb);
-    r->b_dkv[0] = region(&end, 4 * r->cb32);
-    r->b_dkv[1] = region(&end, 4 * r->cb32);
-    r->b_dq = region(&end, 2 * r->cb32);
-    r->b_part = region(&end, 3 * r->cb);
-    r->b_sdpa = region(&end, bws);
+    r->b_kv[0] = lh_region(&end, 4 * r->cb);
+    r->b_kv[1] = lh_region(&end, 4 * r->cb);
+    r->b_dkv[0] = lh_region(&end, 4 * r->cb32);
+    r->b_dkv[1] = lh_region(&end, 4 * r->cb32);
+    r->b_dq = lh_region(&end, 2 * r->cb32);
+    r->b_part = lh_region(&end, 3 * r->cb);
+    r->b_sdpa = lh_region(&end, bws);
     r->bwd_bytes = end;
     r->workspace_bytes = max64(r->fwd_bytes, r->bwd_bytes);
 }
@@ -220,6 +214,22 @@ static lh_status join_streams(cuda_ring *r, CUstream stream) {
     return st;
 }
 
+/* Step s of a ring walk: moves the K/V block in hand (kcur, vcur) to the next rank, landing in
+ * `knext` (K, then V), on the communication stream while this step computes, and records its
+ * arrival in ev_kv. `knext` was step s-1's buffer, so the communication stream first waits for
+ * that step's compute. */
+static lh_status send_kv(cuda_ring *r, int s, const char *kcur, const char *vcur, char *knext) {
+    cuda_xfer x[2] = {{kcur, knext, (size_t)(2 * r->cb)},
+                      {vcur, knext + 2 * r->cb, (size_t)(2 * r->cb)}};
+    lh_status st = LH_OK;
+    if (s > 0)
+        st = cu(r, r->cu->StreamWaitEvent(r->comm, r->ev_compute, 0), "ordering the ring's streams");
+    if (st == LH_OK) st = cuda_transport_exchange(&r->transport, x, 2, r->comm);
+    if (st == LH_OK)
+        st = cu(r, r->cu->EventRecord(r->ev_kv, r->comm), "recording the ring's K/V arrival");
+    return st;
+}
+
 static lh_status ring_forward(cuda_ring *r, const void *q_sel, const void *k_sel,
                               const void *v_sel, void *o_sel, float *lse, void *ws,
                               CUstream stream) {
@@ -241,18 +251,8 @@ static lh_status ring_forward(cuda_ring *r, const void *q_sel, const void *k_sel
         int src = (me - s + W) % W;
         const char *kcur = s == 0 ? (const char *)k_sel : at(ws, r->f_kv[(s - 1) % 2]);
         const char *vcur = s == 0 ? (const char *)v_sel : at(ws, r->f_kv[(s - 1) % 2]) + 2 * r->cb;
-        if (s < W - 1) {
-            /* The next block moves while this one computes; the buffer it lands in was the
-             * previous step's, so the communication stream first waits for that step. */
-            char *knext = at(ws, r->f_kv[s % 2]);
-            cuda_xfer x[2] = {{kcur, knext, (size_t)(2 * r->cb)},
-                              {vcur, knext + 2 * r->cb, (size_t)(2 * r->cb)}};
-            if (s > 0) st = cu(r, api->StreamWaitEvent(r->comm, r->ev_compute, 0), "ordering the ring's streams");
-            if (st == LH_OK) st = cuda_transport_exchange(&r->transport, x, 2, r->comm);
-            if (st != LH_OK) goto fail;
-            st = cu(r, api->EventRecord(r->ev_kv, r->comm), "recording the ring's K/V arrival");
-            if (st != LH_OK) goto fail;
-        }
+        if (s < W - 1 && (st = send_kv(r, s, kcur, vcur, at(ws, r->f_kv[s % 2]))) != LH_OK)
+            goto fail;
         for (int j = 0; j < 2 && st == LH_OK; j++) {
             int gq = global_chunk(r, me, j);
             for (int i = 0; i < 2 && st == LH_OK; i++) {
@@ -309,16 +309,8 @@ static lh_status ring_backward(cuda_ring *r, const void *q_sel, const void *k_se
         const char *kcur = s == 0 ? (const char *)k_sel : at(ws, r->b_kv[(s - 1) % 2]);
         const char *vcur = s == 0 ? (const char *)v_sel : at(ws, r->b_kv[(s - 1) % 2]) + 2 * r->cb;
         char *dk_acc = at(ws, r->b_dkv[s % 2]), *dv_acc = dk_acc + 2 * r->cb32;
-        if (s < W - 1) {
-            char *knext = at(ws, r->b_kv[s % 2]);
-            cuda_xfer x[2] = {{kcur, knext, (size_t)(2 * r->cb)},
-                              {vcur, knext + 2 * r->cb, (size_t)(2 * r->cb)}};
-            if (s > 0) st = cu(r, api->StreamWaitEvent(r->comm, r->ev_compute, 0), "ordering the ring's streams");
-            if (st == LH_OK) st = cuda_transport_exchange(&r->transport, x, 2, r->comm);
-            if (st != LH_OK) goto fail;
-            st = cu(r, api->EventRecord(r->ev_kv, r->comm), "recording the ring's K/V arrival");
-            if (st != LH_OK) goto fail;
-        }
+        if (s < W - 1 && (st = send_kv(r, s, kcur, vcur, at(ws, r->b_kv[s % 2]))) != LH_OK)
+            goto fail;
         bool waited = s == 0; /* step 0's accumulators are this rank's own, already cleared */
         for (int j = 0; j < 2 && st == LH_OK; j++) {
             int gq = global_chunk(r, me, j);
