@@ -79,8 +79,13 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
                                levels, threads, slice, chunk);
     if (st != LH_OK) return st;
 
-    /* Scatter and pool backward: 128 tokens per block (8 passes of 16 rows at D = 128). */
-    const int tokens = tokens_per_pass > 128 ? tokens_per_pass : 128;
+    /* Scatter and pool backward: each group of D/8 lanes takes a run of RUN = 4 consecutive
+     * tokens, so the coarse levels' slots and rows are loaded once per run instead of once per
+     * token (a power of two, like P: the kernels rely on it). 4 keeps a run's fp32 sums and rows
+     * in registers; one run per group and block (64 tokens at D = 128): a second round in a loop
+     * costs ~14 more registers per thread. */
+    const int run = 4;
+    const int tokens = tokens_per_pass * run;
     /* Selection and order: one block per (tile, head, batch); THREADS >= 128 (one thread per
      * refined entry of a level) and shared memory fixed by L alone, whatever the tile length. */
     st = add_request(out, count, "select_order", threads, 0, "P=%d L=%d THREADS=%d", p, levels, threads);
@@ -90,12 +95,13 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     st = add_request(out, count, "gather", threads, rows, "DTYPE=%s D=%d P=%d L=%d THREADS=%d ROWS=%d",
                      pp->dtype, d, p, levels, threads, rows);
     if (st != LH_OK) return st;
-    /* Pool backward: the scatter's token tiling. */
-    st = add_request(out, count, "pool_grad", threads, tokens, "DTYPE=%s D=%d P=%d L=%d THREADS=%d TOKENS=%d",
-                     pp->dtype, d, p, levels, threads, tokens);
+    st = add_request(out, count, "pool_grad", threads, tokens,
+                     "DTYPE=%s D=%d P=%d L=%d THREADS=%d RUN=%d TOKENS=%d", pp->dtype, d, p, levels,
+                     threads, run, tokens);
     if (st != LH_OK) return st;
-    return add_request(out, count, "scatter", threads, tokens, "DTYPE=%s D=%d P=%d L=%d THREADS=%d TOKENS=%d",
-                       pp->dtype, d, p, levels, threads, tokens);
+    return add_request(out, count, "scatter", threads, tokens,
+                       "DTYPE=%s D=%d P=%d L=%d THREADS=%d RUN=%d TOKENS=%d", pp->dtype, d, p, levels,
+                       threads, run, tokens);
 }
 
 lh_status lhc_ring_kernel(const char *dtype, int head_dim, lhc_kernel_request *out) {

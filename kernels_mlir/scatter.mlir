@@ -4,11 +4,12 @@
 // i >= 0 and that entry was selected: entry i's window shifted right by f - 1 covers
 // [i f + f - 1, (i + 1) f + f - 1). An inverse map inv [B, H, S_total] (int32, pyramid position
 // -> slot in the sub-sequence, or -1), produced by an earlier kernel, turns "was it selected,
-// and where" into one load. Contributions are summed in fp32 in level order 0 .. L-1 and
-// rounded once to DTYPE; tokens nobody covers get 0.
+// and where" into one load. Contributions are summed in fp32 in level order 0 .. L-1 (an entry
+// that does not contribute adds +0) and rounded once to DTYPE; tokens nobody covers get 0.
 //
-// Constants: DTYPE (bf16 | f16), D (8 * 2^k, at most 256), P, L, THREADS (a multiple of D/8),
-//   TOKENS (tokens per block, a multiple of THREADS/(D/8)).
+// Constants: DTYPE (bf16 | f16), D (8 * 2^k, at most 256), P (a power of two), L,
+//   THREADS (a multiple of D/8), RUN (tokens per run, a power of two >= 2),
+//   TOKENS (tokens per block, a multiple of THREADS / (D/8) * RUN).
 // Arguments (strides in elements):
 //   o_sel (the sub-sequence output, DTYPE), inv (i32), out (DTYPE) : !llvm.ptr<1>
 //   n (N), heads (H), s_total : i64
@@ -16,9 +17,20 @@
 //   out_stride_b, out_stride_t, out_stride_h : i64  ([B,N,H,D] or [B,H,N,D])
 // Launch: grid (ceil(N / TOKENS), H, B), block (THREADS). Rows 16-byte aligned.
 //
-// How: D/8 threads own one token row, 16-byte loads and stores; a warp covers whole rows, so
-// stores are coalesced per row (and across rows for [B,H,N,D]). o_sel must hold at least one
-// row (S_sel >= 1): entries that contribute nothing read row 0 and add zero (no branches).
+// How: D/8 threads (a group) own one row, 16-byte loads and stores. A group takes RUN
+// consecutive tokens t0 .. t0 + RUN - 1, t0 a multiple of RUN, and loads the slot and row of a
+// level's entry only at the run positions j where that entry can change, keeping it in
+// registers for the tokens after. Token t0 + j uses entry (t0 + j + 1) / f - 1, which changes
+// where t0 + j + 1 is a multiple of f: with RUN and f powers of two that is at (j + 1) % f == 0
+// when f <= RUN, and at most at j = RUN - 1 when f > RUN (t0 + RUN is the only candidate). So a
+// level loads at j = 0, at every j with (j + 1) % f == 0, and at j = RUN - 1; token j uses the
+// load of the last such position <= j. Three passes over the run, loops fully unrolled:
+//   A. the slots (plain loads, no branches), -1 where the entry does not contribute;
+//   B. their rows, predicated inline-PTX loads (nothing read for -1), kept ahead of pass C;
+//   C. per token, levels 0 .. L-1: a + (row or +0): the same fp32 additions as one token at a
+//      time (which read row 0 and added +0 for an entry that does not contribute).
+// Per run all loads are in flight together, in two dependent steps.
+#unroll_full = #llvm.loop_annotation<unroll = #llvm.loop_unroll<full = true>>
 module attributes {gpu.container_module} {
 gpu.module @scatter [{{TARGET}}] {
   gpu.func @lh_scatter(%o_sel: !llvm.ptr<1>, %inv: !llvm.ptr<1>, %out: !llvm.ptr<1>,
@@ -27,15 +39,24 @@ gpu.module @scatter [{{TARGET}}] {
                        %out_sb: i64, %out_st: i64, %out_sh: i64) kernel {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
+    %c2 = arith.constant 2 : i64
+    %c4 = arith.constant 4 : i64
     %c8 = arith.constant 8 : i64
     %c0_i32 = arith.constant 0 : i32
+    %cm1_i32 = arith.constant -1 : i32
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
     %cLanes = arith.constant {{D / 8}} : i64
-    %cTpp = arith.constant {{THREADS / (D / 8)}} : i64
+    %cGroups = arith.constant {{THREADS / (D / 8)}} : i64
+    %cRun = arith.constant {{RUN}} : i64
+    %cRunLast = arith.constant {{RUN - 1}} : i64
     %cTokens = arith.constant {{TOKENS}} : i64
-    %cPasses = arith.constant {{TOKENS / (THREADS / (D / 8))}} : i64
+    %cRounds = arith.constant {{TOKENS / (THREADS / (D / 8) * RUN)}} : i64
     %vzero = arith.constant dense<0.0> : vector<8xf32>
+    // a run's slots (RUN x L, -1 where nothing contributes) and row words
+    %slots0 = arith.constant dense<-1> : vector<{{RUN * L}}xi32>
+    %words0 = arith.constant dense<0> : vector<{{RUN * L * 4}}xi32>
+    %offs0 = arith.constant dense<0> : vector<{{L}}xi64>
 
     %tid_ix = gpu.thread_id x
     %bx_ix = gpu.block_id x
@@ -47,7 +68,7 @@ gpu.module @scatter [{{TARGET}}] {
     %b = arith.index_cast %bz_ix : index to i64
 
     %lane = arith.remui %tid, %cLanes : i64
-    %tok = arith.divui %tid, %cLanes : i64
+    %grp = arith.divui %tid, %cLanes : i64
     %lane_off = arith.muli %lane, %c8 : i64
     %bh = arith.muli %b, %heads : i64
     %bh_h = arith.addi %bh, %h : i64
@@ -61,47 +82,167 @@ gpu.module @scatter [{{TARGET}}] {
     %wb3 = arith.addi %wb1, %wb2 : i64
     %w_base = arith.addi %wb3, %lane_off : i64
     %tok0 = arith.muli %bx, %cTokens : i64
+    %n_last = arith.subi %n, %c1 : i64
 
-    scf.for %it = %c0 to %cPasses step %c1 : i64 {
-      %itt = arith.muli %it, %cTpp : i64
-      %tl = arith.addi %itt, %tok : i64
-      %t = arith.addi %tok0, %tl : i64
-      %in = arith.cmpi ult, %t, %n : i64
-      scf.if %in {
-        %t1 = arith.addi %t, %c1 : i64
-        %sum:3 = scf.for %l = %c0 to %cL step %c1
-            iter_args(%f = %c1, %lvl_off = %c0, %a = %vzero) -> (i64, i64, vector<8xf32>) : i64 {
-          // Branch-free, so the loads of all levels (and of several tokens) can be in flight
-          // together: an entry that does not contribute reads row 0 (cached) and adds zero.
-          // (i = -1 happens only for l >= 1, where inv[off_l - 1] is still inside this row.)
-          %qt = arith.divui %t1, %f : i64
-          %covered = arith.cmpi uge, %qt, %c1 : i64
-          %i = arith.subi %qt, %c1 : i64
-          %p1 = arith.addi %inv_base, %lvl_off : i64
-          %p2 = arith.addi %p1, %i : i64
-          %ip = llvm.getelementptr %inv[%p2] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
-          %slot32 = llvm.load %ip : !llvm.ptr<1> -> i32
-          %selected = arith.cmpi sge, %slot32, %c0_i32 : i32
-          %use = arith.andi %covered, %selected : i1
-          %slot_raw = arith.extsi %slot32 : i32 to i64
-          %slot = arith.select %use, %slot_raw, %c0 : i64
-          %so = arith.muli %slot, %o_ss : i64
-          %oo = arith.addi %o_base, %so : i64
-          %op = llvm.getelementptr %o_sel[%oo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-          %v = llvm.load %op {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-          %vf = arith.extf %v : vector<8x{{DTYPE}}> to vector<8xf32>
-          %vz = arith.select %use, %vf, %vzero : vector<8xf32>
-          %a2 = arith.addf %a, %vz : vector<8xf32>
-          %n_l = arith.divui %n, %f : i64
-          %lvl_off2 = arith.addi %lvl_off, %n_l : i64
-          %f2 = arith.muli %f, %cP : i64
-          scf.yield %f2, %lvl_off2, %a2 : i64, i64, vector<8xf32>
-        }
-        %r = arith.truncf %sum#2 : vector<8xf32> to vector<8x{{DTYPE}}>
-        %ts = arith.muli %t, %out_st : i64
-        %wo = arith.addi %w_base, %ts : i64
-        %wp = llvm.getelementptr %out[%wo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-        llvm.store %r, %wp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
+    // off_l = n_0 + ... + n_{l-1}, n_l = N / f_l: where level l starts in a row of inv
+    %offs:3 = scf.for %l = %c0 to %cL step %c1
+        iter_args(%f = %c1, %off = %c0, %ov = %offs0) -> (i64, i64, vector<{{L}}xi64>) : i64 {
+      %li = arith.index_cast %l : i64 to index
+      %ov2 = vector.insert %off, %ov[%li] : i64 into vector<{{L}}xi64>
+      %n_l = arith.divui %n, %f : i64
+      %off2 = arith.addi %off, %n_l : i64
+      %f2 = arith.muli %f, %cP : i64
+      scf.yield %f2, %off2, %ov2 : i64, i64, vector<{{L}}xi64>
+    } {loop_annotation = #unroll_full}
+
+    scf.for %r = %c0 to %cRounds step %c1 : i64 {
+      %rg = arith.muli %r, %cGroups : i64
+      %run = arith.addi %rg, %grp : i64
+      %run_t = arith.muli %run, %cRun : i64
+      %t0 = arith.addi %tok0, %run_t : i64
+      %live = arith.cmpi ult, %t0, %n : i64
+      scf.if %live {
+        // A. slots at the load positions; -1 where the entry does not contribute (i < 0 or
+        // not selected). Positions past N read as token N - 1 (valid memory, result unused).
+        // (i = -1 happens only for l >= 1, where inv[off_l - 1] is still inside this row.)
+        %slots = scf.for %j = %c0 to %cRun step %c1
+            iter_args(%sa = %slots0) -> (vector<{{RUN * L}}xi32>) : i64 {
+          %tj0 = arith.addi %t0, %j : i64
+          %tj = arith.minui %tj0, %n_last : i64
+          %t1 = arith.addi %tj, %c1 : i64
+          %jl = arith.muli %j, %cL : i64
+          %j1 = arith.addi %j, %c1 : i64
+          %at0 = arith.cmpi eq, %j, %c0 : i64
+          %atl = arith.cmpi eq, %j, %cRunLast : i64
+          %ends = arith.ori %at0, %atl : i1
+          %sa_j:2 = scf.for %l = %c0 to %cL step %c1
+              iter_args(%f = %c1, %sa1 = %sa) -> (i64, vector<{{RUN * L}}xi32>) : i64 {
+            %jm = arith.remui %j1, %f : i64
+            %edge = arith.cmpi eq, %jm, %c0 : i64
+            %loads = arith.ori %ends, %edge : i1
+            %sa2 = scf.if %loads -> (vector<{{RUN * L}}xi32>) {
+              %li = arith.index_cast %l : i64 to index
+              %off_l = vector.extract %offs#2[%li] : i64 from vector<{{L}}xi64>
+              %qt = arith.divui %t1, %f : i64
+              %covered = arith.cmpi uge, %qt, %c1 : i64
+              %i = arith.subi %qt, %c1 : i64
+              %p1 = arith.addi %inv_base, %off_l : i64
+              %p2 = arith.addi %p1, %i : i64
+              %ip = llvm.getelementptr %inv[%p2] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
+              %slot32 = llvm.load %ip : !llvm.ptr<1> -> i32
+              %selected = arith.cmpi sge, %slot32, %c0_i32 : i32
+              %use = arith.andi %covered, %selected : i1
+              %eff = arith.select %use, %slot32, %cm1_i32 : i32
+              %k = arith.addi %jl, %l : i64
+              %ki = arith.index_cast %k : i64 to index
+              %sa3 = vector.insert %eff, %sa1[%ki] : i32 into vector<{{RUN * L}}xi32>
+              scf.yield %sa3 : vector<{{RUN * L}}xi32>
+            } else {
+              scf.yield %sa1 : vector<{{RUN * L}}xi32>
+            }
+            %f2 = arith.muli %f, %cP : i64
+            scf.yield %f2, %sa2 : i64, vector<{{RUN * L}}xi32>
+          } {loop_annotation = #unroll_full}
+          scf.yield %sa_j#1 : vector<{{RUN * L}}xi32>
+        } {loop_annotation = #unroll_full}
+
+        // B. the rows of those slots, 4 words each; nothing is read where the slot is -1
+        %words = scf.for %j = %c0 to %cRun step %c1
+            iter_args(%wa = %words0) -> (vector<{{RUN * L * 4}}xi32>) : i64 {
+          %jl = arith.muli %j, %cL : i64
+          %j1 = arith.addi %j, %c1 : i64
+          %at0 = arith.cmpi eq, %j, %c0 : i64
+          %atl = arith.cmpi eq, %j, %cRunLast : i64
+          %ends = arith.ori %at0, %atl : i1
+          %wa_j:2 = scf.for %l = %c0 to %cL step %c1
+              iter_args(%f = %c1, %wa1 = %wa) -> (i64, vector<{{RUN * L * 4}}xi32>) : i64 {
+            %jm = arith.remui %j1, %f : i64
+            %edge = arith.cmpi eq, %jm, %c0 : i64
+            %loads = arith.ori %ends, %edge : i1
+            %wa2 = scf.if %loads -> (vector<{{RUN * L * 4}}xi32>) {
+              %k = arith.addi %jl, %l : i64
+              %ki = arith.index_cast %k : i64 to index
+              %slot32 = vector.extract %slots[%ki] : i32 from vector<{{RUN * L}}xi32>
+              %slot = arith.extsi %slot32 : i32 to i64
+              %so = arith.muli %slot, %o_ss : i64
+              %oo = arith.addi %o_base, %so : i64
+              %op = llvm.getelementptr %o_sel[%oo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
+              %oa = llvm.ptrtoint %op : !llvm.ptr<1> to i64
+              %ld = llvm.inline_asm has_side_effects "{ .reg .pred lhsel; setp.ge.s32 lhsel, $5, 0; @lhsel ld.global.v4.b32 {$0, $1, $2, $3}, [$4]; @!lhsel mov.b32 $0, 0; @!lhsel mov.b32 $1, 0; @!lhsel mov.b32 $2, 0; @!lhsel mov.b32 $3, 0; }", "=r,=r,=r,=r,l,r" %oa, %slot32 : (i64, i32) -> !llvm.struct<(i32, i32, i32, i32)>
+              %x0 = llvm.extractvalue %ld[0] : !llvm.struct<(i32, i32, i32, i32)>
+              %x1 = llvm.extractvalue %ld[1] : !llvm.struct<(i32, i32, i32, i32)>
+              %x2 = llvm.extractvalue %ld[2] : !llvm.struct<(i32, i32, i32, i32)>
+              %x3 = llvm.extractvalue %ld[3] : !llvm.struct<(i32, i32, i32, i32)>
+              %lw = vector.from_elements %x0, %x1, %x2, %x3 : vector<4xi32>
+              %k4 = arith.muli %k, %c4 : i64
+              %wa3 = scf.for %w = %c0 to %c4 step %c1
+                  iter_args(%wa4 = %wa1) -> (vector<{{RUN * L * 4}}xi32>) : i64 {
+                %wi = arith.index_cast %w : i64 to index
+                %x = vector.extract %lw[%wi] : i32 from vector<4xi32>
+                %kw = arith.addi %k4, %w : i64
+                %kwi = arith.index_cast %kw : i64 to index
+                %wa5 = vector.insert %x, %wa4[%kwi] : i32 into vector<{{RUN * L * 4}}xi32>
+                scf.yield %wa5 : vector<{{RUN * L * 4}}xi32>
+              } {loop_annotation = #unroll_full}
+              scf.yield %wa3 : vector<{{RUN * L * 4}}xi32>
+            } else {
+              scf.yield %wa1 : vector<{{RUN * L * 4}}xi32>
+            }
+            %f2 = arith.muli %f, %cP : i64
+            scf.yield %f2, %wa2 : i64, vector<{{RUN * L * 4}}xi32>
+          } {loop_annotation = #unroll_full}
+          scf.yield %wa_j#1 : vector<{{RUN * L * 4}}xi32>
+        } {loop_annotation = #unroll_full}
+
+        // C. per token, levels in order: a + (row or +0), the row loaded at the last load
+        // position jo <= j: jo = RUN - 1 for the last token, else (j + 1) / f * f - 1, or 0
+        // when that is negative. Rounded once and stored; tokens >= N untouched.
+        scf.for %j = %c0 to %cRun step %c1 : i64 {
+          %j1 = arith.addi %j, %c1 : i64
+          %atl = arith.cmpi eq, %j, %cRunLast : i64
+          %lv:2 = scf.for %l = %c0 to %cL step %c1
+              iter_args(%f = %c1, %a = %vzero) -> (i64, vector<8xf32>) : i64 {
+            %q = arith.divui %j1, %f : i64
+            %qf = arith.muli %q, %f : i64
+            %qf1 = arith.subi %qf, %c1 : i64
+            %q0 = arith.cmpi eq, %q, %c0 : i64
+            %jo_in = arith.select %q0, %c0, %qf1 : i64
+            %jo = arith.select %atl, %cRunLast, %jo_in : i64
+            %jol = arith.muli %jo, %cL : i64
+            %k = arith.addi %jol, %l : i64
+            %ki = arith.index_cast %k : i64 to index
+            %slot32 = vector.extract %slots[%ki] : i32 from vector<{{RUN * L}}xi32>
+            %use = arith.cmpi sge, %slot32, %c0_i32 : i32
+            %k4 = arith.muli %k, %c4 : i64
+            %k4i = arith.index_cast %k4 : i64 to index
+            %k4p1 = arith.addi %k4, %c1 : i64
+            %k4p1i = arith.index_cast %k4p1 : i64 to index
+            %k4p2 = arith.addi %k4, %c2 : i64
+            %k4p2i = arith.index_cast %k4p2 : i64 to index
+            %k4p3 = arith.addi %k4p2, %c1 : i64
+            %k4p3i = arith.index_cast %k4p3 : i64 to index
+            %w0 = vector.extract %words[%k4i] : i32 from vector<{{RUN * L * 4}}xi32>
+            %w1 = vector.extract %words[%k4p1i] : i32 from vector<{{RUN * L * 4}}xi32>
+            %w2 = vector.extract %words[%k4p2i] : i32 from vector<{{RUN * L * 4}}xi32>
+            %w3 = vector.extract %words[%k4p3i] : i32 from vector<{{RUN * L * 4}}xi32>
+            %wv = vector.from_elements %w0, %w1, %w2, %w3 : vector<4xi32>
+            %v = vector.bitcast %wv : vector<4xi32> to vector<8x{{DTYPE}}>
+            %vf = arith.extf %v : vector<8x{{DTYPE}}> to vector<8xf32>
+            %vz = arith.select %use, %vf, %vzero : vector<8xf32>
+            %a2 = arith.addf %a, %vz : vector<8xf32>
+            %f2 = arith.muli %f, %cP : i64
+            scf.yield %f2, %a2 : i64, vector<8xf32>
+          } {loop_annotation = #unroll_full}
+          %t = arith.addi %t0, %j : i64
+          %in = arith.cmpi ult, %t, %n : i64
+          scf.if %in {
+            %rr = arith.truncf %lv#1 : vector<8xf32> to vector<8x{{DTYPE}}>
+            %ts = arith.muli %t, %out_st : i64
+            %wo = arith.addi %w_base, %ts : i64
+            %wp = llvm.getelementptr %out[%wo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
+            llvm.store %rr, %wp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<1>
+          }
+        } {loop_annotation = #unroll_full}
       }
     }
     gpu.return

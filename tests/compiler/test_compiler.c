@@ -18,7 +18,7 @@
 #include "test_compiler_util.h"
 
 /* A small kernel (D = 64) keeps each compile short. */
-#define SCATTER_CONSTANTS "DTYPE=bf16 D=64 P=4 L=3 THREADS=256 TOKENS=128"
+#define SCATTER_CONSTANTS "DTYPE=bf16 D=64 P=4 L=3 THREADS=256 RUN=4 TOKENS=128"
 
 int make_temp_dir(char *out, size_t cap) {
     const char *tmp = getenv("TMPDIR");
@@ -201,7 +201,7 @@ START_TEST(miss_compiles_and_stores_hit_runs_no_mlir) {
     ck_assert_ptr_nonnull(strstr(k1->ptx, ".target sm_90"));
 
     /* same constants in another order: a memory hit, the very same kernel */
-    ck_assert_int_eq(lhc_compile(c, "scatter", "TOKENS=128 THREADS=256 L=3 P=4 D=64 DTYPE=bf16", "sm_90", &k2),
+    ck_assert_int_eq(lhc_compile(c, "scatter", "TOKENS=128 RUN=4 THREADS=256 L=3 P=4 D=64 DTYPE=bf16", "sm_90", &k2),
                      LH_OK);
     ck_assert_ptr_eq(k1, k2);
     lhc_cache_stats s;
@@ -293,7 +293,7 @@ END_TEST
 START_TEST(changed_constant_or_chip_misses) {
     lhc_cache *c = cache_at(dir);
     char *a = compile_copy(c, "scatter", SCATTER_CONSTANTS, "sm_90");
-    char *b = compile_copy(c, "scatter", "DTYPE=bf16 D=64 P=2 L=3 THREADS=256 TOKENS=128", "sm_90");
+    char *b = compile_copy(c, "scatter", "DTYPE=bf16 D=64 P=2 L=3 THREADS=256 RUN=4 TOKENS=128", "sm_90");
     char *d = compile_copy(c, "scatter", SCATTER_CONSTANTS, "sm_100a");
     lhc_cache_stats s;
     lhc_cache_get_stats(c, &s);
@@ -441,7 +441,7 @@ END_TEST
 START_TEST(bad_constants_are_clean_errors) {
     lhc_cache *c = cache_at(dir);
     const lhc_kernel *k = NULL;
-    ck_assert_int_eq(lhc_compile(c, "scatter", "DTYPE=bf16 P=4 L=3 THREADS=256 TOKENS=128", "sm_90", &k),
+    ck_assert_int_eq(lhc_compile(c, "scatter", "DTYPE=bf16 P=4 L=3 THREADS=256 RUN=4 TOKENS=128", "sm_90", &k),
                      LH_ERROR_INVALID_VALUE);
     ck_assert_msg(strstr(lh_error_message(), "D") != NULL, "%s", lh_error_message());
     ck_assert_int_eq(lhc_compile(c, "scatter", SCATTER_CONSTANTS " FOO=1", "sm_90", &k), LH_ERROR_INVALID_VALUE);
@@ -449,7 +449,7 @@ START_TEST(bad_constants_are_clean_errors) {
     ck_assert_int_eq(lhc_compile(c, "nope", SCATTER_CONSTANTS, "sm_90", &k), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "nope"));
     /* a value that makes the MLIR text invalid: MLIR's diagnostic comes back */
-    ck_assert_int_eq(lhc_compile(c, "scatter", "DTYPE=f33 D=64 P=4 L=3 THREADS=256 TOKENS=128", "sm_90", &k),
+    ck_assert_int_eq(lhc_compile(c, "scatter", "DTYPE=f33 D=64 P=4 L=3 THREADS=256 RUN=4 TOKENS=128", "sm_90", &k),
                      LH_ERROR_COMPILE);
     ck_assert_msg(strstr(lh_error_message(), "f33") != NULL, "%s", lh_error_message());
     ck_assert_int_eq(lhc_compile(NULL, "scatter", SCATTER_CONSTANTS, "sm_90", &k), LH_ERROR_NULL_POINTER);
