@@ -8,11 +8,24 @@
 # worktree; default: this checkout as it is) and writes .pack/variants/NAME/liblighthouse.so.0.xz.
 # ENV assignments (e.g. LH_OVERLAP=0) are stored beside it and set when the variant runs. The
 # programs in .pack/gpu (scripts/gpu_pack.sh) are shared: a variant must keep the ABI.
+# GIT_REF of the form variant:OTHER builds nothing: the variant runs OTHER's library with its own
+# ENV (an env-only variant costs no carry space; OTHER must be packed first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/gpu_pack_variant.sh NAME [GIT_REF] [ENV...]}
 ref=${2:-}
 shift $(( $# >= 2 ? 2 : 1 ))
+if [ "${ref#variant:}" != "$ref" ]; then
+  other=${ref#variant:}
+  [ -e ".pack/variants/$other/liblighthouse.so.0.xz" ] || { echo "variant $other is not packed" >&2; exit 1; }
+  dst=.pack/variants/$name
+  rm -rf "$dst" && mkdir -p "$dst"
+  echo "$other" >"$dst/same_as"
+  : >"$dst/env"
+  for kv in "$@"; do echo "$kv" >>"$dst/env"; done
+  echo "$name: library of $other, $(tr '\n' ' ' <"$dst/env")" | tee "$dst/what"
+  exit 0
+fi
 src=$PWD
 if [ -n "$ref" ]; then
   src=$(mktemp -d /tmp/lh-variant-XXXXXX)

@@ -24,12 +24,17 @@ compare() {   # compare NAME LIBDIR ENVFILE
     --seqs "$SEQS" --repeats 7 --warmup 2 --json "$LOGS/variant-$name.json" 2>/dev/null | tail -n 4
 }
 compare packed "$LIBDIR"
+# variants with their own library first, then the env-only ones (same_as names whose library)
 for v in "$ROOT"/.pack/variants/*/; do
   [ -e "$v/liblighthouse.so.0.xz" ] || continue
   name=$(basename "$v")
   mkdir -p "/tmp/lh-variant/$name"
   xz -dc "$v/liblighthouse.so.0.xz" >"/tmp/lh-variant/$name/liblighthouse.so.0"
   compare "$name" "/tmp/lh-variant/$name" "$v/env"
+done
+for v in "$ROOT"/.pack/variants/*/; do
+  [ -e "$v/same_as" ] || continue
+  compare "$(basename "$v")" "/tmp/lh-variant/$(cat "$v/same_as")" "$v/env"
 done
 [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOGS"/variant-* "$OUT"/ 2>/dev/null
 exit 0
