@@ -109,6 +109,8 @@ if { [ "${LH_GPU_QUICK:-0}" != 1 ] || [ "${LH_GPU_BENCH:-0}" = 1 ]; } && [ -x "$
   echo "== timing (not a test): lighthouse-bench ${LH_BENCH_ARGS:-}"
   timeout 420 "$BIN/lighthouse-bench" --json "$LOGS/bench.json" ${LH_BENCH_ARGS:-} 2>&1 | tee "$LOGS/bench.log"
   python3 "$ROOT/tools/bench/plot_bench.py" "$LOGS/bench.json" "$LOGS/bench.png" 2>&1 | tail -1
+  # copied at once, so that a run cut off later (variants, profile) still returns them
+  [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOGS"/bench.json "$LOGS"/bench.png "$OUT"/ 2>/dev/null
 fi
 
 # Other builds of the library against the packed one (scripts/gpu_pack_variant.sh), with

@@ -17,8 +17,8 @@ typedef struct bench_options {
     int warmup, repeats;
     int64_t dense_max_seq;     /* dense attention only up to this N (it is quadratic) */
     const char *json_path;
-    int lighthouse_only;
-    int recompute;             /* --recompute 1: LH_PARAM_RECOMPUTE_SUBSEQ (smaller `saved`) */       /* --lighthouse-only 1: only the Lighthouse plan's runs (profiling) */
+    int lighthouse_only;       /* --lighthouse-only 1: only the Lighthouse plan's runs (profiling) */
+    int recompute;             /* --recompute 1: LH_PARAM_RECOMPUTE_SUBSEQ (smaller `saved`) */
 } bench_options;
 
 /* Per-stage time of the Lighthouse forward through the stage entry points, and bytes moved. */
@@ -35,6 +35,7 @@ typedef struct bench_row {
     double lh_fwd, lh_fwdbwd;           /* ms, median; < 0 = not run */
     double dense_fwd, dense_fwdbwd;
     double floor_fwd, floor_fwdbwd;     /* cuDNN (dense mode) on a sequence of length S_sel */
+    double fwd_over_floor, fwdbwd_over_floor;   /* median of per-pair ratios; < 0 = not run */
     double jit_cold_ms, jit_disk_ms, jit_memory_ms;
     int64_t saved_bytes;
     stage_result stages[BENCH_STAGES];
@@ -44,6 +45,10 @@ typedef struct bench_row {
 /* Runs `fn(arg)` warmup + repeats times between events; returns the median in ms (< 0 on error). */
 typedef int (*bench_fn)(void *arg, int iteration);
 double bench_median_ms(const bench_options *o, bench_fn fn, void *arg);
+/* Runs fa then fb back to back, warmup + repeats times: ms[0], ms[1] = their medians, *ratio =
+ * the median of fa's time / fb's time per repeat. 0 on success. */
+int bench_paired_ms(const bench_options *o, bench_fn fa, void *a, bench_fn fb, void *b, double ms[2],
+                    double *ratio);
 
 /* The per-stage measurement of one N (bench_stages.c). */
 void bench_stages(const bench_options *o, lh_context *ctx, int64_t seq, bench_row *row);

@@ -45,6 +45,38 @@ done:
     return result;
 }
 
+int bench_paired_ms(const bench_options *o, bench_fn fa, void *a, bench_fn fb, void *b, double ms[2],
+                    double *ratio) {
+    hd_event *e0 = hd_event_create(), *e1 = hd_event_create(), *e2 = hd_event_create();
+    double ta[64], tb[64], tr[64];
+    int n = o->repeats < 64 ? o->repeats : 64, rc = 1;
+    if (!e0 || !e1 || !e2) goto done;
+    for (int i = 0; i < o->warmup; i++)
+        if (fa(a, i) || fb(b, i)) goto done;
+    for (int i = 0; i < n; i++) {
+        hd_event_record(e0);
+        if (fa(a, o->warmup + i)) goto done;
+        hd_event_record(e1);
+        if (fb(b, o->warmup + i)) goto done;
+        hd_event_record(e2);
+        ta[i] = hd_event_elapsed_ms(e0, e1);
+        tb[i] = hd_event_elapsed_ms(e1, e2);
+        tr[i] = ta[i] / tb[i];
+    }
+    qsort(ta, (size_t)n, sizeof ta[0], cmp_double);
+    qsort(tb, (size_t)n, sizeof tb[0], cmp_double);
+    qsort(tr, (size_t)n, sizeof tr[0], cmp_double);
+    ms[0] = ta[n / 2];
+    ms[1] = tb[n / 2];
+    *ratio = tr[n / 2];
+    rc = 0;
+done:
+    hd_event_destroy(e0);
+    hd_event_destroy(e1);
+    hd_event_destroy(e2);
+    return rc;
+}
+
 lh_plan *bench_plan(lh_context *ctx, const bench_options *o, int64_t seq, lh_mode mode) {
     lh_plan *plan = NULL;
     if (lh_plan_create(ctx, &plan) != LH_OK) return NULL;
@@ -101,52 +133,85 @@ static void fill_random(void *dev, size_t elems, lh_dtype dtype, unsigned seed) 
     free(enc);
 }
 
-/* Times forward and forward+backward of `plan`; the results go to *fwd and *fwdbwd. */
-static void time_plan(const bench_options *o, lh_plan *plan, int64_t seq, double *fwd, double *fwdbwd) {
-    *fwd = *fwdbwd = -1.0;
+/* Device buffers for the runs of `plan` on `seq` tokens; 0 when all were allocated. */
+static int buffers_alloc(const bench_options *o, lh_plan *plan, int64_t seq, run_buffers *r) {
     size_t es = 2;
     size_t qn = (size_t)(o->batch * seq * o->heads * o->dim), kn = (size_t)(o->batch * seq * o->kv_heads * o->dim);
-    run_buffers r = {0};
-    r.plan = plan;
+    memset(r, 0, sizeof *r);
+    r->plan = plan;
     size_t set_bytes = (qn + 2 * kn) * es;
-    r.sets = set_bytes >= (size_t)256 << 20 ? 1 : 4;
+    r->sets = set_bytes >= (size_t)256 << 20 ? 1 : 4;
     int64_t ws = bench_query(plan, LH_QUERY_FWD_WORKSPACE_BYTES), bws = bench_query(plan, LH_QUERY_BWD_WORKSPACE_BYTES);
     if (bws > ws) ws = bws;
     int ok = 1;
-    for (int s = 0; s < r.sets; s++) {
-        r.q[s] = hd_alloc(LH_BACKEND_CUDA, qn * es);
-        r.k[s] = hd_alloc(LH_BACKEND_CUDA, kn * es);
-        r.v[s] = hd_alloc(LH_BACKEND_CUDA, kn * es);
-        ok = ok && r.q[s] && r.k[s] && r.v[s];
+    for (int s = 0; s < r->sets; s++) {
+        r->q[s] = hd_alloc(LH_BACKEND_CUDA, qn * es);
+        r->k[s] = hd_alloc(LH_BACKEND_CUDA, kn * es);
+        r->v[s] = hd_alloc(LH_BACKEND_CUDA, kn * es);
+        ok = ok && r->q[s] && r->k[s] && r->v[s];
         if (ok) {
-            fill_random(r.q[s], qn, o->dtype, 1 + 3 * s);
-            fill_random(r.k[s], kn, o->dtype, 2 + 3 * s);
-            fill_random(r.v[s], kn, o->dtype, 3 + 3 * s);
+            fill_random(r->q[s], qn, o->dtype, 1 + 3 * s);
+            fill_random(r->k[s], kn, o->dtype, 2 + 3 * s);
+            fill_random(r->v[s], kn, o->dtype, 3 + 3 * s);
         }
     }
-    r.out = hd_alloc(LH_BACKEND_CUDA, qn * es);
-    r.dout = hd_alloc(LH_BACKEND_CUDA, qn * es);
-    r.dq = hd_alloc(LH_BACKEND_CUDA, qn * es);
-    r.dk = hd_alloc(LH_BACKEND_CUDA, kn * es);
-    r.dv = hd_alloc(LH_BACKEND_CUDA, kn * es);
-    r.saved = hd_alloc(LH_BACKEND_CUDA, (size_t)bench_query(plan, LH_QUERY_SAVED_BYTES));
-    r.ws = ws > 0 ? hd_alloc(LH_BACKEND_CUDA, (size_t)ws) : NULL;
-    ok = ok && r.out && r.dout && r.dq && r.dk && r.dv && r.saved && (ws == 0 || r.ws);
-    if (ok) {
-        fill_random(r.dout, qn, o->dtype, 99);
+    r->out = hd_alloc(LH_BACKEND_CUDA, qn * es);
+    r->dout = hd_alloc(LH_BACKEND_CUDA, qn * es);
+    r->dq = hd_alloc(LH_BACKEND_CUDA, qn * es);
+    r->dk = hd_alloc(LH_BACKEND_CUDA, kn * es);
+    r->dv = hd_alloc(LH_BACKEND_CUDA, kn * es);
+    r->saved = hd_alloc(LH_BACKEND_CUDA, (size_t)bench_query(plan, LH_QUERY_SAVED_BYTES));
+    r->ws = ws > 0 ? hd_alloc(LH_BACKEND_CUDA, (size_t)ws) : NULL;
+    ok = ok && r->out && r->dout && r->dq && r->dk && r->dv && r->saved && (ws == 0 || r->ws);
+    if (ok) fill_random(r->dout, qn, o->dtype, 99);
+    else fprintf(stderr, "  out of device memory for N=%lld\n", (long long)seq);
+    return ok ? 0 : 1;
+}
+
+static void buffers_free(run_buffers *r) {
+    for (int s = 0; s < r->sets; s++) {
+        hd_free(LH_BACKEND_CUDA, r->q[s]); hd_free(LH_BACKEND_CUDA, r->k[s]); hd_free(LH_BACKEND_CUDA, r->v[s]);
+    }
+    void *rest[] = {r->out, r->dout, r->dq, r->dk, r->dv, r->saved, r->ws};
+    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++) hd_free(LH_BACKEND_CUDA, rest[i]);
+    memset(r, 0, sizeof *r);
+}
+
+/* Times forward and forward+backward of `plan`; the results go to *fwd and *fwdbwd. */
+static void time_plan(const bench_options *o, lh_plan *plan, int64_t seq, double *fwd, double *fwdbwd) {
+    *fwd = *fwdbwd = -1.0;
+    run_buffers r;
+    if (buffers_alloc(o, plan, seq, &r) == 0) {
         r.backward = 0;
         *fwd = bench_median_ms(o, run_once, &r);
         r.backward = 1;
         *fwdbwd = bench_median_ms(o, run_once, &r);
         if (*fwd < 0 || *fwdbwd < 0) fprintf(stderr, "  run failed: %s\n", lh_last_error());
-    } else {
-        fprintf(stderr, "  out of device memory for N=%lld\n", (long long)seq);
     }
-    for (int s = 0; s < r.sets; s++) {
-        hd_free(LH_BACKEND_CUDA, r.q[s]); hd_free(LH_BACKEND_CUDA, r.k[s]); hd_free(LH_BACKEND_CUDA, r.v[s]);
+    buffers_free(&r);
+}
+
+/* Lighthouse against its floor, forward and forward+backward, each pair of calls back to back
+ * (bench_paired_ms): the ratios the targets are about come from calls made under the same clocks
+ * and heat, not from two medians taken minutes apart. */
+static void time_against_floor(const bench_options *o, lh_plan *lh, int64_t seq, lh_plan *floor_plan,
+                               int64_t s_sel, bench_row *row) {
+    run_buffers a = {0}, b = {0};
+    int ok = buffers_alloc(o, lh, seq, &a) == 0;
+    ok = ok && buffers_alloc(o, floor_plan, s_sel, &b) == 0;
+    for (int backward = 0; ok && backward < 2; backward++) {
+        a.backward = b.backward = backward;
+        double ms[2], ratio;
+        if (bench_paired_ms(o, run_once, &a, run_once, &b, ms, &ratio) != 0) {
+            fprintf(stderr, "  run failed: %s\n", lh_last_error());
+            break;
+        }
+        *(backward ? &row->lh_fwdbwd : &row->lh_fwd) = ms[0];
+        *(backward ? &row->floor_fwdbwd : &row->floor_fwd) = ms[1];
+        *(backward ? &row->fwdbwd_over_floor : &row->fwd_over_floor) = ratio;
     }
-    void *rest[] = {r.out, r.dout, r.dq, r.dk, r.dv, r.saved, r.ws};
-    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++) hd_free(LH_BACKEND_CUDA, rest[i]);
+    buffers_free(&a);
+    buffers_free(&b);
 }
 
 /* ---- JIT: cold (empty cache), warm from disk (new context), warm from memory ------------ */
@@ -224,6 +289,8 @@ static void write_json(const bench_options *o, const bench_row *rows, int n, dou
         json_number(f, "dense_fwdbwd_ms", r->dense_fwdbwd, 0);
         json_number(f, "floor_fwd_ms", r->floor_fwd, 0);
         json_number(f, "floor_fwdbwd_ms", r->floor_fwdbwd, 0);
+        json_number(f, "fwd_over_floor", r->fwd_over_floor, 0);
+        json_number(f, "fwdbwd_over_floor", r->fwdbwd_over_floor, 0);
         json_number(f, "jit_cold_ms", r->jit_cold_ms, 0);
         json_number(f, "jit_disk_ms", r->jit_disk_ms, 0);
         json_number(f, "jit_memory_ms", r->jit_memory_ms, 0);
@@ -265,6 +332,7 @@ static void print_table(const bench_options *o, const bench_row *rows, int n, do
            hd_gpu_name(), (long long)o->batch, (long long)o->heads, (long long)o->kv_heads, (long long)o->dim,
            o->dtype == LH_DTYPE_BFLOAT16 ? "bf16" : "fp16", (long long)o->levels, (long long)o->pooling,
            (long long)o->topk, o->repeats);
+    printf("(ratios to the floor: median over repeats of Lighthouse's time / the floor's, each pair back to back)\n");
     printf("%8s %7s | %9s %9s | %9s %9s | %9s %9s | %7s %7s %8s\n", "N", "S_sel", "LH fwd", "LH f+b",
            "floor fwd", "floor f+b", "dense fwd", "dense f+b", "fwd/flr", "f+b/flr", "dense/LH");
     for (int i = 0; i < n; i++) {
@@ -273,8 +341,8 @@ static void print_table(const bench_options *o, const bench_row *rows, int n, do
         print_ms(r->lh_fwd); print_ms(r->lh_fwdbwd); printf(" |");
         print_ms(r->floor_fwd); print_ms(r->floor_fwdbwd); printf(" |");
         print_ms(r->dense_fwd); print_ms(r->dense_fwdbwd); printf(" |");
-        if (r->lh_fwd > 0 && r->floor_fwd > 0) printf(" %7.2f", r->lh_fwd / r->floor_fwd); else printf(" %7s", "-");
-        if (r->lh_fwdbwd > 0 && r->floor_fwdbwd > 0) printf(" %7.2f", r->lh_fwdbwd / r->floor_fwdbwd); else printf(" %7s", "-");
+        if (r->fwd_over_floor > 0) printf(" %7.3f", r->fwd_over_floor); else printf(" %7s", "-");
+        if (r->fwdbwd_over_floor > 0) printf(" %7.3f", r->fwdbwd_over_floor); else printf(" %7s", "-");
         if (r->lh_fwdbwd > 0 && r->dense_fwdbwd > 0) printf(" %8.1f", r->dense_fwdbwd / r->lh_fwdbwd); else printf(" %8s", "-");
         printf("\n");
         if (r->lh_error) printf("         Lighthouse not run: %s\n", r->lh_error);
@@ -340,6 +408,7 @@ int main(int argc, char **argv) {
         bench_row *r = &rows[i];
         r->seq = o.seqs[i];
         r->lh_fwd = r->lh_fwdbwd = r->dense_fwd = r->dense_fwdbwd = r->floor_fwd = r->floor_fwdbwd = -1;
+        r->fwd_over_floor = r->fwdbwd_over_floor = -1;
         printf("N = %lld\n", (long long)r->seq);
         fflush(stdout);
         if (!o.lighthouse_only) measure_jit(&o, r->seq, r);
@@ -347,7 +416,12 @@ int main(int argc, char **argv) {
         if (lh) {
             r->s_sel = bench_query(lh, LH_QUERY_SUBSEQ_LEN);
             r->saved_bytes = bench_query(lh, LH_QUERY_SAVED_BYTES);
-            time_plan(&o, lh, r->seq, &r->lh_fwd, &r->lh_fwdbwd);
+            /* the floor: cuDNN (dense mode) on a sequence of length S_sel, timed in pairs with
+             * Lighthouse; --lighthouse-only times Lighthouse alone */
+            lh_plan *fl = o.lighthouse_only ? NULL : bench_plan(ctx, &o, r->s_sel, LH_MODE_DENSE);
+            if (fl) time_against_floor(&o, lh, r->seq, fl, r->s_sel, r);
+            else time_plan(&o, lh, r->seq, &r->lh_fwd, &r->lh_fwdbwd);
+            lh_plan_destroy(fl);
             lh_plan_destroy(lh);
             if (!o.lighthouse_only) bench_stages(&o, ctx, r->seq, r);
         } else {
@@ -356,10 +430,6 @@ int main(int argc, char **argv) {
             r->lh_error = why[i];
         }
         if (o.lighthouse_only) continue;
-        if (r->s_sel > 0) {
-            lh_plan *fl = bench_plan(ctx, &o, r->s_sel, LH_MODE_DENSE);
-            if (fl) { time_plan(&o, fl, r->s_sel, &r->floor_fwd, &r->floor_fwdbwd); lh_plan_destroy(fl); }
-        }
         if (r->seq <= o.dense_max_seq) {
             bench_options dense_o = o;
             if (r->seq >= (1 << 18)) { dense_o.warmup = 1; dense_o.repeats = 3; } /* seconds per call */
