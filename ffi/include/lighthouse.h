@@ -317,7 +317,9 @@ LH_API lh_status lh_ring_create_local(int world, lh_ring **out_ring);
  * rank come from it. NCCL is loaded (dlopen) when first needed. CUDA contexts only. */
 LH_API lh_status lh_ring_create_nccl(lh_context *context, void *nccl_comm, lh_ring **out_ring);
 
-/* Writes a new 128-byte NCCL unique id into `unique_id` (one rank makes it and shares it). */
+/* Writes a new 128-byte NCCL unique id into `unique_id` (one rank makes it and shares it). An id
+ * serves one communicator: make a new one for each lh_ring_create_nccl_from_id round (NCCL's
+ * bootstrap root stops once every rank has joined; a reused id fails with LH_ERROR_COMMUNICATION). */
 LH_API lh_status lh_nccl_get_unique_id(lh_context *context, void *unique_id);
 
 /* A ring over an NCCL communicator the library creates (and destroys with the ring) from a unique

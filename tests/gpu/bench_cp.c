@@ -42,6 +42,44 @@ static int64_t query(const lh_plan *p, lh_query q) {
     return v;
 }
 
+/* Random bf16 inputs, many threads at once: the tests' Box-Muller generator takes minutes for the
+ * 8 x 1 GiB buffers of a rank at 1M tokens; timings need random values, not that distribution.
+ * Each element is (u1 + u2 - 1) * 1.7 for two uniforms of a splitmix64 stream per slice. */
+typedef struct fill_slice { uint16_t *bits; size_t n; uint64_t seed; } fill_slice;
+
+static void *fill_slice_run(void *arg) {
+    fill_slice *f = arg;
+    uint64_t x = f->seed;
+    for (size_t i = 0; i < f->n; i++) {
+        uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        float v = ((float)(uint32_t)z + (float)(uint32_t)(z >> 32)) * (1.0f / 4294967296.0f) - 1.0f;
+        v *= 1.7f;
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        f->bits[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); /* round to nearest even */
+    }
+    return NULL;
+}
+
+static void fast_random_bf16(uint16_t *bits, size_t n, uint64_t seed) {
+    enum { THREADS = 16 };
+    pthread_t th[THREADS];
+    fill_slice sl[THREADS];
+    size_t per = (n + THREADS - 1) / THREADS;
+    int started = 0;
+    for (int i = 0; i < THREADS; i++) {
+        size_t lo = (size_t)i * per, hi = lo + per < n ? lo + per : n;
+        sl[i] = (fill_slice){bits + (lo < n ? lo : n), lo < n ? hi - lo : 0, seed * 1000003u + (uint64_t)i};
+        if (pthread_create(&th[i], NULL, fill_slice_run, &sl[i]) == 0) started |= 1 << i;
+        else fill_slice_run(&sl[i]);
+    }
+    for (int i = 0; i < THREADS; i++)
+        if (started & (1 << i)) pthread_join(th[i], NULL);
+}
+
 static void setup(rank_ctx *r, lh_context *ctx, lh_ring *ring, int rank) {
     LH_MUST(lh_plan_create(ctx, &r->plan));
     LH_MUST(lh_plan_set_i64(r->plan, LH_PARAM_SEQ_LEN, N));
@@ -53,16 +91,13 @@ static void setup(rank_ctx *r, lh_context *ctx, lh_ring *ring, int rank) {
     LH_MUST(lh_plan_finalize(r->plan));
     size_t t = (size_t)(query(r->plan, LH_QUERY_LOCAL_SEQ_LEN) * 8 * 128 * 2);
     void **bufs[] = {&r->q, &r->k, &r->v, &r->out, &r->dout, &r->dq, &r->dk, &r->dv};
-    uint64_t seed = 42 + (uint64_t)rank;
     uint16_t *host = malloc(t);
-    float *values = malloc(t * 2);
     for (size_t i = 0; i < 8; i++) {
         *bufs[i] = gpu_alloc(&env, t);
-        random_inputs(&seed, LH_DTYPE_BFLOAT16, t / 2, host, values);
+        fast_random_bf16(host, t / 2, 42 + 16 * (uint64_t)rank + i);
         gpu_upload(&env, *bufs[i], host, t);
     }
     free(host);
-    free(values);
     r->saved = gpu_alloc(&env, (size_t)query(r->plan, LH_QUERY_SAVED_BYTES));
     r->fws = gpu_alloc(&env, (size_t)query(r->plan, LH_QUERY_FWD_WORKSPACE_BYTES));
     r->bws = gpu_alloc(&env, (size_t)query(r->plan, LH_QUERY_BWD_WORKSPACE_BYTES));

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 typedef struct shared_id {
-    volatile int ready; /* 1: id holds rank 0's unique id; -1: rank 0 could not make one */
+    volatile int ready; /* i + 1: id holds rank 0's unique id for case i; -1: rank 0 could not make one */
     char id[128];
 } shared_id;
 
@@ -49,19 +49,6 @@ static int rank_main(int rank, shared_id *sh) {
     CU_MUST(env.cu->DevicePrimaryCtxRetain(&env.ctx, env.device), "cuDevicePrimaryCtxRetain");
     CU_MUST(env.cu->CtxPushCurrent(env.ctx), "cuCtxPushCurrent");
     LH_MUST(lh_context_create(LH_BACKEND_CUDA, rank, &gpu_ctx));
-    if (rank == 0) {
-        lh_status st = lh_nccl_get_unique_id(gpu_ctx, sh->id);
-        __sync_synchronize();
-        sh->ready = st == LH_OK ? 1 : -1;
-        if (st != LH_OK) {
-            printf("SKIP: test_cp_nccl_2gpu: no NCCL: %s\n", lh_last_error());
-            return GPU_SKIP;
-        }
-    } else {
-        while (sh->ready == 0) usleep(1000);
-        if (sh->ready < 0) return GPU_SKIP;
-    }
-    __sync_synchronize();
     g_nccl_id = sh->id;
     g_nccl_rank = rank;
     const rcfg cfgs[] = {
@@ -71,6 +58,22 @@ static int rank_main(int rank, shared_id *sh) {
          4, 2, 128, 3, 4, 2048, 0},
     };
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+        /* A unique id serves one communicator (NCCL's bootstrap root exits once all ranks have
+         * joined), so rank 0 makes a fresh one per case; rank 1 waits for its generation. Rank 0
+         * cannot overwrite it early: the previous case's communicator needed rank 1 to join. */
+        if (rank == 0) {
+            lh_status st = lh_nccl_get_unique_id(gpu_ctx, sh->id);
+            __sync_synchronize();
+            sh->ready = st == LH_OK ? (int)i + 1 : -1;
+            if (st != LH_OK) {
+                printf("SKIP: test_cp_nccl_2gpu: no NCCL: %s\n", lh_last_error());
+                return GPU_SKIP;
+            }
+        } else {
+            while (sh->ready >= 0 && sh->ready < (int)i + 1) usleep(1000);
+            if (sh->ready < 0) return GPU_SKIP;
+        }
+        __sync_synchronize();
         rng_state = 0x5eed1234abcdULL + i; /* both processes draw the same inputs */
         inputs in;
         make_inputs(&cfgs[i], &in);
