@@ -4,7 +4,7 @@
 #
 #   tests/gpu/run_gpu_tests.sh [BIN_DIR]
 #
-# LH_GPU_BENCH=1 keeps the benchmark in a quick run; LH_BENCH_ARGS are passed to it.
+# LH_GPU_BENCH=1 keeps the benchmark in a quick or LH_GPU_ONLY run; LH_BENCH_ARGS are passed to it.
 # BIN_DIR holds liblighthouse.so.0 and the programs of tests/gpu (default: $LH_GPU_BIN, else
 # .pack/gpu at the repository root, else build/tests/gpu). cuDNN and NCCL are taken from the
 # Python wheels under /opt/torch/.venv (override with LH_NVIDIA_WHEELS). Logs go to
@@ -103,8 +103,10 @@ if [ -x "$SAN" ]; then
 else
   echo "== memcheck: compute-sanitizer not found"; names+=(memcheck); statuses+=("SKIP (no compute-sanitizer)"); times+=(0); counts+=(-)
 fi
-# The benchmark runs in full runs, or in quick runs with LH_GPU_BENCH=1 (LH_BENCH_ARGS narrows it).
-if { [ "${LH_GPU_QUICK:-0}" != 1 ] || [ "${LH_GPU_BENCH:-0}" = 1 ]; } && [ -x "$BIN/lighthouse-bench" ]; then
+# The benchmark runs in full runs that name no programs, or wherever LH_GPU_BENCH=1 (LH_BENCH_ARGS
+# narrows it): a run narrowed with LH_GPU_ONLY (variants, a profile) does not pay for it unasked.
+if { [ "${LH_GPU_BENCH:-0}" = 1 ] || { [ "${LH_GPU_QUICK:-0}" != 1 ] && [ -z "${LH_GPU_ONLY:-}" ]; }; } &&
+  [ -x "$BIN/lighthouse-bench" ]; then
   # The benchmark (not a test): Lighthouse vs dense vs the S_sel floor; JSON and PNG next to the logs.
   echo "== timing (not a test): lighthouse-bench ${LH_BENCH_ARGS:-}"
   timeout 420 "$BIN/lighthouse-bench" --json "$LOGS/bench.json" ${LH_BENCH_ARGS:-} 2>&1 | tee "$LOGS/bench.log"
