@@ -15,31 +15,29 @@ cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/gpu_pack_variant.sh NAME [GIT_REF] [ENV...]}
 ref=${2:-}
 shift $(( $# >= 2 ? 2 : 1 ))
+dst=.pack/variants/$name
 if [ "${ref#variant:}" != "$ref" ]; then
   other=${ref#variant:}
   [ -e ".pack/variants/$other/liblighthouse.so.0.xz" ] || { echo "variant $other is not packed" >&2; exit 1; }
-  dst=.pack/variants/$name
   rm -rf "$dst" && mkdir -p "$dst"
   echo "$other" >"$dst/same_as"
-  : >"$dst/env"
-  for kv in "$@"; do echo "$kv" >>"$dst/env"; done
-  echo "$name: library of $other, $(tr '\n' ' ' <"$dst/env")" | tee "$dst/what"
-  exit 0
+  what="library of $other,"
+else
+  src=$PWD
+  if [ -n "$ref" ]; then
+    src=$(mktemp -d /tmp/lh-variant-XXXXXX)
+    git worktree add -q --detach "$src" "$ref"
+    trap 'git worktree remove --force "$src"' EXIT
+  fi
+  build="$PWD/build-variant-$name"
+  cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLH_BUILD_TESTS=OFF >/dev/null
+  ninja -C "$build" lighthouse >/dev/null
+  rm -rf "$dst" && mkdir -p "$dst"
+  strip --strip-unneeded -o "$dst/liblighthouse.so.0" "$build/liblighthouse.so.0"
+  xz -T2 -6 -f "$dst/liblighthouse.so.0"
+  what=$(git rev-parse --short "${ref:-HEAD}")
 fi
-src=$PWD
-if [ -n "$ref" ]; then
-  src=$(mktemp -d /tmp/lh-variant-XXXXXX)
-  git worktree add -q --detach "$src" "$ref"
-  trap 'git worktree remove --force "$src"' EXIT
-fi
-build="$PWD/build-variant-$name"
-cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLH_BUILD_TESTS=OFF >/dev/null
-ninja -C "$build" lighthouse >/dev/null
-dst=.pack/variants/$name
-rm -rf "$dst" && mkdir -p "$dst"
-strip --strip-unneeded -o "$dst/liblighthouse.so.0" "$build/liblighthouse.so.0"
-xz -T2 -6 -f "$dst/liblighthouse.so.0"
 : >"$dst/env"
 for kv in "$@"; do echo "$kv" >>"$dst/env"; done
-echo "$name: $(git rev-parse --short "${ref:-HEAD}") $(cat "$dst/env" | tr '\n' ' ')" | tee "$dst/what"
+echo "$name: $what $(tr '\n' ' ' <"$dst/env")" | tee "$dst/what"
 du -sh .pack

@@ -45,6 +45,10 @@ float half_bits_to_f32(uint16_t h, lh_dtype dtype);
 /* Fills `n` values with N(0,1) noise rounded to `dtype`: bits[] for the GPU, values[] (the same
  * numbers as float) for the CPU reference. */
 void random_inputs(uint64_t *state, lh_dtype dtype, size_t n, uint16_t *bits, float *values);
+/* n values (u1 + u2 - 1) * 1.7 of two uniforms, rounded to dtype: inputs for timings, where
+ * random_inputs's logarithm and cosine per element would cost minutes at a million tokens.
+ * *state must not be 0. */
+void cheap_inputs(uint64_t *state, lh_dtype dtype, size_t n, uint16_t *bits);
 
 /* Max-norm relative error max|a - r| / max|r| over n pairs; NaN if any a is NaN. */
 double rel_error(const float *a, const float *r, size_t n);

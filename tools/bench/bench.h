@@ -45,10 +45,6 @@ typedef struct bench_row {
 /* Runs `fn(arg)` warmup + repeats times between events; returns the median in ms (< 0 on error). */
 typedef int (*bench_fn)(void *arg, int iteration);
 double bench_median_ms(const bench_options *o, bench_fn fn, void *arg);
-/* Runs fa then fb back to back, warmup + repeats times: ms[0], ms[1] = their medians, *ratio =
- * the median of fa's time / fb's time per repeat. 0 on success. */
-int bench_paired_ms(const bench_options *o, bench_fn fa, void *a, bench_fn fb, void *b, double ms[2],
-                    double *ratio);
 
 /* The per-stage measurement of one N (bench_stages.c). */
 void bench_stages(const bench_options *o, lh_context *ctx, int64_t seq, bench_row *row);

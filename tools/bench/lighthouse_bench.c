@@ -23,58 +23,46 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-double bench_median_ms(const bench_options *o, bench_fn fn, void *arg) {
-    hd_event *start = hd_event_create(), *end = hd_event_create();
-    double times[64];
-    int n = o->repeats < 64 ? o->repeats : 64;
-    double result = -1.0;
-    if (!start || !end) goto done;
+/* Runs the k functions one after the other, warmup + repeats times, each between two events:
+ * ms[f] = function f's median; with k == 2 and `ratio`, *ratio = the median over repeats of
+ * function 0's time / function 1's. 0 on success. */
+enum { MAX_TIMED = 2, MAX_REPEATS = 64 };
+static int timed_runs(const bench_options *o, int k, const bench_fn *fns, void *const *args, double *ms,
+                      double *ratio) {
+    hd_event *ev[MAX_TIMED + 1] = {0};
+    double times[MAX_TIMED][MAX_REPEATS], ratios[MAX_REPEATS];
+    int n = o->repeats < MAX_REPEATS ? o->repeats : MAX_REPEATS, rc = 1;
+    for (int f = 0; f <= k; f++)
+        if (!(ev[f] = hd_event_create())) goto done;
     for (int i = 0; i < o->warmup; i++)
-        if (fn(arg, i)) goto done;
+        for (int f = 0; f < k; f++)
+            if (fns[f](args[f], i)) goto done;
     for (int i = 0; i < n; i++) {
-        hd_event_record(start);
-        if (fn(arg, o->warmup + i)) goto done;
-        hd_event_record(end);
-        times[i] = hd_event_elapsed_ms(start, end);
+        hd_event_record(ev[0]);
+        for (int f = 0; f < k; f++) {
+            if (fns[f](args[f], o->warmup + i)) goto done;
+            hd_event_record(ev[f + 1]);
+        }
+        for (int f = 0; f < k; f++) times[f][i] = hd_event_elapsed_ms(ev[f], ev[f + 1]);
+        if (ratio) ratios[i] = times[0][i] / times[1][i];
     }
-    qsort(times, (size_t)n, sizeof times[0], cmp_double);
-    result = times[n / 2];
-done:
-    hd_event_destroy(start);
-    hd_event_destroy(end);
-    return result;
-}
-
-int bench_paired_ms(const bench_options *o, bench_fn fa, void *a, bench_fn fb, void *b, double ms[2],
-                    double *ratio) {
-    hd_event *e0 = hd_event_create(), *e1 = hd_event_create(), *e2 = hd_event_create();
-    double ta[64], tb[64], tr[64];
-    int n = o->repeats < 64 ? o->repeats : 64, rc = 1;
-    if (!e0 || !e1 || !e2) goto done;
-    for (int i = 0; i < o->warmup; i++)
-        if (fa(a, i) || fb(b, i)) goto done;
-    for (int i = 0; i < n; i++) {
-        hd_event_record(e0);
-        if (fa(a, o->warmup + i)) goto done;
-        hd_event_record(e1);
-        if (fb(b, o->warmup + i)) goto done;
-        hd_event_record(e2);
-        ta[i] = hd_event_elapsed_ms(e0, e1);
-        tb[i] = hd_event_elapsed_ms(e1, e2);
-        tr[i] = ta[i] / tb[i];
+    for (int f = 0; f < k; f++) {
+        qsort(times[f], (size_t)n, sizeof times[f][0], cmp_double);
+        ms[f] = times[f][n / 2];
     }
-    qsort(ta, (size_t)n, sizeof ta[0], cmp_double);
-    qsort(tb, (size_t)n, sizeof tb[0], cmp_double);
-    qsort(tr, (size_t)n, sizeof tr[0], cmp_double);
-    ms[0] = ta[n / 2];
-    ms[1] = tb[n / 2];
-    *ratio = tr[n / 2];
+    if (ratio) {
+        qsort(ratios, (size_t)n, sizeof ratios[0], cmp_double);
+        *ratio = ratios[n / 2];
+    }
     rc = 0;
 done:
-    hd_event_destroy(e0);
-    hd_event_destroy(e1);
-    hd_event_destroy(e2);
+    for (int f = 0; f <= k; f++) hd_event_destroy(ev[f]);
     return rc;
+}
+
+double bench_median_ms(const bench_options *o, bench_fn fn, void *arg) {
+    double ms;
+    return timed_runs(o, 1, &fn, &arg, &ms, NULL) == 0 ? ms : -1.0;
 }
 
 lh_plan *bench_plan(lh_context *ctx, const bench_options *o, int64_t seq, lh_mode mode) {
@@ -192,7 +180,7 @@ static void time_plan(const bench_options *o, lh_plan *plan, int64_t seq, double
 }
 
 /* Lighthouse against its floor, forward and forward+backward, each pair of calls back to back
- * (bench_paired_ms): the ratios the targets are about come from calls made under the same clocks
+ * (timed_runs): the ratios the targets are about come from calls made under the same clocks
  * and heat, not from two medians taken minutes apart. */
 static void time_against_floor(const bench_options *o, lh_plan *lh, int64_t seq, lh_plan *floor_plan,
                                int64_t s_sel, bench_row *row) {
@@ -201,8 +189,10 @@ static void time_against_floor(const bench_options *o, lh_plan *lh, int64_t seq,
     ok = ok && buffers_alloc(o, floor_plan, s_sel, &b) == 0;
     for (int backward = 0; ok && backward < 2; backward++) {
         a.backward = b.backward = backward;
+        const bench_fn fns[2] = {run_once, run_once};
+        void *const args[2] = {&a, &b};
         double ms[2], ratio;
-        if (bench_paired_ms(o, run_once, &a, run_once, &b, ms, &ratio) != 0) {
+        if (timed_runs(o, 2, fns, args, ms, &ratio) != 0) {
             fprintf(stderr, "  run failed: %s\n", lh_last_error());
             break;
         }
@@ -418,7 +408,7 @@ int main(int argc, char **argv) {
             r->saved_bytes = bench_query(lh, LH_QUERY_SAVED_BYTES);
             /* the floor: cuDNN (dense mode) on a sequence of length S_sel, timed in pairs with
              * Lighthouse; --lighthouse-only times Lighthouse alone */
-            lh_plan *fl = o.lighthouse_only ? NULL : bench_plan(ctx, &o, r->s_sel, LH_MODE_DENSE);
+            lh_plan *fl = o.lighthouse_only || r->s_sel <= 0 ? NULL : bench_plan(ctx, &o, r->s_sel, LH_MODE_DENSE);
             if (fl) time_against_floor(&o, lh, r->seq, fl, r->s_sel, r);
             else time_plan(&o, lh, r->seq, &r->lh_fwd, &r->lh_fwdbwd);
             lh_plan_destroy(fl);
