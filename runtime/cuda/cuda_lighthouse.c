@@ -31,6 +31,8 @@ static const struct {
     [LH_LK_POOL_GRAD] = {"pool_grad", "lh_pool_grad", 4},
 };
 
+const char *cuda_lighthouse_entry(int kernel) { return kernel_table[kernel].entry; }
+
 static lh_status open_cache(const cuda_lighthouse_env *env, lhc_cache **cache, int *owned) {
     *owned = 0;
     *cache = env->cache;

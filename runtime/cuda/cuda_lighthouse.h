@@ -56,6 +56,9 @@ enum {
 
 #define LH_LH_MODULES 5
 
+/* The entry point's name of kernel LH_LK_* (what launch errors name). */
+const char *cuda_lighthouse_entry(int kernel);
+
 typedef struct cuda_lighthouse {
     const lh_cu_api *cu;
     lh_config cfg;

@@ -12,10 +12,10 @@ static unsigned int blocks(int64_t items, unsigned int per_block) {
     return (unsigned int)((items + per_block - 1) / per_block);
 }
 
-static lh_status launch(const cuda_lighthouse *lh, int kernel, const char *name, unsigned int gx,
-                        unsigned int gy, unsigned int gz, CUstream stream, void **params) {
+static lh_status launch(const cuda_lighthouse *lh, int kernel, unsigned int gx, unsigned int gy,
+                        unsigned int gz, CUstream stream, void **params) {
     lh_cu_launch l = {.grid = {gx, gy, gz}, .block = {lh->threads[kernel], 1, 1}, .shared_bytes = 0};
-    return lh_cu_launch_kernel(lh->cu, lh->fn[kernel], name, &l, stream, params);
+    return lh_cu_launch_kernel(lh->cu, lh->fn[kernel], cuda_lighthouse_entry(kernel), &l, stream, params);
 }
 
 static void *at(void *base, int64_t offset) { return (char *)base + offset; }
@@ -35,7 +35,7 @@ static lh_status run_scores(const cuda_lighthouse *lh, const void *q, const void
     void *params[] = {&q, &k, &sq, &sk, &pq, &pk, &n, &heads, &kvh, &st, &write_pooled,
                       (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
                       (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
-    return launch(lh, LH_LK_SCORES, "lh_pyramid_scores", blocks(n, lh->per_block[LH_LK_SCORES]),
+    return launch(lh, LH_LK_SCORES, blocks(n, lh->per_block[LH_LK_SCORES]),
                   (unsigned int)(heads + kvh), (unsigned int)c->batch, s, params);
 }
 
@@ -52,7 +52,7 @@ static lh_status run_select(const cuda_lighthouse *lh, const void *sq, const voi
     int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, st = c->s_total, ss = c->s_sel,
             tl = c->tile_len;
     void *params[] = {&sq, &sk, &indices, &inv, &n, &heads, &kvh, &st, &ss, &tl};
-    return launch(lh, LH_LK_SELECT, "lh_select_order", (unsigned int)c->tiles,
+    return launch(lh, LH_LK_SELECT, (unsigned int)c->tiles,
                   (unsigned int)heads, (unsigned int)c->batch, s, params);
 }
 
@@ -63,7 +63,7 @@ static lh_status run_invert(const cuda_lighthouse *lh, const void *indices, void
     if (st != LH_OK) return st;
     int64_t heads = c->heads, total = c->s_total, ss = c->s_sel;
     void *params[] = {&indices, &inv, &heads, &total, &ss};
-    return launch(lh, LH_LK_INVERT, "lh_invert_indices", blocks(ss, lh->threads[LH_LK_INVERT]),
+    return launch(lh, LH_LK_INVERT, blocks(ss, lh->threads[LH_LK_INVERT]),
                   (unsigned int)heads, (unsigned int)c->batch, s, params);
 }
 
@@ -78,7 +78,7 @@ static lh_status run_gather(const cuda_lighthouse *lh, const void *q, const void
                       &use_pooled,
                       (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
                       (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
-    return launch(lh, LH_LK_GATHER, "lh_gather", blocks(ss, lh->per_block[LH_LK_GATHER]),
+    return launch(lh, LH_LK_GATHER, blocks(ss, lh->per_block[LH_LK_GATHER]),
                   (unsigned int)heads, (unsigned int)c->batch, s, params);
 }
 
@@ -88,9 +88,8 @@ static lh_status run_gather_dout(const cuda_lighthouse *lh, const void *dout, co
     int64_t n = c->seq_len, heads = c->heads, ss = c->s_sel;
     void *params[] = {&dout, &indices, &d_sel, &n, &heads, &ss,
                       (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh};
-    return launch(lh, LH_LK_GATHER_DOUT, "lh_gather_dout",
-                  blocks(ss, lh->per_block[LH_LK_GATHER_DOUT]), (unsigned int)heads,
-                  (unsigned int)c->batch, s, params);
+    return launch(lh, LH_LK_GATHER_DOUT, blocks(ss, lh->per_block[LH_LK_GATHER_DOUT]),
+                  (unsigned int)heads, (unsigned int)c->batch, s, params);
 }
 
 static lh_status run_scatter(const cuda_lighthouse *lh, const void *o_sel, const void *inv,
@@ -100,7 +99,7 @@ static lh_status run_scatter(const cuda_lighthouse *lh, const void *o_sel, const
     int64_t o_sb = heads * c->s_sel * d, o_sh = c->s_sel * d, o_ss = d;
     void *params[] = {&o_sel, &inv, &out, &n, &heads, &total, &o_sb, &o_sh, &o_ss,
                       (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh};
-    return launch(lh, LH_LK_SCATTER, "lh_scatter", blocks(n, lh->per_block[LH_LK_SCATTER]),
+    return launch(lh, LH_LK_SCATTER, blocks(n, lh->per_block[LH_LK_SCATTER]),
                   (unsigned int)heads, (unsigned int)c->batch, s, params);
 }
 
@@ -113,7 +112,7 @@ static lh_status run_pool_grad(const cuda_lighthouse *lh, const void *gq, const 
     void *params[] = {&gq, &gk, &gv, &inv, &dq, &dk, &dv, &n, &heads, &kvh, &total, &ss,
                       (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
                       (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
-    return launch(lh, LH_LK_POOL_GRAD, "lh_pool_grad", blocks(n, lh->per_block[LH_LK_POOL_GRAD]),
+    return launch(lh, LH_LK_POOL_GRAD, blocks(n, lh->per_block[LH_LK_POOL_GRAD]),
                   (unsigned int)(heads + kvh), (unsigned int)c->batch, s, params);
 }
 

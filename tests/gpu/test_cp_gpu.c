@@ -70,8 +70,7 @@ typedef struct job {
     char err[600];
 } job;
 
-static lh_plan *make_plan(lh_context *ctx, const rcfg *c, lh_dtype dtype, lh_ring *ring, int rank,
-                          bool hooks);
+static lh_plan *make_plan(lh_context *ctx, const rcfg *c, lh_dtype dtype, lh_ring *ring, int rank);
 
 /* ---- hooks: the library's own attention step, called from the framework's side ------------- */
 
@@ -127,9 +126,7 @@ static int64_t query(const lh_plan *p, lh_query q) {
     return v;
 }
 
-static lh_plan *make_plan(lh_context *ctx, const rcfg *c, lh_dtype dtype, lh_ring *ring, int rank,
-                          bool hooks) {
-    (void)hooks;
+static lh_plan *make_plan(lh_context *ctx, const rcfg *c, lh_dtype dtype, lh_ring *ring, int rank) {
     lh_plan *p;
     LH_MUST(lh_plan_create(ctx, &p));
     LH_MUST(lh_plan_set_i64(p, LH_PARAM_BATCH, c->B));
@@ -213,7 +210,7 @@ static bool run_ranks(lh_context *ctx, bool gpu, const rcfg *c, int W, ring_kind
         job *j = &jobs[i];
         int r = kind == RING_NCCL ? nccl_rank : i;
         j->gpu = gpu;
-        j->plan = make_plan(ctx, c, dtype, ring, r, hooks);
+        j->plan = make_plan(ctx, c, dtype, ring, r);
         if (hooks) LH_MUST(lh_plan_set_attention_hooks(j->plan, fwd_hook, bwd_hook, j));
         LH_MUST(lh_plan_finalize(j->plan));
         j->q = dev_or_host(gpu, nq * es), j->out = dev_or_host(gpu, nq * es);
