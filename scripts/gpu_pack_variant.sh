@@ -9,7 +9,8 @@
 # ENV assignments (e.g. LH_OVERLAP=0) are stored beside it and set when the variant runs. The
 # programs in .pack/gpu (scripts/gpu_pack.sh) are shared: a variant must keep the ABI.
 # GIT_REF of the form variant:OTHER builds nothing: the variant runs OTHER's library with its own
-# ENV (an env-only variant costs no carry space; OTHER must be packed first).
+# ENV (an env-only variant costs no carry space; OTHER must be packed first; variant:packed is the
+# library of .pack/gpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/gpu_pack_variant.sh NAME [GIT_REF] [ENV...]}
@@ -18,7 +19,9 @@ shift $(( $# >= 2 ? 2 : 1 ))
 dst=.pack/variants/$name
 if [ "${ref#variant:}" != "$ref" ]; then
   other=${ref#variant:}
-  [ -e ".pack/variants/$other/liblighthouse.so.0.xz" ] || { echo "variant $other is not packed" >&2; exit 1; }
+  lib=.pack/variants/$other/liblighthouse.so.0.xz
+  [ "$other" = packed ] && lib=.pack/gpu/liblighthouse.so.0.xz
+  [ -e "$lib" ] || { echo "variant $other is not packed" >&2; exit 1; }
   rm -rf "$dst" && mkdir -p "$dst"
   echo "$other" >"$dst/same_as"
   what="library of $other,"

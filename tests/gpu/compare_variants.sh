@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # compare_variants.sh - the packed library (.pack/gpu) and every variant packed by
 # scripts/gpu_pack_variant.sh, one after the other in one run on one GPU: test_lighthouse_gpu
-# --quick (a variant that fails is reported, not timed) and lighthouse-bench --lighthouse-only.
+# --quick (a variant that fails is reported, not timed) and lighthouse-bench --lighthouse-only 2
+# (Lighthouse and its floor in pairs).
 #
 #   tests/gpu/compare_variants.sh [BIN_DIR]     (LH_VARIANT_SEQS, default 32768,131072,524288)
 set -u
@@ -20,7 +21,7 @@ compare() {   # compare NAME LIBDIR ENVFILE
   env "${envs[@]}" LD_LIBRARY_PATH="$dir:$base_path" "$BIN/test_lighthouse_gpu" --quick \
     >"$LOGS/variant-$name-test.log" 2>&1
   grep -E "^(FAIL|SKIP|SUMMARY)" "$LOGS/variant-$name-test.log"
-  env "${envs[@]}" LD_LIBRARY_PATH="$dir:$base_path" "$BIN/lighthouse-bench" --lighthouse-only 1 \
+  env "${envs[@]}" LD_LIBRARY_PATH="$dir:$base_path" "$BIN/lighthouse-bench" --lighthouse-only 2 \
     --seqs "$SEQS" --repeats 7 --warmup 2 --json "$LOGS/variant-$name.json" 2>/dev/null | tail -n 4
 }
 compare packed "$LIBDIR"
@@ -34,7 +35,10 @@ for v in "$ROOT"/.pack/variants/*/; do
 done
 for v in "$ROOT"/.pack/variants/*/; do
   [ -e "$v/same_as" ] || continue
-  compare "$(basename "$v")" "/tmp/lh-variant/$(cat "$v/same_as")" "$v/env"
+  other=$(cat "$v/same_as")
+  dir="/tmp/lh-variant/$other"
+  [ "$other" = packed ] && dir=$LIBDIR
+  compare "$(basename "$v")" "$dir" "$v/env"
 done
 [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOGS"/variant-* "$OUT"/ 2>/dev/null
 exit 0

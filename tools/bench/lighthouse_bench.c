@@ -8,8 +8,9 @@
  *                    [--levels 3] [--pooling 4] [--topk 2048] [--dtype bf16|fp16] [--batch 1]
  *                    [--warmup 2] [--repeats 7] [--dense-max N] [--json FILE]
  *                    [--recompute 0|1]        (LH_PARAM_RECOMPUTE_SUBSEQ of the Lighthouse plans)
- *                    [--lighthouse-only 1]   (only the Lighthouse runs: for a profiler, see
- *                                             tests/gpu/profile_kernels.sh)
+ *                    [--lighthouse-only 1|2] (for a profiler, see tests/gpu/profile_kernels.sh:
+ *                                             1 runs Lighthouse alone, 2 Lighthouse and its
+ *                                             floor in pairs; no copy, JIT, stages or dense)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -408,7 +409,7 @@ int main(int argc, char **argv) {
             r->saved_bytes = bench_query(lh, LH_QUERY_SAVED_BYTES);
             /* the floor: cuDNN (dense mode) on a sequence of length S_sel, timed in pairs with
              * Lighthouse; --lighthouse-only times Lighthouse alone */
-            lh_plan *fl = o.lighthouse_only || r->s_sel <= 0 ? NULL : bench_plan(ctx, &o, r->s_sel, LH_MODE_DENSE);
+            lh_plan *fl = o.lighthouse_only == 1 || r->s_sel <= 0 ? NULL : bench_plan(ctx, &o, r->s_sel, LH_MODE_DENSE);
             if (fl) time_against_floor(&o, lh, r->seq, fl, r->s_sel, r);
             else time_plan(&o, lh, r->seq, &r->lh_fwd, &r->lh_fwdbwd);
             lh_plan_destroy(fl);
