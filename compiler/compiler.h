@@ -99,6 +99,8 @@ typedef struct lhc_plan_params {
     int levels;         /* L */
     int head_dim;       /* D: a multiple of 8 with D/8 a power of two <= 32 (8..256) */
     const char *dtype;  /* "bf16" or "f16" */
+    int group;          /* H / Hkv, fixed in pool_grad (the kernel that sums over a kv group);
+                           0: the kernel reads it at run time, and needs more registers */
 } lhc_plan_params;
 
 typedef struct lhc_kernel_request {

@@ -95,9 +95,15 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     st = add_request(out, count, "gather", threads, rows, "DTYPE=%s D=%d P=%d L=%d THREADS=%d ROWS=%d",
                      pp->dtype, d, p, levels, threads, rows);
     if (st != LH_OK) return st;
+    /* pool_grad is bound by its two dependent load steps, so by blocks per SM: at G = 1 one
+     * component per block fits 64 registers (half the SM's threads resident, like the gather);
+     * a fixed G > 1 carries a run's sums across the head loop: two blocks (at most 128). */
+    if (pp->group < 0)
+        return lh_fail(LH_ERROR_INVALID_VALUE, "the kv group size must be >= 0 (got %d)", pp->group);
+    const int pg_blocks = pp->group == 1 ? 2048 / threads / 2 : 2048 / threads / 4;
     st = add_request(out, count, "pool_grad", threads, tokens,
-                     "DTYPE=%s D=%d P=%d L=%d THREADS=%d RUN=%d TOKENS=%d", pp->dtype, d, p, levels,
-                     threads, run, tokens);
+                     "DTYPE=%s D=%d P=%d L=%d THREADS=%d RUN=%d TOKENS=%d GROUP=%d MINCTA=%d", pp->dtype,
+                     d, p, levels, threads, run, tokens, pp->group, pg_blocks);
     if (st != LH_OK) return st;
     return add_request(out, count, "scatter", threads, tokens,
                        "DTYPE=%s D=%d P=%d L=%d THREADS=%d RUN=%d TOKENS=%d", pp->dtype, d, p, levels,

@@ -57,7 +57,8 @@ static lh_status load_kernels(cuda_lighthouse *lh, const cuda_lighthouse_env *en
     const lh_config *c = &lh->cfg;
     lhc_plan_params params = {.pooling = (int)c->pooling, .levels = (int)c->levels,
                               .head_dim = (int)c->head_dim,
-                              .dtype = c->dtype == LH_DTYPE_FLOAT16 ? "f16" : "bf16"};
+                              .dtype = c->dtype == LH_DTYPE_FLOAT16 ? "f16" : "bf16",
+                              .group = (int)(c->heads / c->kv_heads)};
     lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
     int count = 0;
     lh_status st = lhc_plan_kernels(&params, req, &count);

@@ -112,8 +112,9 @@ static lh_status run_pool_grad(const cuda_lighthouse *lh, const void *gq, const 
     void *params[] = {&gq, &gk, &gv, &inv, &dq, &dk, &dv, &n, &heads, &kvh, &total, &ss,
                       (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
                       (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
+    /* one component per block: dq of each query head, then dk, then dv of each kv head */
     return launch(lh, LH_LK_POOL_GRAD, blocks(n, lh->per_block[LH_LK_POOL_GRAD]),
-                  (unsigned int)(heads + kvh), (unsigned int)c->batch, s, params);
+                  (unsigned int)(heads + 2 * kvh), (unsigned int)c->batch, s, params);
 }
 
 /* ---- forward and backward ------------------------------------------------------------------- */

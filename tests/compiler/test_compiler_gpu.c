@@ -144,7 +144,7 @@ static int64_t level_off(const gpu_case *c, int l) {
 }
 
 static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) {
-    lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16"};
+    lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16", 1};
     lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
     int nreq = 0;
     if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
@@ -282,7 +282,7 @@ static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) 
 }
 
 static int check_scatter(lhc_cache *cache, const char *chip, const gpu_case *c) {
-    lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16"};
+    lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16", 1};
     lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
     int nreq = 0;
     if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
@@ -378,7 +378,7 @@ static float time_launches(CUfunction f, unsigned gx, unsigned gy, unsigned gz, 
 static int bench(lhc_cache *cache, const char *chip) {
     const int64_t n = 524288, heads = 8, d = 128;
     gpu_case c = {1, (int)n, (int)heads, (int)heads, (int)d, 4, 3, 1, 0};
-    lhc_plan_params pp = {4, 3, (int)d, "bf16"};
+    lhc_plan_params pp = {4, 3, (int)d, "bf16", 1};
     lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
     int nreq = 0;
     if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;

@@ -2,6 +2,7 @@
  * lighthouse-compile - pre-compiles the GPU kernels of one configuration into the kernel cache.
  *
  *   lighthouse-compile [--chip sm_90] [--pooling 4] [--levels 3] [--head-dim 128] [--dtype bf16]
+ *                      [--kv-group 1]          (H / Hkv of the plans: the backward fixes it)
  *                      [--cache-dir DIR] [--ptx-out DIR]
  *
  * Prints one line per kernel: its constants, whether it was compiled or already cached, how
@@ -25,7 +26,7 @@ static double now_seconds(void) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: lighthouse-compile [--chip sm_90] [--pooling 4] [--levels 3] [--head-dim 128]\n"
-               "                          [--dtype bf16|f16] [--cache-dir DIR] [--ptx-out DIR]\n"
+               "                          [--dtype bf16|f16] [--kv-group 1] [--cache-dir DIR] [--ptx-out DIR]\n"
                "Compiles the GPU kernels of one configuration into the kernel cache.\n");
 }
 
@@ -43,7 +44,7 @@ static int write_ptx(const char *dir, const char *kernel, const lhc_kernel *k) {
 
 int main(int argc, char **argv) {
     const char *chip = "sm_90", *dtype = "bf16", *cache_dir = NULL, *ptx_out = NULL;
-    int pooling = 4, levels = 3, head_dim = 128;
+    int pooling = 4, levels = 3, head_dim = 128, group = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -59,6 +60,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--levels")) levels = atoi(v);
         else if (!strcmp(a, "--head-dim")) head_dim = atoi(v);
         else if (!strcmp(a, "--dtype")) dtype = v;
+        else if (!strcmp(a, "--kv-group")) group = atoi(v);
         else if (!strcmp(a, "--cache-dir")) cache_dir = v;
         else if (!strcmp(a, "--ptx-out")) ptx_out = v;
         else {
@@ -73,7 +75,8 @@ int main(int argc, char **argv) {
     }
     lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
     int n = 0;
-    lhc_plan_params params = {.pooling = pooling, .levels = levels, .head_dim = head_dim, .dtype = dtype};
+    lhc_plan_params params = {.pooling = pooling, .levels = levels, .head_dim = head_dim, .dtype = dtype,
+                             .group = group};
     lhc_cache *cache = NULL;
     if (lhc_plan_kernels(&params, req, &n) != LH_OK || lhc_cache_create(&cache) != LH_OK ||
         lhc_cache_set_dir(cache, cache_dir) != LH_OK) {
