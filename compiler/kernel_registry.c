@@ -61,6 +61,8 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     if (!pp->dtype || (strcmp(pp->dtype, "bf16") != 0 && strcmp(pp->dtype, "f16") != 0))
         return lh_fail(LH_ERROR_UNSUPPORTED, "GPU kernels need dtype bf16 or f16 (got %s)",
                        pp->dtype ? pp->dtype : "NULL");
+    if (pp->group < 0)
+        return lh_fail(LH_ERROR_INVALID_VALUE, "the kv group size must be >= 0 (got %d)", pp->group);
 
     const int threads = 256;
     const int tokens_per_pass = threads / (d / 8);
@@ -98,8 +100,6 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     /* pool_grad is bound by its two dependent load steps, so by blocks per SM: at G = 1 one
      * component per block fits 64 registers (half the SM's threads resident, like the gather);
      * a fixed G > 1 carries a run's sums across the head loop: two blocks (at most 128). */
-    if (pp->group < 0)
-        return lh_fail(LH_ERROR_INVALID_VALUE, "the kv group size must be >= 0 (got %d)", pp->group);
     const int pg_blocks = pp->group == 1 ? 2048 / threads / 2 : 2048 / threads / 4;
     st = add_request(out, count, "pool_grad", threads, tokens,
                      "DTYPE=%s D=%d P=%d L=%d THREADS=%d RUN=%d TOKENS=%d GROUP=%d MINCTA=%d", pp->dtype,

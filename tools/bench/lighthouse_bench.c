@@ -408,8 +408,9 @@ int main(int argc, char **argv) {
             r->s_sel = bench_query(lh, LH_QUERY_SUBSEQ_LEN);
             r->saved_bytes = bench_query(lh, LH_QUERY_SAVED_BYTES);
             /* the floor: cuDNN (dense mode) on a sequence of length S_sel, timed in pairs with
-             * Lighthouse; --lighthouse-only times Lighthouse alone */
-            lh_plan *fl = o.lighthouse_only == 1 || r->s_sel <= 0 ? NULL : bench_plan(ctx, &o, r->s_sel, LH_MODE_DENSE);
+             * Lighthouse; --lighthouse-only 1 times Lighthouse alone */
+            int with_floor = o.lighthouse_only != 1 && r->s_sel > 0;
+            lh_plan *fl = with_floor ? bench_plan(ctx, &o, r->s_sel, LH_MODE_DENSE) : NULL;
             if (fl) time_against_floor(&o, lh, r->seq, fl, r->s_sel, r);
             else time_plan(&o, lh, r->seq, &r->lh_fwd, &r->lh_fwdbwd);
             lh_plan_destroy(fl);
