@@ -4,11 +4,12 @@
 
 #include "ffi_internal.h"
 
-#define PARAM_COUNT 13
+#define PARAM_COUNT 14
 
 static const char *const param_names[PARAM_COUNT] = {
     "BATCH", "SEQ_LEN", "HEADS", "KV_HEADS", "HEAD_DIM", "DTYPE",
-    "LAYOUT", "LEVELS", "POOLING", "TOPK", "MODE", "SOFTMAX_SCALE", "RECOMPUTE_SUBSEQ"};
+    "LAYOUT", "LEVELS", "POOLING", "TOPK", "MODE", "SOFTMAX_SCALE", "RECOMPUTE_SUBSEQ",
+    "STAGE_TIMING"};
 
 const char *lh_param_name(lh_param param) {
     return (param >= 0 && param < PARAM_COUNT) ? param_names[param] : "UNKNOWN";
@@ -97,6 +98,12 @@ static lh_status check_value(lh_param param, int64_t v) {
                            "RECOMPUTE_SUBSEQ must be 0 (keep the gathered sub-sequence) or 1 "
                            "(gather again in backward) (got %lld)", (long long)v);
         return LH_OK;
+    case LH_PARAM_STAGE_TIMING:
+        if (v != 0 && v != 1)
+            return lh_fail(LH_ERROR_INVALID_VALUE,
+                           "STAGE_TIMING must be 0 (off) or 1 (CUDA events around each stage) "
+                           "(got %lld)", (long long)v);
+        return LH_OK;
     }
     return lh_fail(LH_ERROR_INVALID_VALUE, "unknown parameter %d", (int)param);
 }
@@ -130,6 +137,7 @@ LH_API lh_status lh_plan_set_i64(lh_plan *plan, lh_param param, int64_t value) {
     case LH_PARAM_MODE: c->mode = (lh_mode)value; break;
     case LH_PARAM_SOFTMAX_SCALE: break; /* rejected by check_value */
     case LH_PARAM_RECOMPUTE_SUBSEQ: c->recompute_subseq = value != 0; break;
+    case LH_PARAM_STAGE_TIMING: c->stage_timing = value != 0; break;
     }
     plan->set_mask |= 1u << param;
     return LH_OK;
@@ -176,6 +184,7 @@ LH_API lh_status lh_plan_get_param_i64(const lh_plan *plan, lh_param param, int6
     case LH_PARAM_MODE: *out_value = c->mode; return LH_OK;
     case LH_PARAM_SOFTMAX_SCALE: break;
     case LH_PARAM_RECOMPUTE_SUBSEQ: *out_value = c->recompute_subseq; return LH_OK;
+    case LH_PARAM_STAGE_TIMING: *out_value = c->stage_timing; return LH_OK;
     }
     return lh_fail(LH_ERROR_INVALID_VALUE,
                    "lh_plan_get_param_i64: parameter %d is not an integer parameter", (int)param);
@@ -270,6 +279,10 @@ LH_API lh_status lh_plan_finalize(lh_plan *plan) {
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "lh_plan_finalize: the %s backend cannot run a plan bound to a ring",
                        ctx->ops->name);
+    if (plan->cfg.stage_timing && !ctx->ops->stage_ms)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "lh_plan_finalize: STAGE_TIMING = 1 times GPU stages with CUDA events; the "
+                       "%s backend has no stage timing", ctx->ops->name);
     lh_plan_sizes sizes = {0};
     void *state = NULL;
     st = ctx->ops->plan_create(ctx->state, &ctx->options, &plan->cfg, &state, &sizes);
@@ -312,4 +325,25 @@ LH_API lh_status lh_plan_get_i64(const lh_plan *plan, lh_query query, int64_t *o
     case LH_QUERY_RANK: *out_value = plan->cfg.cp_rank; return LH_OK;
     }
     return lh_fail(LH_ERROR_INVALID_VALUE, "lh_plan_get_i64: unknown query %d", (int)query);
+}
+
+static const char *const stage_names[LH_STAGE_COUNT] = {
+    "SCORES", "SELECT", "GATHER", "ATTENTION_FORWARD", "SCATTER", "REGATHER", "GATHER_DOUT",
+    "ATTENTION_BACKWARD", "POOL_GRAD"};
+
+LH_API lh_status lh_plan_get_stage_ms(const lh_plan *plan, lh_stage stage, double *out_ms) {
+    lh_clear_error();
+    const char *fn = "lh_plan_get_stage_ms";
+    lh_status st = lh_check_plan_ready(plan, fn);
+    if (st != LH_OK) return st;
+    if (!out_ms) return lh_fail(LH_ERROR_NULL_POINTER, "%s: out_ms is NULL", fn);
+    if ((int)stage < 0 || stage >= LH_STAGE_COUNT)
+        return lh_fail(LH_ERROR_INVALID_VALUE, "%s: unknown stage %d (0..%d)", fn, (int)stage,
+                       LH_STAGE_COUNT - 1);
+    if (!plan->cfg.stage_timing)
+        return lh_fail(LH_ERROR_BAD_STATE,
+                       "%s: the plan does not time its stages; set STAGE_TIMING = 1 before "
+                       "lh_plan_finalize", fn);
+    st = plan->context->ops->stage_ms(plan->state, stage, stage_names[stage], out_ms);
+    return st == LH_OK ? st : lh_fail_context(st, fn);
 }

@@ -81,6 +81,7 @@ typedef struct lh_config {
     int64_t levels, pooling, topk;
     double scale;
     bool recompute_subseq;               /* LH_PARAM_RECOMPUTE_SUBSEQ: backward gathers again */
+    bool stage_timing;                   /* LH_PARAM_STAGE_TIMING: events around each stage */
 
     /* Tokens of the tensors the caller's pointers point to: strides follow this, not seq_len
      * (equal without a ring; a chunk configuration has seq_len = N/(2W) inside a shard of N/W). */
@@ -196,6 +197,10 @@ typedef struct lh_backend_ops {
                                     const void *v_sel, const void *o_sel, const float *lse,
                                     const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
                                     void *workspace, void *stream);
+
+    /* The time of `stage` (named `name` for messages) in the plan's most recent forward or
+     * backward, for plans finalized with STAGE_TIMING (NULL where the backend cannot time). */
+    lh_status (*stage_ms)(void *plan_state, lh_stage stage, const char *name, double *out_ms);
 
     /* NCCL rings (NULL where the backend has no NCCL). ring_init fills ring's NCCL fields from the
      * caller's communicator (comm != NULL) or by creating one from unique_id, rank, world. */

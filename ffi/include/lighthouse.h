@@ -136,13 +136,34 @@ typedef enum lh_param {
     LH_PARAM_TOPK = 9,      /* multiple of 128; default 2048 */
     LH_PARAM_MODE = 10,     /* lh_mode; default LH_MODE_LIGHTHOUSE */
     LH_PARAM_SOFTMAX_SCALE = 11, /* double, > 0; default 1/sqrt(HEAD_DIM); lh_plan_set_f64 only */
-    LH_PARAM_RECOMPUTE_SUBSEQ = 12 /* 0 (default): `saved` keeps the gathered q/k/v sub-sequence
+    LH_PARAM_RECOMPUTE_SUBSEQ = 12, /* 0 (default): `saved` keeps the gathered q/k/v sub-sequence
                                       (3 x B x H x S_sel x D elements) so that lh_backward does not
                                       gather again; 1: it keeps only the selection, O_sel and the
                                       softmax statistics, and lh_backward re-gathers from q, k, v
                                       (less memory, one more read of q, k, v). Lighthouse mode on
                                       the CUDA backend; elsewhere accepted and without effect. */
+    LH_PARAM_STAGE_TIMING = 13 /* 0 (default) or 1: lh_forward and lh_backward record a CUDA event
+                                  before and after each stage (lh_stage), and
+                                  lh_plan_get_stage_ms reads the times back. For profiling: the
+                                  events cost a few microseconds per call. CUDA backend, plans
+                                  without a ring or attention hooks; lh_plan_finalize refuses it
+                                  elsewhere (LH_ERROR_UNSUPPORTED). */
 } lh_param;
+
+/* The stages of one lh_forward / lh_backward, for lh_plan_get_stage_ms. Dense mode has only the
+ * two attention stages; REGATHER runs only with LH_PARAM_RECOMPUTE_SUBSEQ = 1. */
+typedef enum lh_stage {
+    LH_STAGE_SCORES = 0,             /* forward: pyramid scores (and the coarsest pooled rows) */
+    LH_STAGE_SELECT = 1,             /* forward: the top-k cascade and the sub-sequence order */
+    LH_STAGE_GATHER = 2,             /* forward: the sub-sequence rows q_sel, k_sel, v_sel */
+    LH_STAGE_ATTENTION_FORWARD = 3,  /* forward: attention (cuDNN) on the sub-sequence, or dense */
+    LH_STAGE_SCATTER = 4,            /* forward: O_sel back to full length */
+    LH_STAGE_REGATHER = 5,           /* backward: the inverse map and the sub-sequence again */
+    LH_STAGE_GATHER_DOUT = 6,        /* backward: dout summed per selected entry */
+    LH_STAGE_ATTENTION_BACKWARD = 7, /* backward: attention backward (cuDNN) */
+    LH_STAGE_POOL_GRAD = 8,          /* backward: the gradients back to full length */
+    LH_STAGE_COUNT = 9
+} lh_stage;
 
 /* Sizes a finalized plan reports through lh_plan_get_i64. */
 typedef enum lh_query {
@@ -219,6 +240,14 @@ LH_API lh_status lh_plan_finalize(lh_plan *plan);
 
 /* Reads a size of a finalized plan (see lh_query). */
 LH_API lh_status lh_plan_get_i64(const lh_plan *plan, lh_query query, int64_t *out_value);
+
+/* GPU time in ms of `stage` in the plan's most recent lh_forward (forward stages) or lh_backward
+ * (backward stages), measured between CUDA events recorded on the call's stream around the
+ * stage's kernels. Needs LH_PARAM_STAGE_TIMING = 1; waits until that stage has finished on the
+ * GPU. LH_ERROR_BAD_STATE when the most recent call did not run the stage (no call yet, a stage
+ * of the other mode or of recomputation, or a call captured into a CUDA graph: captured calls
+ * are not timed). */
+LH_API lh_status lh_plan_get_stage_ms(const lh_plan *plan, lh_stage stage, double *out_ms);
 
 /* ---------------------------------------------------------------------------------------------
  * Forward and backward

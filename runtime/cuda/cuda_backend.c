@@ -16,6 +16,7 @@
 #include "cuda_ring.h"
 #include "cuda_transport.h"
 #include "cuda_sdpa.h"
+#include "cuda_stage_timer.h"
 #include "cudnn_api.h"
 #include "runtime.h"
 
@@ -37,6 +38,7 @@ typedef struct cuda_plan {
     cuda_lighthouse *lh; /* MODE = LIGHTHOUSE without a ring (then sdpa is NULL) */
     cuda_ring *attn;     /* the attention step alone (lh_attention_forward/backward) */
     cuda_cp *cp;         /* a ring or attention hooks: the chunked forward and backward */
+    cuda_stage_timer *timer; /* LH_PARAM_STAGE_TIMING, else NULL (lent to lh) */
     char attn_error[512]; /* why attn could not be built (plans without ring or hooks only) */
 } cuda_plan;
 
@@ -120,8 +122,9 @@ static void cuda_context_destroy(void *state) {
 
 static void destroy_plan(cuda_plan *p) {
     if (!p) return;
-    if (p->sdpa || p->lh || p->handle || p->attn || p->cp) {
+    if (p->sdpa || p->lh || p->handle || p->attn || p->cp || p->timer) {
         bool pushed = push(p->cc) == LH_OK;
+        cuda_stage_timer_destroy(p->timer);
         cuda_cp_destroy(p->cp);
         cuda_ring_destroy(p->attn);
         cuda_lighthouse_plan_destroy(p->lh);
@@ -140,6 +143,10 @@ static lh_status cuda_plan_create(void *context_state, const lh_context_options 
         return lh_fail(LH_ERROR_UNSUPPORTED_DTYPE,
                        "the CUDA backend runs float16 and bfloat16 (DTYPE = FLOAT32 is the CPU "
                        "reference backend's dtype)");
+    if (cfg->stage_timing && (cfg->ring || cfg->forward_hook))
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "STAGE_TIMING = 1 times the stages of one GPU's pipeline; a plan with a "
+                       "ring or attention hooks runs its stages per chunk and is not timed");
     const lh_cudnn_api *dnn;
     lh_status st = lh_cudnn_load(&dnn);
     if (st != LH_OK) return st;
@@ -190,6 +197,10 @@ static lh_status cuda_plan_create(void *context_state, const lh_context_options 
     }
     if (st == LH_OK && p->attn) sizes->attention_workspace_bytes = p->attn->workspace_bytes;
     if (st == LH_OK && chunked) st = cuda_cp_create(&env, cfg, p->lh, p->attn, &p->cp, sizes);
+    if (st == LH_OK && cfg->stage_timing) {
+        st = cuda_stage_timer_create(cc->cu, &p->timer);
+        if (st == LH_OK && p->lh) p->lh->timer = p->timer;
+    }
     pop(cc);
     if (st != LH_OK) {
         destroy_plan(p);
@@ -290,6 +301,27 @@ static lh_status cuda_check_stream(void *plan_state, void *stream) {
 
 /* ---- forward and backward ------------------------------------------------------------------- */
 
+/* Dense mode: one attention stage each way (timed when the plan has a timer). */
+static lh_status dense_forward(cuda_plan *p, const void *q, const void *k, const void *v,
+                               void *out, void *saved, void *workspace, CUstream stream) {
+    lh_status st = cuda_stage_timer_open(p->timer, LH_STAGE_SCORES, LH_STAGE_SCATTER, stream);
+    if (st == LH_OK) st = cuda_stage_begin(p->timer, LH_STAGE_ATTENTION_FORWARD, stream);
+    if (st == LH_OK) st = cuda_sdpa_forward(p->sdpa, q, k, v, out, saved, workspace, stream);
+    if (st == LH_OK) st = cuda_stage_end(p->timer, LH_STAGE_ATTENTION_FORWARD, stream);
+    return st;
+}
+
+static lh_status dense_backward(cuda_plan *p, const void *q, const void *k, const void *v,
+                                const void *out, const void *dout, const void *saved, void *dq,
+                                void *dk, void *dv, void *workspace, CUstream stream) {
+    lh_status st = cuda_stage_timer_open(p->timer, LH_STAGE_REGATHER, LH_STAGE_POOL_GRAD, stream);
+    if (st == LH_OK) st = cuda_stage_begin(p->timer, LH_STAGE_ATTENTION_BACKWARD, stream);
+    if (st == LH_OK)
+        st = cuda_sdpa_backward(p->sdpa, q, k, v, out, dout, saved, dq, dk, dv, workspace, stream);
+    if (st == LH_OK) st = cuda_stage_end(p->timer, LH_STAGE_ATTENTION_BACKWARD, stream);
+    return st;
+}
+
 static lh_status cuda_forward(void *plan_state, const void *q, const void *k, const void *v,
                               void *out, void *saved, void *workspace, void *stream) {
     cuda_plan *p = plan_state;
@@ -297,7 +329,7 @@ static lh_status cuda_forward(void *plan_state, const void *q, const void *k, co
     if (st != LH_OK) return st;
     if (p->cp) st = cuda_cp_forward(p->cp, q, k, v, out, saved, workspace, stream);
     else if (p->lh) st = cuda_lighthouse_forward(p->lh, q, k, v, out, saved, workspace, stream);
-    else st = cuda_sdpa_forward(p->sdpa, q, k, v, out, saved, workspace, stream);
+    else st = dense_forward(p, q, k, v, out, saved, workspace, stream);
     pop(p->cc);
     return st;
 }
@@ -313,7 +345,17 @@ static lh_status cuda_backward(void *plan_state, const void *q, const void *k, c
     else if (p->lh)
         st = cuda_lighthouse_backward(p->lh, q, k, v, dout, saved, dq, dk, dv, workspace, stream);
     else
-        st = cuda_sdpa_backward(p->sdpa, q, k, v, out, dout, saved, dq, dk, dv, workspace, stream);
+        st = dense_backward(p, q, k, v, out, dout, saved, dq, dk, dv, workspace, stream);
+    pop(p->cc);
+    return st;
+}
+
+static lh_status cuda_stage_ms(void *plan_state, lh_stage stage, const char *name,
+                               double *out_ms) {
+    cuda_plan *p = plan_state;
+    lh_status st = push(p->cc);
+    if (st != LH_OK) return st;
+    st = cuda_stage_timer_ms(p->timer, stage, name, out_ms);
     pop(p->cc);
     return st;
 }
@@ -431,4 +473,5 @@ const lh_backend_ops lh_cuda_backend_ops = {
     .attention_backward = cuda_attention_backward,
     .nccl_unique_id = cuda_nccl_unique_id_op,
     .nccl_ring_init = cuda_nccl_ring_init_op,
+    .stage_ms = cuda_stage_ms,
 };

@@ -26,6 +26,7 @@
 #include "compiler.h"
 #include "cuda_module.h"
 #include "cuda_sdpa.h"
+#include "cuda_stage_timer.h"
 #include "cudnn_api.h"
 #include "runtime.h"
 
@@ -84,6 +85,8 @@ typedef struct cuda_lighthouse {
     /* stage entry points: inv only */
     int64_t stage_bytes;
     char chip[16];
+    /* LH_PARAM_STAGE_TIMING: the owning plan's events (cuda_backend.c), or NULL */
+    cuda_stage_timer *timer;
 } cuda_lighthouse;
 
 /* Compiles and loads the kernels, builds the SDPA plan of the sub-sequence and lays out the

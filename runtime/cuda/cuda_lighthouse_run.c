@@ -130,13 +130,25 @@ lh_status cuda_lighthouse_forward(cuda_lighthouse *lh, const void *q, const void
     void *ks = saved_or_ws(saved, lh->sv_ks, workspace, lh->fw_ks);
     void *vs = saved_or_ws(saved, lh->sv_vs, workspace, lh->fw_vs);
     void *pq = at(workspace, lh->fw_pq), *pk = at(workspace, lh->fw_pk);
-    lh_status st = run_scores(lh, q, k, sq, sk, pq, pk, 1, stream);
+    cuda_stage_timer *t = lh->timer; /* NULL unless STAGE_TIMING: then every mark is a no-op */
+    lh_status st = cuda_stage_timer_open(t, LH_STAGE_SCORES, LH_STAGE_SCATTER, stream);
+    if (st == LH_OK) st = cuda_stage_begin(t, LH_STAGE_SCORES, stream);
+    if (st == LH_OK) st = run_scores(lh, q, k, sq, sk, pq, pk, 1, stream);
+    if (st == LH_OK) st = cuda_stage_end(t, LH_STAGE_SCORES, stream);
+    if (st == LH_OK) st = cuda_stage_begin(t, LH_STAGE_SELECT, stream);
     if (st == LH_OK) st = clear_inv(lh, inv, stream);
     if (st == LH_OK) st = run_select(lh, sq, sk, indices, inv, stream);
+    if (st == LH_OK) st = cuda_stage_end(t, LH_STAGE_SELECT, stream);
+    if (st == LH_OK) st = cuda_stage_begin(t, LH_STAGE_GATHER, stream);
     if (st == LH_OK) st = run_gather(lh, q, k, v, indices, pq, pk, 1, qs, ks, vs, stream);
+    if (st == LH_OK) st = cuda_stage_end(t, LH_STAGE_GATHER, stream);
+    if (st == LH_OK) st = cuda_stage_begin(t, LH_STAGE_ATTENTION_FORWARD, stream);
     if (st == LH_OK)
         st = cuda_sdpa_forward(lh->sdpa, qs, ks, vs, o_sel, lse, at(workspace, lh->fw_sdpa), stream);
+    if (st == LH_OK) st = cuda_stage_end(t, LH_STAGE_ATTENTION_FORWARD, stream);
+    if (st == LH_OK) st = cuda_stage_begin(t, LH_STAGE_SCATTER, stream);
     if (st == LH_OK) st = run_scatter(lh, o_sel, inv, out, stream);
+    if (st == LH_OK) st = cuda_stage_end(t, LH_STAGE_SCATTER, stream);
     return st;
 }
 
@@ -147,7 +159,9 @@ lh_status cuda_lighthouse_backward(cuda_lighthouse *lh, const void *q, const voi
     const float *lse = cat(saved, lh->sv_lse);
     void *d_sel = at(workspace, lh->bw_do);
     void *dqs = at(workspace, lh->bw_dqs), *dks = at(workspace, lh->bw_dks), *dvs = at(workspace, lh->bw_dvs);
-    lh_status st = LH_OK;
+    cuda_stage_timer *t = lh->timer;
+    lh_status st = cuda_stage_timer_open(t, LH_STAGE_REGATHER, LH_STAGE_POOL_GRAD, stream);
+    if (st != LH_OK) return st;
     const void *inv, *qs, *ks, *vs;
     if (lh->sv_qs >= 0) { /* kept by the forward */
         inv = cat(saved, lh->sv_inv);
@@ -157,15 +171,23 @@ lh_status cuda_lighthouse_backward(cuda_lighthouse *lh, const void *q, const voi
                            scratch, gone by now) */
         void *winv = at(workspace, lh->bw_inv), *wqs = at(workspace, lh->bw_qs),
              *wks = at(workspace, lh->bw_ks), *wvs = at(workspace, lh->bw_vs);
-        st = run_invert(lh, indices, winv, stream);
+        st = cuda_stage_begin(t, LH_STAGE_REGATHER, stream);
+        if (st == LH_OK) st = run_invert(lh, indices, winv, stream);
         if (st == LH_OK) st = run_gather(lh, q, k, v, indices, NULL, NULL, 0, wqs, wks, wvs, stream);
+        if (st == LH_OK) st = cuda_stage_end(t, LH_STAGE_REGATHER, stream);
         inv = winv, qs = wqs, ks = wks, vs = wvs;
     }
+    if (st == LH_OK) st = cuda_stage_begin(t, LH_STAGE_GATHER_DOUT, stream);
     if (st == LH_OK) st = run_gather_dout(lh, dout, indices, d_sel, stream);
+    if (st == LH_OK) st = cuda_stage_end(t, LH_STAGE_GATHER_DOUT, stream);
+    if (st == LH_OK) st = cuda_stage_begin(t, LH_STAGE_ATTENTION_BACKWARD, stream);
     if (st == LH_OK)
         st = cuda_sdpa_backward(lh->sdpa, qs, ks, vs, o_sel, d_sel, lse, dqs, dks, dvs,
                                 at(workspace, lh->bw_sdpa), stream);
+    if (st == LH_OK) st = cuda_stage_end(t, LH_STAGE_ATTENTION_BACKWARD, stream);
+    if (st == LH_OK) st = cuda_stage_begin(t, LH_STAGE_POOL_GRAD, stream);
     if (st == LH_OK) st = run_pool_grad(lh, dqs, dks, dvs, inv, dq, dk, dv, stream);
+    if (st == LH_OK) st = cuda_stage_end(t, LH_STAGE_POOL_GRAD, stream);
     return st;
 }
 

@@ -37,6 +37,7 @@ typedef struct lcfg {
     int64_t B, N, H, Hkv, D, L, p, topk;
     int slices; /* (c): (batch, group) slices compared on the CPU; 0 = all */
     int recompute; /* LH_PARAM_RECOMPUTE_SUBSEQ: backward gathers the sub-sequence again */
+    int timing;    /* LH_PARAM_STAGE_TIMING: stage times checked after the first run */
 } lcfg;
 
 static lh_plan *make_plan(lh_context *ctx, const lcfg *c, lh_dtype dtype, int64_t B, int64_t H,
@@ -54,6 +55,7 @@ static lh_plan *make_plan(lh_context *ctx, const lcfg *c, lh_dtype dtype, int64_
     LH_MUST(lh_plan_set_i64(p, LH_PARAM_POOLING, c->p));
     LH_MUST(lh_plan_set_i64(p, LH_PARAM_TOPK, c->topk));
     LH_MUST(lh_plan_set_i64(p, LH_PARAM_RECOMPUTE_SUBSEQ, c->recompute));
+    if (ctx == gpu_ctx) LH_MUST(lh_plan_set_i64(p, LH_PARAM_STAGE_TIMING, c->timing));
     LH_MUST(lh_plan_finalize(p));
     return p;
 }
@@ -114,9 +116,9 @@ static float *load_f32(const char *dir, const char *name, size_t n) {
 
 static void test_golden_select(void) {
     static const lcfg goldens[] = {
-        {"g1", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 2048, 2, 2, 32, 2, 4, 128, 0, 0},
-        {"g2", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 2, 2048, 1, 1, 32, 3, 2, 128, 0, 0},
-        {"g3", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 8192, 1, 1, 32, 3, 4, 256, 0, 0},
+        {"g1", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 2048, 2, 2, 32, 2, 4, 128, 0, 0, 0},
+        {"g2", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 2, 2048, 1, 1, 32, 3, 2, 128, 0, 0, 0},
+        {"g3", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 8192, 1, 1, 32, 3, 4, 256, 0, 0, 0},
     };
     const char *dir = getenv("LH_GOLDEN_DIR") ? getenv("LH_GOLDEN_DIR") : LH_GOLDEN_DIR;
     for (size_t g = 0; g < sizeof goldens / sizeof goldens[0]; g++) {
@@ -227,6 +229,84 @@ static void test_scores_select(const lcfg *c) {
     lh_plan_destroy(cp);
 }
 
+/* ---- stage timing (LH_PARAM_STAGE_TIMING) ---------------------------------------------------- */
+
+/* Every stage of `ran` (a bit per lh_stage) has a time in (0, 10 s); every other stage reports
+ * LH_ERROR_BAD_STATE. */
+static void check_stage_times(lh_plan *p, const char *name, unsigned ran) {
+    int good = 0, want = 0;
+    char detail[512] = "";
+    size_t used = 0;
+    for (int s = 0; s < LH_STAGE_COUNT; s++) {
+        double ms = -1.0;
+        lh_status st = lh_plan_get_stage_ms(p, (lh_stage)s, &ms);
+        bool expect = (ran >> s) & 1u;
+        bool ok = expect ? (st == LH_OK && ms > 0.0 && ms < 1e4) : (st == LH_ERROR_BAD_STATE);
+        want++, good += ok;
+        used += (size_t)snprintf(detail + used, used < sizeof detail ? sizeof detail - used : 0,
+                                 " %d:%s%.3f", s, st == LH_OK ? "" : "no ", ms);
+    }
+    check(good == want, "stage_times", "%s: %d of %d stages as expected (ms:%s)", name, good, want,
+          detail);
+}
+
+#define FWD_STAGES ((1u << LH_STAGE_SCORES) | (1u << LH_STAGE_SELECT) | (1u << LH_STAGE_GATHER) | \
+                    (1u << LH_STAGE_ATTENTION_FORWARD) | (1u << LH_STAGE_SCATTER))
+#define BWD_STAGES ((1u << LH_STAGE_GATHER_DOUT) | (1u << LH_STAGE_ATTENTION_BACKWARD) | \
+                    (1u << LH_STAGE_POOL_GRAD))
+
+/* Dense mode times its two attention stages; a ring plan refuses timing at finalize. */
+static void test_stage_timing_dense_and_ring(void) {
+    lh_plan *p;
+    LH_MUST(lh_plan_create(gpu_ctx, &p));
+    const struct { lh_param k; int64_t v; } dense[] = {
+        {LH_PARAM_SEQ_LEN, 1024}, {LH_PARAM_HEADS, 2}, {LH_PARAM_HEAD_DIM, 64},
+        {LH_PARAM_DTYPE, LH_DTYPE_BFLOAT16}, {LH_PARAM_MODE, LH_MODE_DENSE},
+        {LH_PARAM_STAGE_TIMING, 1}};
+    for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
+        LH_MUST(lh_plan_set_i64(p, dense[i].k, dense[i].v));
+    LH_MUST(lh_plan_finalize(p));
+    size_t n = 1024 * 2 * 64;
+    void *q = gpu_alloc(&env, n * 2), *o = gpu_alloc(&env, n * 2), *g = gpu_alloc(&env, n * 2);
+    size_t sb = (size_t)query(p, LH_QUERY_SAVED_BYTES);
+    void *saved = gpu_alloc_or_null(sb);
+    void *wf = gpu_alloc_or_null((size_t)query(p, LH_QUERY_FWD_WORKSPACE_BYTES));
+    void *wb = gpu_alloc_or_null((size_t)query(p, LH_QUERY_BWD_WORKSPACE_BYTES));
+    uint16_t *bits = malloc(n * 2);
+    float *vals = malloc(n * 4);
+    random_inputs(&rng_state, LH_DTYPE_BFLOAT16, n, bits, vals);
+    gpu_upload(&env, q, bits, n * 2);
+    double ms = -1.0;
+    check(lh_plan_get_stage_ms(p, LH_STAGE_ATTENTION_FORWARD, &ms) == LH_ERROR_BAD_STATE,
+          "stage_times_before_run", "no call yet: %s", lh_last_error());
+    LH_MUST(lh_forward(p, q, q, q, o, saved, wf, NULL));
+    LH_MUST(lh_backward(p, q, q, q, o, q, saved, g, g, g, wb, NULL));
+    gpu_sync(&env);
+    check_stage_times(p, "dense_b1_n1k_h2_d64",
+                      (1u << LH_STAGE_ATTENTION_FORWARD) | (1u << LH_STAGE_ATTENTION_BACKWARD));
+    free(bits), free(vals);
+    void *all[] = {q, o, g, saved, wf, wb};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]) gpu_free(&env, all[i]);
+    lh_plan_destroy(p);
+
+    lh_ring *ring = NULL;
+    LH_MUST(lh_ring_create_local(1, &ring));
+    LH_MUST(lh_plan_create(gpu_ctx, &p));
+    const struct { lh_param k; int64_t v; } ringed[] = {
+        {LH_PARAM_SEQ_LEN, 8192}, {LH_PARAM_HEADS, 2}, {LH_PARAM_HEAD_DIM, 64},
+        {LH_PARAM_DTYPE, LH_DTYPE_BFLOAT16}, {LH_PARAM_LEVELS, 2}, {LH_PARAM_TOPK, 256},
+        {LH_PARAM_STAGE_TIMING, 1}};
+    for (size_t i = 0; i < sizeof ringed / sizeof ringed[0]; i++)
+        LH_MUST(lh_plan_set_i64(p, ringed[i].k, ringed[i].v));
+    LH_MUST(lh_plan_set_ring(p, ring, 0));
+    lh_status st = lh_plan_finalize(p);
+    check(st == LH_ERROR_UNSUPPORTED && strstr(lh_last_error(), "STAGE_TIMING"), "stage_timing_ring",
+          "finalize: %s (%s)", lh_status_string(st), lh_last_error());
+    lh_plan_destroy(p);
+    lh_ring_destroy(ring);
+}
+
 /* ---- (c, d, e) forward and backward --------------------------------------------------------- */
 
 typedef struct run_bufs {
@@ -284,6 +364,9 @@ static void test_pipeline(const lcfg *c, int repeat_and_graph) {
     poison_outputs(&b);
     LH_MUST(run_both(p, &b, NULL));
     gpu_sync(&env);
+    if (c->timing)
+        check_stage_times(p, c->name,
+                          FWD_STAGES | BWD_STAGES | (c->recompute ? 1u << LH_STAGE_REGATHER : 0u));
     float *go = decode(b.out, b.nq, c->dtype), *gdq = decode(b.dq, b.nq, c->dtype);
     float *gdk = decode(b.dk, b.nk, c->dtype), *gdv = decode(b.dv, b.nk, c->dtype);
     size_t ni = (size_t)(c->B * c->H * s_sel);
@@ -374,6 +457,8 @@ static void test_pipeline(const lcfg *c, int repeat_and_graph) {
         if (graph) env.cu->GraphDestroy(graph);
         env.cu->StreamDestroy(s);
         free(first);
+        /* the captured calls (and the graph's replay) are not timed: nothing to read back */
+        if (c->timing) check_stage_times(p, "after graph capture", 0u);
     }
 
     for (int i = 0; i < 4; i++) free(hv[i]);
@@ -408,27 +493,28 @@ int main(int argc, char **argv) {
     const lh_dtype BF = LH_DTYPE_BFLOAT16, FP = LH_DTYPE_FLOAT16;
     const lh_layout BNHD = LH_LAYOUT_BNHD, BHND = LH_LAYOUT_BHND;
     const lcfg sel[] = {
-        /* name                 dtype layout B  N       H  Hkv D    L  p  topk */
-        {"sel_n131k_l3_p4_k2048", BF, BNHD, 2, 131072, 4, 2, 128, 3, 4, 2048, 0, 0},
-        {"sel_n131k_l2_p8_tile16k", FP, BHND, 1, 131072, 2, 1, 64, 2, 8, 128, 0, 0},
-        {"sel_n64k_l4_p2_tile4k", BF, BNHD, 1, 65536, 2, 2, 128, 4, 2, 256, 0, 0},
-        {"sel_n16k_l3_p8", FP, BNHD, 2, 16384, 2, 2, 64, 3, 8, 256, 0, 0},
+        /* name                 dtype layout B  N       H  Hkv D    L  p  topk slices recompute timing */
+        {"sel_n131k_l3_p4_k2048", BF, BNHD, 2, 131072, 4, 2, 128, 3, 4, 2048, 0, 0, 0},
+        {"sel_n131k_l2_p8_tile16k", FP, BHND, 1, 131072, 2, 1, 64, 2, 8, 128, 0, 0, 0},
+        {"sel_n64k_l4_p2_tile4k", BF, BNHD, 1, 65536, 2, 2, 128, 4, 2, 256, 0, 0, 0},
+        {"sel_n16k_l3_p8", FP, BNHD, 2, 16384, 2, 2, 64, 3, 8, 256, 0, 0, 0},
     };
     for (size_t i = tiny ? 4 : quick ? 3 : 0; i < sizeof sel / sizeof sel[0]; i++) test_scores_select(&sel[i]);
 
     const lcfg full[] = {
-        {"bf16_bnhd_b2_n2k_h4kv2_d64_l2p4_k128", BF, BNHD, 2, 2048, 4, 2, 64, 2, 4, 128, 0, 0},
-        {"fp16_bhnd_b2_n8k_h4kv2_d128_l3p4_k256_recompute", FP, BHND, 2, 8192, 4, 2, 128, 3, 4, 256, 0, 1},
-        {"fp16_bhnd_b1_n8k_h2_d128_l3p2_k256", FP, BHND, 1, 8192, 2, 2, 128, 3, 2, 256, 0, 0},
-        {"bf16_bhnd_b2_n8k_h4kv1_d128_l4p2_k128", BF, BHND, 2, 8192, 4, 1, 128, 4, 2, 128, 0, 0},
-        {"fp16_bnhd_b1_n16k_h4kv2_d64_l3p4_k512", FP, BNHD, 1, 16384, 4, 2, 64, 3, 4, 512, 0, 0},
-        {"bf16_bnhd_b1_n4k_h2kv1_d128_l2p2_k2048", BF, BNHD, 1, 4096, 2, 1, 128, 2, 2, 2048, 0, 0},
-        {"fp16_bnhd_b1_n131k_h2_d64_l4p8_k128", FP, BNHD, 1, 131072, 2, 2, 64, 4, 8, 128, 1, 0},
-        {"bf16_bnhd_b1_n32k_h2kv1_d128_l2p8_k512", BF, BNHD, 1, 32768, 2, 1, 128, 2, 8, 512, 1, 0},
-        {"bf16_bhnd_b1_n131k_h4kv2_d128_l3p4_k2048", BF, BHND, 1, 131072, 4, 2, 128, 3, 4, 2048, 1, 0},
+        {"bf16_bnhd_b2_n2k_h4kv2_d64_l2p4_k128_timed", BF, BNHD, 2, 2048, 4, 2, 64, 2, 4, 128, 0, 0, 1},
+        {"fp16_bhnd_b2_n8k_h4kv2_d128_l3p4_k256_recompute_timed", FP, BHND, 2, 8192, 4, 2, 128, 3, 4, 256, 0, 1, 1},
+        {"fp16_bhnd_b1_n8k_h2_d128_l3p2_k256", FP, BHND, 1, 8192, 2, 2, 128, 3, 2, 256, 0, 0, 0},
+        {"bf16_bhnd_b2_n8k_h4kv1_d128_l4p2_k128", BF, BHND, 2, 8192, 4, 1, 128, 4, 2, 128, 0, 0, 0},
+        {"fp16_bnhd_b1_n16k_h4kv2_d64_l3p4_k512", FP, BNHD, 1, 16384, 4, 2, 64, 3, 4, 512, 0, 0, 0},
+        {"bf16_bnhd_b1_n4k_h2kv1_d128_l2p2_k2048", BF, BNHD, 1, 4096, 2, 1, 128, 2, 2, 2048, 0, 0, 0},
+        {"fp16_bnhd_b1_n131k_h2_d64_l4p8_k128", FP, BNHD, 1, 131072, 2, 2, 64, 4, 8, 128, 1, 0, 0},
+        {"bf16_bnhd_b1_n32k_h2kv1_d128_l2p8_k512", BF, BNHD, 1, 32768, 2, 1, 128, 2, 8, 512, 1, 0, 0},
+        {"bf16_bhnd_b1_n131k_h4kv2_d128_l3p4_k2048", BF, BHND, 1, 131072, 4, 2, 128, 3, 4, 2048, 1, 0, 0},
     };
     size_t nfull = tiny ? 1 : quick ? 4 : sizeof full / sizeof full[0];
     for (size_t i = 0; i < nfull; i++) test_pipeline(&full[i], i == 0);
+    test_stage_timing_dense_and_ring();
 
     lh_context_destroy(cpu_ctx);
     lh_context_destroy(gpu_ctx);

@@ -312,6 +312,39 @@ START_TEST(dense_backward_needs_out) {
 }
 END_TEST
 
+START_TEST(stage_timing) {
+    /* the parameter: 0 or 1, readable back */
+    lh_plan *plan = small_plan(0);
+    int64_t v = -1;
+    ck_assert_int_eq(lh_plan_get_param_i64(plan, LH_PARAM_STAGE_TIMING, &v), LH_OK);
+    ck_assert_int_eq(v, 0);
+    ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_STAGE_TIMING, 2), LH_ERROR_INVALID_VALUE);
+    assert_message_has("STAGE_TIMING");
+    ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_STAGE_TIMING, 1), LH_OK);
+    ck_assert_int_eq(lh_plan_get_param_i64(plan, LH_PARAM_STAGE_TIMING, &v), LH_OK);
+    ck_assert_int_eq(v, 1);
+    /* the CPU backend has no CUDA events: refused at finalize, with the reason */
+    assert_finalize_fails(plan, LH_ERROR_UNSUPPORTED, "STAGE_TIMING", "cpu");
+    double ms = -1.0;
+    ck_assert_int_eq(lh_plan_get_stage_ms(plan, LH_STAGE_SCORES, &ms), LH_ERROR_BAD_STATE);
+    assert_message_has("not finalized");
+    lh_plan_destroy(plan);
+
+    /* reading a time: a finalized plan, a known stage, somewhere to write, timing on */
+    plan = small_plan(1);
+    ck_assert_int_eq(lh_plan_get_stage_ms(NULL, LH_STAGE_SCORES, &ms), LH_ERROR_NULL_POINTER);
+    ck_assert_int_eq(lh_plan_get_stage_ms(plan, LH_STAGE_SCORES, NULL), LH_ERROR_NULL_POINTER);
+    assert_message_has("out_ms");
+    ck_assert_int_eq(lh_plan_get_stage_ms(plan, LH_STAGE_COUNT, &ms), LH_ERROR_INVALID_VALUE);
+    assert_message_has("unknown stage 9");
+    ck_assert_int_eq(lh_plan_get_stage_ms(plan, (lh_stage)-1, &ms), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lh_plan_get_stage_ms(plan, LH_STAGE_GATHER, &ms), LH_ERROR_BAD_STATE);
+    assert_message_has("STAGE_TIMING = 1");
+    ck_assert(ms == -1.0); /* nothing written by a failing call */
+    lh_plan_destroy(plan);
+}
+END_TEST
+
 static Suite *validation_suite(void) {
     Suite *s = suite_create("validation");
     TCase *tc = tcase_create("rules");
@@ -333,6 +366,7 @@ static Suite *validation_suite(void) {
     tcase_add_test(tc, stream_on_cpu_backend);
     tcase_add_test(tc, stage_entry_in_dense_mode);
     tcase_add_test(tc, dense_backward_needs_out);
+    tcase_add_test(tc, stage_timing);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -16,7 +16,7 @@ include("handles.jl")
 include("run.jl")
 include("attention.jl")
 
-export Context, Plan, PlanInfo, Saved, LighthouseError, info, backend, live_handles
+export Context, Plan, PlanInfo, Saved, LighthouseError, info, backend, live_handles, stage_ms
 export forward!, backward!, scores!, select!, gather!, scatter!
 export unsafe_forward!, unsafe_backward!, unsafe_scores!, unsafe_select!, unsafe_gather!,
        unsafe_scatter!

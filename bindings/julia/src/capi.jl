@@ -14,6 +14,7 @@ const lh_layout = Cint
 const lh_mode = Cint
 const lh_param = Cint
 const lh_query = Cint
+const lh_stage = Cint
 const lh_context_option = Cint
 const lh_context = Cvoid
 const lh_plan = Cvoid
@@ -80,6 +81,18 @@ const LH_PARAM_TOPK = Cint(9)
 const LH_PARAM_MODE = Cint(10)
 const LH_PARAM_SOFTMAX_SCALE = Cint(11)
 const LH_PARAM_RECOMPUTE_SUBSEQ = Cint(12)
+const LH_PARAM_STAGE_TIMING = Cint(13)
+
+const LH_STAGE_SCORES = Cint(0)
+const LH_STAGE_SELECT = Cint(1)
+const LH_STAGE_GATHER = Cint(2)
+const LH_STAGE_ATTENTION_FORWARD = Cint(3)
+const LH_STAGE_SCATTER = Cint(4)
+const LH_STAGE_REGATHER = Cint(5)
+const LH_STAGE_GATHER_DOUT = Cint(6)
+const LH_STAGE_ATTENTION_BACKWARD = Cint(7)
+const LH_STAGE_POOL_GRAD = Cint(8)
+const LH_STAGE_COUNT = Cint(9)
 
 const LH_QUERY_SUBSEQ_LEN = Cint(0)
 const LH_QUERY_PYRAMID_LEN = Cint(1)
@@ -114,6 +127,7 @@ const FUNCTIONS = (
     :lh_context_create, :lh_context_destroy, :lh_context_get_backend, :lh_context_set_i64,
     :lh_context_set_str, :lh_plan_create, :lh_plan_destroy, :lh_plan_set_i64, :lh_plan_set_f64,
     :lh_plan_get_param_i64, :lh_plan_get_param_f64, :lh_plan_finalize, :lh_plan_get_i64,
+    :lh_plan_get_stage_ms,
     :lh_forward, :lh_backward, :lh_scores, :lh_select, :lh_gather, :lh_scatter,
     :lh_attention_forward, :lh_attention_backward, :lh_ring_create_local, :lh_ring_create_nccl,
     :lh_nccl_get_unique_id, :lh_ring_create_nccl_from_id, :lh_ring_destroy, :lh_plan_set_ring,
@@ -191,6 +205,9 @@ lh_plan_finalize(plan) = ccall(libsym(:lh_plan_finalize), lh_status, (Ptr{lh_pla
 lh_plan_get_i64(plan, query, out_value) =
     ccall(libsym(:lh_plan_get_i64), lh_status, (Ptr{lh_plan}, lh_query, Ref{Int64}),
           plan, query, out_value)
+lh_plan_get_stage_ms(plan, stage, out_ms) =
+    ccall(libsym(:lh_plan_get_stage_ms), lh_status, (Ptr{lh_plan}, lh_stage, Ref{Cdouble}),
+          plan, stage, out_ms)
 
 lh_forward(plan, q, k, v, out, saved, workspace, stream) =
     ccall(libsym(:lh_forward), lh_status,

@@ -124,14 +124,15 @@ end
 
 """
     Plan(ctx; seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels, pooling, topk,
-         mode, softmax_scale, recompute_subseq, ring, rank, attention_hooks)
+         mode, softmax_scale, recompute_subseq, stage_timing, ring, rank, attention_hooks)
 
 One attention configuration, validated and compiled by `lh_plan_finalize`. Keywords left out
 keep the library's defaults (batch 1, kv_heads = heads, :float32, :bnhd, levels 3, pooling 4,
 topk 2048, :lighthouse, 1/sqrt(head_dim)). `dtype` is :float32/:float16/:bfloat16, `layout`
 :bnhd/:bhnd, `mode` :lighthouse/:dense. `recompute_subseq = true` makes `saved` smaller: the
 backward then gathers the sub-sequence's q/k/v again instead of reusing the forward's (default
-false). Use a plan from one thread at a time.
+false). `stage_timing = true` (CUDA plans without a ring or hooks) records CUDA events around each
+stage of every call, for `stage_ms`. Use a plan from one thread at a time.
 
 `ring = r::Ring, rank = i` binds the plan to rank `i` of a context-parallel ring (`seq_len` is then
 the whole sequence and the plan's tensors are this rank's shard of `info(plan).local_seq_len`
@@ -150,7 +151,7 @@ mutable struct Plan
     function Plan(ctx::Context; seq_len::Integer, heads::Integer, head_dim::Integer,
                   batch = nothing, kv_heads = nothing, dtype = nothing, layout = nothing,
                   levels = nothing, pooling = nothing, topk = nothing, mode = nothing,
-                  softmax_scale = nothing, recompute_subseq = nothing,
+                  softmax_scale = nothing, recompute_subseq = nothing, stage_timing = nothing,
                   ring::Union{Nothing,Ring} = nothing, rank::Integer = 0,
                   attention_hooks::Union{Nothing,AttentionHooks} = nothing)
         local plan   # try blocks open a scope of their own
@@ -166,7 +167,8 @@ mutable struct Plan
                 ring === nothing || bind_ring!(plan, ring, rank)
                 attention_hooks === nothing || set_hooks!(plan, attention_hooks)
                 configure!(plan, seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels,
-                           pooling, topk, mode, softmax_scale, recompute_subseq)
+                           pooling, topk, mode, softmax_scale, recompute_subseq;
+                           stage_timing = stage_timing)
             catch
                 close(plan)  # free it now rather than at the next GC
                 # The hooks may be given to another plan now.
@@ -188,7 +190,8 @@ const PLACEHOLDER_INFO = PlanInfo(0, 0, 0, 0, 0, :unknown, :unknown, :unknown, 0
 
 # Sets the parameters that were given, finalizes, reads the sizes back.
 function configure!(plan::Plan, seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels,
-                    pooling, topk, mode, softmax_scale, recompute_subseq = nothing)
+                    pooling, topk, mode, softmax_scale, recompute_subseq = nothing;
+                    stage_timing = nothing)
     ints = Any[(LH_PARAM_SEQ_LEN, seq_len), (LH_PARAM_HEADS, heads), (LH_PARAM_HEAD_DIM, head_dim),
                (LH_PARAM_BATCH, batch), (LH_PARAM_KV_HEADS, kv_heads), (LH_PARAM_LEVELS, levels),
                (LH_PARAM_POOLING, pooling), (LH_PARAM_TOPK, topk)]
@@ -197,6 +200,8 @@ function configure!(plan::Plan, seq_len, heads, head_dim, batch, kv_heads, dtype
     mode === nothing || push!(ints, (LH_PARAM_MODE, lookup(MODES, "mode", mode)))
     recompute_subseq === nothing ||
         push!(ints, (LH_PARAM_RECOMPUTE_SUBSEQ, Bool(recompute_subseq) ? 1 : 0))
+    stage_timing === nothing ||
+        push!(ints, (LH_PARAM_STAGE_TIMING, Bool(stage_timing) ? 1 : 0))
     for (param, value) in ints
         value === nothing || check(lh_plan_set_i64(plan.handle, param, Int64(value)))
     end
@@ -209,6 +214,26 @@ end
 
 Base.unsafe_convert(::Type{Ptr{lh_plan}}, plan::Plan) = plan.handle
 info(plan::Plan) = plan.info
+
+const STAGES = Dict(:scores => LH_STAGE_SCORES, :select => LH_STAGE_SELECT,
+                    :gather => LH_STAGE_GATHER, :attention_forward => LH_STAGE_ATTENTION_FORWARD,
+                    :scatter => LH_STAGE_SCATTER, :regather => LH_STAGE_REGATHER,
+                    :gather_dout => LH_STAGE_GATHER_DOUT,
+                    :attention_backward => LH_STAGE_ATTENTION_BACKWARD,
+                    :pool_grad => LH_STAGE_POOL_GRAD)
+
+"""
+    stage_ms(plan, stage::Symbol) -> Float64
+
+GPU milliseconds of `stage` (:scores, :select, :gather, :attention_forward, :scatter, :regather,
+:gather_dout, :attention_backward, :pool_grad) in the plan's most recent forward or backward; the
+plan needs `stage_timing = true`. Waits until the stage has finished on the GPU.
+"""
+function stage_ms(plan::Plan, stage::Symbol)
+    ms = Ref{Cdouble}(0.0)
+    check(lh_plan_get_stage_ms(live_handle(plan), lookup(STAGES, "stage", stage), ms))
+    return ms[]
+end
 Base.show(io::IO, plan::Plan) = print(io, "Lighthouse.Plan(", plan.info.backend == :unknown ? "unfinalized" : plan.info, ")")
 
 """

@@ -69,7 +69,8 @@ const G1 = (B = 1, N = 2048, H = 2, D = 32, levels = 2, pooling = 4, topk = 128,
                                  (Lighthouse.LH_ERROR_SEQ_DIVISIBILITY, (seq_len = 2050,)),
                                  (Lighthouse.LH_ERROR_TILE_TOO_SMALL, (seq_len = 512, topk = 512)),
                                  (Lighthouse.LH_ERROR_LEVELS, (levels = 9,)),
-                                 (Lighthouse.LH_ERROR_UNSUPPORTED_DTYPE, (dtype = :float16,))]
+                                 (Lighthouse.LH_ERROR_UNSUPPORTED_DTYPE, (dtype = :float16,)),
+                                 (Lighthouse.LH_ERROR_UNSUPPORTED, (stage_timing = true,))]
             err = try
                 Plan(ctx; merge(base, change)...); nothing
             catch e
@@ -85,6 +86,7 @@ const G1 = (B = 1, N = 2048, H = 2, D = 32, levels = 2, pooling = 4, topk = 128,
             @test startswith(Lighthouse.status_name(code), "LH_ERROR_")
         end
         plan = Plan(ctx; base...)
+        @test_throws LighthouseError stage_ms(plan, :scores)   # timing is off (and CPU has none)
         q = zeros(Float32, 32, 2, 2048, 1)
         @test_throws LighthouseError forward!(plan, q[:, :, 1:1024, :], q, q, similar(q), Saved(plan))
         @test_throws LighthouseError backward!(plan, q, q, q, nothing, q, Saved(plan),

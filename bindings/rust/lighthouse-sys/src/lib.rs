@@ -80,6 +80,19 @@ pub const LH_PARAM_TOPK: lh_param = 9;
 pub const LH_PARAM_MODE: lh_param = 10;
 pub const LH_PARAM_SOFTMAX_SCALE: lh_param = 11;
 pub const LH_PARAM_RECOMPUTE_SUBSEQ: lh_param = 12;
+pub const LH_PARAM_STAGE_TIMING: lh_param = 13;
+
+pub type lh_stage = c_int;
+pub const LH_STAGE_SCORES: lh_stage = 0;
+pub const LH_STAGE_SELECT: lh_stage = 1;
+pub const LH_STAGE_GATHER: lh_stage = 2;
+pub const LH_STAGE_ATTENTION_FORWARD: lh_stage = 3;
+pub const LH_STAGE_SCATTER: lh_stage = 4;
+pub const LH_STAGE_REGATHER: lh_stage = 5;
+pub const LH_STAGE_GATHER_DOUT: lh_stage = 6;
+pub const LH_STAGE_ATTENTION_BACKWARD: lh_stage = 7;
+pub const LH_STAGE_POOL_GRAD: lh_stage = 8;
+pub const LH_STAGE_COUNT: lh_stage = 9;
 
 pub type lh_query = c_int;
 pub const LH_QUERY_SUBSEQ_LEN: lh_query = 0;
@@ -205,6 +218,8 @@ extern "C" {
     ) -> lh_status;
     pub fn lh_plan_finalize(plan: *mut lh_plan) -> lh_status;
     pub fn lh_plan_get_i64(plan: *const lh_plan, query: lh_query, out_value: *mut i64)
+        -> lh_status;
+    pub fn lh_plan_get_stage_ms(plan: *const lh_plan, stage: lh_stage, out_ms: *mut f64)
         -> lh_status;
 
     pub fn lh_forward(

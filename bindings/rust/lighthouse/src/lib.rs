@@ -63,7 +63,7 @@ pub use host::{HostBuffer, Saved};
 pub use lighthouse_sys as sys;
 pub use plan::{Plan, PlanBuilder, PlanInfo};
 pub use ring::{NcclUniqueId, Ring, RingKind, NCCL_UNIQUE_ID_BYTES};
-pub use types::{Backend, Dtype, Layout, Mode};
+pub use types::{Backend, Dtype, Layout, Mode, Stage};
 
 /// Contexts and plans created through this crate and not yet destroyed.
 static LIVE_CONTEXTS: AtomicUsize = AtomicUsize::new(0);

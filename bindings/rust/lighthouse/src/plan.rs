@@ -15,7 +15,7 @@ use crate::error::{check, Error, Result, Status};
 use crate::hooks::{self, AttentionBackwardCall, AttentionForwardCall, HookState};
 use crate::host::HostBuffer;
 use crate::ring::Ring;
-use crate::types::{Backend, Dtype, Layout, Mode};
+use crate::types::{Backend, Dtype, Layout, Mode, Stage};
 use crate::LIVE_PLANS;
 
 /// Converts a size to the ABI's int64_t, naming the parameter when it does not fit.
@@ -137,6 +137,15 @@ impl<'ctx> PlanBuilder<'ctx> {
             "recompute_subseq",
             recompute as i64,
         ));
+        self
+    }
+
+    /// `true`: the CUDA backend records an event before and after each stage of every forward
+    /// and backward, and `Plan::stage_ms` reads the times back (profiling; a few microseconds
+    /// per call). The CPU backend and ring or hook plans refuse it at `build`. Default `false`.
+    pub fn stage_timing(mut self, timing: bool) -> Self {
+        self.ints
+            .push((sys::LH_PARAM_STAGE_TIMING, "stage_timing", timing as i64));
         self
     }
 
@@ -509,6 +518,16 @@ impl<'ctx> Plan<'ctx> {
     /// Parameters and sizes of this plan.
     pub fn info(&self) -> &PlanInfo {
         &self.info
+    }
+
+    /// GPU milliseconds of `stage` in this plan's most recent forward (forward stages) or
+    /// backward (backward stages); needs `stage_timing(true)`. Waits until the stage has
+    /// finished on the GPU. An error (`Status::BadState`) for a stage that call did not run.
+    pub fn stage_ms(&self, stage: Stage) -> Result<f64> {
+        let mut ms = 0.0f64;
+        // SAFETY: the handle is valid for `self`'s life; `ms` outlives the call.
+        check(unsafe { sys::lh_plan_get_stage_ms(self.raw.ptr(), stage.to_raw(), &mut ms) })?;
+        Ok(ms)
     }
 
     /// The raw handle, for calls this crate does not wrap. It stays owned by `self`.

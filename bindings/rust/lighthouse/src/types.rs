@@ -71,3 +71,18 @@ impl Dtype {
         }
     }
 }
+
+c_enum! {
+    /// A stage of one forward or backward (`lh_stage`), for `Plan::stage_ms`.
+    Stage: sys::lh_stage {
+        Scores = sys::LH_STAGE_SCORES,
+        Select = sys::LH_STAGE_SELECT,
+        Gather = sys::LH_STAGE_GATHER,
+        AttentionForward = sys::LH_STAGE_ATTENTION_FORWARD,
+        Scatter = sys::LH_STAGE_SCATTER,
+        Regather = sys::LH_STAGE_REGATHER,
+        GatherDout = sys::LH_STAGE_GATHER_DOUT,
+        AttentionBackward = sys::LH_STAGE_ATTENTION_BACKWARD,
+        PoolGrad = sys::LH_STAGE_POOL_GRAD,
+    }
+}

@@ -2,7 +2,7 @@
 
 mod common;
 
-use lighthouse::{status_string, sys, Backend, Context, Dtype, Error, Mode, Status};
+use lighthouse::{status_string, sys, Backend, Context, Dtype, Error, Mode, Stage, Status};
 
 /// Every code the header defines (LH_ERROR_NULL_POINTER..LH_ERROR_INTERNAL) round-trips, and
 /// the crate's name of it is the library's own (lh_status_string).
@@ -190,6 +190,28 @@ fn recompute_subseq_plan_builds() {
         .build()
         .unwrap();
     assert!(plan.info().saved_bytes > 0);
+}
+
+/// Stage timing needs CUDA events: the CPU backend refuses it when the plan is built, and a plan
+/// without it has no stage times to read.
+#[test]
+fn stage_timing_is_refused_on_the_cpu() {
+    let err = build_err(|b| b.stage_timing(true));
+    assert_eq!(err.status(), Status::Unsupported, "message: {}", err.message());
+    assert!(err.message().contains("STAGE_TIMING"), "{}", err.message());
+    let ctx = Context::cpu().unwrap();
+    let plan = ctx
+        .plan()
+        .seq_len(2048)
+        .heads(2)
+        .head_dim(16)
+        .topk(128)
+        .build()
+        .unwrap();
+    let err = plan.stage_ms(Stage::Scores).expect_err("timing is off");
+    assert_eq!(err.status(), Status::BadState, "message: {}", err.message());
+    assert_eq!(Stage::from_raw(sys::LH_STAGE_POOL_GRAD).unwrap(), Stage::PoolGrad);
+    assert!(Stage::from_raw(sys::LH_STAGE_COUNT).is_err());
 }
 
 /// A CUDA context where no GPU can be used fails with BACKEND_UNAVAILABLE and a message; where
