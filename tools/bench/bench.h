@@ -19,16 +19,18 @@ typedef struct bench_options {
     const char *json_path;
     int lighthouse_only;       /* --lighthouse-only 1: only the Lighthouse plan's runs (profiling) */
     int recompute;             /* --recompute 1: LH_PARAM_RECOMPUTE_SUBSEQ (smaller `saved`) */
+    int stage_timing;          /* LH_PARAM_STAGE_TIMING of the plans bench_plan makes */
 } bench_options;
 
-/* Per-stage time of the Lighthouse forward through the stage entry points, and bytes moved. */
+/* One stage of the Lighthouse forward or backward, timed inside the pipeline (CUDA events around
+ * the stage, LH_PARAM_STAGE_TIMING), and the bytes it moves (0: compute-bound, no bandwidth). */
 typedef struct stage_result {
     const char *name;
     double ms;
     double bytes;
 } stage_result;
 
-#define BENCH_STAGES 4
+#define BENCH_STAGES LH_STAGE_COUNT
 
 typedef struct bench_row {
     int64_t seq, s_sel;
@@ -45,6 +47,22 @@ typedef struct bench_row {
 /* Runs `fn(arg)` warmup + repeats times between events; returns the median in ms (< 0 on error). */
 typedef int (*bench_fn)(void *arg, int iteration);
 double bench_median_ms(const bench_options *o, bench_fn fn, void *arg);
+
+/* Device buffers for forward and backward runs of one plan: input sets rotated so that small N
+ * does not run from L2, random inputs. */
+typedef struct run_buffers {
+    lh_plan *plan;
+    int sets;
+    void *q[4], *k[4], *v[4];
+    void *out, *dout, *dq, *dk, *dv, *saved, *ws;
+    int backward;                   /* run_once: forward only (0) or forward + backward (1) */
+} run_buffers;
+
+/* 0 when every buffer of `plan` on `seq` tokens was allocated and filled. */
+int buffers_alloc(const bench_options *o, lh_plan *plan, int64_t seq, run_buffers *r);
+void buffers_free(run_buffers *r);
+/* One forward (and backward) with input set `it % sets`: a bench_fn. */
+int run_once(void *arg, int it);
 
 /* The per-stage measurement of one N (bench_stages.c). */
 void bench_stages(const bench_options *o, lh_context *ctx, int64_t seq, bench_row *row);

@@ -1,82 +1,91 @@
-/* bench_stages.c - the Lighthouse forward stage by stage through the public stage entry points
- * (scores, select, gather, scatter), each with the bytes it moves, so the table can set each
- * stage's bandwidth against the device copy. Attention itself is the "floor" column. */
+/* bench_stages.c - the Lighthouse forward and backward stage by stage, timed where they run: a
+ * plan with LH_PARAM_STAGE_TIMING records CUDA events around each stage inside lh_forward and
+ * lh_backward, so every stage sees the same inputs, caches and neighbours as in training. Each
+ * memory-bound stage comes with the bytes it moves, for its bandwidth against the device copy. */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "bench.h"
 
-typedef struct stage_buffers {
-    lh_plan *plan;
-    void *q, *k, *v, *out, *q_sel, *k_sel, *v_sel, *ws;
-    float *scores_q, *scores_k;
-    int32_t *indices;
-    int which;
-} stage_buffers;
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 
-static int run_stage(void *arg, int it) {
-    (void)it;
-    stage_buffers *b = arg;
-    switch (b->which) {
-    case 0: return lh_scores(b->plan, b->q, b->k, b->scores_q, b->scores_k, b->ws, NULL) != LH_OK;
-    case 1: return lh_select(b->plan, b->scores_q, b->scores_k, b->indices, b->ws, NULL) != LH_OK;
-    case 2:
-        return lh_gather(b->plan, b->q, b->k, b->v, b->indices, b->q_sel, b->k_sel, b->v_sel, b->ws, NULL) != LH_OK;
-    default: return lh_scatter(b->plan, b->indices, b->q_sel, b->out, b->ws, NULL) != LH_OK;
+/* Bytes each stage reads and writes once, counted from the algorithm (what a perfect cache would
+ * move; ncu's DRAM counts are within ~10%: some rows are read twice, some hit L2). Per (batch,
+ * head): `rows` token rows are read to build the sub-sequence (the coarsest level covers all N
+ * tokens once, each finer level keeps topk * p entries of width p^l), F = p^(L-1). Attention
+ * stages are compute-bound: 0. */
+static void stage_bytes(const bench_options *o, int64_t seq, double s_total, double s_sel,
+                        double out[BENCH_STAGES]) {
+    const double es = 2.0, B = (double)o->batch, H = (double)o->heads, Hkv = (double)o->kv_heads;
+    const double D = (double)o->dim, N = (double)seq, row = D * es;
+    double rows = N, width = 1.0, F = 1.0;
+    for (int64_t l = 0; l + 1 < o->levels; l++, width *= (double)o->pooling) {
+        rows += (double)o->topk * (double)o->pooling * width;
+        F *= (double)o->pooling;
     }
+    const double sub = B * H * s_sel * row;  /* one [B, H, S_sel, D] tensor */
+    const double inv = B * H * s_total * 4.0; /* the inverse map */
+    for (int s = 0; s < BENCH_STAGES; s++) out[s] = 0.0;
+    /* q and k read; scores and the coarsest pooled q, k rows written */
+    out[LH_STAGE_SCORES] = B * N * (H + Hkv) * row + B * (H + Hkv) * s_total * 4.0 +
+                           B * (H + Hkv) * (N / F) * row;
+    /* both score sets read per query head; indices written; the inverse map cleared and set */
+    out[LH_STAGE_SELECT] = 2.0 * B * H * s_total * 4.0 + B * H * s_sel * 4.0 + inv;
+    /* v rows averaged; q and k rows of the finer levels, the pooled coarsest rows copied */
+    out[LH_STAGE_GATHER] = B * H * row * (rows + 2.0 * (rows - N + N / F)) + 3.0 * sub;
+    out[LH_STAGE_SCATTER] = sub + inv + B * N * H * row;
+    out[LH_STAGE_REGATHER] = B * H * row * 3.0 * rows + 3.0 * sub + inv;
+    out[LH_STAGE_GATHER_DOUT] = B * H * rows * row + sub;
+    /* dq_sel, dk_sel, dv_sel and the map read; dq, dk, dv written whole */
+    out[LH_STAGE_POOL_GRAD] = 3.0 * sub + B * (H + 2.0 * Hkv) * s_total * 4.0 +
+                              B * N * (H + 2.0 * Hkv) * row;
 }
 
 void bench_stages(const bench_options *o, lh_context *ctx, int64_t seq, bench_row *row) {
-    static const char *names[BENCH_STAGES] = {"scores", "select", "gather", "scatter"};
+    static const char *names[BENCH_STAGES] = {
+        "scores", "select", "gather", "attention_fwd", "scatter", "regather", "gather_dout",
+        "attention_bwd", "pool_grad"};
     for (int s = 0; s < BENCH_STAGES; s++) {
         row->stages[s].name = names[s];
         row->stages[s].ms = -1.0;
+        row->stages[s].bytes = 0.0;
     }
-    lh_plan *plan = bench_plan(ctx, o, seq, LH_MODE_LIGHTHOUSE);
+    bench_options so = *o;
+    so.stage_timing = 1;
+    lh_plan *plan = bench_plan(ctx, &so, seq, LH_MODE_LIGHTHOUSE);
     if (!plan) return;
-    const double es = 2.0, B = (double)o->batch, H = (double)o->heads, Hkv = (double)o->kv_heads;
-    const double D = (double)o->dim, N = (double)seq;
-    const double s_total = (double)bench_query(plan, LH_QUERY_PYRAMID_LEN);
-    const double s_sel = (double)bench_query(plan, LH_QUERY_SUBSEQ_LEN);
-    /* Rows a gather reads per head: the coarsest level covers all N tokens once; every finer
-     * level keeps topk * p entries of width p^l. */
-    double rows = N, width = 1.0;
-    for (int64_t l = 0; l + 1 < o->levels; l++, width *= (double)o->pooling)
-        rows += (double)o->topk * (double)o->pooling * width;
-    row->stages[0].bytes = (B * N * (H + Hkv) * D) * es + B * (H + Hkv) * s_total * 4.0;
-    row->stages[1].bytes = 2.0 * B * H * s_total * 4.0 + B * H * s_sel * 4.0;
-    row->stages[2].bytes = 3.0 * B * H * rows * D * es + 3.0 * B * H * s_sel * D * es;
-    row->stages[3].bytes = B * H * s_sel * D * es + B * N * H * D * es;
-
-    stage_buffers b = {0};
-    b.plan = plan;
-    size_t qb = (size_t)(B * N * H * D * es), kb = (size_t)(B * N * Hkv * D * es);
-    size_t selb = (size_t)(B * H * s_sel * D * es);
-    int64_t ws = bench_query(plan, LH_QUERY_STAGE_WORKSPACE_BYTES);
-    b.q = hd_alloc(LH_BACKEND_CUDA, qb);
-    b.k = hd_alloc(LH_BACKEND_CUDA, kb);
-    b.v = hd_alloc(LH_BACKEND_CUDA, kb);
-    b.out = hd_alloc(LH_BACKEND_CUDA, qb);
-    b.q_sel = hd_alloc(LH_BACKEND_CUDA, selb);
-    b.k_sel = hd_alloc(LH_BACKEND_CUDA, selb);
-    b.v_sel = hd_alloc(LH_BACKEND_CUDA, selb);
-    b.scores_q = hd_alloc(LH_BACKEND_CUDA, (size_t)(B * H * s_total * 4));
-    b.scores_k = hd_alloc(LH_BACKEND_CUDA, (size_t)(B * Hkv * s_total * 4));
-    b.indices = hd_alloc(LH_BACKEND_CUDA, (size_t)(B * H * s_sel * 4));
-    b.ws = ws > 0 ? hd_alloc(LH_BACKEND_CUDA, (size_t)ws) : NULL;
-    if (b.q && b.k && b.v && b.out && b.q_sel && b.k_sel && b.v_sel && b.scores_q && b.scores_k &&
-        b.indices && (ws == 0 || b.ws)) {
-        /* Inputs: any bytes that are finite numbers; 0x3c bytes are bf16 0.0115 / fp16 1.06. */
-        hd_memset(LH_BACKEND_CUDA, b.q, 0x3c, qb);
-        hd_memset(LH_BACKEND_CUDA, b.k, 0x3c, kb);
-        hd_memset(LH_BACKEND_CUDA, b.v, 0x3c, kb);
-        for (int s = 0; s < BENCH_STAGES; s++) {
-            b.which = s;
-            row->stages[s].ms = bench_median_ms(o, run_stage, &b);
-            if (row->stages[s].ms < 0) fprintf(stderr, "  stage %s: %s\n", names[s], lh_last_error());
+    double bytes[BENCH_STAGES];
+    stage_bytes(o, seq, (double)bench_query(plan, LH_QUERY_PYRAMID_LEN),
+                (double)bench_query(plan, LH_QUERY_SUBSEQ_LEN), bytes);
+    enum { MAX_REPEATS = 64 };
+    int n = o->repeats < MAX_REPEATS ? o->repeats : MAX_REPEATS, got[BENCH_STAGES] = {0};
+    double (*times)[MAX_REPEATS] = calloc(BENCH_STAGES, sizeof *times);
+    run_buffers r = {0};
+    if (times && buffers_alloc(o, plan, seq, &r) == 0) {
+        r.backward = 1;
+        int ok = 1;
+        for (int i = 0; ok && i < o->warmup; i++) ok = run_once(&r, i) == 0;
+        for (int i = 0; ok && i < n; i++) {
+            ok = run_once(&r, o->warmup + i) == 0;
+            /* a stage this configuration does not run (regather without recomputation) has no
+             * time: lh_plan_get_stage_ms refuses it and it is left out */
+            for (int s = 0; ok && s < BENCH_STAGES; s++) {
+                double ms;
+                if (lh_plan_get_stage_ms(plan, (lh_stage)s, &ms) == LH_OK) times[s][got[s]++] = ms;
+            }
+        }
+        if (!ok) fprintf(stderr, "  stages (N=%lld): %s\n", (long long)seq, lh_last_error());
+        for (int s = 0; ok && s < BENCH_STAGES; s++) {
+            if (got[s] == 0) continue;
+            qsort(times[s], (size_t)got[s], sizeof times[s][0], cmp_double);
+            row->stages[s].ms = times[s][got[s] / 2];
+            row->stages[s].bytes = bytes[s];
         }
     }
-    void *all[] = {b.q, b.k, b.v, b.out, b.q_sel, b.k_sel, b.v_sel, b.scores_q, b.scores_k, b.indices, b.ws};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) hd_free(LH_BACKEND_CUDA, all[i]);
+    buffers_free(&r);
+    free(times);
     lh_plan_destroy(plan);
 }

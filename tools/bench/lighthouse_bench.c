@@ -73,7 +73,8 @@ lh_plan *bench_plan(lh_context *ctx, const bench_options *o, int64_t seq, lh_mod
         {LH_PARAM_BATCH, o->batch}, {LH_PARAM_SEQ_LEN, seq}, {LH_PARAM_HEADS, o->heads},
         {LH_PARAM_KV_HEADS, o->kv_heads}, {LH_PARAM_HEAD_DIM, o->dim}, {LH_PARAM_DTYPE, o->dtype},
         {LH_PARAM_LEVELS, o->levels}, {LH_PARAM_POOLING, o->pooling}, {LH_PARAM_TOPK, o->topk},
-        {LH_PARAM_MODE, mode}, {LH_PARAM_RECOMPUTE_SUBSEQ, o->recompute}};
+        {LH_PARAM_MODE, mode}, {LH_PARAM_RECOMPUTE_SUBSEQ, o->recompute},
+        {LH_PARAM_STAGE_TIMING, o->stage_timing}};
     for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
         if (lh_plan_set_i64(plan, params[i].p, params[i].v) != LH_OK) goto fail;
     if (lh_plan_finalize(plan) != LH_OK) goto fail;
@@ -92,15 +93,7 @@ int64_t bench_query(lh_plan *plan, lh_query q) {
 
 /* ---- forward / forward+backward of one plan ------------------------------------------------ */
 
-typedef struct run_buffers {
-    lh_plan *plan;
-    int sets;                       /* input sets rotated so small N does not run from L2 */
-    void *q[4], *k[4], *v[4];
-    void *out, *dout, *dq, *dk, *dv, *saved, *ws;
-    int backward;
-} run_buffers;
-
-static int run_once(void *arg, int it) {
+int run_once(void *arg, int it) {
     run_buffers *r = arg;
     int s = it % r->sets;
     if (lh_forward(r->plan, r->q[s], r->k[s], r->v[s], r->out, r->saved, r->ws, NULL) != LH_OK) return 1;
@@ -122,8 +115,7 @@ static void fill_random(void *dev, size_t elems, lh_dtype dtype, unsigned seed) 
     free(enc);
 }
 
-/* Device buffers for the runs of `plan` on `seq` tokens; 0 when all were allocated. */
-static int buffers_alloc(const bench_options *o, lh_plan *plan, int64_t seq, run_buffers *r) {
+int buffers_alloc(const bench_options *o, lh_plan *plan, int64_t seq, run_buffers *r) {
     size_t es = 2;
     size_t qn = (size_t)(o->batch * seq * o->heads * o->dim), kn = (size_t)(o->batch * seq * o->kv_heads * o->dim);
     memset(r, 0, sizeof *r);
@@ -157,7 +149,7 @@ static int buffers_alloc(const bench_options *o, lh_plan *plan, int64_t seq, run
     return ok ? 0 : 1;
 }
 
-static void buffers_free(run_buffers *r) {
+void buffers_free(run_buffers *r) {
     for (int s = 0; s < r->sets; s++) {
         hd_free(LH_BACKEND_CUDA, r->q[s]); hd_free(LH_BACKEND_CUDA, r->k[s]); hd_free(LH_BACKEND_CUDA, r->v[s]);
     }
@@ -289,7 +281,7 @@ static void write_json(const bench_options *o, const bench_row *rows, int n, dou
         for (int s = 0; s < BENCH_STAGES; s++) {
             fprintf(f, "{\"name\": \"%s\", ", r->stages[s].name ? r->stages[s].name : "");
             json_number(f, "ms", r->stages[s].ms, 0);
-            json_number(f, "bytes", r->stages[s].bytes, 1);
+            json_number(f, "bytes", r->stages[s].bytes > 0 ? r->stages[s].bytes : -1.0, 1);
             fprintf(f, "}%s", s + 1 < BENCH_STAGES ? ", " : "");
         }
         fprintf(f, "]}%s\n", i + 1 < n ? "," : "");
@@ -302,15 +294,22 @@ static void write_json(const bench_options *o, const bench_row *rows, int n, dou
 static void print_ms(double v) { if (v < 0) printf(" %9s", "-"); else printf(" %9.2f", v); }
 
 static void print_table(const bench_options *o, const bench_row *rows, int n, double copy_gbs) {
-    printf("\nper-stage forward (stage entry points), bandwidth vs device copy %.0f GB/s:\n", copy_gbs);
-    printf("%8s %-8s %9s %9s %9s %7s\n", "N", "stage", "ms", "GB", "GB/s", "%copy");
+    printf("\nper stage, inside lh_forward / lh_backward (CUDA events around each stage, median of %d);\n"
+           "bandwidth vs device copy %.0f GB/s (attention is cuDNN, compute-bound: no bandwidth):\n",
+           o->repeats, copy_gbs);
+    printf("%8s %-18s %9s %9s %9s %7s\n", "N", "stage", "ms", "GB", "GB/s", "%copy");
     for (int i = 0; i < n; i++)
         for (int s = 0; s < BENCH_STAGES; s++) {
             const stage_result *st = &rows[i].stages[s];
             if (!st->name || st->ms <= 0) continue;
+            printf("%8lld %-18s %9.3f", (long long)rows[i].seq, st->name, st->ms);
+            if (st->bytes <= 0) {
+                printf(" %9s %9s %7s\n", "-", "-", "-");
+                continue;
+            }
             double gbs = st->bytes / (st->ms * 1e-3) / 1e9;
-            printf("%8lld %-8s %9.3f %9.3f %9.0f %6.0f%%\n", (long long)rows[i].seq, st->name, st->ms,
-                   st->bytes / 1e9, gbs, copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0);
+            printf(" %9.3f %9.0f %6.0f%%\n", st->bytes / 1e9, gbs,
+                   copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0);
         }
     printf("\nJIT (plan finalize, Lighthouse): cold = empty cache, disk = new context, memory = same context\n");
     printf("%8s %9s %9s %9s %12s\n", "N", "cold ms", "disk ms", "mem ms", "saved MiB");
