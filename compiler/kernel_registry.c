@@ -76,9 +76,17 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "POOLING^(LEVELS-1) = %lld is wider than the pyramid kernel's 2^30 tokens per block",
                        widest);
+    /* Pooled rows: the passes staged per barrier (KPASS). Two halve the barriers and let two
+     * chain groups sum their windows at once (0.2 ms less at 512K on an H200: docs/perf-log.md).
+     * Only where a window fits in one pass (no sum carried across passes), at most one chain
+     * group per window row (KPASS <= F), and dividing the slice's passes. */
+    int kpass = 2;
+    while (kpass > 1 && (widest > tokens_per_pass || kpass > widest ||
+                         (slice / tokens_per_pass) % kpass != 0))
+        kpass /= 2;
     lh_status st = add_request(out, count, "pyramid_scores", threads, (int)chunk,
-                               "DTYPE=%s D=%d P=%d L=%d THREADS=%d SLICE=%d CHUNK=%lld", pp->dtype, d, p,
-                               levels, threads, slice, chunk);
+                               "DTYPE=%s D=%d P=%d L=%d THREADS=%d SLICE=%d CHUNK=%lld KPASS=%d",
+                               pp->dtype, d, p, levels, threads, slice, chunk, kpass);
     if (st != LH_OK) return st;
 
     /* Scatter and pool backward: each group of D/8 lanes takes a run of RUN = 4 consecutive

@@ -14,7 +14,9 @@
 //
 // Constants: DTYPE (bf16 | f16), D (head dim: 8 * 2^k, at most 256), P (pooling), L (levels),
 //   THREADS (block size, a multiple of D/8), SLICE (tokens normed per step: a power of two >= P
-//   and a multiple of THREADS/(D/8)), CHUNK (tokens per block: max(SLICE, P^(L-1))).
+//   and a multiple of THREADS/(D/8)), CHUNK (tokens per block: max(SLICE, P^(L-1))),
+//   KPASS (passes staged per barrier for the pooled rows: 1, or a power of two <= F that divides
+//   SLICE / TPP where a window fits in one pass, F <= TPP).
 // Arguments (strides in elements, so q/k may be [B,N,H,D] or [B,H,N,D]):
 //   q, k, scores_q, scores_k, pooled_q, pooled_k : !llvm.ptr<1>
 //   n (N), heads (H), kv_heads (Hkv), s_total, write_pooled (0 or 1) : i64
@@ -42,20 +44,29 @@
 // W = TPP / R windows a pass). When a window's last token is in, the group scales, rounds and
 // stores the row. Re-mapping tokens so that one group reads a window straight from global
 // memory would change the norms' coalescing and still not cover windows wider than a group's
-// share of a slice. The stage is 2 * THREADS * 16 bytes of static shared memory (8 KB at
-// THREADS = 256, allocated either way); the barrier per pass is paid only when write_pooled != 0.
+// share of a slice. With KPASS > 1 the stage holds 2 KPASS passes and the barrier comes after
+// every KPASS-th pass; then chain group tok < KPASS W takes part tok % W of pass tok / W of the
+// block just staged, so KPASS windows are summed at once and the other warps wait at half (a
+// quarter) as many barriers: the barrier per pass, where the whole block waited for one group's
+// F dependent adds, was what held the pass at 71-76% of the copy rate on an H200 (the same pass
+// without pooled rows reaches 97%). Same rows, same order, same additions: bit-identical. The
+// stage is 2 * KPASS * THREADS * 16 bytes of static shared memory (16 KB at THREADS = 256,
+// KPASS = 2, allocated either way); the barriers are paid only when write_pooled != 0.
+// Launch bounds: THREADS-thread blocks, 2048 / THREADS of them per SM (32 registers at 256):
+// without the bound the stage's extra addressing takes 39 registers and two blocks per SM less.
 module attributes {gpu.container_module} {
 gpu.module @pyramid_scores [{{TARGET}}] {
   llvm.mlir.global internal @slice_buf() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * SLICE}} x f32>
   llvm.mlir.global internal @coarse_acc() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L}} x f32>
-  llvm.mlir.global internal @pool_stage() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * THREADS * 8}} x {{DTYPE}}>
+  llvm.mlir.global internal @pool_stage() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * KPASS * THREADS * 8}} x {{DTYPE}}>
 
   gpu.func @lh_pyramid_scores(%q: !llvm.ptr<1>, %k: !llvm.ptr<1>, %sq: !llvm.ptr<1>, %sk: !llvm.ptr<1>,
                               %pq: !llvm.ptr<1>, %pk: !llvm.ptr<1>,
                               %n: i64, %heads: i64, %kv_heads: i64, %s_total: i64,
                               %write_pooled: i64,
                               %q_sb: i64, %q_st: i64, %q_sh: i64,
-                              %k_sb: i64, %k_st: i64, %k_sh: i64) kernel {
+                              %k_sb: i64, %k_st: i64, %k_sh: i64) kernel
+      attributes {nvvm.maxntid = array<i32: {{THREADS}}, 1, 1>, nvvm.minctasm = {{2048 / THREADS}} : i32} {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
     %c8 = arith.constant 8 : i64
@@ -85,6 +96,10 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %cR = arith.shli %c1, %cLogR : i64
     %cW = arith.divui %cTpp, %cR : i64
     %cStage = arith.constant {{THREADS * 8}} : i64
+    // passes staged per barrier (KPASS), and the stage's pass slots (two halves of KPASS)
+    %cK = arith.constant {{KPASS}} : i64
+    %cSlots = arith.constant {{2 * KPASS}} : i64
+    %cKm1 = arith.constant {{KPASS - 1}} : i64
 
     %tid_ix = gpu.thread_id x
     %bx_ix = gpu.block_id x
@@ -128,8 +143,12 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %chunk0 = arith.muli %bx, %cChunk : i64
     // this thread's piece of a stage half, and (groups tok < W) its window part's first row
     %stage_off = arith.muli %tid, %c8 : i64
-    %is_chain = arith.cmpi ult, %tok, %cW : i64
-    %tok_r = arith.muli %tok, %cR : i64
+    // chain group tok < KPASS W takes window part w = tok % W of pass j = tok / W of a block
+    %cKW = arith.muli %cK, %cW : i64
+    %is_chain = arith.cmpi ult, %tok, %cKW : i64
+    %chain_j = arith.divui %tok, %cW : i64
+    %chain_w = arith.remui %tok, %cW : i64
+    %tok_r = arith.muli %chain_w, %cR : i64
     %tok_rd = arith.muli %tok_r, %cD : i64
     %chain_off = arith.addi %tok_rd, %lane_off : i64
     %tok_end = arith.addi %tok_r, %cR : i64
@@ -185,15 +204,29 @@ gpu.module @pyramid_scores [{{TARGET}}] {
           }
           // pooled rows: stage the pass's rows, then each chain group adds its R rows in order
           // (%wp is uniform over the grid, so the barrier is reached by every thread or none)
-          %pacc2 = scf.if %wp -> (vector<8xf32>) {
-            %par = arith.andi %it, %c1 : i64
-            %sbase = arith.muli %par, %cStage : i64
+          %wp_it = scf.if %wp -> (i1) {
+            %slot = arith.remui %it, %cSlots : i64
+            %sbase = arith.muli %slot, %cStage : i64
             %si = arith.addi %sbase, %stage_off : i64
             %sp = llvm.getelementptr %stage[%si] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, {{DTYPE}}
             llvm.store %part#1, %sp {alignment = 16 : i64} : vector<8x{{DTYPE}}>, !llvm.ptr<3>
+            // a block of KPASS passes is staged: its last pass holds the barrier
+            %itk = arith.remui %it, %cK : i64
+            %blk_end = arith.cmpi eq, %itk, %cKm1 : i64
+            scf.yield %blk_end : i1
+          } else {
+            %no = arith.cmpi ne, %c0, %c0 : i64
+            scf.yield %no : i1
+          }
+          %pacc2 = scf.if %wp_it -> (vector<8xf32>) {
             gpu.barrier
             %chained = scf.if %is_chain -> (vector<8xf32>) {
-              %rbase = arith.addi %sbase, %chain_off : i64
+              // pass pj = it + 1 - KPASS + j of the block (j = 0, pj = it when KPASS = 1)
+              %pj0 = arith.subi %it, %cKm1 : i64
+              %pj = arith.addi %pj0, %chain_j : i64
+              %pslot = arith.remui %pj, %cSlots : i64
+              %pbase = arith.muli %pslot, %cStage : i64
+              %rbase = arith.addi %pbase, %chain_off : i64
               %sum = scf.for %j = %c0 to %cR step %c1 iter_args(%a = %pacc) -> (vector<8xf32>) : i64 {
                 %jd = arith.muli %j, %cD : i64
                 %ri = arith.addi %rbase, %jd : i64
@@ -205,7 +238,8 @@ gpu.module @pyramid_scores [{{TARGET}}] {
               }
               // tokens up to the end of this window part; the window is complete where that is a
               // multiple of F (always when F <= TPP)
-              %tp0 = arith.addi %t0, %itt : i64
+              %pjt = arith.muli %pj, %cTpp : i64
+              %tp0 = arith.addi %t0, %pjt : i64
               %t_end = arith.addi %tp0, %tok_end : i64
               %rem = arith.remui %t_end, %cF : i64
               %ends = arith.cmpi eq, %rem, %c0 : i64

@@ -344,7 +344,7 @@ START_TEST(two_processes_compile_the_same_kernel) {
             const lhc_kernel *k = NULL;
             int ok = lhc_cache_create(&c) == LH_OK && lhc_cache_set_dir(c, dir) == LH_OK &&
                      lhc_compile(c, "pyramid_scores",
-                                 "DTYPE=f16 D=64 P=4 L=3 THREADS=256 SLICE=512 CHUNK=512", "sm_90", &k) == LH_OK &&
+                                 "DTYPE=f16 D=64 P=4 L=3 THREADS=256 SLICE=512 CHUNK=512 KPASS=1", "sm_90", &k) == LH_OK &&
                      strstr(k->ptx, ".entry lh_pyramid_scores") != NULL;
             lhc_cache_destroy(c);
             _exit(ok ? 0 : 1);
@@ -360,7 +360,7 @@ START_TEST(two_processes_compile_the_same_kernel) {
     ck_assert_int_eq(count_files(dir, ".lhk", NULL, 0), 1);
     ck_assert_int_eq(count_files(dir, ".tmp", NULL, 0), 0);
     lhc_cache *c = cache_at(dir);
-    free(compile_copy(c, "pyramid_scores", "DTYPE=f16 D=64 P=4 L=3 THREADS=256 SLICE=512 CHUNK=512", "sm_90"));
+    free(compile_copy(c, "pyramid_scores", "DTYPE=f16 D=64 P=4 L=3 THREADS=256 SLICE=512 CHUNK=512 KPASS=1", "sm_90"));
     lhc_cache_stats s;
     lhc_cache_get_stats(c, &s);
     ck_assert_int_eq(s.disk_hits, 1);
