@@ -144,8 +144,8 @@ typedef enum lh_param {
                                       the CUDA backend; elsewhere accepted and without effect. */
     LH_PARAM_STAGE_TIMING = 13 /* 0 (default) or 1: lh_forward and lh_backward record a CUDA event
                                   before and after each stage (lh_stage), and
-                                  lh_plan_get_stage_ms reads the times back. For profiling: the
-                                  events cost a few microseconds per call. CUDA backend, plans
+                                  lh_plan_get_stage_ms reads the times back. For profiling: each
+                                  stage adds two event records to the stream. CUDA backend, plans
                                   without a ring or attention hooks; lh_plan_finalize refuses it
                                   elsewhere (LH_ERROR_UNSUPPORTED). */
 } lh_param;
