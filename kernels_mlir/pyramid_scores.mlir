@@ -141,7 +141,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %is_lane0 = arith.cmpi eq, %lane, %c0 : i64
     %is_t0 = arith.cmpi eq, %tid, %c0 : i64
     %chunk0 = arith.muli %bx, %cChunk : i64
-    // this thread's piece of a stage half, and (groups tok < W) its window part's first row
+    // this thread's piece of a stage slot, and (chain groups) its window part's first row
     %stage_off = arith.muli %tid, %c8 : i64
     // chain group tok < KPASS W takes window part w = tok % W of pass j = tok / W of a block
     %cKW = arith.muli %cK, %cW : i64
@@ -215,7 +215,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
             %blk_end = arith.cmpi eq, %itk, %cKm1 : i64
             scf.yield %blk_end : i1
           } else {
-            %no = arith.cmpi ne, %c0, %c0 : i64
+            %no = arith.constant false
             scf.yield %no : i1
           }
           %pacc2 = scf.if %wp_it -> (vector<8xf32>) {

@@ -7,11 +7,6 @@
 
 #include "bench.h"
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Bytes each stage reads and writes once, counted from the algorithm (what a perfect cache would
  * move; ncu's DRAM counts are within ~10%: some rows are read twice, some hit L2). Per (batch,
  * head): `rows` token rows are read to build the sub-sequence (the coarsest level covers all N
@@ -80,8 +75,7 @@ void bench_stages(const bench_options *o, lh_context *ctx, int64_t seq, bench_ro
         if (!ok) fprintf(stderr, "  stages (N=%lld): %s\n", (long long)seq, lh_last_error());
         for (int s = 0; ok && s < BENCH_STAGES; s++) {
             if (got[s] == 0) continue;
-            qsort(times[s], (size_t)got[s], sizeof times[s][0], cmp_double);
-            row->stages[s].ms = times[s][got[s] / 2];
+            row->stages[s].ms = bench_median(times[s], got[s]);
             row->stages[s].bytes = bytes[s];
         }
     }

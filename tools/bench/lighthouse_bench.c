@@ -24,6 +24,11 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+double bench_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return v[n / 2];
+}
+
 /* Runs the k functions one after the other, warmup + repeats times, each between two events:
  * ms[f] = function f's median; with k == 2 and `ratio`, *ratio = the median over repeats of
  * function 0's time / function 1's. 0 on success. */
@@ -47,14 +52,8 @@ static int timed_runs(const bench_options *o, int k, const bench_fn *fns, void *
         for (int f = 0; f < k; f++) times[f][i] = hd_event_elapsed_ms(ev[f], ev[f + 1]);
         if (ratio) ratios[i] = times[0][i] / times[1][i];
     }
-    for (int f = 0; f < k; f++) {
-        qsort(times[f], (size_t)n, sizeof times[f][0], cmp_double);
-        ms[f] = times[f][n / 2];
-    }
-    if (ratio) {
-        qsort(ratios, (size_t)n, sizeof ratios[0], cmp_double);
-        *ratio = ratios[n / 2];
-    }
+    for (int f = 0; f < k; f++) ms[f] = bench_median(times[f], n);
+    if (ratio) *ratio = bench_median(ratios, n);
     rc = 0;
 done:
     for (int f = 0; f <= k; f++) hd_event_destroy(ev[f]);
