@@ -1,4 +1,4 @@
-/* api_plan.c - plan handles: parameters, the validation of SPEC.md's rules, finalize. */
+/* api_plan.c - plan handles: parameters, the validation of docs/spec.md's rules, finalize. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -203,7 +203,7 @@ LH_API lh_status lh_plan_get_param_f64(const lh_plan *plan, lh_param param, doub
     return LH_OK;
 }
 
-/* SPEC.md "Inputs and parameters" and section 2: the rules that relate parameters. */
+/* docs/spec.md "Inputs and parameters" and section 2: the rules that relate parameters. */
 static lh_status validate(lh_plan *plan) {
     static const lh_param required[] = {LH_PARAM_SEQ_LEN, LH_PARAM_HEADS, LH_PARAM_HEAD_DIM};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)

@@ -1,4 +1,4 @@
-/* api_ring.c - rings for context parallelism (SPEC.md section 8) and the attention hooks. */
+/* api_ring.c - rings for context parallelism (docs/spec.md section 8) and the attention hooks. */
 #include <stdlib.h>
 #include <string.h>
 

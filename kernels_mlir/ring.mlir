@@ -1,4 +1,4 @@
-// ring.mlir - the element-wise steps of ring attention (SPEC.md section 8) around cuDNN.
+// ring.mlir - the element-wise steps of ring attention (docs/spec.md section 8) around cuDNN.
 //
 // lh_ring_merge: folds one block's partial attention result into a chunk's running result.
 //   A block (queries of one chunk against the keys of one chunk) gives o_part (DTYPE) and its

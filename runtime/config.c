@@ -1,4 +1,4 @@
-/* config.c - sizes derived from a validated plan configuration (SPEC.md sections 1-2). */
+/* config.c - sizes derived from a validated plan configuration (docs/spec.md sections 1-2). */
 #include "runtime.h"
 
 void lh_config_derive(lh_config *cfg) {

@@ -3,7 +3,7 @@
  * error channel, and the backends (CPU reference, CUDA) behind one table of functions.
  *
  * The ffi layer validates every argument before it calls a backend, so a backend may assume:
- * non-NULL pointers, a configuration that obeys SPEC.md, buffers of the sizes the plan reported.
+ * non-NULL pointers, a configuration that obeys docs/spec.md, buffers of the sizes the plan reported.
  * A backend still checks what only it can know (device pointers, launch results).
  */
 #ifndef LH_RUNTIME_H
@@ -27,7 +27,7 @@ lh_status lh_fail_context(lh_status status, const char *what);
 void lh_clear_error(void);
 const char *lh_error_message(void);
 
-/* ---- rings (context parallelism, SPEC.md section 8) ---------------------------------------- */
+/* ---- rings (context parallelism, docs/spec.md section 8) ---------------------------------------- */
 
 #define LH_RING_MAX_WORLD 64
 

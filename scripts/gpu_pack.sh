@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds liblighthouse here (Release) and packs what a GPU machine needs into .pack/gpu (ignored
 # by git): the stripped library (xz-compressed: it carries MLIR/LLVM), the GPU test programs, the
-# demo, the benchmark and its plot script, and the golden vectors. Then, on the GPU machine:
+# demo, the benchmark and its plot script. The golden vectors travel with the repository
+# (tests/golden). Then, on the GPU machine:
 #   bash tests/gpu/run_gpu_tests.sh            (from the repository root; see docs/gpu-testing.md)
 # With the device tool: run `bash tests/gpu/run_gpu_tests.sh` with carry [".pack"].
 set -euo pipefail
@@ -10,7 +11,7 @@ bash scripts/install-deps.sh
 cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DLH_BUILD_TESTS=ON >/dev/null
 ninja -C build-release >/dev/null
 dst=.pack/gpu
-rm -rf "$dst" && mkdir -p "$dst/golden"
+rm -rf "$dst" && mkdir -p "$dst"
 strip --strip-unneeded -o "$dst/liblighthouse.so.0" build-release/liblighthouse.so.0
 xz -T2 -6 -f "$dst/liblighthouse.so.0"
 # the compiler's GPU checks (kernels launched directly, results to the bit): MLIR is linked in,
@@ -25,7 +26,5 @@ fi
 cp build-release/tests/gpu/test_* build-release/tests/gpu/bench_cuda_dense build-release/tests/gpu/bench_cp "$dst/"
 cp build-release/tools/demo/lighthouse-demo build-release/tools/bench/lighthouse-bench "$dst/"
 rm -f "$dst"/*.o
-golden=${LH_GOLDEN_DIR:-../shared/golden}
-cp "$golden"/manifest.json "$golden"/*.f32 "$golden"/*.i32 "$dst/golden/"
 du -sh "$dst"
 ls "$dst"

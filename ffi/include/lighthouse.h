@@ -1,7 +1,7 @@
 /*
  * lighthouse.h - the stable C ABI of liblighthouse.
  *
- * Lighthouse attention (SPEC.md): q, k, v are pooled into a multi-level pyramid, a parameter-free
+ * Lighthouse attention (docs/spec.md): q, k, v are pooled into a multi-level pyramid, a parameter-free
  * top-k cascade picks a small sub-sequence, causal attention runs on it, and the result is
  * scattered back to full length. The same calls also run plain dense causal attention.
  *
@@ -234,7 +234,7 @@ LH_API lh_status lh_plan_set_f64(lh_plan *plan, lh_param param, double value);
 LH_API lh_status lh_plan_get_param_i64(const lh_plan *plan, lh_param param, int64_t *out_value);
 LH_API lh_status lh_plan_get_param_f64(const lh_plan *plan, lh_param param, double *out_value);
 
-/* Validates every rule of SPEC.md, compiles the kernels and builds the attention graphs. Every
+/* Validates every rule of docs/spec.md, compiles the kernels and builds the attention graphs. Every
  * configuration error is reported here, never later by forward or backward. */
 LH_API lh_status lh_plan_finalize(lh_plan *plan);
 
@@ -322,7 +322,7 @@ LH_API lh_status lh_attention_backward(lh_plan *plan, const void *q_sel, const v
                                        void *dv_sel, void *workspace, void *stream);
 
 /* ---------------------------------------------------------------------------------------------
- * Context parallelism: one sequence over several ranks (SPEC.md section 8)
+ * Context parallelism: one sequence over several ranks (docs/spec.md section 8)
  *
  * With a ring of W ranks the sequence is cut into 2W chunks; rank r holds chunks r and 2W-1-r.
  * A plan bound to a ring takes SEQ_LEN = the whole N, and its q, k, v, out, dout, dq, dk, dv are

@@ -1,5 +1,5 @@
 /*
- * cpu_attention.c - causal attention forward on one head (SPEC.md sections 4 and 7).
+ * cpu_attention.c - causal attention forward on one head (docs/spec.md sections 4 and 7).
  *
  * Flash-attention style: a block of query rows walks the key blocks up to the diagonal with an
  * online softmax (running max m, running sum l, unnormalised output acc), so the S x S score

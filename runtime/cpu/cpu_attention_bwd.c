@@ -1,5 +1,5 @@
 /*
- * cpu_attention_bwd.c - causal attention backward on one head (SPEC.md section 6).
+ * cpu_attention_bwd.c - causal attention backward on one head (docs/spec.md section 6).
  *
  * The probabilities are recomputed from the saved log-sum-exp (P_ij = exp(s_ij - lse_i)), never
  * stored. The work is split in two passes so that every output row has exactly one writer and the

@@ -1,5 +1,5 @@
 /*
- * cpu_backward.c - the backward call (SPEC.md section 6).
+ * cpu_backward.c - the backward call (docs/spec.md section 6).
  *
  * Lighthouse mode: re-gather q, k, v of the saved indices (cheaper than saving them), gather-sum
  * dout per entry, attention backward on the sub-sequence from the saved O and LSE, then the pool

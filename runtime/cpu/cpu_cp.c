@@ -1,6 +1,6 @@
 /*
  * cpu_cp.c - lh_forward / lh_backward of plans that run the attention as a step of its own: plans
- * bound to a ring (SPEC.md section 8) and plans with attention hooks.
+ * bound to a ring (docs/spec.md section 8) and plans with attention hooks.
  *
  * Per local chunk j (C = 2 on a ring, else 1; chunk j's tokens start at token j * N/(2W) of the
  * shard) the stages run with the chunk's plan (plan->chunk) into chunk-major sub-sequences

@@ -1,7 +1,7 @@
 /*
  * cpu_internal.h - what the files of the CPU reference backend offer each other.
  *
- * The CPU backend computes SPEC.md sections 1-8 in fp32 on host memory (section 8, context
+ * The CPU backend computes docs/spec.md sections 1-8 in fp32 on host memory (section 8, context
  * parallelism: cpu_ring.h). Every stage runs as a set of independent tasks on a small thread pool
  * (cpu_parallel.c); each task gets its own scratch slice of the caller's workspace, so no stage
  * allocates memory while it runs and no stage can fail after it has started writing caller memory.
@@ -17,7 +17,7 @@
 /* Rows (queries) and columns (keys) of one attention block. 64 keeps a block's transposed keys
  * and values in L1/L2 for head dims up to 128 and gives enough blocks for all cores at S = 2K. */
 #define LH_CPU_BLOCK 64
-/* Entries of set A and of set B at every level (SPEC.md section 2). */
+/* Entries of set A and of set B at every level (docs/spec.md section 2). */
 #define LH_CPU_SET_SIZE 64
 
 typedef struct lh_cpu_plan {
@@ -52,7 +52,7 @@ void lh_cpu_locate(const lh_config *cfg, int64_t pos, int64_t *level, int64_t *i
 void lh_cpu_pool_entry(const lh_config *cfg, const float *x, int64_t heads, int64_t b, int64_t h,
                        int64_t pos, float *out);
 
-/* Norm scores (SPEC.md section 1) of all heads: scores_q [B,H,S_total], scores_k [B,Hkv,S_total]. */
+/* Norm scores (docs/spec.md section 1) of all heads: scores_q [B,H,S_total], scores_k [B,Hkv,S_total]. */
 void lh_cpu_scores(const lh_cpu_plan *plan, const float *q, const float *k, float *scores_q,
                    float *scores_k);
 
@@ -65,7 +65,7 @@ void lh_cpu_gather(const lh_cpu_plan *plan, const float *q, const float *k, cons
 /* Bytes of one thread's scratch for the selection. */
 size_t lh_cpu_select_scratch_bytes(const lh_config *cfg);
 
-/* The A/B cascade and the depth-first order (SPEC.md sections 2-3): indices [B,H,S_sel]. */
+/* The A/B cascade and the depth-first order (docs/spec.md sections 2-3): indices [B,H,S_sel]. */
 void lh_cpu_select(const lh_cpu_plan *plan, const float *scores_q, const float *scores_k,
                    int32_t *indices, void *scratch);
 
@@ -137,7 +137,7 @@ void lh_cpu_attention_bwd_cols(const float *k, const float *v, int64_t kv_stride
 
 /* ---- cpu_scatter.c --------------------------------------------------------------------- */
 
-/* out (plan layout) = shifted scatter of o_sel [B,H,S_sel,D] (SPEC.md section 5). */
+/* out (plan layout) = shifted scatter of o_sel [B,H,S_sel,D] (docs/spec.md section 5). */
 void lh_cpu_scatter(const lh_cpu_plan *plan, const int32_t *indices, const float *o_sel,
                     float *out);
 
@@ -146,7 +146,7 @@ void lh_cpu_gather_dout(const lh_cpu_plan *plan, const int32_t *indices, const f
                         float *d_sel);
 
 /* dq (plan layout, H heads) and dk, dv (Hkv heads) = pool backward of the per-entry gradients
- * g_q, g_k, g_v [B,H,S_sel,D] (SPEC.md section 6); kv gradients summed over query heads. */
+ * g_q, g_k, g_v [B,H,S_sel,D] (docs/spec.md section 6); kv gradients summed over query heads. */
 void lh_cpu_unpool_grads(const lh_cpu_plan *plan, const int32_t *indices, const float *g_q,
                          const float *g_k, const float *g_v, float *dq, float *dk, float *dv);
 

@@ -1,5 +1,5 @@
 /*
- * cpu_pyramid.c - the pyramid (SPEC.md section 1): pooled entries, norm scores, and the gather
+ * cpu_pyramid.c - the pyramid (docs/spec.md section 1): pooled entries, norm scores, and the gather
  * of the selected entries.
  *
  * The pyramid itself is never stored: a pooled entry is the mean of its window, computed when

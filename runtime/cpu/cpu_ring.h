@@ -1,5 +1,5 @@
 /*
- * cpu_ring.h - context parallelism in the CPU backend (SPEC.md section 8): the transport that
+ * cpu_ring.h - context parallelism in the CPU backend (docs/spec.md section 8): the transport that
  * moves blocks around a ring, the attention step on chunk-major sub-sequences (block pairs, the
  * ring-less step and the built-in ring attention), and the forward/backward of plans that run
  * the attention step as a separate step (ring plans, plans with attention hooks).

@@ -1,5 +1,5 @@
 /*
- * cpu_ring_attention.c - the built-in ring attention (SPEC.md section 8) over chunk-major
+ * cpu_ring_attention.c - the built-in ring attention (docs/spec.md section 8) over chunk-major
  * sub-sequences [2, B, H, S_c, D].
  *
  * Rank r holds the query chunks of global index r and 2W-1-r, and to start with the key/value

@@ -1,5 +1,5 @@
 /*
- * cpu_scatter.c - moving rows between the sub-sequence and full length (SPEC.md sections 5-6):
+ * cpu_scatter.c - moving rows between the sub-sequence and full length (docs/spec.md sections 5-6):
  * the shifted scatter of the forward, its adjoint (the gather-sum of dout), and the pool
  * backward that spreads each entry's gradient evenly over its window.
  *

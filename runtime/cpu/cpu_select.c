@@ -1,12 +1,12 @@
 /*
- * cpu_select.c - the A/B cascade and the order of the sub-sequence (SPEC.md sections 2-3).
+ * cpu_select.c - the A/B cascade and the order of the sub-sequence (docs/spec.md sections 2-3).
  *
  * One task per (batch, head, tile). The cascade runs from the coarsest level down; every level
  * keeps its candidate list in position order and, for each refined candidate, its rank among the
  * refined ones. Because the next level's candidates are the children of the refined entries in
  * position order, the children of the refined candidate of rank r are exactly the next level's
  * candidates r*p .. r*p+p-1. A depth-first walk over these lists (children before their refined
- * parent) then emits the entries in the order of SPEC.md's integer key without any sort.
+ * parent) then emits the entries in the order of docs/spec.md's integer key without any sort.
  */
 #include <string.h>
 

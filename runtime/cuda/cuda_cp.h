@@ -1,6 +1,6 @@
 /*
  * cuda_cp.h - forward and backward of a chunked plan: one bound to a ring (context parallelism,
- * SPEC.md section 8) or one with attention hooks. The C chunks of the local shard (C = 2 on a
+ * docs/spec.md section 8) or one with attention hooks. The C chunks of the local shard (C = 2 on a
  * ring: chunk r then chunk 2W-1-r; else 1) each run pyramid, selection and gather as a sequence
  * of their own (Lighthouse) or are packed as they are (dense), into chunk-major sub-sequences
  * [C, B, H, S_c, D]; then the attention step runs once over all of them (the caller's hook, or

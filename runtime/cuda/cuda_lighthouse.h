@@ -1,6 +1,6 @@
 /*
  * cuda_lighthouse.h - Lighthouse attention on the GPU: the JIT-compiled kernels of kernels_mlir/
- * around cuDNN's causal SDPA on the gathered sub-sequence (SPEC.md sections 1-6).
+ * around cuDNN's causal SDPA on the gathered sub-sequence (docs/spec.md sections 1-6).
  *
  * Forward:  pyramid_scores (also the coarsest level's pooled q and k rows) -> inv := -1
  *           -> select_order (indices, inv) -> gather (coarsest-level q and k rows copied from

@@ -1,7 +1,7 @@
 /*
  * cuda_ring.h - the attention step on chunk-major sub-sequences [C, B, H, S_c, D] (lse
  * [C, B, H, S_c] fp32): causal cuDNN SDPA without a ring, causal ring attention on a ring
- * (SPEC.md section 8).
+ * (docs/spec.md section 8).
  *
  * Ring forward: rank r holds chunks g0 = r and g1 = 2W-1-r. In W steps the K/V of every rank's
  * two chunks pass by (step s holds rank (r - s) mod W's); while step s computes, the next block is

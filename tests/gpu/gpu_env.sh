@@ -7,7 +7,8 @@ if [ ! -e "$BIN/liblighthouse.so.0" ] && [ -e "$BIN/liblighthouse.so.0.xz" ]; th
   LIBDIR=/tmp/lh-lib && mkdir -p "$LIBDIR"
   xz -dc "$BIN/liblighthouse.so.0.xz" >"$LIBDIR/liblighthouse.so.0"
 fi
-[ -d "$BIN/golden" ] && export LH_GOLDEN_DIR="$BIN/golden"
+# the golden vectors of the repository (run from its root), unless the caller names others
+export LH_GOLDEN_DIR=${LH_GOLDEN_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../golden" && pwd)}
 
 WHEELS=${LH_NVIDIA_WHEELS:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia}
 libpath=$LIBDIR:$BIN   # $BIN: libraries packed beside the programs (Check's libsubunit)

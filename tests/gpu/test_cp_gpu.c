@@ -1,5 +1,5 @@
 /*
- * test_cp_gpu.c - context parallelism (SPEC.md section 8) on one GPU: W ranks of an in-process
+ * test_cp_gpu.c - context parallelism (docs/spec.md section 8) on one GPU: W ranks of an in-process
  * ring, one thread and one stream each, against the CPU backend's ring on the same rounded inputs.
  *
  *  (a) Lighthouse, W = 2 and 4: the selected indices of every rank equal the CPU ring's; out, dq,

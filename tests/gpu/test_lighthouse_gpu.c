@@ -23,7 +23,7 @@
 #include "gpu_common.h"
 
 #ifndef LH_GOLDEN_DIR
-#define LH_GOLDEN_DIR "../shared/golden"
+#define LH_GOLDEN_DIR "tests/golden"
 #endif
 
 static gpu_env env;

@@ -89,7 +89,7 @@ START_TEST(defaults_and_sizes) {
     ck_assert_int_eq(lh_plan_get_param_f64(plan, LH_PARAM_SOFTMAX_SCALE, &scale), LH_OK);
     ck_assert_double_eq_tol(scale, 1.0 / sqrt(128.0), 1e-15);
     ck_assert_int_eq(lh_plan_finalize(plan), LH_OK);
-    /* SPEC.md's example: N = 524288, L = 3, p = 4, topk = 2048 keeps 49152 entries. */
+    /* docs/spec.md's example: N = 524288, L = 3, p = 4, topk = 2048 keeps 49152 entries. */
     ck_assert_int_eq(lh_plan_get_i64(plan, LH_QUERY_SUBSEQ_LEN, &v), LH_OK);
     ck_assert_int_eq(v, 49152);
     ck_assert_int_eq(lh_plan_get_i64(plan, LH_QUERY_PYRAMID_LEN, &v), LH_OK);

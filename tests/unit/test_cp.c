@@ -1,4 +1,4 @@
-/* test_cp.c - context parallelism on the CPU backend (SPEC.md section 8), fresh random inputs
+/* test_cp.c - context parallelism on the CPU backend (docs/spec.md section 8), fresh random inputs
  * every run (the seed is printed).
  *
  * W virtual ranks (one thread each, each with its own plan bound to one local ring) are compared

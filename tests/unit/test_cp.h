@@ -1,5 +1,5 @@
 /* test_cp.h - what the context-parallel tests share: plans, problems (global inputs and
- * results), and the direct computation of SPEC.md section 8 (test_cp_direct.c). */
+ * results), and the direct computation of docs/spec.md section 8 (test_cp_direct.c). */
 #ifndef LH_TEST_CP_H
 #define LH_TEST_CP_H
 
@@ -39,7 +39,7 @@ int64_t query(lh_plan *plan, lh_query q);
 void problem_results(problem *p, const problem *of);
 void problem_free(problem *p);
 
-/* SPEC.md section 8 computed directly for W ranks: results into res (BNHD), indices
+/* docs/spec.md section 8 computed directly for W ranks: results into res (BNHD), indices
  * [2W][B,H,S_c]; gradients when `grads`. */
 void run_direct(const problem *p, int W, int grads, problem *res);
 

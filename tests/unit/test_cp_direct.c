@@ -1,4 +1,4 @@
-/* test_cp_direct.c - SPEC.md section 8 computed directly, for test_cp.c: every chunk of N/(2W)
+/* test_cp_direct.c - docs/spec.md section 8 computed directly, for test_cp.c: every chunk of N/(2W)
  * tokens goes through a ring-less plan of its own (lh_scores, lh_select, lh_gather with
  * TOPK/(2W)); the chunks' sub-sequences, concatenated in global chunk order, go through causal
  * attention and its backward in double; lh_scatter (forward) and the pool backward written here
@@ -138,7 +138,7 @@ static float *grow(const test_cfg *c, float *x, int64_t heads, int64_t b, int64_
     return x + ((b * c->seq_len + t) * heads + h) * c->head_dim;
 }
 
-/* SPEC.md section 8 computed directly: results into res (BNHD), indices [2W][B,H,S_c]. */
+/* docs/spec.md section 8 computed directly: results into res (BNHD), indices [2W][B,H,S_c]. */
 void run_direct(const problem *p, int W, int grads, problem *res) {
     const test_cfg *c = &p->cfg;
     int64_t C2 = 2 * W, cl = c->seq_len / C2, B = c->batch, H = c->heads, Hkv = kv_of(c);

@@ -1,4 +1,4 @@
-/* test_golden.c - conformance of the CPU backend with the golden vectors (SPEC.md section 9):
+/* test_golden.c - conformance of the CPU backend with the golden vectors (docs/spec.md section 9):
  * scores, selection (from raw inputs and from the stored scores), output and gradients.
  * Golden `out` and `dout` are [B,H,N,D]; q, k, v, dq, dk, dv are [B,N,H,D]. The measured errors
  * are printed so they can be quoted. */
@@ -11,7 +11,7 @@
 #include "test_util.h"
 
 #ifndef LH_GOLDEN_DIR
-#define LH_GOLDEN_DIR "../shared/golden"
+#define LH_GOLDEN_DIR "tests/golden"
 #endif
 
 /* The configurations of golden/README.md (and manifest.json). */

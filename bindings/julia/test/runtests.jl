@@ -1,12 +1,12 @@
 # Tests of Lighthouse.jl on the CPU backend. Run where Julia exists:
 #   LIGHTHOUSE_LIB=<build>/liblighthouse.so julia --project=bindings/julia -e 'using Pkg; Pkg.test()'
-# Golden vectors: ENV["LIGHTHOUSE_GOLDEN_DIR"], else <repo>/../shared/golden.
+# Golden vectors: ENV["LIGHTHOUSE_GOLDEN_DIR"], else <repo>/tests/golden.
 
 using Lighthouse
 using Test
 
 const GOLDEN = get(ENV, "LIGHTHOUSE_GOLDEN_DIR",
-                   joinpath(@__DIR__, "..", "..", "..", "..", "shared", "golden"))
+                   joinpath(@__DIR__, "..", "..", "..", "tests", "golden"))
 
 # A raw little-endian file of C shape `cshape` as a Julia array of the reversed shape.
 function golden(name, T, cshape...)
@@ -111,7 +111,7 @@ const G1 = (B = 1, N = 2048, H = 2, D = 32, levels = 2, pooling = 4, topk = 128,
         @test live_handles() == before
     end
 
-    # The attention step, hooks and rings (SPEC.md section 8) on the CPU backend.
+    # The attention step, hooks and rings (docs/spec.md section 8) on the CPU backend.
     lh_kw = (seq_len = 2048, heads = 2, kv_heads = 1, head_dim = 16, levels = 2, pooling = 4,
              topk = 256)
     function fwd_bwd(plan, q, k, v, dout)

@@ -1,4 +1,4 @@
-//! Rings: the ranks that share one sequence for context parallelism (lighthouse.h, SPEC.md
+//! Rings: the ranks that share one sequence for context parallelism (lighthouse.h, docs/spec.md
 //! section 8). A plan binds to one rank of a ring with [`PlanBuilder::ring`], and borrows the
 //! ring, so the borrow checker enforces the C rule "destroy bound plans before the ring".
 

@@ -60,7 +60,7 @@ fn build_err(
     err
 }
 
-/// Each configuration rule of SPEC.md fails with its own status and a message.
+/// Each configuration rule of docs/spec.md fails with its own status and a message.
 #[test]
 fn configuration_errors_carry_status_and_message() {
     let cases: Vec<(Status, Error)> = vec![

@@ -1,4 +1,4 @@
-//! Golden conformance through the safe API on the CPU backend (../../../../shared/golden):
+//! Golden conformance through the safe API on the CPU backend (tests/golden of the repository):
 //! selection indices identical (via lh_scores + lh_select, and via the stored scores), out, dq,
 //! dk, dv within 1e-5 relative. Golden out/dout are [B,H,N,D]; q/k/v/dq/dk/dv are [B,N,H,D].
 

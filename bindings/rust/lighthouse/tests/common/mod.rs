@@ -3,14 +3,13 @@
 
 use std::path::PathBuf;
 
-/// The golden vectors: $LIGHTHOUSE_GOLDEN_DIR, else <repo>/../shared/golden (the layout of a CI
-/// checkout with shared/ beside the repository).
+/// The golden vectors: $LIGHTHOUSE_GOLDEN_DIR, else <repo>/tests/golden.
 pub fn golden_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LIGHTHOUSE_GOLDEN_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
     // CARGO_MANIFEST_DIR = <repo>/bindings/rust/lighthouse
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../../shared/golden")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../tests/golden")
 }
 
 fn read_bytes(name: &str, elements: usize) -> Vec<u8> {
