@@ -10,7 +10,8 @@
 # Python wheels under /opt/torch/.venv (override with LH_NVIDIA_WHEELS). Logs go to
 # $LH_GPU_LOG_DIR (default /tmp/lh-gpu-logs). LH_GPU_QUICK=1 skips the N >= 16K dense cases and
 # the timing program. LH_GPU_ONLY=REGEX runs only the programs whose names match (e.g.
-# 'lighthouse|demo'). LH_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times).
+# 'lighthouse|demo'; LH_GPU_ONLY=torch runs only the PyTorch layer's tests). LH_GPU_PROFILE=1 adds
+# tests/gpu/profile_kernels.sh (per-kernel times).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-${LH_GPU_BIN:-}}
@@ -88,6 +89,12 @@ if [ -x "$BIN/test_cp_nccl_2gpu" ] && [ "$ngpu" -ge 2 ]; then
     timeout 600 "$BIN/bench_cp" --mode=nccl 2>&1 | tee "$LOGS/bench_cp.log"
 fi
 [ -x "$BIN/lighthouse-demo" ] && run demo 120 "$BIN/lighthouse-demo"
+# The PyTorch layer (bindings/python, lighthouse.torch) on the packed library: forward and
+# gradients against plain PyTorch and the library's C path (bf16, fp16, GQA, both layouts), dense
+# mode against SDPA, torch.compile(fullgraph=True), CUDA-graph capture and replay, a W = 2 ring in
+# this process, NCCL rings through torch.distributed. SKIP (77) where python3 has no PyTorch.
+LIGHTHOUSE_LIB=$LIBDIR/liblighthouse.so.0 LIGHTHOUSE_RING_TIMEOUT_S=60 PYTHONDONTWRITEBYTECODE=1 \
+  run torch 540 python3 "$ROOT/bindings/python/tests/test_torch_gpu.py"
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
   # a small case with the library's default graphs, then grouped-query heads with the fp32 dQ
