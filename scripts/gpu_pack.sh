@@ -15,9 +15,9 @@ rm -rf "$dst" && mkdir -p "$dst"
 strip --strip-unneeded -o "$dst/liblighthouse.so.0" build-release/liblighthouse.so.0
 xz -T2 -6 -f "$dst/liblighthouse.so.0"
 # the compiler's GPU checks (kernels launched directly, results to the bit): MLIR is linked in,
-# about 11 MB compressed; LH_PACK_COMPILER_TEST=0 leaves it out (room for library variants
+# about 11 MB compressed; LIGHTHOUSE_PACK_COMPILER_TEST=0 leaves it out (room for library variants
 # under the 64 MiB a device call carries)
-if [ "${LH_PACK_COMPILER_TEST:-1}" != 0 ]; then
+if [ "${LIGHTHOUSE_PACK_COMPILER_TEST:-1}" != 0 ]; then
   strip --strip-unneeded -o "$dst/test_compiler" build-release/tests/compiler/test_compiler
   xz -T2 -6 -f "$dst/test_compiler"
   # it is a Check program: Check's libsubunit is not on the GPU machine
