@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds liblighthouse here (Release) and packs what a GPU machine needs into .pack/gpu (ignored
 # by git): the stripped library (xz-compressed: it carries MLIR/LLVM), the GPU test programs, the
-# demo, the benchmark and its plot script. The golden vectors travel with the repository
-# (tests/golden). Then, on the GPU machine:
+# demo, the C example (examples/c), the benchmark and its plot script. The golden vectors travel
+# with the repository (tests/golden). Then, on the GPU machine:
 #   bash tests/gpu/run_gpu_tests.sh            (from the repository root; see docs/gpu-testing.md)
 # With the device tool: run `bash tests/gpu/run_gpu_tests.sh` with carry [".pack"].
 set -euo pipefail
@@ -25,6 +25,7 @@ if [ "${LIGHTHOUSE_PACK_COMPILER_TEST:-1}" != 0 ]; then
 fi
 cp build-release/tests/gpu/test_* build-release/tests/gpu/bench_cuda_dense build-release/tests/gpu/bench_cp "$dst/"
 cp build-release/tools/demo/lighthouse-demo build-release/tools/bench/lighthouse-bench "$dst/"
+cp build-release/examples/c/forward_backward "$dst/"
 rm -f "$dst"/*.o
 du -sh "$dst"
 ls "$dst"

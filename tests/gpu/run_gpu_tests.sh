@@ -88,6 +88,8 @@ if [ -x "$BIN/test_cp_nccl_2gpu" ] && [ "$ngpu" -ge 2 ]; then
     timeout 600 "$BIN/bench_cp" --mode=nccl 2>&1 | tee "$LOGS/bench_cp.log"
 fi
 [ -x "$BIN/lighthouse-demo" ] && run demo 120 "$BIN/lighthouse-demo"
+# The README's C example (examples/c): on a GPU it must pick bf16 and run on device memory.
+[ -x "$BIN/forward_backward" ] && run example_c 120 "$BIN/forward_backward"
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
   # a small case with the library's default graphs, then grouped-query heads with the fp32 dQ
