@@ -2,8 +2,10 @@
  * configuration land in the context's disk cache, a second call finds every one of them there,
  * the parameters that change the kernels make new entries, and each misuse gets its status and a
  * sentence. */
+#define _XOPEN_SOURCE 700 /* nftw */
 #include <check.h>
 #include <dirent.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,19 +16,13 @@
 static char cache_dir[256];
 static lh_context *ctx;
 
-static void remove_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
 }
+
+/* The directory and everything below it. */
+static void remove_dir(const char *dir) { nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS); }
 
 /* Files in the cache directory whose names end in .lhk. */
 static int cache_entries(void) {

@@ -4,7 +4,7 @@
  * lh_plan_finalize of a training job loads its kernels instead of compiling them.
  *
  *   lighthouse-compile [--chip sm_90[,sm_100a...]] [--head-dim 128] [--dtype bf16|f16]
- *                      [--pooling 4] [--levels 3] [--heads 8] [--kv-heads 8]
+ *                      [--pooling 4] [--levels 3] [--heads 1] [--kv-heads HEADS]
  *                      [--mode lighthouse|dense] [--cache-dir DIR]
  *
  * A thin command line over lh_plan_precompile (lighthouse.h): a CPU context, a plan with the
@@ -28,7 +28,7 @@ static double now_seconds(void) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: lighthouse-compile [--chip sm_90[,sm_100a...]] [--head-dim 128] [--dtype bf16|f16]\n"
-            "                          [--pooling 4] [--levels 3] [--heads 8] [--kv-heads 8]\n"
+            "                          [--pooling 4] [--levels 3] [--heads 1] [--kv-heads HEADS]\n"
             "                          [--mode lighthouse|dense] [--cache-dir DIR]\n"
             "Compiles the GPU kernels that CUDA plans with these parameters load into the kernel\n"
             "cache (default: $LIGHTHOUSE_CACHE_DIR, else $XDG_CACHE_HOME/liblighthouse, else\n"
@@ -61,47 +61,56 @@ static const lh_param int_params[5] = {LH_PARAM_HEAD_DIM, LH_PARAM_POOLING, LH_P
 static const char *const int_options[5] = {"--head-dim", "--pooling", "--levels", "--heads",
                                            "--kv-heads"};
 
+/* 0 or 1: which of the two names `text` is; -1 (with a message) for neither. */
+static int parse_choice(const char *option, const char *text, const char *first, const char *second) {
+    if (!strcmp(text, first)) return 0;
+    if (!strcmp(text, second)) return 1;
+    fprintf(stderr, "lighthouse-compile: %s is %s or %s (got '%s')\n", option, first, second, text);
+    return -1;
+}
+
+/* One option `a` with its value `v`: 0 when taken, 2 on a usage error (printed). */
+static int parse_option(const char *a, const char *v, options *o) {
+    for (int p = 0; p < 5; p++) {
+        if (strcmp(a, int_options[p]) != 0) continue;
+        long long x = parse_int(a, v, 1, 1 << 20);
+        if (x < 0) return 2;
+        o->param[p] = x;
+        return 0;
+    }
+    int choice = 0;
+    if (!strcmp(a, "--chip")) {
+        o->chips = v;
+    } else if (!strcmp(a, "--cache-dir")) {
+        o->cache_dir = v;
+    } else if (!strcmp(a, "--dtype")) {
+        if ((choice = parse_choice(a, v, "bf16", "f16")) < 0) return 2;
+        o->dtype = choice ? LH_DTYPE_FLOAT16 : LH_DTYPE_BFLOAT16;
+    } else if (!strcmp(a, "--mode")) {
+        if ((choice = parse_choice(a, v, "lighthouse", "dense")) < 0) return 2;
+        o->mode = choice ? LH_MODE_DENSE : LH_MODE_LIGHTHOUSE;
+    } else {
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}
+
 /* 0: parsed; 1: --help printed; 2: a usage error (printed). */
 static int parse(int argc, char **argv, options *o) {
     *o = (options){.chips = "sm_90", .param = {128, 0, 0, 1, 0}, .dtype = LH_DTYPE_BFLOAT16,
                    .mode = LH_MODE_LIGHTHOUSE};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 1;
         }
-        int known = 0;
-        for (int p = 0; p < 5 && v; p++) {
-            if (strcmp(a, int_options[p]) != 0) continue;
-            long long x = parse_int(a, v, 1, 1 << 20);
-            if (x < 0) return 2;
-            o->param[p] = x;
-            known = 1;
-        }
-        if (!known && v && !strcmp(a, "--chip")) o->chips = v, known = 1;
-        if (!known && v && !strcmp(a, "--cache-dir")) o->cache_dir = v, known = 1;
-        if (!known && v && !strcmp(a, "--dtype")) {
-            if (strcmp(v, "bf16") && strcmp(v, "f16")) {
-                fprintf(stderr, "lighthouse-compile: --dtype is bf16 or f16 (got '%s')\n", v);
-                return 2;
-            }
-            o->dtype = strcmp(v, "f16") ? LH_DTYPE_BFLOAT16 : LH_DTYPE_FLOAT16;
-            known = 1;
-        }
-        if (!known && v && !strcmp(a, "--mode")) {
-            if (strcmp(v, "lighthouse") && strcmp(v, "dense")) {
-                fprintf(stderr, "lighthouse-compile: --mode is lighthouse or dense (got '%s')\n", v);
-                return 2;
-            }
-            o->mode = strcmp(v, "dense") ? LH_MODE_LIGHTHOUSE : LH_MODE_DENSE;
-            known = 1;
-        }
-        if (!known) {
+        if (i + 1 == argc) { /* every other option takes a value */
             usage(stderr);
             return 2;
         }
-        i++;
+        int rc = parse_option(argv[i], argv[i + 1], o);
+        if (rc) return rc;
     }
     return 0;
 }
