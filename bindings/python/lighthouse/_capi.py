@@ -153,6 +153,7 @@ FUNCTIONS = (
     ("lh_plan_finalize", lh_status, (_plan,)),
     ("lh_plan_get_i64", lh_status, (_plan, lh_query, POINTER(c_int64))),
     ("lh_plan_get_stage_ms", lh_status, (_plan, lh_stage, POINTER(c_double))),
+    ("lh_plan_precompile", lh_status, (_plan, c_char_p, POINTER(c_int64))),
     ("lh_forward", lh_status,
      (_plan, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p)),
     ("lh_backward", lh_status,

@@ -163,29 +163,15 @@ class Plan(HostMethods, Handle):
     _kind = "Plan"
 
     def __init__(self, context, *, ring=None, rank=None, attention_hooks=None, softmax_scale=None, **params):
-        if not isinstance(context, Context):
-            raise TypeError(f"Plan needs a lighthouse.Context, got {type(context).__name__}")
-        unknown = set(params) - set(_INT_PARAMS)
-        if unknown:
-            raise TypeError(f"unknown plan parameter(s) {sorted(unknown)}; known: "
-                            f"{sorted(set(_INT_PARAMS) | {'softmax_scale', 'ring', 'rank', 'attention_hooks'})}")
-        handle = null(_capi.lh_plan)
-        check(function("lh_plan_create")(context.handle, ctypes.byref(handle)))
-        self._handle = handle
+        self._handle = _configured(context, params, softmax_scale)
         self._destroy = function("lh_plan_destroy")
         self.context = context       # kept alive by the plan (destroyed after it)
         self.ring = ring             # likewise
         self._hooks = attention_hooks
         self.lock = threading.Lock()
         self._host_workspace = None
+        handle = self._handle
         try:
-            for name, value in params.items():
-                if value is None:
-                    continue
-                param, convert = _INT_PARAMS[name]
-                check(function("lh_plan_set_i64")(handle, param, convert(value)))
-            if softmax_scale is not None:
-                check(function("lh_plan_set_f64")(handle, _capi.LH_PARAM_SOFTMAX_SCALE, float(softmax_scale)))
             if ring is not None:
                 if rank is None:
                     rank = ring.rank
@@ -250,6 +236,10 @@ class Plan(HostMethods, Handle):
         check(function("lh_plan_get_stage_ms")(self.handle, int(_enum(Stage, stage, "stage")), ctypes.byref(out)))
         return out.value
 
+    def precompile(self, chip):
+        """This plan's GPU kernels for `chip` into its context's disk cache (see precompile())."""
+        return _precompile(self.handle, chip)
+
     # ---- raw entry points: addresses and a stream ----
 
     def _run(self, name, *args):
@@ -310,3 +300,44 @@ class Plan(HostMethods, Handle):
                 f"D={i.head_dim} L={i.levels} p={i.pooling} topk={i.topk} S_sel={i.subseq_len}"
                 f"{f' rank {i.rank}/{i.world}' if i.world > 1 or self.ring is not None else ''}>")
 
+
+def _configured(context, params, softmax_scale):
+    """A new C plan of `context` with `params` set (not finalized); nothing leaks on failure."""
+    if not isinstance(context, Context):
+        raise TypeError(f"a plan needs a lighthouse.Context, got {type(context).__name__}")
+    unknown = set(params) - set(_INT_PARAMS)
+    if unknown:
+        raise TypeError(f"unknown plan parameter(s) {sorted(unknown)}; known: "
+                        f"{sorted(set(_INT_PARAMS) | {'softmax_scale', 'ring', 'rank', 'attention_hooks'})}")
+    handle = null(_capi.lh_plan)
+    check(function("lh_plan_create")(context.handle, ctypes.byref(handle)))
+    try:
+        for name, value in params.items():
+            if value is not None:
+                param, convert = _INT_PARAMS[name]
+                check(function("lh_plan_set_i64")(handle, param, convert(value)))
+        if softmax_scale is not None:
+            check(function("lh_plan_set_f64")(handle, _capi.LH_PARAM_SOFTMAX_SCALE, float(softmax_scale)))
+    except BaseException:
+        function("lh_plan_destroy")(handle)
+        raise
+    return handle
+
+
+def _precompile(handle, chip):
+    compiled = ctypes.c_int64()
+    check(function("lh_plan_precompile")(handle, str(chip).encode(), ctypes.byref(compiled)))
+    return compiled.value
+
+
+def precompile(context, chip, *, softmax_scale=None, **params):
+    """Compiles the GPU kernels that CUDA plans with these parameters load on `chip` ("sm_90":
+    H100/H200, "sm_100a": B200) into `context`'s on-disk kernel cache, without a GPU (a CPU
+    context works), so that finalizing such a plan on that GPU later reads them. heads and
+    head_dim are required; the kernels depend on dtype, levels, pooling, mode and the head
+    counts. Returns how many kernels were compiled now (the others were cached already)."""
+    handle = _configured(context, params, softmax_scale)
+    try:
+        return _precompile(handle, chip)
+    finally:
+        function("lh_plan_destroy")(handle)

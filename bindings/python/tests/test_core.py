@@ -200,6 +200,26 @@ class Configuration(unittest.TestCase):
         self.assertEqual(self.ctx.backend, lh.Backend.CPU)
 
 
+class Precompile(unittest.TestCase):
+    def test_kernels_into_the_cache_without_a_gpu(self):
+        ctx = lh.Context("cpu")
+        gpu = dict(heads=2, head_dim=64, dtype="bfloat16", levels=2)
+        with tempfile.TemporaryDirectory() as tmp:
+            ctx.set_cache_dir(tmp)
+            try:
+                compiled = lh.precompile(ctx, "sm_90", **gpu)
+            except lh.BackendUnavailableError as e:
+                self.assertIn("without its kernel compiler", e.message)
+                self.skipTest("a library built without its kernel compiler")
+            self.assertGreater(compiled, 0)
+            self.assertTrue(os.listdir(tmp))
+            self.assertEqual(lh.precompile(ctx, "sm_90", **gpu), 0)  # all in the cache now
+            with self.assertRaises(lh.InvalidArgumentError):
+                lh.precompile(ctx, "not-a-chip", **gpu)
+            with self.assertRaises(lh.UnsupportedError):  # float32 is not a GPU dtype
+                ctx.plan(**G1).precompile("sm_90")
+
+
 class Lifetimes(unittest.TestCase):
     def test_plan_keeps_its_context(self):
         plan = lh.Context("cpu").plan(**G1)  # the context object is dropped at once
