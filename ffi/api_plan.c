@@ -4,17 +4,6 @@
 
 #include "ffi_internal.h"
 
-#define PARAM_COUNT 14
-
-static const char *const param_names[PARAM_COUNT] = {
-    "BATCH", "SEQ_LEN", "HEADS", "KV_HEADS", "HEAD_DIM", "DTYPE",
-    "LAYOUT", "LEVELS", "POOLING", "TOPK", "MODE", "SOFTMAX_SCALE", "RECOMPUTE_SUBSEQ",
-    "STAGE_TIMING"};
-
-const char *lh_param_name(lh_param param) {
-    return (param >= 0 && param < PARAM_COUNT) ? param_names[param] : "UNKNOWN";
-}
-
 static bool is_pow2(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
 
 LH_API lh_status lh_plan_create(lh_context *context, lh_plan **out_plan) {
@@ -41,7 +30,7 @@ LH_API lh_status lh_plan_destroy(lh_plan *plan) {
     lh_clear_error();
     if (!plan) return LH_OK;
     if (plan->state) plan->context->ops->plan_destroy(plan->state);
-    if (plan->cfg.ring) plan->cfg.ring->bound_plans--;
+    lh_ring_unbind(plan);
     plan->context->live_plans--;
     free(plan);
     return LH_OK;
@@ -297,6 +286,14 @@ LH_API lh_status lh_plan_finalize(lh_plan *plan) {
     lh_config_derive(&plan->cfg);
     st = check_index_limits(&plan->cfg);
     if (st != LH_OK) return lh_fail_context(st, "lh_plan_finalize");
+    lh_config_id id;
+    lh_config_id_of(&plan->cfg, &id);
+    plan->cfg.fingerprint = lh_config_id_hash(&id);
+    double ring_timeout_s = 0.0;
+    if (plan->cfg.ring && plan->cfg.ring->kind == LH_RING_LOCAL) {
+        st = lh_ring_timeout_from_env(&ring_timeout_s);
+        if (st != LH_OK) return lh_fail_context(st, "lh_plan_finalize");
+    }
     lh_context *ctx = plan->context;
     if (plan->cfg.ring && !ctx->ops->attention_forward)
         return lh_fail(LH_ERROR_UNSUPPORTED,
@@ -313,6 +310,8 @@ LH_API lh_status lh_plan_finalize(lh_plan *plan) {
     plan->state = state;
     plan->sizes = sizes;
     plan->finalized = true;
+    if (plan->cfg.ring && plan->cfg.ring->kind == LH_RING_LOCAL)
+        lh_ring_local_join(plan->cfg.ring, (int)plan->cfg.cp_rank, &id, ring_timeout_s);
     return LH_OK;
 }
 

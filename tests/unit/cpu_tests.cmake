@@ -10,3 +10,6 @@ target_include_directories(test_cp PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 list(APPEND LH_MEMCHECK_TESTS test_properties)
 # test_cp shrinks its problems under valgrind (about 5 minutes there).
 list(APPEND LH_MEMCHECK_TESTS test_cp)
+# A local ring under misuse: timeouts, one plan per rank, plans that differ.
+lh_add_check_test(test_ring_safety test_ring_safety.c test_util.c)
+target_include_directories(test_ring_safety PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
