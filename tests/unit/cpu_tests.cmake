@@ -13,3 +13,6 @@ list(APPEND LH_MEMCHECK_TESTS test_cp)
 # A local ring under misuse: timeouts, one plan per rank, plans that differ.
 lh_add_check_test(test_ring_safety test_ring_safety.c test_util.c)
 target_include_directories(test_ring_safety PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# What a careless or hostile caller must not break: 32-bit limits, the error channel, `saved`.
+lh_add_check_test(test_hostile test_hostile.c test_util.c)
+target_include_directories(test_hostile PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
