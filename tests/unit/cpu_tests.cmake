@@ -16,3 +16,6 @@ target_include_directories(test_ring_safety PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 # What a careless or hostile caller must not break: 32-bit limits, the error channel, `saved`.
 lh_add_check_test(test_hostile test_hostile.c test_util.c)
 target_include_directories(test_hostile PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# Hostile numbers: non-finite input, NaN and infinite scores, large logits.
+lh_add_check_test(test_numerics test_numerics.c test_util.c)
+target_include_directories(test_numerics PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
