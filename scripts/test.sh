@@ -57,7 +57,7 @@ fi
 rm -f "$fuzz_corpus/probe"
 if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1 \
-   "$fuzz_bin" -max_total_time="${LH_FUZZ_SECONDS:-45}" -print_final_stats=1 \
+   "$fuzz_bin" -max_total_time="${LH_FUZZ_SECONDS:-45}" -max_len=1024 -print_final_stats=1 \
      -artifact_prefix=build-asan/fuzz- "$fuzz_corpus" tests/fuzz/corpus >"$fuzz_log" 2>&1; then
   passed=$((passed + 1))
   grep -E '^(Done|fuzz_abi: [0-9]+ runs)' "$fuzz_log"
