@@ -31,9 +31,19 @@ static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
  * are compiled with -fno-trapping-math, which lets GCC turn the clamps into vector min/max.
  * NaN in, NaN out, whatever the clamps make of it, and no undefined behaviour: n is taken from
  * the bits of the rounded sum (n + 127 is in 1..254 after the clamps) with unsigned arithmetic,
- * never by converting a float that may be NaN to an integer. */
+ * never by converting a float that may be NaN to an integer. Compiled without FP contraction
+ * (GCC: the optimize attribute; clang: its fp pragma), for the reason given at exp below. */
+#ifndef LH_TILE_NO_CONTRACT
+#if defined(__clang__)
+#define LH_TILE_NO_CONTRACT
+#define LH_TILE_NO_CONTRACT_BODY _Pragma("clang fp contract(off)")
+#else
 #define LH_TILE_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#define LH_TILE_NO_CONTRACT_BODY
+#endif
+#endif
 LH_TILE_NO_CONTRACT static inline float TILE_FN(fast_exp)(float x) {
+    LH_TILE_NO_CONTRACT_BODY
     float in = x;
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
@@ -168,6 +178,7 @@ static void TILE_FN(acc)(const float *p, int64_t m, int64_t n, const float *b, i
  * Contracted, it would be the rounding error of a product, which for large logits (a scale of
  * 1e9, or |q|, |k| near 1e5) is far above 88 and overflows the row's sum. */
 LH_TILE_NO_CONTRACT static void TILE_FN(exp)(float *x, int64_t n, float scale, float shift) {
+    LH_TILE_NO_CONTRACT_BODY
     for (int64_t j = 0; j < n; j++)
         x[j] = TILE_FN(fast_exp)(x[j] * scale - shift);
 }
@@ -189,6 +200,7 @@ static void TILE_FN(transpose)(const float *x, int64_t stride, int64_t n, int64_
 
 LH_TILE_NO_CONTRACT static void TILE_FN(exp_cols)(float *x, int64_t n, float scale,
                                                   const float *shift) {
+    LH_TILE_NO_CONTRACT_BODY
     for (int64_t j = 0; j < n; j++)
         x[j] = TILE_FN(fast_exp)(x[j] * scale - shift[j]);
 }
