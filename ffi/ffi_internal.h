@@ -40,6 +40,9 @@ struct lh_ring {
 /* Releases the ring rank of a plan that is destroyed (api_ring.c); nothing without a ring. */
 void lh_ring_unbind(lh_plan *plan);
 
+/* KV_HEADS as set, else HEADS (its default). */
+int64_t lh_plan_kv_heads(const lh_plan *plan);
+
 /* Shared argument checks; each returns LH_OK or fails with a sentence. */
 lh_status lh_check_plan_ready(const lh_plan *plan, const char *fn);
 

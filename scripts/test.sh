@@ -4,7 +4,7 @@
 #   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the tests of rings and attention hooks built with ThreadSanitizer (without the MLIR
 #      compiler, which they do not use);
-#   4. the fuzz target of the C ABI for LH_FUZZ_SECONDS (default 45) under ASan + UBSan: with
+#   4. the fuzz target of the C ABI for LIGHTHOUSE_FUZZ_SECONDS (default 45) under ASan + UBSan: with
 #      libFuzzer where clang can build it, else the seeded driver of the ASan build.
 # The first run includes the tests labelled `valgrind` (CPU conformance under valgrind memcheck).
 # The last line counts every test of all runs (the fuzzing run counts as one).
@@ -39,10 +39,10 @@ echo "== build with ThreadSanitizer: rings and hooks"
 tsan_tests='^(test_cp|test_ring_safety|test_hostile)$'
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLH_TSAN=ON -DLH_WITH_COMPILER=OFF >/dev/null &&
   ninja -C build-tsan test_cp test_ring_safety test_hostile || exit 1
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 LH_TEST_CP_SMALL=1 \
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 LIGHTHOUSE_TEST_CP_SMALL=1 \
   run_ctest build-tsan tsan -R "$tsan_tests"
 
-echo "== fuzz the C ABI (ASan + UBSan) for ${LH_FUZZ_SECONDS:-45} s"
+echo "== fuzz the C ABI (ASan + UBSan) for ${LIGHTHOUSE_FUZZ_SECONDS:-45} s"
 fuzz_log=build-asan/fuzz.log
 fuzz_corpus=$(mktemp -d)   # new inputs found by libFuzzer; the repository's corpus stays as is
 if printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' |
@@ -57,7 +57,7 @@ fi
 rm -f "$fuzz_corpus/probe"
 if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1 \
-   "$fuzz_bin" -max_total_time="${LH_FUZZ_SECONDS:-45}" -max_len=1024 -print_final_stats=1 \
+   "$fuzz_bin" -max_total_time="${LIGHTHOUSE_FUZZ_SECONDS:-45}" -max_len=1024 -print_final_stats=1 \
      -artifact_prefix=build-asan/fuzz- "$fuzz_corpus" tests/fuzz/corpus >"$fuzz_log" 2>&1; then
   passed=$((passed + 1))
   grep -E '^(Done|fuzz_abi: [0-9]+ runs)' "$fuzz_log"

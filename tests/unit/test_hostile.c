@@ -303,9 +303,9 @@ START_TEST(backward_refuses_foreign_saved) {
 END_TEST
 
 int main(void) {
-    const char *env = getenv("LH_TEST_SEED");
+    const char *env = getenv("LIGHTHOUSE_TEST_SEED");
     seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) * 2654435761u + 1;
-    printf("test_hostile seed %llu (set LH_TEST_SEED to repeat)\n", (unsigned long long)seed);
+    printf("test_hostile seed %llu (set LIGHTHOUSE_TEST_SEED to repeat)\n", (unsigned long long)seed);
     Suite *s = suite_create("hostile");
     TCase *tc = tcase_create("cpu");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -392,9 +392,9 @@ START_TEST(large_logits_lighthouse) {
 END_TEST
 
 int main(void) {
-    const char *env = getenv("LH_TEST_SEED");
+    const char *env = getenv("LIGHTHOUSE_TEST_SEED");
     seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) * 2654435761u + 1;
-    printf("test_numerics seed %llu (set LH_TEST_SEED to repeat)\n", (unsigned long long)seed);
+    printf("test_numerics seed %llu (set LIGHTHOUSE_TEST_SEED to repeat)\n", (unsigned long long)seed);
     Suite *s = suite_create("numerics");
     TCase *tc = tcase_create("cpu");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -293,9 +293,9 @@ START_TEST(ranks_with_different_plans_fail) {
 END_TEST
 
 int main(void) {
-    const char *env = getenv("LH_TEST_SEED");
+    const char *env = getenv("LIGHTHOUSE_TEST_SEED");
     seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) * 2654435761u + 1;
-    printf("test_ring_safety seed %llu (set LH_TEST_SEED to repeat)\n", (unsigned long long)seed);
+    printf("test_ring_safety seed %llu (set LIGHTHOUSE_TEST_SEED to repeat)\n", (unsigned long long)seed);
     unsetenv("LIGHTHOUSE_RING_TIMEOUT_S");
     Suite *s = suite_create("ring safety");
     TCase *tc = tcase_create("local ring");
