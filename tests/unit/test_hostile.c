@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "lighthouse.h"
 #include "test_util.h"
@@ -103,18 +102,27 @@ START_TEST(set_i64_message_names_the_function_once) {
 }
 END_TEST
 
+/* The attention step's workspace, allocated for one hook call (NULL: *st says why). */
+static void *attention_workspace(lh_plan *plan, lh_status *st) {
+    int64_t bytes = 0;
+    *st = lh_plan_get_i64(plan, LH_QUERY_ATTENTION_WORKSPACE_BYTES, &bytes);
+    if (*st != LH_OK) return NULL;
+    void *ws = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64 + 64);
+    if (!ws) *st = LH_ERROR_OUT_OF_HOST_MEMORY;
+    return ws;
+}
+
 /* Hooks that run the library's attention step, then make one more library call that fails
  * (an unknown query) and still return LH_OK. */
 static lh_status noisy_forward(void *u, lh_plan *plan, const void *q, const void *k,
                                const void *v, void *o, float *lse, void *stream) {
     (void)u;
-    int64_t bytes = 0, x = 0;
-    lh_status st = lh_plan_get_i64(plan, LH_QUERY_ATTENTION_WORKSPACE_BYTES, &bytes);
-    if (st != LH_OK) return st;
-    void *ws = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64 + 64);
-    if (!ws) return LH_ERROR_OUT_OF_HOST_MEMORY;
+    lh_status st;
+    void *ws = attention_workspace(plan, &st);
+    if (!ws) return st;
     st = lh_attention_forward(plan, q, k, v, o, lse, ws, stream);
     free(ws);
+    int64_t x = 0;
     if (st == LH_OK && lh_plan_get_i64(plan, (lh_query)999, &x) == LH_OK) return LH_ERROR_INTERNAL;
     return st;
 }
@@ -123,13 +131,12 @@ static lh_status noisy_backward(void *u, lh_plan *plan, const void *q, const voi
                                 const void *v, const void *o, const float *lse, const void *dO,
                                 void *dq, void *dk, void *dv, void *stream) {
     (void)u;
-    int64_t bytes = 0, x = 0;
-    lh_status st = lh_plan_get_i64(plan, LH_QUERY_ATTENTION_WORKSPACE_BYTES, &bytes);
-    if (st != LH_OK) return st;
-    void *ws = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64 + 64);
-    if (!ws) return LH_ERROR_OUT_OF_HOST_MEMORY;
+    lh_status st;
+    void *ws = attention_workspace(plan, &st);
+    if (!ws) return st;
     st = lh_attention_backward(plan, q, k, v, o, lse, dO, dq, dk, dv, ws, stream);
     free(ws);
+    int64_t x = 0;
     if (st == LH_OK && lh_plan_get_i64(plan, (lh_query)999, &x) == LH_OK) return LH_ERROR_INTERNAL;
     return st;
 }
@@ -303,9 +310,7 @@ START_TEST(backward_refuses_foreign_saved) {
 END_TEST
 
 int main(void) {
-    const char *env = getenv("LIGHTHOUSE_TEST_SEED");
-    seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) * 2654435761u + 1;
-    printf("test_hostile seed %llu (set LIGHTHOUSE_TEST_SEED to repeat)\n", (unsigned long long)seed);
+    seed = test_seed("test_hostile");
     Suite *s = suite_create("hostile");
     TCase *tc = tcase_create("cpu");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -316,9 +321,5 @@ int main(void) {
     tcase_add_test(tc, last_error_empty_after_ok_with_hooks);
     tcase_add_test(tc, backward_refuses_foreign_saved);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return test_run_suite(s);
 }

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "lighthouse.h"
 #include "test_util.h"
@@ -392,9 +391,7 @@ START_TEST(large_logits_lighthouse) {
 END_TEST
 
 int main(void) {
-    const char *env = getenv("LIGHTHOUSE_TEST_SEED");
-    seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) * 2654435761u + 1;
-    printf("test_numerics seed %llu (set LIGHTHOUSE_TEST_SEED to repeat)\n", (unsigned long long)seed);
+    seed = test_seed("test_numerics");
     Suite *s = suite_create("numerics");
     TCase *tc = tcase_create("cpu");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -405,9 +402,5 @@ int main(void) {
     tcase_add_test(tc, large_logits_dense);
     tcase_add_test(tc, large_logits_lighthouse);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return test_run_suite(s);
 }

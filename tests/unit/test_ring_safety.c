@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "lighthouse.h"
@@ -293,9 +292,7 @@ START_TEST(ranks_with_different_plans_fail) {
 END_TEST
 
 int main(void) {
-    const char *env = getenv("LIGHTHOUSE_TEST_SEED");
-    seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) * 2654435761u + 1;
-    printf("test_ring_safety seed %llu (set LIGHTHOUSE_TEST_SEED to repeat)\n", (unsigned long long)seed);
+    seed = test_seed("test_ring_safety");
     unsetenv("LIGHTHOUSE_RING_TIMEOUT_S");
     Suite *s = suite_create("ring safety");
     TCase *tc = tcase_create("local ring");
@@ -306,9 +303,5 @@ int main(void) {
     tcase_add_test(tc, rendezvous_counts_ranks_not_arrivals);
     tcase_add_test(tc, ranks_with_different_plans_fail);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return test_run_suite(s);
 }
