@@ -73,6 +73,21 @@ class CpuBehaviour(unittest.TestCase):
         self.assertEqual(out.dtype, torch.float32)
         self.assertTrue(torch.equal(out, lt.attention(q, q, q, **SMALL)))
 
+    def test_local_ring_rank_changes_configuration(self):
+        """One RingRank, Lighthouse then dense then Lighthouse again: a rank of a local ring has one
+        live plan, so each new configuration replaces the cached one."""
+        from torch_checks import run_ring
+        q, k, v, dout = (torch.randn(1, 4096, 2, 32) for _ in range(4))
+        ranks = lt.local_ring(2, "cpu")
+        config = dict(levels=2, pooling=4, topk=512)
+        first = run_ring(ranks, q, k, v, dout, mode="lighthouse", autograd=True, **config)
+        run_ring(ranks, q, k, v, dout, mode="dense", autograd=True, **config)
+        again = run_ring(ranks, q, k, v, dout, mode="lighthouse", autograd=True, **config)
+        for a, b in zip(first[0] + [g for r in first[1] for g in r], again[0] + [g for r in again[1] for g in r]):
+            self.assertTrue(torch.equal(a, b))
+        for r in ranks:
+            r.close()
+
     def test_shard_roundtrip(self):
         x = torch.arange(2 * 16 * 3).reshape(2, 16, 3, 1)
         shards = [lt.shard_sequence(x, r, 2) for r in range(2)]

@@ -134,6 +134,10 @@ def plan(cfg, device, ring=None):
             "lighthouse.torch: no plan exists yet for this configuration, and making one (kernel "
             "compilation, cuDNN graphs) cannot happen during CUDA-graph capture: run the same call "
             "once before capturing (the usual warm-up)")
+    if ring is not None and ring.is_local:
+        # A rank of a local ring has one live plan at a time (lh_plan_set_ring): a new
+        # configuration replaces the rank's cached one, which goes once no call uses it.
+        drop_plans(ring.id)
     ctx = context(device) if ring is None else ring.context
     made = Plan(ctx, batch=cfg.batch, seq_len=cfg.seq_len, heads=cfg.heads, kv_heads=cfg.kv_heads,
                 head_dim=cfg.head_dim, dtype=cfg.dtype, layout=cfg.layout, levels=cfg.levels,

@@ -38,6 +38,11 @@ class RingRank:
             self.id = next(_ids)
             _registry[self.id] = self
 
+    @property
+    def is_local(self):
+        """A rank of an in-process ring (which allows one live plan per rank)."""
+        return self.ring.context is None
+
     def close(self):
         """Forgets this rank's plans and the handle (the ring is destroyed with its last user)."""
         with _lock:
