@@ -88,6 +88,13 @@ class CpuBehaviour(unittest.TestCase):
         for r in ranks:
             r.close()
 
+    def test_compile_caches_are_keyed_on_the_library(self):
+        """torch.compile's on-disk caches key on the loaded library, whose sizes traced graphs keep."""
+        import os
+        from lighthouse import library_path, version_string
+        tag = torch.compiler.config.cache_key_tag
+        self.assertIn(f"liblighthouse-{version_string()}-{os.stat(library_path()[0]).st_size}-", tag)
+
     def test_shard_roundtrip(self):
         x = torch.arange(2 * 16 * 3).reshape(2, 16, 3, 1)
         shards = [lt.shard_sequence(x, r, 2) for r in range(2)]

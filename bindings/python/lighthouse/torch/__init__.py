@@ -10,6 +10,8 @@ torch.compile(fullgraph=True) without graph breaks, and inside CUDA-graph captur
 the tensors' device (CUDA: float16/bfloat16 on torch.cuda.current_stream(); CPU: float32 on the
 library's reference backend). Plans are cached per configuration and device.
 """
+import os
+
 import torch
 
 from . import _ops  # noqa: F401  (registers the custom ops)
@@ -18,6 +20,39 @@ from .distributed import RingRank, local_ring, nccl_ring, shard_sequence, unshar
 
 __all__ = ["RingRank", "attention", "clear_cache", "get_plan", "local_ring", "nccl_ring", "selection",
            "shard_sequence", "unshard_sequence"]
+
+
+def _library_identity(path):
+    """The loaded library's file (size, modification time) and version, as a string."""
+    from .. import version_string
+    if not os.path.exists(path):  # a name the system loader resolved: find the mapped file
+        try:
+            with open("/proc/self/maps") as maps:
+                path = next((line.split()[-1] for line in maps if "liblighthouse" in line), path)
+        except OSError:
+            pass
+    try:
+        st = os.stat(path)
+        return f"liblighthouse-{version_string()}-{st.st_size}-{st.st_mtime_ns}"
+    except OSError:
+        return f"liblighthouse-{version_string()}-{path}"
+
+
+def _tag_compile_caches():
+    """Graphs that torch.compile keeps on disk record the size of `saved` that the loaded library
+    reported when they were traced. Adding the library's identity to torch.compile's cache key
+    keeps a rebuilt or upgraded library from reusing graphs made with another one's sizes."""
+    try:
+        from .._loader import load
+        identity = _library_identity(load().path)
+    except Exception:  # no library yet: the first call says why
+        return
+    tag = torch.compiler.config.cache_key_tag
+    if identity not in tag:
+        torch.compiler.config.cache_key_tag = f"{tag};{identity}" if tag else identity
+
+
+_tag_compile_caches()
 
 
 def _scorer_name(scorer):
