@@ -7,6 +7,7 @@ use std::ffi::c_void;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use lighthouse_sys as sys;
 
@@ -29,20 +30,22 @@ pub(crate) fn to_i64(name: &str, value: usize) -> Result<i64> {
 }
 
 /// Collects plan parameters with typed setters; [`build`](PlanBuilder::build) creates, sets and
-/// finalizes the C plan. Unset parameters keep the library's defaults (lighthouse.h, lh_param).
-/// Every configuration error is reported by `build`, with the library's message.
-pub struct PlanBuilder<'ctx> {
-    context: &'ctx Context,
+/// finalizes the C plan. Unset parameters keep the library's defaults (lighthouse.h, lh_param),
+/// except the dtype, which follows the backend: `BFloat16` on CUDA, `Float32` on the CPU (the
+/// library's own default, fp32, is a dtype the CUDA backend does not run). Every configuration
+/// error is reported by `build`, with the library's message.
+pub struct PlanBuilder {
+    context: Arc<Context>,
     ints: Vec<(sys::lh_param, &'static str, i64)>,
     sizes: Vec<(sys::lh_param, &'static str, usize)>,
     softmax_scale: Option<f64>,
-    ring: Option<(&'ctx Ring<'ctx>, usize)>,
-    hooks: Option<HookSetting<'ctx>>,
+    ring: Option<(Arc<Ring>, usize)>,
+    hooks: Option<HookSetting>,
 }
 
 /// The hooks a builder will set: Rust closures, or C function pointers with their user data.
-enum HookSetting<'a> {
-    Closures(Box<HookState<'a>>),
+enum HookSetting {
+    Closures(Box<HookState>),
     Raw {
         forward: sys::lh_attention_forward_hook,
         backward: sys::lh_attention_backward_hook,
@@ -50,7 +53,7 @@ enum HookSetting<'a> {
     },
 }
 
-impl std::fmt::Debug for PlanBuilder<'_> {
+impl std::fmt::Debug for PlanBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlanBuilder")
             .field("ints", &self.ints)
@@ -78,8 +81,8 @@ macro_rules! size_setter {
     };
 }
 
-impl<'ctx> PlanBuilder<'ctx> {
-    pub(crate) fn new(context: &'ctx Context) -> Self {
+impl PlanBuilder {
+    pub(crate) fn new(context: Arc<Context>) -> Self {
         PlanBuilder {
             context,
             ints: Vec::new(),
@@ -107,7 +110,8 @@ impl<'ctx> PlanBuilder<'ctx> {
     size_setter!(/// A multiple of 128; default 2048.
                  topk, sys::LH_PARAM_TOPK);
 
-    /// Element type; default `Float32` (the CPU backend's only dtype).
+    /// Element type; default `BFloat16` on a CUDA context, `Float32` (the CPU backend's only
+    /// dtype) on the CPU.
     pub fn dtype(mut self, dtype: Dtype) -> Self {
         self.ints
             .push((sys::LH_PARAM_DTYPE, "dtype", dtype.to_raw() as i64));
@@ -158,9 +162,9 @@ impl<'ctx> PlanBuilder<'ctx> {
     /// Binds the plan to rank `rank` of `ring` (context parallelism; for an NCCL ring, the
     /// communicator's own rank). `seq_len` stays the whole sequence; the plan's q, k, v, out and
     /// gradients become this rank's shard of `info().local_seq_len` tokens (chunk `rank`, then
-    /// chunk `2*world-1-rank`). The plan borrows the ring, so it cannot outlive it.
-    pub fn ring(mut self, ring: &'ctx Ring<'_>, rank: usize) -> Self {
-        self.ring = Some((ring, rank));
+    /// chunk `2*world-1-rank`). The plan keeps a clone of the `Arc`, so the ring outlives it.
+    pub fn ring(mut self, ring: &Arc<Ring>, rank: usize) -> Self {
+        self.ring = Some((Arc::clone(ring), rank));
         self
     }
 
@@ -169,11 +173,13 @@ impl<'ctx> PlanBuilder<'ctx> {
     /// [`AttentionForwardCall`] / [`AttentionBackwardCall`]: the gathered chunk-major
     /// sub-sequence and the outputs to fill. The plan owns the closures. An `Err` the closure
     /// returns, or a panic (caught before it reaches C), makes that forward/backward fail with
-    /// the closure's error (a panic: `Status::Internal` and the panic's message).
+    /// the closure's error (a panic: `Status::Internal` and the panic's message). The closures
+    /// run on the thread that runs the plan, so they are `Send`; they are `'static` because the
+    /// plan is (share state with them through an `Arc`).
     pub fn attention_hooks<F, B>(mut self, forward: F, backward: B) -> Self
     where
-        F: FnMut(&mut AttentionForwardCall<'_>) -> Result<()> + Send + 'ctx,
-        B: FnMut(&mut AttentionBackwardCall<'_>) -> Result<()> + Send + 'ctx,
+        F: FnMut(&mut AttentionForwardCall<'_>) -> Result<()> + Send + 'static,
+        B: FnMut(&mut AttentionBackwardCall<'_>) -> Result<()> + Send + 'static,
     {
         self.hooks = Some(HookSetting::Closures(Box::new(HookState::new(
             Box::new(forward),
@@ -204,12 +210,22 @@ impl<'ctx> PlanBuilder<'ctx> {
 
     /// Creates the C plan, applies the parameters in the order they were set, and finalizes it.
     /// On any error the half-built plan is destroyed before returning.
-    pub fn build(self) -> Result<Plan<'ctx>> {
-        // Declared first so it is released last: a failing `?` below drops `guard` under it.
-        let _lock = self.context.lock_plans();
+    pub fn build(self) -> Result<Plan> {
+        // Everything the builder holds outlives the guard below (locals drop in reverse order),
+        // so a failing `?` destroys the half-built C plan while its ring is still alive, and
+        // under the context's lock.
+        let PlanBuilder {
+            context,
+            ints,
+            sizes,
+            softmax_scale,
+            ring,
+            hooks: hook_setting,
+        } = self;
+        let lock = context.lock();
         let mut raw = std::ptr::null_mut();
-        // SAFETY: live context (borrowed for 'ctx), valid out pointer.
-        check(unsafe { sys::lh_plan_create(self.context.as_raw(), &mut raw) })?;
+        // SAFETY: live context (held by the Arc), valid out pointer.
+        check(unsafe { sys::lh_plan_create(context.as_raw(), &mut raw) })?;
         let raw = NonNull::new(raw).ok_or_else(|| {
             Error::new(
                 Status::Internal,
@@ -217,44 +233,45 @@ impl<'ctx> PlanBuilder<'ctx> {
             )
         })?;
         // The guard owns the handle from here: every `?` below destroys it.
-        let guard = RawPlan::adopt(raw);
+        let mut guard = RawPlan::adopt(raw);
 
-        for &(param, name, value) in &self.sizes {
+        for &(param, name, value) in &sizes {
             let value = to_i64(name, value)?;
             // SAFETY: live, unfinalized plan owned by the guard.
             check(unsafe { sys::lh_plan_set_i64(guard.ptr(), param, value) })?;
         }
-        for &(param, _, value) in &self.ints {
+        let dtype_set = ints.iter().any(|&(p, _, _)| p == sys::LH_PARAM_DTYPE);
+        if !dtype_set && context.backend() == Backend::Cuda {
+            let bf16 = Dtype::BFloat16.to_raw() as i64;
+            // SAFETY: as above.
+            check(unsafe { sys::lh_plan_set_i64(guard.ptr(), sys::LH_PARAM_DTYPE, bf16) })?;
+        }
+        for &(param, _, value) in &ints {
             // SAFETY: as above.
             check(unsafe { sys::lh_plan_set_i64(guard.ptr(), param, value) })?;
         }
-        if let Some(scale) = self.softmax_scale {
+        if let Some(scale) = softmax_scale {
             // SAFETY: as above.
             check(unsafe {
                 sys::lh_plan_set_f64(guard.ptr(), sys::LH_PARAM_SOFTMAX_SCALE, scale)
             })?;
         }
-        let ring = match self.ring {
-            Some((ring, rank)) => {
-                let rank = i32::try_from(rank).map_err(|_| {
-                    Error::new(
-                        Status::InvalidValue,
-                        format!("rank = {rank} does not fit in a C int"),
-                    )
-                })?;
-                // SAFETY: as above; the ring is borrowed for 'ctx, longer than the plan.
-                check(unsafe { sys::lh_plan_set_ring(guard.ptr(), ring.as_raw(), rank) })?;
-                Some(ring)
-            }
-            None => None,
-        };
+        if let Some((ring, rank)) = &ring {
+            let rank = i32::try_from(*rank).map_err(|_| {
+                Error::new(
+                    Status::InvalidValue,
+                    format!("rank = {rank} does not fit in a C int"),
+                )
+            })?;
+            // SAFETY: as above; the plan keeps the ring's Arc, so the ring outlives it.
+            check(unsafe { sys::lh_plan_set_ring(guard.ptr(), ring.as_raw(), rank) })?;
+        }
         // The closures' state is owned through a raw pointer (the C plan holds it as user_data)
         // and freed by the guard after the C plan is destroyed.
-        let mut guard = guard;
-        match self.hooks {
+        match hook_setting {
             Some(HookSetting::Closures(state)) => {
                 let state = Box::into_raw(state);
-                guard.hooks = state.cast();
+                guard.hooks = state;
                 // SAFETY: live, unfinalized plan; `state` lives as long as the C plan.
                 check(unsafe {
                     sys::lh_plan_set_attention_hooks(
@@ -284,12 +301,13 @@ impl<'ctx> PlanBuilder<'ctx> {
             // SAFETY: no hook runs before finalize, and none runs now (we hold the only handle).
             unsafe { (*guard.hooks).info = Some(info) };
         }
+        drop(lock);
 
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Plan {
             raw: ManuallyDrop::new(guard),
-            context: self.context,
-            _ring: ring,
+            _ring: ring.map(|(ring, _)| ring),
+            context,
             info,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             workspace: None,
@@ -299,12 +317,11 @@ impl<'ctx> PlanBuilder<'ctx> {
 
 /// Owns an `lh_plan` handle and destroys it on drop (also for plans that never finalized),
 /// then the state of its hook closures, if any (the C plan may call them until it is gone).
-/// Dropped only while its context's plan lock is held (see `Context::lock_plans`).
+/// Dropped only while its context's lock is held (see `Context::lock`).
 struct RawPlan {
     raw: NonNull<sys::lh_plan>,
-    /// From `Box::into_raw`, or NULL. The lifetime is erased here; `Plan<'ctx>` (which holds
-    /// this) keeps whatever the closures borrow alive, since they were given for 'ctx.
-    hooks: *mut HookState<'static>,
+    /// From `Box::into_raw`, or NULL.
+    hooks: *mut HookState,
 }
 
 impl RawPlan {
@@ -482,17 +499,20 @@ impl PlanInfo {
     }
 }
 
-/// A finalized `lh_plan`, destroyed on drop. It borrows its context, so it cannot outlive it.
+/// A finalized `lh_plan`, destroyed on drop. It owns an `Arc` of its context (and of its ring),
+/// so it has no lifetime parameter and can live in a `'static` framework op.
 ///
 /// Threading: `Send` but not `Sync`. The header says plans are not internally locked ("use one
 /// plan from one thread at a time") while different plans may run concurrently, so a plan may
-/// move to another thread but never be shared; every call that runs it takes `&mut self`.
-pub struct Plan<'ctx> {
-    /// Dropped by `Plan::drop` under the context's plan lock.
+/// move to another thread but never be shared; every call that runs it takes `&mut self`. To
+/// share one plan between threads, put it in a `Mutex` (as [`AttentionOp`](crate::AttentionOp)
+/// does).
+pub struct Plan {
+    /// Dropped by `Plan::drop` under the context's lock, before the fields below.
     raw: ManuallyDrop<RawPlan>,
-    context: &'ctx Context,
-    /// The ring the plan is bound to: borrowed so the plan cannot outlive it.
-    _ring: Option<&'ctx Ring<'ctx>>,
+    /// The ring the plan is bound to, kept alive until the C plan is gone.
+    _ring: Option<Arc<Ring>>,
+    context: Arc<Context>,
     info: PlanInfo,
     /// Distinguishes plans, so `Saved` can refuse a buffer written by another plan.
     pub(crate) id: u64,
@@ -501,23 +521,33 @@ pub struct Plan<'ctx> {
 }
 
 // SAFETY: the header allows a plan to be used from any thread, one thread at a time; `Plan` is
-// not `Sync` and all running calls take `&mut self`. The one thing it touches of its (non-Sync)
-// context from another thread is the C context inside lh_plan_destroy, and that happens under
-// the context's Mutex, which also covers every plan creation of that context.
-unsafe impl Send for Plan<'_> {}
+// not `Sync` and all running calls take `&mut self`. What it changes of its context (the C
+// context's plan count, in lh_plan_destroy) is changed under the context's lock. Hook closures
+// are `Send`.
+unsafe impl Send for Plan {}
 
-impl Drop for Plan<'_> {
+impl Drop for Plan {
     fn drop(&mut self) {
-        let _lock = self.context.lock_plans();
+        let _lock = self.context.lock();
         // SAFETY: dropped exactly once, here, under the plan lock as RawPlan requires.
         unsafe { ManuallyDrop::drop(&mut self.raw) };
     }
 }
 
-impl<'ctx> Plan<'ctx> {
+impl Plan {
     /// Parameters and sizes of this plan.
     pub fn info(&self) -> &PlanInfo {
         &self.info
+    }
+
+    /// The context the plan runs on.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.context
+    }
+
+    /// A number that tells this plan from every other plan of this process.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// GPU milliseconds of `stage` in this plan's most recent forward (forward stages) or
@@ -551,7 +581,7 @@ impl<'ctx> Plan<'ctx> {
     }
 }
 
-impl std::fmt::Debug for Plan<'_> {
+impl std::fmt::Debug for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plan").field("info", &self.info).finish()
     }
