@@ -3,12 +3,14 @@
 #   1. the optimised build and every ctest test (GPU tests skip themselves without a GPU);
 #   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer;
 # The first run includes the tests labelled `valgrind` (CPU conformance under valgrind memcheck).
-# The last line counts every test of both runs.
+# A test that cannot run here (no GPU, no Julia, a missing tool) exits 77 and counts as skipped;
+# each run lists its skipped tests with the reason they printed. The last line counts every test
+# of both runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh || exit 1
 jobs=$(nproc)
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 
 # run_ctest BUILD_DIR LABEL [ctest args...]: adds the run's counts to the totals.
 run_ctest() {
@@ -19,7 +21,16 @@ run_ctest() {
   local total; total=$(echo "$line" | sed -E 's/.* out of ([0-9]+).*/\1/')
   local bad; bad=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/')
   if [ -z "$line" ]; then failed=$((failed + 1)); echo "ctest ($label) did not finish"; return; fi
-  passed=$((passed + total - bad)); failed=$((failed + bad))
+  # ctest counts skipped tests as passed; list them apart, each with the SKIP: line it printed.
+  local skips; skips=$(sed -nE 's/^[[:space:]]+[0-9]+ - (.*) \(Skipped\)$/\1/p' "$log")
+  local n=0 name why
+  for name in $skips; do
+    n=$((n + 1))
+    why=$(awk -v t="$name" '$2 == "Test:" { cur = $3 } cur == t && /^SKIP: / { print; exit }' \
+      "$dir/Testing/Temporary/LastTest.log")
+    echo "skipped ($label): $name: ${why#SKIP: }"
+  done
+  passed=$((passed + total - bad - n)); failed=$((failed + bad)); skipped=$((skipped + n))
 }
 
 echo "== build (release) and test"
@@ -31,5 +42,5 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLH_SANITIZE=ON >/de
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_ctest build-asan asan -LE 'no-sanitizer'
 
-echo "total: $passed passed, $failed failed"
+echo "total: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
