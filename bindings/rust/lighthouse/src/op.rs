@@ -228,8 +228,22 @@ impl<A: Allocator> AttentionOp<A> {
         v: &dyn DeviceMemory,
         stream: Stream,
     ) -> Result<(A::Buffer, ForwardState<A::Buffer>)> {
+        let mut out = self.tensor(q_bytes(&self.info), stream)?;
+        let state = self.forward_into(q, k, v, &mut out, stream)?;
+        Ok((out, state))
+    }
+
+    /// [`forward`](AttentionOp::forward) into an output the caller allocated (a framework's
+    /// own output tensor); `saved` and the workspace still come from the allocator.
+    pub fn forward_into(
+        &self,
+        q: &dyn DeviceMemory,
+        k: &dyn DeviceMemory,
+        v: &dyn DeviceMemory,
+        out: &mut dyn DeviceMemory,
+        stream: Stream,
+    ) -> Result<ForwardState<A::Buffer>> {
         let info = self.info;
-        let mut out = self.tensor(q_bytes(&info), stream)?;
         let mut saved = match info.saved_bytes {
             0 => None,
             bytes => Some(self.alloc(bytes, BufferKind::Saved, stream)?),
@@ -241,7 +255,7 @@ impl<A: Allocator> AttentionOp<A> {
             q,
             k,
             v,
-            &mut out,
+            out,
             match saved.as_mut() {
                 Some(s) => s,
                 None => &mut no_saved,
@@ -249,15 +263,14 @@ impl<A: Allocator> AttentionOp<A> {
             workspace.as_mut().map(|w| w as &mut dyn DeviceMemory),
             stream,
         )?;
-        let state = ForwardState {
+        Ok(ForwardState {
             saved,
             op: self.id,
             q: Span::of(q),
             k: Span::of(k),
             v: Span::of(v),
-            out: Span::of(&out),
-        };
-        Ok((out, state))
+            out: Span::of(out),
+        })
     }
 
     /// The gradients of sum(out * dout) with respect to q, k, v, queued on `stream`: new buffers
@@ -276,33 +289,47 @@ impl<A: Allocator> AttentionOp<A> {
         dout: &dyn DeviceMemory,
         stream: Stream,
     ) -> Result<Gradients<A::Buffer>> {
-        let info = self.info;
-        if state.op != self.id {
-            return Err(Error::new(
-                Status::BadState,
-                "the state comes from the forward of another op (another plan)",
-            ));
-        }
-        state.expect("q", state.q, q)?;
-        state.expect("k", state.k, k)?;
-        state.expect("v", state.v, v)?;
-        match out {
-            Some(out) => state.expect("out", state.out, out)?,
-            None if info.mode == Mode::Dense => {
-                return Err(Error::new(
-                    Status::NullPointer,
-                    "out: a dense plan's backward reads the forward's output: pass it",
-                ))
-            }
-            None => {}
-        }
-        let (qb, kvb) = (q_bytes(&info), kv_bytes(&info));
+        // The state is checked before anything is allocated for it.
+        self.check_state(state, q, k, v, out)?;
+        let (qb, kvb) = (q_bytes(&self.info), kv_bytes(&self.info));
         let mut grads = Gradients {
             dq: self.tensor(qb, stream)?,
             dk: self.tensor(kvb, stream)?,
             dv: self.tensor(kvb, stream)?,
         };
-        let mut workspace = self.workspace(info.bwd_workspace_bytes, stream)?;
+        self.backward_into(
+            state,
+            q,
+            k,
+            v,
+            out,
+            dout,
+            &mut grads.dq,
+            &mut grads.dk,
+            &mut grads.dv,
+            stream,
+        )?;
+        Ok(grads)
+    }
+
+    /// [`backward`](AttentionOp::backward) into gradients the caller allocated (a framework's
+    /// own tensors, or views of one packed buffer); the workspace still comes from the allocator.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_into(
+        &self,
+        state: &ForwardState<A::Buffer>,
+        q: &dyn DeviceMemory,
+        k: &dyn DeviceMemory,
+        v: &dyn DeviceMemory,
+        out: Option<&dyn DeviceMemory>,
+        dout: &dyn DeviceMemory,
+        dq: &mut dyn DeviceMemory,
+        dk: &mut dyn DeviceMemory,
+        dv: &mut dyn DeviceMemory,
+        stream: Stream,
+    ) -> Result<()> {
+        self.check_state(state, q, k, v, out)?;
+        let mut workspace = self.workspace(self.info.bwd_workspace_bytes, stream)?;
         let mut plan = self.plan();
         let no_saved = Empty(plan.context().device());
         plan.backward_device(
@@ -315,13 +342,40 @@ impl<A: Allocator> AttentionOp<A> {
                 Some(s) => s,
                 None => &no_saved,
             },
-            &mut grads.dq,
-            &mut grads.dk,
-            &mut grads.dv,
+            dq,
+            dk,
+            dv,
             workspace.as_mut().map(|w| w as &mut dyn DeviceMemory),
             stream,
-        )?;
-        Ok(grads)
+        )
+    }
+
+    /// Refuses a state of another op, or tensors other than those its forward used.
+    fn check_state(
+        &self,
+        state: &ForwardState<A::Buffer>,
+        q: &dyn DeviceMemory,
+        k: &dyn DeviceMemory,
+        v: &dyn DeviceMemory,
+        out: Option<&dyn DeviceMemory>,
+    ) -> Result<()> {
+        if state.op != self.id {
+            return Err(Error::new(
+                Status::BadState,
+                "the state comes from the forward of another op (another plan)",
+            ));
+        }
+        state.expect("q", state.q, q)?;
+        state.expect("k", state.k, k)?;
+        state.expect("v", state.v, v)?;
+        match out {
+            Some(out) => state.expect("out", state.out, out),
+            None if self.info.mode == Mode::Dense => Err(Error::new(
+                Status::NullPointer,
+                "out: a dense plan's backward reads the forward's output: pass it",
+            )),
+            None => Ok(()),
+        }
     }
 }
 

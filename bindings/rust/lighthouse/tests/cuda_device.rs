@@ -326,6 +326,26 @@ fn attention_op_equals_c_path_lighthouse_bf16() {
             .expect("second backward");
         cuda.sync(stream);
         assert!(again.dq.bits() == want[1], "a second backward on one state");
+        // Into the three parts of one packed buffer (a framework's single-output custom op).
+        let (qb, kvb) = (info.q_len() * 2, info.kv_len() * 2);
+        let packed = DevBuf::new(&cuda, qb + 2 * kvb, stream);
+        cuda.poison(packed.ptr(), qb + 2 * kvb, stream);
+        let part = |from: usize, bytes: usize| View {
+            ptr: packed.ptr() + from as u64,
+            bytes,
+            device: Device::Cuda(0),
+        };
+        let (mut dq, mut dk, mut dv) = (part(0, qb), part(qb, kvb), part(qb + kvb, kvb));
+        op.backward_into(
+            &state, &x.q, &x.k, &x.v, None, &x.dout, &mut dq, &mut dk, &mut dv, stream,
+        )
+        .expect("op backward_into");
+        cuda.sync(stream);
+        let all = packed.bits();
+        let (nq, nkv) = (info.q_len(), info.kv_len());
+        assert!(all[..nq] == want[1][..], "packed dq");
+        assert!(all[nq..nq + nkv] == want[2][..], "packed dk");
+        assert!(all[nq + nkv..] == want[3][..], "packed dv");
         let err = op
             .backward(&state, &x.dout, &x.k, &x.v, None, &x.dout, stream)
             .unwrap_err();

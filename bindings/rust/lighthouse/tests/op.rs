@@ -239,6 +239,74 @@ fn attention_op_equals_the_host_path_and_owns_saved() {
     assert!(err.message().contains("another op"), "{err}");
 }
 
+/// Part of a caller's buffer, as a framework's narrowed view of one packed tensor would be.
+struct Part {
+    ptr: u64,
+    bytes: usize,
+}
+
+// SAFETY: the test makes parts of a live host buffer that do not overlap, one borrow each.
+unsafe impl DeviceMemory for Part {
+    fn device_ptr(&self) -> u64 {
+        self.ptr
+    }
+    fn byte_len(&self) -> usize {
+        self.bytes
+    }
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+}
+
+/// Outputs the caller allocated: forward into its own tensor, backward into the three parts of
+/// one packed buffer (what a framework whose custom op returns one tensor does).
+#[test]
+fn attention_op_writes_into_caller_outputs() {
+    let ctx = Context::cpu().unwrap();
+    let mut plan = builder(&ctx).build().unwrap();
+    let x = inputs(plan.info(), 17);
+    let want = host_path(&mut plan, &x);
+    let op = AttentionOp::new(plan, PoisonAllocator);
+    let s = Stream::null();
+    let mut out = vec![f32::NAN; op.info().q_len()];
+    let state = op.forward_into(&x.q, &x.k, &x.v, &mut out, s).unwrap();
+    assert_bits("out", &out, &want[0]);
+    let (nq, nkv) = (op.info().q_len(), op.info().kv_len());
+    let mut packed = HostBuffer::new(4 * (nq + 2 * nkv));
+    packed.as_f32_mut().fill(f32::NAN);
+    let base = packed.device_ptr();
+    let part = |from: usize, len: usize| Part {
+        ptr: base + 4 * from as u64,
+        bytes: 4 * len,
+    };
+    let (mut dq, mut dk, mut dv) = (part(0, nq), part(nq, nkv), part(nq + nkv, nkv));
+    op.backward_into(
+        &state,
+        &x.q,
+        &x.k,
+        &x.v,
+        Some(&out),
+        &x.dout,
+        &mut dq,
+        &mut dk,
+        &mut dv,
+        s,
+    )
+    .unwrap();
+    let all = packed.as_f32();
+    assert_bits("packed dq", &all[..nq], &want[1]);
+    assert_bits("packed dk", &all[nq..nq + nkv], &want[2]);
+    assert_bits("packed dv", &all[nq + nkv..], &want[3]);
+    // A part of the wrong length is refused before the library runs.
+    let mut short = part(0, nq - 1);
+    let err = op
+        .backward_into(
+            &state, &x.q, &x.k, &x.v, None, &x.dout, &mut short, &mut dk, &mut dv, s,
+        )
+        .unwrap_err();
+    assert!(err.message().starts_with("dq: "), "{err}");
+}
+
 #[test]
 fn dense_attention_op_needs_the_output_in_backward() {
     let ctx = Context::cpu().unwrap();
