@@ -21,13 +21,16 @@ run_ctest() {
   local total; total=$(echo "$line" | sed -E 's/.* out of ([0-9]+).*/\1/')
   local bad; bad=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/')
   if [ -z "$line" ]; then failed=$((failed + 1)); echo "ctest ($label) did not finish"; return; fi
-  # ctest counts skipped tests as passed; list them apart, each with the SKIP: line it printed.
+  # ctest counts skipped tests as passed; list them apart, each with the reason it printed (its
+  # SKIP: line, else its first line that speaks of skipping).
   local skips; skips=$(sed -nE 's/^[[:space:]]+[0-9]+ - (.*) \(Skipped\)$/\1/p' "$log")
   local n=0 name why
   for name in $skips; do
     n=$((n + 1))
-    why=$(awk -v t="$name" '$2 == "Test:" { cur = $3 } cur == t && /^SKIP: / { print; exit }' \
-      "$dir/Testing/Temporary/LastTest.log")
+    why=$(awk -v t="$name" '$2 == "Test:" { cur = $3 } cur != t { next }
+      /^SKIP: / { print; found = 1; exit }
+      alt == "" && tolower($0) ~ /skip/ && $2 != "Test:" && !/^Command:/ { alt = $0 }
+      END { if (!found && alt != "") print alt }' "$dir/Testing/Temporary/LastTest.log")
     echo "skipped ($label): $name: ${why#SKIP: }"
   done
   passed=$((passed + total - bad - n)); failed=$((failed + bad)); skipped=$((skipped + n))

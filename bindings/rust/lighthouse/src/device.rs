@@ -19,9 +19,35 @@ pub(crate) fn kv_bytes(info: &PlanInfo) -> usize {
 }
 
 impl Plan {
-    /// Checks one buffer against this plan; its pointer for C.
+    /// Checks an input against this plan; its pointer for C.
     fn checked(&self, name: &str, memory: &dyn DeviceMemory, need: Need) -> Result<*mut c_void> {
-        check_buffer(self.info(), self.context().device(), name, memory, need)
+        let ptr = memory.device_ptr();
+        check_buffer(
+            self.info(),
+            self.context().device(),
+            name,
+            memory,
+            ptr,
+            need,
+        )
+    }
+
+    /// Checks an output against this plan; its pointer for C, for writing.
+    fn checked_mut(
+        &self,
+        name: &str,
+        memory: &mut dyn DeviceMemory,
+        need: Need,
+    ) -> Result<*mut c_void> {
+        let ptr = memory.device_ptr_mut();
+        check_buffer(
+            self.info(),
+            self.context().device(),
+            name,
+            memory,
+            ptr,
+            need,
+        )
     }
 
     /// A workspace of at least `bytes`, or NULL where none is given and none is needed.
@@ -31,7 +57,7 @@ impl Plan {
         bytes: usize,
     ) -> Result<*mut c_void> {
         match workspace {
-            Some(w) => self.checked("workspace", w, Need::AtLeast(bytes)),
+            Some(w) => self.checked_mut("workspace", w, Need::AtLeast(bytes)),
             None if bytes == 0 => Ok(std::ptr::null_mut()),
             None => Err(Error::new(
                 Status::NullPointer,
@@ -67,8 +93,8 @@ impl Plan {
         let q = self.checked("q", q, Need::Tensor(qb))?;
         let k = self.checked("k", k, Need::Tensor(kvb))?;
         let v = self.checked("v", v, Need::Tensor(kvb))?;
-        let out = self.checked("out", out, Need::Tensor(qb))?;
-        let saved = self.checked("saved", saved, Need::AtLeast(info.saved_bytes))?;
+        let out = self.checked_mut("out", out, Need::Tensor(qb))?;
+        let saved = self.checked_mut("saved", saved, Need::AtLeast(info.saved_bytes))?;
         let workspace = self.checked_workspace(workspace, info.fwd_workspace_bytes)?;
         check_stream(&info, stream)?;
         // SAFETY: every buffer was checked against the plan (device, size, alignment), and the
@@ -110,9 +136,9 @@ impl Plan {
         };
         let dout = self.checked("dout", dout, Need::Tensor(qb))?;
         let saved = self.checked("saved", saved, Need::AtLeast(info.saved_bytes))?;
-        let dq = self.checked("dq", dq, Need::Tensor(qb))?;
-        let dk = self.checked("dk", dk, Need::Tensor(kvb))?;
-        let dv = self.checked("dv", dv, Need::Tensor(kvb))?;
+        let dq = self.checked_mut("dq", dq, Need::Tensor(qb))?;
+        let dk = self.checked_mut("dk", dk, Need::Tensor(kvb))?;
+        let dv = self.checked_mut("dv", dv, Need::Tensor(kvb))?;
         let workspace = self.checked_workspace(workspace, info.bwd_workspace_bytes)?;
         check_stream(&info, stream)?;
         // SAFETY: as in forward_device; the library refuses a NULL `out` in dense mode.

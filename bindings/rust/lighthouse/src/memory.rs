@@ -54,8 +54,15 @@ pub enum Device {
 ///   stream, as `cuMemFreeAsync` on that stream or a caching allocator that records the stream
 ///   does), or only once that work has finished.
 pub unsafe trait DeviceMemory {
-    /// The address of the first byte (a `CUdeviceptr` on CUDA, the host address on the CPU).
+    /// The address of the first byte (a `CUdeviceptr` on CUDA, the host address on the CPU),
+    /// for reading.
     fn device_ptr(&self) -> u64;
+    /// The same address, for writing: what the crate passes for outputs. Storage that hands out
+    /// write access differently (host memory: a pointer derived from `&mut self`; cudarc: its
+    /// `DevicePtrMut`) says so here; the default is `device_ptr()`.
+    fn device_ptr_mut(&mut self) -> u64 {
+        self.device_ptr()
+    }
     /// How many bytes, from `device_ptr()`, the library may touch.
     fn byte_len(&self) -> usize;
     /// Where the memory lives.
@@ -73,6 +80,9 @@ unsafe impl DeviceMemory for HostBuffer {
     fn device_ptr(&self) -> u64 {
         self.as_ptr() as usize as u64
     }
+    fn device_ptr_mut(&mut self) -> u64 {
+        self.as_mut_ptr() as usize as u64
+    }
     fn byte_len(&self) -> usize {
         self.len()
     }
@@ -85,6 +95,9 @@ unsafe impl DeviceMemory for HostBuffer {
 unsafe impl DeviceMemory for Vec<f32> {
     fn device_ptr(&self) -> u64 {
         self.as_ptr() as usize as u64
+    }
+    fn device_ptr_mut(&mut self) -> u64 {
+        self.as_mut_ptr() as usize as u64
     }
     fn byte_len(&self) -> usize {
         std::mem::size_of_val(self.as_slice())
@@ -169,17 +182,19 @@ pub(crate) enum Need {
 /// workspaces on every backend.
 pub(crate) const ALIGN: u64 = 16;
 
-/// Checks one buffer against a plan on `device` (the context's) before its pointer reaches C:
-/// where it lives, its length, its alignment and (when it says) its element type.
+/// Checks one buffer, at address `ptr` (its `device_ptr`, or `device_ptr_mut` for an output),
+/// against a plan on `device` (the context's) before the pointer reaches C: where it lives, its
+/// length, its alignment and (when it says) its element type.
 pub(crate) fn check_buffer(
     info: &PlanInfo,
     device: Device,
     name: &str,
     memory: &dyn DeviceMemory,
+    ptr: u64,
     need: Need,
 ) -> Result<*mut c_void> {
     let bad = |status: Status, why: String| Err(Error::new(status, format!("{name}: {why}")));
-    let (ptr, bytes) = (memory.device_ptr(), memory.byte_len());
+    let bytes = memory.byte_len();
     if memory.device() != device {
         return bad(
             Status::BadPointer,
@@ -285,7 +300,14 @@ mod tests {
     }
 
     fn check(memory: Fake, need: Need) -> Result<*mut c_void> {
-        check_buffer(&cuda_info(), Device::Cuda(1), "q", &memory, need)
+        check_buffer(
+            &cuda_info(),
+            Device::Cuda(1),
+            "q",
+            &memory,
+            memory.ptr,
+            need,
+        )
     }
 
     fn fake(ptr: u64, bytes: usize, device: Device) -> Fake {
@@ -369,11 +391,20 @@ mod tests {
         info.backend = Backend::Cpu;
         info.dtype = Dtype::Float32;
         let host = fake(0x1004, 64, Device::Cpu);
-        assert!(check_buffer(&info, Device::Cpu, "q", &host, Need::Tensor(64)).is_ok());
-        let err = check_buffer(&info, Device::Cpu, "saved", &host, Need::AtLeast(64)).unwrap_err();
+        assert!(check_buffer(&info, Device::Cpu, "q", &host, host.ptr, Need::Tensor(64)).is_ok());
+        let err = check_buffer(
+            &info,
+            Device::Cpu,
+            "saved",
+            &host,
+            host.ptr,
+            Need::AtLeast(64),
+        )
+        .unwrap_err();
         assert_eq!(err.status(), Status::BadPointer);
         let cuda = fake(0x1000, 64, Device::Cuda(0));
-        let err = check_buffer(&info, Device::Cpu, "q", &cuda, Need::Tensor(64)).unwrap_err();
+        let err =
+            check_buffer(&info, Device::Cpu, "q", &cuda, cuda.ptr, Need::Tensor(64)).unwrap_err();
         assert_eq!(err.status(), Status::BadPointer);
         assert!(check_stream(&info, Stream::null()).is_ok());
         // SAFETY: never used as a stream: the check refuses it first.
