@@ -15,7 +15,8 @@ use common::cuda::{
     bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, max_rel, Cuda, DevBuf, DriverAllocator, View,
 };
 use lighthouse::{
-    sys, AttentionOp, Context, Device, DeviceMemory, Dtype, Mode, Plan, PlanInfo, Status, Stream,
+    sys, AttentionOp, Context, Device, DeviceMemory, Dtype, Gradients, Mode, Plan, PlanInfo,
+    Status, Stream,
 };
 
 /// B=2, N=2048, H=4 query heads over Hkv=2, D=64, L=2, p=4, topk=128 (BNHD).
@@ -130,6 +131,16 @@ fn c_path(plan: &mut Plan, cuda: &Arc<Cuda>, x: &Inputs, stream: Stream) -> Resu
     }
     cuda.sync(stream);
     [out.bits(), dq.bits(), dk.bits(), dv.bits()]
+}
+
+/// What an op's forward and backward wrote (after the stream's work is done).
+fn op_results(out: &DevBuf, grads: &Gradients<DevBuf>) -> Results {
+    [
+        out.bits(),
+        grads.dq.bits(),
+        grads.dk.bits(),
+        grads.dv.bits(),
+    ]
 }
 
 const NAMES: [&str; 4] = ["out", "dq", "dk", "dv"];
@@ -306,12 +317,7 @@ fn attention_op_equals_c_path_lighthouse_bf16() {
             .backward(&state, &x.q, &x.k, &x.v, None, &x.dout, stream)
             .expect("op backward");
         cuda.sync(stream);
-        let got = [
-            out.bits(),
-            grads.dq.bits(),
-            grads.dk.bits(),
-            grads.dv.bits(),
-        ];
+        let got = op_results(&out, &grads);
         compare(
             "AttentionOp (Lighthouse bf16)",
             &got,
@@ -379,12 +385,7 @@ fn attention_op_equals_c_path_dense_f16() {
             .backward(&state, &x.q, &x.k, &x.v, Some(&out), &x.dout, stream)
             .expect("op backward");
         cuda.sync(stream);
-        let got = [
-            out.bits(),
-            grads.dq.bits(),
-            grads.dk.bits(),
-            grads.dv.bits(),
-        ];
+        let got = op_results(&out, &grads);
         compare(
             "AttentionOp (dense f16)",
             &got,
