@@ -207,14 +207,14 @@ static lh_status cuda_plan_create(void *context_state, const lh_context_options 
         return st;
     }
     if (p->cp || p->lh) {
-        if (getenv("LH_CUDA_VERBOSE"))
+        if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
             fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
                     cfg->ring ? "ring attention" : "Lighthouse", cc->name, cc->sm,
                     p->attn ? cuda_sdpa_describe(p->attn->causal) : "");
         *out_plan_state = p;
         return LH_OK;
     }
-    if (getenv("LH_CUDA_VERBOSE"))
+    if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
         fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
                 cfg->layout == LH_LAYOUT_BNHD ? "BNHD" : "BHND", cc->name, cc->sm,
                 cuda_sdpa_describe(p->sdpa));
