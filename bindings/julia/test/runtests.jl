@@ -261,6 +261,26 @@ const G1 = (B = 1, N = 2048, H = 2, D = 32, levels = 2, pooling = 4, topk = 128,
         close(plan); close(ctx)
     end
 
+    @testset "kernel precompilation" begin
+        ctx = Context(:cpu)
+        set_cache_dir!(ctx, mktempdir())
+        kw = (heads = 2, head_dim = 64, levels = 2, pooling = 4)
+        n = try
+            precompile_kernels(ctx, "sm_90"; kw...)
+        catch e
+            e isa LighthouseError && e.status == Lighthouse.LH_ERROR_BACKEND_UNAVAILABLE || rethrow()
+            @info "the library was built without its kernel compiler: precompilation skipped"
+            nothing
+        end
+        if n !== nothing
+            @test n > 0
+            @test precompile_kernels(ctx, "sm_90"; kw...) == 0   # all cached now
+            err = try precompile_kernels(ctx; kw..., dtype = :float32); nothing catch e; e end
+            @test err isa LighthouseError && err.status == Lighthouse.LH_ERROR_UNSUPPORTED_DTYPE
+        end
+        close(ctx)
+    end
+
     @testset "library path" begin
         # The variable ctest sets wins over any preference.
         haskey(ENV, "LIGHTHOUSE_LIB") && @test Lighthouse.library_path() == ENV["LIGHTHOUSE_LIB"]

@@ -68,6 +68,7 @@ mod device;
 mod error;
 mod hooks;
 mod host;
+mod info;
 mod memory;
 mod op;
 mod plan;

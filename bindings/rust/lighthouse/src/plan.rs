@@ -1,9 +1,10 @@
 //! Plan: one attention configuration, validated and compiled once, then run many times.
-//! This file holds the builder (ring binding and hooks included), the plan's sizes and the
-//! handle. The raw-pointer entry points (unsafe: any backend, device pointers and a stream) are
-//! in `raw.rs`, the safe host-slice entry points in `host.rs`.
+//! This file holds the builder (ring binding, hooks and kernel precompilation included) and the
+//! handle; its sizes are in `info.rs`. The raw-pointer entry points (unsafe: any backend, device
+//! pointers and a stream) are in `raw.rs`, the safe host-slice entry points in `host.rs`, those on
+//! a framework's memory in `device.rs`.
 
-use std::ffi::c_void;
+use std::ffi::{c_void, CString};
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use crate::context::Context;
 use crate::error::{check, Error, Result, Status};
 use crate::hooks::{self, AttentionBackwardCall, AttentionForwardCall, HookState};
 use crate::host::HostBuffer;
+pub use crate::info::PlanInfo;
 use crate::ring::Ring;
 use crate::types::{Backend, Dtype, Layout, Mode, Stage};
 use crate::LIVE_PLANS;
@@ -211,6 +213,34 @@ impl PlanBuilder {
     /// Creates the C plan, applies the parameters in the order they were set, and finalizes it.
     /// On any error the half-built plan is destroyed before returning.
     pub fn build(self) -> Result<Plan> {
+        match self.run(Finish::Build)? {
+            Outcome::Plan(plan) => Ok(*plan),
+            Outcome::Compiled(_) => unreachable!("a build finalizes"),
+        }
+    }
+
+    /// Compiles the GPU kernels that CUDA plans of these parameters load on `chip` ("sm_90" for
+    /// H100/H200, "sm_100a" for B200) into the context's on-disk kernel cache, without a GPU
+    /// and without finalizing (`lh_plan_precompile`): on a login node or in a container build,
+    /// with a CPU context that has the training job's cache directory. Returns how many kernels
+    /// were compiled now (the others were cached already). The dtype defaults to `BFloat16`, the
+    /// CUDA default, on any context; `heads` and `head_dim` must be set. Fails with
+    /// `Status::BadState` where the context's disk cache is disabled.
+    pub fn precompile(self, chip: &str) -> Result<usize> {
+        let chip = CString::new(chip).map_err(|_| {
+            Error::new(
+                Status::InvalidValue,
+                format!("chip {chip:?} contains a NUL byte"),
+            )
+        })?;
+        match self.run(Finish::Precompile(chip))? {
+            Outcome::Compiled(count) => Ok(count),
+            Outcome::Plan(_) => unreachable!("a precompile does not finalize"),
+        }
+    }
+
+    /// Creates the C plan and applies the parameters, then finalizes it or precompiles for it.
+    fn run(self, finish: Finish) -> Result<Outcome> {
         // Everything the builder holds outlives the guard below (locals drop in reverse order),
         // so a failing `?` destroys the half-built C plan while its ring is still alive, and
         // under the context's lock.
@@ -241,7 +271,9 @@ impl PlanBuilder {
             check(unsafe { sys::lh_plan_set_i64(guard.ptr(), param, value) })?;
         }
         let dtype_set = ints.iter().any(|&(p, _, _)| p == sys::LH_PARAM_DTYPE);
-        if !dtype_set && context.backend() == Backend::Cuda {
+        let for_cuda =
+            matches!(finish, Finish::Precompile(_)) || context.backend() == Backend::Cuda;
+        if !dtype_set && for_cuda {
             let bf16 = Dtype::BFloat16.to_raw() as i64;
             // SAFETY: as above.
             check(unsafe { sys::lh_plan_set_i64(guard.ptr(), sys::LH_PARAM_DTYPE, bf16) })?;
@@ -294,6 +326,13 @@ impl PlanBuilder {
             }
             None => {}
         }
+        if let Finish::Precompile(chip) = &finish {
+            let mut compiled = 0i64;
+            // SAFETY: live plan, NUL-terminated chip name and out pointer alive for the call;
+            // the context's lock covers its options (the cache directory) being read.
+            check(unsafe { sys::lh_plan_precompile(guard.ptr(), chip.as_ptr(), &mut compiled) })?;
+            return Ok(Outcome::Compiled(usize::try_from(compiled).unwrap_or(0)));
+        }
         // SAFETY: as above.
         check(unsafe { sys::lh_plan_finalize(guard.ptr()) })?;
         let info = PlanInfo::read(guard.ptr())?;
@@ -304,15 +343,26 @@ impl PlanBuilder {
         drop(lock);
 
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Ok(Plan {
+        Ok(Outcome::Plan(Box::new(Plan {
             raw: ManuallyDrop::new(guard),
             _ring: ring.map(|(ring, _)| ring),
             context,
             info,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             workspace: None,
-        })
+        })))
     }
+}
+
+/// What `PlanBuilder::run` does once the parameters are set.
+enum Finish {
+    Build,
+    Precompile(CString),
+}
+
+enum Outcome {
+    Plan(Box<Plan>),
+    Compiled(usize),
 }
 
 /// Owns an `lh_plan` handle and destroys it on drop (also for plans that never finalized),
@@ -348,154 +398,6 @@ impl Drop for RawPlan {
             // could call back with it is gone.
             drop(unsafe { Box::from_raw(self.hooks) });
         }
-    }
-}
-
-/// The parameters (after defaults) and buffer sizes of a finalized plan. Sizes are in elements
-/// unless the name says bytes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PlanInfo {
-    pub batch: usize,
-    pub seq_len: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub dtype: Dtype,
-    pub layout: Layout,
-    pub mode: Mode,
-    pub levels: usize,
-    pub pooling: usize,
-    pub topk: usize,
-    pub softmax_scale: f64,
-    pub backend: Backend,
-    /// S_sel: entries kept per (batch, head); N in dense mode.
-    pub subseq_len: usize,
-    /// S_total: pyramid entries per (batch, head); N in dense mode.
-    pub pyramid_len: usize,
-    pub saved_bytes: usize,
-    pub fwd_workspace_bytes: usize,
-    pub bwd_workspace_bytes: usize,
-    pub stage_workspace_bytes: usize,
-    /// Tokens of this rank's q, k, v (and out, gradients): seq_len / world (seq_len without a
-    /// ring).
-    pub local_seq_len: usize,
-    /// C: sequence chunks the plan holds (2 on a ring, else 1).
-    pub chunks: usize,
-    /// Bytes of the workspace of `lh_attention_forward` / `lh_attention_backward`.
-    pub attention_workspace_bytes: usize,
-    /// Ranks of the plan's ring (1 without a ring).
-    pub world: usize,
-    /// This plan's rank on its ring (0 without a ring).
-    pub rank: usize,
-}
-
-impl PlanInfo {
-    fn read(plan: *const sys::lh_plan) -> Result<PlanInfo> {
-        let param = |p: sys::lh_param| -> Result<i64> {
-            let mut value = 0;
-            // SAFETY: live plan, valid out pointer.
-            check(unsafe { sys::lh_plan_get_param_i64(plan, p, &mut value) })?;
-            Ok(value)
-        };
-        let query = |q: sys::lh_query| -> Result<i64> {
-            let mut value = 0;
-            // SAFETY: live finalized plan, valid out pointer.
-            check(unsafe { sys::lh_plan_get_i64(plan, q, &mut value) })?;
-            Ok(value)
-        };
-        let size = |value: i64, what: &str| -> Result<usize> {
-            usize::try_from(value).map_err(|_| {
-                Error::new(
-                    Status::Internal,
-                    format!("the library reported {what} = {value}"),
-                )
-            })
-        };
-        let mut scale = 0.0;
-        // SAFETY: live plan, valid out pointer.
-        check(unsafe {
-            sys::lh_plan_get_param_f64(plan, sys::LH_PARAM_SOFTMAX_SCALE, &mut scale)
-        })?;
-        Ok(PlanInfo {
-            batch: size(param(sys::LH_PARAM_BATCH)?, "batch")?,
-            seq_len: size(param(sys::LH_PARAM_SEQ_LEN)?, "seq_len")?,
-            heads: size(param(sys::LH_PARAM_HEADS)?, "heads")?,
-            kv_heads: size(param(sys::LH_PARAM_KV_HEADS)?, "kv_heads")?,
-            head_dim: size(param(sys::LH_PARAM_HEAD_DIM)?, "head_dim")?,
-            dtype: Dtype::from_raw(param(sys::LH_PARAM_DTYPE)? as sys::lh_dtype)?,
-            layout: Layout::from_raw(param(sys::LH_PARAM_LAYOUT)? as sys::lh_layout)?,
-            mode: Mode::from_raw(param(sys::LH_PARAM_MODE)? as sys::lh_mode)?,
-            levels: size(param(sys::LH_PARAM_LEVELS)?, "levels")?,
-            pooling: size(param(sys::LH_PARAM_POOLING)?, "pooling")?,
-            topk: size(param(sys::LH_PARAM_TOPK)?, "topk")?,
-            softmax_scale: scale,
-            backend: Backend::from_raw(query(sys::LH_QUERY_BACKEND)? as sys::lh_backend)?,
-            subseq_len: size(query(sys::LH_QUERY_SUBSEQ_LEN)?, "SUBSEQ_LEN")?,
-            pyramid_len: size(query(sys::LH_QUERY_PYRAMID_LEN)?, "PYRAMID_LEN")?,
-            saved_bytes: size(query(sys::LH_QUERY_SAVED_BYTES)?, "SAVED_BYTES")?,
-            fwd_workspace_bytes: size(
-                query(sys::LH_QUERY_FWD_WORKSPACE_BYTES)?,
-                "FWD_WORKSPACE_BYTES",
-            )?,
-            bwd_workspace_bytes: size(
-                query(sys::LH_QUERY_BWD_WORKSPACE_BYTES)?,
-                "BWD_WORKSPACE_BYTES",
-            )?,
-            stage_workspace_bytes: size(
-                query(sys::LH_QUERY_STAGE_WORKSPACE_BYTES)?,
-                "STAGE_WORKSPACE_BYTES",
-            )?,
-            local_seq_len: size(query(sys::LH_QUERY_LOCAL_SEQ_LEN)?, "LOCAL_SEQ_LEN")?,
-            chunks: size(query(sys::LH_QUERY_CHUNKS)?, "CHUNKS")?,
-            attention_workspace_bytes: size(
-                query(sys::LH_QUERY_ATTENTION_WORKSPACE_BYTES)?,
-                "ATTENTION_WORKSPACE_BYTES",
-            )?,
-            world: size(query(sys::LH_QUERY_WORLD)?, "WORLD")?,
-            rank: size(query(sys::LH_QUERY_RANK)?, "RANK")?,
-        })
-    }
-
-    /// Elements of q, out, dout and dq: B*N*H*D (N = local_seq_len: this rank's shard on a
-    /// ring).
-    pub fn q_len(&self) -> usize {
-        self.batch * self.local_seq_len * self.heads * self.head_dim
-    }
-
-    /// Elements of k, v, dk and dv: B*N*Hkv*D (N = local_seq_len).
-    pub fn kv_len(&self) -> usize {
-        self.batch * self.local_seq_len * self.kv_heads * self.head_dim
-    }
-
-    /// S_c: sub-sequence entries per chunk of the attention step (subseq_len / chunks).
-    pub fn chunk_subseq_len(&self) -> usize {
-        self.subseq_len / self.chunks.max(1)
-    }
-
-    /// Elements of lse [C, B, H, S_c] (= B*H*S_sel).
-    pub fn lse_len(&self) -> usize {
-        self.batch * self.heads * self.subseq_len
-    }
-
-    /// Elements of scores_q [B, H, S_total].
-    pub fn scores_q_len(&self) -> usize {
-        self.batch * self.heads * self.pyramid_len
-    }
-
-    /// Elements of scores_k [B, Hkv, S_total].
-    pub fn scores_k_len(&self) -> usize {
-        self.batch * self.kv_heads * self.pyramid_len
-    }
-
-    /// Elements of indices [B, H, S_sel].
-    pub fn indices_len(&self) -> usize {
-        self.batch * self.heads * self.subseq_len
-    }
-
-    /// Elements of q_sel, k_sel, v_sel and o_sel: [B, H, S_sel, D] for the stage entry points,
-    /// [C, B, H, S_c, D] (the same count) for the attention step.
-    pub fn selected_len(&self) -> usize {
-        self.indices_len() * self.head_dim
     }
 }
 
@@ -558,6 +460,22 @@ impl Plan {
         // SAFETY: the handle is valid for `self`'s life; `ms` outlives the call.
         check(unsafe { sys::lh_plan_get_stage_ms(self.raw.ptr(), stage.to_raw(), &mut ms) })?;
         Ok(ms)
+    }
+
+    /// Compiles this plan's GPU kernels for `chip` into its context's disk cache (see
+    /// [`PlanBuilder::precompile`], which needs no finalized plan); the number compiled now.
+    pub fn precompile(&mut self, chip: &str) -> Result<usize> {
+        let chip = CString::new(chip).map_err(|_| {
+            Error::new(
+                Status::InvalidValue,
+                format!("chip {chip:?} contains a NUL byte"),
+            )
+        })?;
+        let mut compiled = 0i64;
+        let _lock = self.context.lock();
+        // SAFETY: live plan (exclusive borrow), NUL-terminated chip name, valid out pointer.
+        check(unsafe { sys::lh_plan_precompile(self.raw_ptr(), chip.as_ptr(), &mut compiled) })?;
+        Ok(usize::try_from(compiled).unwrap_or(0))
     }
 
     /// The raw handle, for calls this crate does not wrap. It stays owned by `self`.
