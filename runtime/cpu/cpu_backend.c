@@ -80,13 +80,15 @@ static lh_status cpu_plan_create(void *context_state, const lh_context_options *
     size_t rows = (size_t)(c->batch * c->heads * c->s_sel);
     if (c->mode == LH_MODE_DENSE) {
         plan->saved_idx_off = plan->saved_o_off = plan->saved_lse_off = 0;
-        sizes->saved_bytes = (int64_t)lh_cpu_round64(rows * sizeof(float));
+        plan->saved_tag_off = lh_cpu_round64(rows * sizeof(float));
     } else {
         plan->saved_idx_off = 0;
         plan->saved_o_off = lh_cpu_round64(rows * sizeof(int32_t));
         plan->saved_lse_off = plan->saved_o_off + lh_cpu_round64(rows * (size_t)c->head_dim * sizeof(float));
-        sizes->saved_bytes = (int64_t)(plan->saved_lse_off + lh_cpu_round64(rows * sizeof(float)));
+        plan->saved_tag_off = plan->saved_lse_off + lh_cpu_round64(rows * sizeof(float));
     }
+    plan->saved_bytes = (int64_t)(plan->saved_tag_off + LH_CPU_SAVED_TAG_BYTES);
+    sizes->saved_bytes = plan->saved_bytes;
     sizes->fwd_workspace_bytes = (int64_t)lh_cpu_forward_workspace_bytes(plan);
     sizes->bwd_workspace_bytes = (int64_t)lh_cpu_backward_workspace_bytes(plan);
     sizes->attention_workspace_bytes = (int64_t)lh_cpu_attention_workspace_bytes(plan);

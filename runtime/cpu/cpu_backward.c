@@ -142,6 +142,9 @@ lh_status lh_cpu_backward(void *plan_state, const void *q, const void *k, const 
     const float *lse = (const float *)(sv + plan->saved_lse_off);
     if (lh_cpu_uses_attention_step(c))
         return lh_cpu_cp_backward(plan, q, k, v, out, dout, sv, dq, dk, dv, ws);
+    lh_status st = lh_cpu_saved_check(plan, sv);
+    if (st != LH_OK)
+        return st;
 
     if (c->mode == LH_MODE_DENSE) {
         float *dvec = (float *)ws;

@@ -15,7 +15,8 @@
  * Backward: q_sel, k_sel, v_sel, dO_sel, dq_sel, dk_sel, dv_sel (dense: and o_sel) | attention
  * workspace. The attention workspace holds at least the per-thread scratch, which the selection
  * borrows (from its start) before the attention runs.
- * `saved` (chunk-major): Lighthouse: indices | O_sel | LSE; dense: LSE.
+ * `saved` (chunk-major): Lighthouse: indices | O_sel | LSE | tag; dense: LSE | tag (the tag of
+ * cpu_saved.c is written last; lh_backward checks it, and the indices, before anything else).
  *
  * Indices are staged in the workspace and copied to `saved` only after the attention step has
  * succeeded, so a failing ring leaves the caller's saved and out untouched (a failing hook may
@@ -146,6 +147,7 @@ lh_status lh_cpu_cp_forward(const lh_cpu_plan *plan, const float *q, const float
         if (st != LH_OK)
             return st;
         from_sub(c, o_sel, out, H);
+        lh_cpu_saved_seal(plan, saved);
         return LH_OK;
     }
 
@@ -171,6 +173,7 @@ lh_status lh_cpu_cp_forward(const lh_cpu_plan *plan, const float *q, const float
     memcpy(saved_idx, idx, (size_t)(c->chunks * rows) * sizeof(int32_t));
     for (int64_t j = 0; j < c->chunks; j++)
         lh_cpu_scatter(cp, saved_idx + j * rows, o_sel + j * rows * D, out + chunk_offset(c, H, j));
+    lh_cpu_saved_seal(plan, saved);
     return LH_OK;
 }
 
@@ -187,6 +190,13 @@ lh_status lh_cpu_cp_backward(const lh_cpu_plan *plan, const float *q, const floa
     float *q_sel = buf[0], *k_sel = buf[1], *v_sel = buf[2], *do_sel = buf[3];
     float *dq_sel = buf[4], *dk_sel = buf[5], *dv_sel = buf[6];
     const float *lse = (const float *)(saved + plan->saved_lse_off);
+    lh_status checked = lh_cpu_saved_check(plan, saved);
+    if (checked != LH_OK) {
+        /* refused before any rendezvous: the peers must not wait for this rank */
+        if (c->ring && c->ring->kind == LH_RING_LOCAL)
+            lh_ring_local_abort(c->ring);
+        return checked;
+    }
 
     if (c->mode == LH_MODE_DENSE) {
         float *o_sel = buf[7];

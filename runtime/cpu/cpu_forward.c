@@ -6,8 +6,9 @@
  *   scores_q [B,H,S_total] | scores_k [B,Hkv,S_total] | q_sel, k_sel, v_sel [B,H,S_sel,D] | scratch
  * Dense mode: scratch only. scratch = one slice of plan->scratch_bytes per thread.
  * Plans on a ring or with attention hooks run cpu_cp.c instead (its own layouts).
- * `saved`: Lighthouse: indices i32 [B,H,S_sel] | O_sel [B,H,S_sel,D] | LSE [B,H,S_sel];
- *          dense: LSE [B,H,N] (offsets in the plan).
+ * `saved`: Lighthouse: indices i32 [B,H,S_sel] | O_sel [B,H,S_sel,D] | LSE [B,H,S_sel] | tag;
+ *          dense: LSE [B,H,N] | tag (offsets in the plan; the tag of cpu_saved.c is written
+ *          last, once the forward has succeeded).
  */
 #include "cpu_ring.h"
 
@@ -87,6 +88,7 @@ lh_status lh_cpu_forward(void *plan_state, const void *q, const void *k, const v
     if (c->mode == LH_MODE_DENSE) {
         forward_job job = {plan, q, k, v, out, lse, 0, c->seq_len, 0, ws};
         run_forward_attention(&job);
+        lh_cpu_saved_seal(plan, sv);
         return LH_OK;
     }
 
@@ -106,5 +108,6 @@ lh_status lh_cpu_forward(void *plan_state, const void *q, const void *k, const v
     forward_job job = {plan, q_sel, k_sel, v_sel, o_sel, lse, 1, c->s_sel, 0, scratch};
     run_forward_attention(&job);
     lh_cpu_scatter(plan, indices, o_sel, out);
+    lh_cpu_saved_seal(plan, sv);
     return LH_OK;
 }

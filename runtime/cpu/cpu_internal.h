@@ -30,7 +30,20 @@ typedef struct lh_cpu_plan {
     /* Byte offsets of the regions of `saved` (laid out in cpu_backend.c, described in
      * cpu_forward.c); the workspace layouts are in cpu_forward.c and cpu_backward.c. */
     size_t saved_idx_off, saved_o_off, saved_lse_off;
+    size_t saved_tag_off;    /* the tag of cpu_saved.c: the last LH_CPU_SAVED_TAG_BYTES */
+    int64_t saved_bytes;
 } lh_cpu_plan;
+
+/* ---- cpu_saved.c: what lh_backward checks in `saved` ------------------------------------- */
+
+#define LH_CPU_SAVED_TAG_BYTES 64
+
+/* Writes the tag that says a forward of this configuration filled `saved` (after everything else
+ * of the forward succeeded). */
+void lh_cpu_saved_seal(const lh_cpu_plan *plan, void *saved);
+/* LH_ERROR_INVALID_VALUE with a sentence unless `saved` carries this configuration's tag and, in
+ * Lighthouse mode, indices that are pyramid positions in sub-sequence order. Reads nothing else. */
+lh_status lh_cpu_saved_check(const lh_cpu_plan *plan, const void *saved);
 
 /* ---- cpu_parallel.c -------------------------------------------------------------------- */
 

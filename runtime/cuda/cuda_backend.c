@@ -135,6 +135,24 @@ static void destroy_plan(cuda_plan *p) {
     free(p);
 }
 
+/* Grid dimensions y and z are at most 65535 on every CUDA device. The library's kernels (all of
+ * Lighthouse mode, and the ring kernels of ring and hook plans) put the batch in z and heads in
+ * y, up to H + 2 Hkv of them (pool_grad: dq, dk and dv rows). Plain dense plans run cuDNN alone. */
+static lh_status check_grid_limits(const lh_config *cfg) {
+    const int64_t max_yz = 65535;
+    if (cfg->mode == LH_MODE_DENSE && !cfg->ring && !cfg->forward_hook) return LH_OK;
+    if (cfg->batch > max_yz)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "the CUDA backend launches its kernels with the batch in grid z, at most "
+                       "65535: BATCH = %lld is too large", (long long)cfg->batch);
+    if (cfg->heads + 2 * cfg->kv_heads > max_yz)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "the CUDA backend launches its kernels with heads in grid y, at most 65535: "
+                       "HEADS + 2 * KV_HEADS = %lld + 2 * %lld is too large",
+                       (long long)cfg->heads, (long long)cfg->kv_heads);
+    return LH_OK;
+}
+
 static lh_status cuda_plan_create(void *context_state, const lh_context_options *options,
                                   const lh_config *cfg, void **out_plan_state,
                                   lh_plan_sizes *sizes) {
@@ -147,8 +165,10 @@ static lh_status cuda_plan_create(void *context_state, const lh_context_options 
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "STAGE_TIMING = 1 times the stages of one GPU's pipeline; a plan with a "
                        "ring or attention hooks runs its stages per chunk and is not timed");
+    lh_status st = check_grid_limits(cfg);
+    if (st != LH_OK) return st;
     const lh_cudnn_api *dnn;
-    lh_status st = lh_cudnn_load(&dnn);
+    st = lh_cudnn_load(&dnn);
     if (st != LH_OK) return st;
     cuda_plan *p = calloc(1, sizeof *p);
     if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");

@@ -2,6 +2,8 @@
 #ifndef LH_TEST_COMPILER_UTIL_H
 #define LH_TEST_COMPILER_UTIL_H
 
+#include <check.h>
+
 #include "compiler.h"
 
 /* Entry points of the other modes; each returns the process exit status (77 = skipped). */
@@ -13,6 +15,9 @@ int run_gpu(void);
 int make_temp_dir(char *out, size_t cap);
 /* Removes the files of a directory made by make_temp_dir, then the directory. */
 void remove_temp_dir(const char *dir);
+
+/* The tests of whom the disk cache trusts (test_cache_safety.c). */
+TCase *cache_safety_tcase(void);
 
 /* The request for `kernel` among those of lhc_plan_kernels; NULL if absent. */
 const lhc_kernel_request *find_request(const lhc_kernel_request *req, int n, const char *kernel);
