@@ -9,7 +9,8 @@ phases:
 
 All three share the seed (same initial weights), the batches (data are a function of the step)
 and the learning-rate schedule (warmup and cosine over all steps). Each run has a deadline; a
-run that reaches it stops, is marked `stopped_early`, and still gets its final evaluation.
+run that reaches it stops, is marked `stopped_early`, and still gets its final evaluation. When
+the first run stops early, the others stop at the same step, so the tokens stay equal.
 """
 import gc
 import os
@@ -46,12 +47,12 @@ RUNS = ("lighthouse_then_dense", "dense", "lighthouse_only")
 
 
 def regime_deadlines(start, deadline, predicted):
-    """Deadlines of the three runs. The first may overrun its prediction by half, but never so
-    far that the dense run loses its predicted time; the dense run may use the phase up to its
-    final evaluation; the optional Lighthouse-only branch starts only with its predicted time
-    left (regimes.run_regimes checks `lighthouse_only_needs_s`)."""
-    first = min(start + 1.5 * predicted["lighthouse_then_dense"],
-                deadline - predicted["dense"] - predicted["one_eval"])
+    """Deadlines of the three runs. The first (Lighthouse, then the dense resume) may use the
+    phase up to the time the dense run is predicted to need (with the plan's margin), so that
+    slack anywhere in the plan goes to it; the dense run may use the phase up to its final
+    evaluation; the optional Lighthouse-only branch starts only with its predicted time left
+    (run_regimes checks `lighthouse_only_needs_s`)."""
+    first = deadline - predicted["dense"] - predicted["one_eval"]
     return {"lighthouse_then_dense": max(first, start + predicted["lighthouse_then_dense"]),
             "dense": deadline - predicted["one_eval"],
             "lighthouse_only": deadline - predicted["one_eval"],
@@ -106,7 +107,8 @@ def run_regimes(model_cfg, train_cfg, data, lh_steps, eval_fn, eval_at, device, 
     cfg_lh = replace(train_cfg, attention="lighthouse", dense_from_step=None)
     tr = Trainer(model_cfg, cfg_lh, data, device, log=log)
     evals = []
-    first = _run("lighthouse", tr, lh_steps, eval_at, lambda s: ["lighthouse"] + (["dense"] if s == lh_steps else []),
+    first = _run("lighthouse", tr, lh_steps, eval_at,
+                 lambda s: ["lighthouse", "dense"] if s == lh_steps else ["lighthouse"],
                  eval_fn, deadlines["lighthouse_then_dense"], log, evals)
     switched = not first["stopped_early"]
     if switched:
@@ -126,8 +128,13 @@ def run_regimes(model_cfg, train_cfg, data, lh_steps, eval_fn, eval_at, device, 
     res["steps_planned"] = steps
     out["runs"]["lighthouse_then_dense"] = res
 
+    # A first run cut short by its deadline sets the length of the others: tokens stay equal.
+    until = res["steps_done"]
+    if until < steps:
+        log(f"  the other runs stop at step {until} as well, for equal tokens")
+    out["steps_done"] = until
     tr = Trainer(model_cfg, replace(train_cfg, attention="dense", dense_from_step=None), data, device, log=log)
-    out["runs"]["dense"] = _run("dense", tr, steps, eval_at, lambda s: ["dense"], eval_fn,
+    out["runs"]["dense"] = _run("dense", tr, until, eval_at, lambda s: ["dense"], eval_fn,
                                 deadlines["dense"], log)
     del tr
     _free(device)
@@ -138,8 +145,8 @@ def run_regimes(model_cfg, train_cfg, data, lh_steps, eval_fn, eval_at, device, 
         tr = Trainer(model_cfg, cfg_lh, data, device, log=log)
         tr.load(ckpt)
         evals = [e for e in out["runs"]["lighthouse_then_dense"]["evals"] if e["step"] <= lh_steps]
-        out["runs"]["lighthouse_only"] = _run("lighthouse_only", tr, steps, eval_at,
-                                              lambda s: ["lighthouse", "dense"] if s == steps else ["lighthouse"],
+        out["runs"]["lighthouse_only"] = _run("lighthouse_only", tr, until, eval_at,
+                                              lambda s: ["lighthouse", "dense"] if s == until else ["lighthouse"],
                                               eval_fn, lh_only, log, evals)
         del tr
         _free(device)

@@ -199,22 +199,23 @@ class Trainer:
     # ---- evaluation ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _logits(self, x_row, mode):
+    def _logits(self, x, mode):
         self.model.set_attention_mode(mode)
         self.model.eval()
         with autocast_context(self.device):
-            return self.model(self._to_device(x_row))
+            return self.model(self._to_device(x))
 
     def evaluate(self, x, y, mode, predictions=False):
         """Mean cross-entropy (nats per target) over rows of x, y [E, N] (targets -100 are not
-        counted), one row at a time; with predictions=True also the argmax predictions [E, N]."""
+        counted), `batch` rows at a time; with predictions=True also the argmax predictions."""
         total, count, preds = 0.0, 0, []
-        for i in range(x.shape[0]):
-            logits = self._logits(x[i:i + 1], mode)
-            yt = self._to_device(y[i:i + 1])
+        for i in range(0, x.shape[0], self.cfg.batch):
+            logits = self._logits(x[i:i + self.cfg.batch], mode)
+            yt = self._to_device(y[i:i + self.cfg.batch])
             n = int((yt != -100).sum())
-            total += float(lm_loss(logits, yt)) * n
-            count += n
+            if n:
+                total += float(lm_loss(logits, yt)) * n
+                count += n
             if predictions:
                 preds.append(logits.argmax(-1).cpu().numpy())
         self.model.set_attention_mode(self.cfg.mode_at(self.step))
