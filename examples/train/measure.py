@@ -130,8 +130,8 @@ def run_phase(name, results, bud, log, out_json, fn):
 
 
 def main(argv=None):
+    require_stack()  # before the arguments: the presets are model configurations
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    require_stack()
     os.makedirs(args.out, exist_ok=True)
     log = Logger(os.path.join(args.out, "log.txt"))
     from presets import PRESETS
