@@ -93,11 +93,12 @@ def _run(label, tr, until, eval_at, eval_modes, eval_fn, deadline, log, evals=No
 
 
 def run_regimes(model_cfg, train_cfg, data, lh_steps, eval_fn, eval_at, device, ckpt_dir,
-                deadlines, log=print):
+                deadlines, log=print, init_state=None):
     """train_cfg: the schedule of all runs (steps, lr, seed, batch, seq_len); eval_fn(trainer,
     mode) -> metrics dict; eval_at: steps to evaluate at (the end and lh_steps always are);
     deadlines: dict run name -> time.monotonic() deadline (lighthouse_only: None to skip it; it
-    starts only if `lighthouse_only_needs_s` seconds are left before its deadline)."""
+    starts only if `lighthouse_only_needs_s` seconds are left before its deadline); init_state:
+    model weights every run starts from (else the seed's initialisation)."""
     steps = train_cfg.steps
     eval_at = set(eval_at) | {lh_steps, steps}
     out = {"steps": steps, "lh_steps": lh_steps, "eval_at": sorted(eval_at), "runs": {}}
@@ -106,6 +107,8 @@ def run_regimes(model_cfg, train_cfg, data, lh_steps, eval_fn, eval_at, device, 
     # Lighthouse up to the switch, then the checkpoint resumed dense.
     cfg_lh = replace(train_cfg, attention="lighthouse", dense_from_step=None)
     tr = Trainer(model_cfg, cfg_lh, data, device, log=log)
+    if init_state is not None:
+        tr.model.load_state_dict(init_state)
     evals = []
     first = _run("lighthouse", tr, lh_steps, eval_at,
                  lambda s: ["lighthouse", "dense"] if s == lh_steps else ["lighthouse"],
@@ -134,6 +137,8 @@ def run_regimes(model_cfg, train_cfg, data, lh_steps, eval_fn, eval_at, device, 
         log(f"  the other runs stop at step {until} as well, for equal tokens")
     out["steps_done"] = until
     tr = Trainer(model_cfg, replace(train_cfg, attention="dense", dense_from_step=None), data, device, log=log)
+    if init_state is not None:
+        tr.model.load_state_dict(init_state)
     out["runs"]["dense"] = _run("dense", tr, until, eval_at, lambda s: ["dense"], eval_fn,
                                 deadlines["dense"], log)
     del tr

@@ -17,6 +17,8 @@ REGIME_LABELS = {
     "lighthouse_then_dense": "Lighthouse, then dense resume",
     "lighthouse_only": "Lighthouse only",
 }
+# in the retrieval phase every regime starts from the common pretrained model
+RETRIEVAL_LABELS = dict(REGIME_LABELS, dense="dense (from the common start)")
 REGIME_STYLE = {"dense": ("tab:red", "-"), "lighthouse_then_dense": ("tab:blue", "-"),
                 "lighthouse_only": ("tab:cyan", "--")}
 
@@ -57,7 +59,7 @@ def throughput_table(th):
     return lines
 
 
-def regimes_table(res, metric):
+def regimes_table(res, metric, labels=REGIME_LABELS):
     """One row per regime: the metric at the switch (both modes) and at the end (both modes)."""
     runs, lh = res["runs"], res["lh_steps"]
     unit = "held-out loss (nats/byte)" if metric == "loss" else "accuracy"
@@ -74,7 +76,7 @@ def regimes_table(res, metric):
             pair = [_eval_at(run, step, m) for m in ("lighthouse", "dense")]
             cells.append(" / ".join(_fmt(e[metric] if e else None, ".4f") for e in pair))
         early = " (stopped early)" if run.get("stopped_early") else ""
-        lines.append(f"| {REGIME_LABELS[name]}{early} | {run['steps_done']} | {last['tokens']:,} | "
+        lines.append(f"| {labels[name]}{early} | {run['steps_done']} | {last['tokens']:,} | "
                      f"{last['train_seconds']:.1f} | {cells[0]} | {cells[1]} | "
                      f"{_fmt(_train_loss_tail(run), '.4f')} |")
     d, l = runs.get("dense"), runs.get("lighthouse_then_dense")
@@ -87,7 +89,7 @@ def regimes_table(res, metric):
 
 def retrieval_table(res):
     lines = []
-    variants = [("dense", "dense", "dense from scratch"),
+    variants = [("dense", "dense", RETRIEVAL_LABELS["dense"]),
                 ("lighthouse_then_dense", "lighthouse", "Lighthouse (at the switch)", res["lh_steps"]),
                 ("lighthouse_then_dense", "dense", "Lighthouse weights, dense, no resume", res["lh_steps"]),
                 ("lighthouse_then_dense", "dense", "Lighthouse, then dense resume"),
@@ -143,7 +145,15 @@ def summary_markdown(results):
                 f"sequences; Lighthouse keeps {sel['s_sel']} entries, {sel['full_resolution_tokens']} tokens "
                 f"at full resolution)", "", "Accuracy by distance (tokens from the planted pair to its query); "
                 f"chance is {rt.get('chance', 0):.4f}.", ""]
-        out += retrieval_table(rt) + [""] + regimes_table(rt, "accuracy") + [""]
+        pre, before = rt.get("pretrain"), rt.get("before_long_training")
+        if pre:
+            last = pre["evals"][-1] if pre["evals"] else {"accuracy": None}
+            out += [f"Common start: dense pretraining at N = {pre['seq_len']} (batch {pre['batch']}), "
+                    f"{pre['steps']} steps in {pre['train_seconds']:.1f} s, accuracy there "
+                    f"{_fmt(last['accuracy'], '.3f')} (target {pre['target']}); at N = {t['seq_len']} before "
+                    f"long training: {_fmt(before['dense']['accuracy'], '.3f')} dense, "
+                    f"{_fmt(before['lighthouse']['accuracy'], '.3f')} Lighthouse.", ""]
+        out += retrieval_table(rt) + [""] + regimes_table(rt, "accuracy", RETRIEVAL_LABELS) + [""]
     elif rt:
         out += ["## Retrieval", "", f"{rt.get('status')}", ""]
     return "\n".join(out)
@@ -227,7 +237,7 @@ def plot_throughput(th, path, title):
 def plot_retrieval(rt, path, title):
     fig, (a1, a2) = _figure(2, (11, 4))
     lh = rt["lh_steps"]
-    variants = [("dense", "dense", None, "dense from scratch", "tab:red", "o-"),
+    variants = [("dense", "dense", None, RETRIEVAL_LABELS["dense"], "tab:red", "o-"),
                 ("lighthouse_then_dense", "lighthouse", lh, "Lighthouse (at the switch)", "tab:blue", "^--"),
                 ("lighthouse_then_dense", "dense", lh, "Lighthouse weights, dense, no resume", "tab:purple", "v:"),
                 ("lighthouse_then_dense", "dense", None, "Lighthouse, then dense resume", "tab:blue", "o-"),
@@ -240,6 +250,12 @@ def plot_retrieval(rt, path, title):
         xs = [(b["lo"] + b["hi"]) / 2 / 1024 for b in e["by_distance"]]
         a1.plot(xs, [b["accuracy"] for b in e["by_distance"]], style, color=color,
                 label=f"{label}: {e['accuracy']:.2f}")
+    before = rt.get("before_long_training", {})
+    for mode, style in (("dense", "o:"), ("lighthouse", "^:")):
+        if mode in before:
+            e = before[mode]
+            a1.plot([(b["lo"] + b["hi"]) / 2 / 1024 for b in e["by_distance"]], [b["accuracy"] for b in e["by_distance"]],
+                    style, color="gray", label=f"common start, {mode}: {e['accuracy']:.2f}")
     a1.axhline(rt.get("chance", 0), color="gray", ls=":", lw=1)
     a1.set_ylim(-0.02, 1.02)
     a1.set_xlabel("distance from planted pair to query (K tokens)")
@@ -249,7 +265,7 @@ def plot_retrieval(rt, path, title):
     for name, run in rt["runs"].items():
         color, style = REGIME_STYLE[name]
         a2.plot([h["step"] for h in run["history"]], _smooth([h["loss"] for h in run["history"]], window), style,
-                color=color, label=REGIME_LABELS[name])
+                color=color, label=RETRIEVAL_LABELS[name])
     a2.axvline(lh, color="gray", ls=":", lw=1)
     a2.set_xlabel("step")
     a2.set_ylabel(f"answer loss (nats, mean of {window} steps)")
