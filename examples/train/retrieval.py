@@ -11,9 +11,10 @@ so chance is 1 / n_values.
 A pair is one token so that one attention hop answers a query (match the key, read the value):
 the task measures whether attention still reaches the planted token, not how long a small model
 takes to discover a two-head induction circuit. The sizes come from trials on the CPU (dense, a
-2-layer model, N = 256): a two-token "key value" version and versions with 16 planted pairs or
-512 pair tokens had not left chance after 100-400 steps; 4 pairs of 128 pair tokens left it after
-about 150 steps (loss below chance from step 150, 33% accuracy at step 225 with chance at 12.5%).
+2-layer model of width 64, batch 16): at N = 256 a two-token "key value" version and versions
+with 16 planted pairs or 512 pair tokens had not left chance after 100-400 steps, while 4 pairs
+of 128 pair tokens did after about 150 steps (33% accuracy at step 225, chance 12.5%); the
+defaults here (4 pairs of 64 pair tokens) left chance at N = 512 after about 150 steps too.
 Fewer pairs per sequence make the first signal stronger: attention spread evenly over the pairs
 already puts 1/n_pairs of its weight on the right one. A model for this task also needs a large
 rotary base, so that a key still matches its query after 8K tokens of rotation.
