@@ -182,7 +182,7 @@ def main(argv=None):
     try:
         import report
         report.write_all(results, args.out, log=log)
-    except Exception as e:  # the JSON is written; plots can be redone with plot_results.py
+    except Exception as e:  # the JSON is written; report.py can redo them
         log(f"report/plots failed: {type(e).__name__}: {e}")
         traceback.print_exc()
     log(f"done in {bud.elapsed():.0f} s of {bud.total_s:.0f}: {args.out}")

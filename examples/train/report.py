@@ -46,15 +46,14 @@ def throughput_table(th):
     lines = ["| N | attention | step (ms) | tokens/s | peak memory (GiB) | attention fwd+bwd (ms/layer) | "
              "attention share of step | status |", "|---|---|---|---|---|---|---|---|"]
     for r in th["rows"]:
-        ok = r.get("status") == "ok"
+        share = f"{100 * r['attn_share']:.1f}%" if "attn_share" in r else "-"
         lines.append(
             f"| {r['seq_len']} | {r['mode']} | {_fmt(r.get('step_ms_median'), '.1f')} | "
             f"{_fmt(r.get('tokens_per_s'), ',.0f')} | {_fmt(r.get('peak_mem_gib'), '.2f')} | "
-            f"{_fmt(r.get('attn_fwdbwd_ms'), '.2f')} | "
-            f"{_fmt(100 * r['attn_share'] if ok else None, '.1f')}{'%' if ok else ''} | {r.get('status')} |")
+            f"{_fmt(r.get('attn_fwdbwd_ms'), '.2f')} | {share} | {r.get('status')} |")
     if th.get("speedup"):
         lines += ["", "| N | step time dense / Lighthouse | attention dense / Lighthouse |", "|---|---|---|"]
-        lines += [f"| {s['seq_len']} | {s['step_speedup']:.2f}x | {s['attention_speedup']:.2f}x |"
+        lines += [f"| {s['seq_len']} | {s['step_speedup']:.2f}x | {_fmt(s['attention_speedup'], '.2f')}x |"
                   for s in th["speedup"]]
     return lines
 
@@ -217,8 +216,9 @@ def plot_throughput(th, path, title):
         rows = [r for r in th["rows"] if r["mode"] == mode and r.get("status") == "ok"]
         ns = [r["seq_len"] / 1024 for r in rows]
         a1.plot(ns, [r["step_ms_median"] for r in rows], "o-", color=color, label=f"{mode}: step")
-        a1.plot(ns, [r["attn_share"] * r["step_ms_median"] for r in rows], "s--", color=color,
-                mfc="none", label=f"{mode}: attention op alone x layers")
+        timed = [r for r in rows if "attn_share" in r]
+        a1.plot([r["seq_len"] / 1024 for r in timed], [r["attn_share"] * r["step_ms_median"] for r in timed], "s--",
+                color=color, mfc="none", label=f"{mode}: attention op alone x layers")
         a2.plot(ns, [r.get("peak_mem_gib") for r in rows], "o-", color=color, label=mode)
     if not any(r.get("peak_mem_gib") for r in th["rows"]):
         a2.text(0.5, 0.5, "no device memory to show (CPU run)", ha="center", va="center",
@@ -254,8 +254,9 @@ def plot_retrieval(rt, path, title):
     for mode, style in (("dense", "o:"), ("lighthouse", "^:")):
         if mode in before:
             e = before[mode]
-            a1.plot([(b["lo"] + b["hi"]) / 2 / 1024 for b in e["by_distance"]], [b["accuracy"] for b in e["by_distance"]],
-                    style, color="gray", label=f"common start, {mode}: {e['accuracy']:.2f}")
+            a1.plot([(b["lo"] + b["hi"]) / 2 / 1024 for b in e["by_distance"]],
+                    [b["accuracy"] for b in e["by_distance"]], style, color="gray",
+                    label=f"common start, {mode}: {e['accuracy']:.2f}")
     a1.axhline(rt.get("chance", 0), color="gray", ls=":", lw=1)
     a1.set_ylim(-0.02, 1.02)
     a1.set_xlabel("distance from planted pair to query (K tokens)")
