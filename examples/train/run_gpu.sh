@@ -5,13 +5,14 @@
 #   bash examples/train/run_gpu.sh smoke                  # the few-step smoke test (smoke.py)
 #   bash examples/train/run_gpu.sh measure [ARGS...]      # measure.py --out $OUT/train ARGS
 #
-# The library: LIGHTHOUSE_LIB if set, else the packed one (unpacked by tests/gpu/gpu_env.sh), else
-# build/liblighthouse.so.0. cuDNN comes from the NVIDIA wheels of /opt/torch/.venv (gpu_env.sh),
-# the binding from bindings/python. measure writes into $OUT/train when $OUT is set (the device
-# tool brings $OUT back), else /tmp/lh-train; ARGS go to measure.py (e.g. --time-budget 540).
+# The library: LIGHTHOUSE_LIB if set, else the packed one in LIGHTHOUSE_GPU_BIN (default .pack/gpu,
+# unpacked by tests/gpu/gpu_env.sh), else build/liblighthouse.so.0. cuDNN comes from the NVIDIA
+# wheels of /opt/torch/.venv (gpu_env.sh), the binding from bindings/python, the interpreter from
+# LIGHTHOUSE_TRAIN_PYTHON (default python3). measure writes into $OUT/train when $OUT is set (the
+# device tool brings $OUT back), else /tmp/lh-train; ARGS go to measure.py (--time-budget 540).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${LH_GPU_BIN:-$ROOT/.pack/gpu}
+BIN=${LIGHTHOUSE_GPU_BIN:-$ROOT/.pack/gpu}
 source "$ROOT/tests/gpu/gpu_env.sh"
 if [ -z "${LIGHTHOUSE_LIB:-}" ]; then
   if [ -e "$LIBDIR/liblighthouse.so.0" ]; then LIGHTHOUSE_LIB=$LIBDIR/liblighthouse.so.0
@@ -19,7 +20,7 @@ if [ -z "${LIGHTHOUSE_LIB:-}" ]; then
 fi
 export LIGHTHOUSE_LIB
 export PYTHONPATH=$ROOT/bindings/python${PYTHONPATH:+:$PYTHONPATH}
-PY=${PYTHON:-python3}
+PY=${LIGHTHOUSE_TRAIN_PYTHON:-python3}
 echo "== GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 echo "== library: $LIGHTHOUSE_LIB"
 what=${1:-}
