@@ -183,8 +183,9 @@ class Trainer:
         return rec
 
     def run(self, until_step, deadline=None, on_step=None):
-        """Trains until `until_step` (exclusive of nothing: self.step == until_step at the end) or
-        until time.monotonic() passes `deadline`. Returns True if it stopped for the deadline."""
+        """Trains until self.step reaches `until_step` (at most cfg.steps) or time.monotonic()
+        passes `deadline`, calling on_step(record) after each step. Returns True if it stopped
+        for the deadline."""
         while self.step < min(until_step, self.cfg.steps):
             if deadline is not None and time.monotonic() >= deadline:
                 self.log(f"  stopped at step {self.step} of {until_step}: time budget reached")
