@@ -68,10 +68,15 @@ static int rank_main(int rank, void *arg) {
          * joined): a fresh one per case. */
         char id[128];
         lh_status st = cp_share_id(gpu_ctx, &run->box, rank, (int)i + 1, 300, id);
-        if (st != LH_OK) {
+        if (st == LH_ERROR_BACKEND_UNAVAILABLE) {
             printf("SKIP: %s: no NCCL unique id: %s\n", program,
                    rank == 0 ? lh_last_error() : run->box.why);
-            return st == LH_ERROR_BACKEND_UNAVAILABLE ? GPU_SKIP : 1;
+            return GPU_SKIP;
+        }
+        if (st != LH_OK) {
+            check(false, cfgs[i].name, "rank %d: %s", rank,
+                  rank == 0 ? lh_last_error() : "rank 0 published no unique id within 300 s");
+            break;
         }
         g_nccl_id = id;
         rng_state = 0x5eed1234abcdULL + i; /* every process draws the same inputs */
