@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "bench_cp.h"
-#include "nccl_api.h"
 
 #define MAX_ITERS 15
 
@@ -331,7 +330,6 @@ static int run_nccl(bench_shared *sh, lh_context *ctx, int rank) {
     rank_result *res = &sh->r[rank];
     char id[128];
     const lh_nccl_api *nc = NULL;
-    lh_nccl_comm comm = NULL;
     lh_ring *ring = NULL;
     lh_status st = cp_share_id(ctx, &sh->box, rank, 1, 300, id);
     if (st != LH_OK) {
@@ -340,15 +338,9 @@ static int run_nccl(bench_shared *sh, lh_context *ctx, int rank) {
              : st == LH_ERROR_BACKEND_UNAVAILABLE ? sh->box.why : "rank 0 published none in 300 s");
         return 1;
     }
-    /* this program's own NCCL communicator (nccl_api.c linked in; its errors are reported by
-     * this program's copy of the error channel, lh_error_message) */
-    st = lh_nccl_load(&nc);
-    if (st == LH_OK) {
-        lh_nccl_unique_id uid;
-        memcpy(&uid, id, sizeof uid);
-        st = lh_nccl_check(nc, nc->CommInitRank(&comm, sh->world, uid, rank), "ncclCommInitRank");
-    }
-    if (st != LH_OK) {
+    /* a communicator of this program's own: the ring's, then the transfers' alone */
+    lh_nccl_comm comm = cp_nccl_comm(&nc, id, sh->world, rank);
+    if (!comm) {
         fail(res, RANK_FAILED, "NCCL communicator: %s", lh_error_message());
         return 1;
     }

@@ -122,3 +122,13 @@ lh_status cp_share_id(lh_context *ctx, cp_idbox *box, int rank, int round, int t
     memcpy(id, box->id, sizeof box->id);
     return LH_OK;
 }
+
+lh_nccl_comm cp_nccl_comm(const lh_nccl_api **nc, const char id[128], int world, int rank) {
+    lh_nccl_unique_id uid;
+    memcpy(&uid, id, sizeof uid);
+    lh_nccl_comm comm = NULL;
+    lh_status st = lh_nccl_load(nc);
+    if (st == LH_OK)
+        st = lh_nccl_check(*nc, (*nc)->CommInitRank(&comm, world, uid, rank), "ncclCommInitRank");
+    return st == LH_OK ? comm : NULL;
+}

@@ -12,6 +12,7 @@
 #define LH_CP_PROCS_H
 
 #include "gpu_common.h"
+#include "nccl_api.h"
 
 #define CP_MAX_RANKS 64
 
@@ -44,5 +45,11 @@ typedef struct cp_idbox {
  * sentence in box->why), LH_ERROR_COMMUNICATION when rank 0 did not publish within timeout_s. */
 lh_status cp_share_id(lh_context *ctx, cp_idbox *box, int rank, int round, int timeout_s,
                       char id[128]);
+
+/* A communicator of this program's own from a shared id, as a framework passes its own to
+ * lh_ring_create_nccl: NCCL through the library's loader (runtime/cuda/nccl_api.c, linked into
+ * the program), so its errors are in this program's copy of the error channel,
+ * lh_error_message(). NULL on failure; *nc is the API to destroy it with. */
+lh_nccl_comm cp_nccl_comm(const lh_nccl_api **nc, const char id[128], int world, int rank);
 
 #endif /* LH_CP_PROCS_H */

@@ -41,6 +41,8 @@ if [ "${LIGHTHOUSE_CP_TEST:-1}" != 0 ]; then
   cat "$LOGS/test_cp_nccl.log"
   case $rc in 0) test_status=PASS ;; 77) test_status=SKIP ;; 124) test_status="FAIL (timeout)" ;;
     *) test_status="FAIL (rc $rc)" ;; esac
+  # copied at once (as each run's JSON below): a call cut off later still returns them
+  [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOGS"/test_cp_nccl.log "$LOGS"/topology.txt "$OUT"/
 fi
 
 for run in $RUNS; do

@@ -32,8 +32,10 @@ static gpu_env env;
 static lh_context *gpu_ctx, *cpu_ctx;
 static uint64_t rng_state = 0x5eed1234abcdULL;
 /* Set by the multi-process NCCL test (test_cp_nccl.c): the shared unique id and this process's
- * rank; NULL: a one-rank communicator of this process's own. */
+ * rank, or a communicator the test made itself (an ncclComm_t, for lh_ring_create_nccl); both
+ * NULL: a one-rank communicator of this process's own. */
 static const char *g_nccl_id;
+static void *g_nccl_comm;
 static int g_nccl_rank;
 
 typedef struct rcfg {
@@ -194,9 +196,10 @@ static bool run_ranks(lh_context *ctx, bool gpu, const rcfg *c, int W, ring_kind
     if (kind == RING_NCCL) {
         char id[128];
         lh_status st = LH_OK;
-        if (g_nccl_id) memcpy(id, g_nccl_id, sizeof id), nccl_rank = g_nccl_rank;
+        if (g_nccl_comm) nccl_rank = g_nccl_rank, st = lh_ring_create_nccl(ctx, g_nccl_comm, &ring);
+        else if (g_nccl_id) memcpy(id, g_nccl_id, sizeof id), nccl_rank = g_nccl_rank;
         else st = lh_nccl_get_unique_id(ctx, id);
-        if (st == LH_OK) st = lh_ring_create_nccl_from_id(ctx, id, nccl_rank, W, &ring);
+        if (st == LH_OK && !ring) st = lh_ring_create_nccl_from_id(ctx, id, nccl_rank, W, &ring);
         if (st != LH_OK) {
             printf("NOTE %s: NCCL ring unavailable here (%s: %s); not checked\n", c->name,
                    lh_status_string(st), lh_last_error());

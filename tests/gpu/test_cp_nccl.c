@@ -1,12 +1,13 @@
 /*
  * test_cp_nccl.c - context parallelism over NCCL with one process per GPU: W processes (W = the
- * number of GPUs, or --world=W), each rank of one W-rank ring made with
- * lh_ring_create_nccl_from_id from a unique id that rank 0 makes and shares through memory (a
- * fresh one per case). Each process then runs the same W-rank ring in-process on its own GPU (W
- * threads) and checks that its rank's out, dq, dk, dv from NCCL equal those (1e-3). Cases, sized
- * with W so that every chunk keeps the same shape: Lighthouse bf16 with grouped-query heads
- * ([B,N,H,D]); Lighthouse fp16 in [B,H,N,D] with B = 2 and the recompute switch; dense bf16 with
- * grouped-query heads in [B,H,N,D]. NCCL_NVLS_ENABLE=0 (no NVLink multicast).
+ * number of GPUs, or --world=W), each rank of one W-rank NCCL ring from a unique id that rank 0
+ * makes and shares through memory (a fresh one per case). Each process then runs the same W-rank
+ * ring in-process on its own GPU (W threads) and checks that its rank's out, dq, dk, dv from NCCL
+ * equal those (1e-3). Cases, sized with W so that every chunk keeps the same shape: Lighthouse
+ * bf16 with grouped-query heads ([B,N,H,D]); Lighthouse fp16 in [B,H,N,D] with B = 2 and the
+ * recompute switch, on a communicator the test makes itself (lh_ring_create_nccl, as a framework
+ * passes its own); dense bf16 with grouped-query heads in [B,H,N,D]. The other two rings come from
+ * lh_ring_create_nccl_from_id. NCCL_NVLS_ENABLE=0 (no NVLink multicast).
  *
  *   test_cp_nccl [--world=W]   (exit 77 with fewer than two GPUs, fewer than W, or no NCCL)
  */
@@ -58,8 +59,8 @@ static int rank_main(int rank, void *arg) {
     const rcfg cfgs[] = {
         {"nccl lighthouse bf16 D=128 BNHD GQA", LH_MODE_LIGHTHOUSE, LH_DTYPE_BFLOAT16,
          LH_LAYOUT_BNHD, 1, 8192 * W, 4, 2, 128, 3, 4, 512 * W, 0},
-        {"nccl lighthouse fp16 D=64 BHND B=2 recompute", LH_MODE_LIGHTHOUSE, LH_DTYPE_FLOAT16,
-         LH_LAYOUT_BHND, 2, 4096 * W, 2, 2, 64, 3, 2, 256 * W, 1},
+        {"nccl lighthouse fp16 D=64 BHND B=2 recompute, caller's comm", LH_MODE_LIGHTHOUSE,
+         LH_DTYPE_FLOAT16, LH_LAYOUT_BHND, 2, 4096 * W, 2, 2, 64, 3, 2, 256 * W, 1},
         {"nccl dense bf16 D=128 BHND GQA", LH_MODE_DENSE, LH_DTYPE_BFLOAT16, LH_LAYOUT_BHND, 1,
          4096 * W, 4, 2, 128, 3, 4, 2048, 0},
     };
@@ -79,6 +80,11 @@ static int rank_main(int rank, void *arg) {
             break;
         }
         g_nccl_id = id;
+        const lh_nccl_api *nc = NULL;
+        if (i == 1 && !(g_nccl_comm = cp_nccl_comm(&nc, id, W, rank))) {
+            check(false, cfgs[i].name, "rank %d: %s", rank, lh_error_message());
+            break;
+        }
         rng_state = 0x5eed1234abcdULL + i; /* every process draws the same inputs */
         inputs in;
         make_inputs(&cfgs[i], &in);
@@ -89,7 +95,8 @@ static int rank_main(int rank, void *arg) {
         else check(false, cfgs[i].name, "rank %d: a run failed", rank);
         free_results(&net), free_results(&local);
         free_inputs(&in);
-        g_nccl_id = NULL;
+        if (g_nccl_comm) nc->CommDestroy(g_nccl_comm);
+        g_nccl_id = NULL, g_nccl_comm = NULL;
         if (!a) break; /* the peers' communicator may be broken too: stop rather than hang */
     }
     lh_context_destroy(gpu_ctx);
