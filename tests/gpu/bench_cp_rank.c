@@ -396,9 +396,8 @@ int bench_rank_main(int index, void *arg) {
         return rc;
     }
     if (sh->kind == BENCH_RING_NULL) {
-        /* before the library first loads NCCL (once per process); the older name too */
+        /* before the library first loads NCCL (once per process) */
         setenv("LIGHTHOUSE_NCCL_LIBRARY", sh->null_lib, 1);
-        setenv("LH_NCCL_LIBRARY", sh->null_lib, 1);
     }
     on_gpu = true;
     /* one process per GPU where the measurement forks one per rank, else device 0 */
