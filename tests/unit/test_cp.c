@@ -302,7 +302,8 @@ START_TEST(test_cp_lighthouse) {
     int W = worlds[_i];
     if (W == 8 && small) {
         /* Its direct computation in double alone is twice the rest of this program; under
-         * valgrind that is a quarter of an hour. The plain and sanitizer builds run it. */
+         * valgrind that is a quarter of an hour. The plain and ASan builds run it (valgrind and
+         * ThreadSanitizer run small problems). */
         printf("lighthouse W=8: not run with small problems\n");
         return;
     }
