@@ -10,7 +10,8 @@
 # Python wheels under /opt/torch/.venv (override with LIGHTHOUSE_NVIDIA_WHEELS). Logs go to
 # $LIGHTHOUSE_GPU_LOG_DIR (default /tmp/lh-gpu-logs). LIGHTHOUSE_GPU_QUICK=1 skips the N >= 16K dense cases and
 # the timing program. LIGHTHOUSE_GPU_ONLY=REGEX runs only the programs whose names match (e.g.
-# 'lighthouse|demo'). LIGHTHOUSE_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times).
+# 'lighthouse|demo'; LIGHTHOUSE_GPU_ONLY=torch runs only the PyTorch layer's tests).
+# LIGHTHOUSE_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-${LIGHTHOUSE_GPU_BIN:-}}
@@ -112,6 +113,12 @@ done
 [ -x "$BIN/lighthouse-demo" ] && run demo 120 "$BIN/lighthouse-demo"
 # The README's C example (examples/c): on a GPU it must pick bf16 and run on device memory.
 [ -x "$BIN/forward_backward" ] && run example_c 120 "$BIN/forward_backward"
+# The PyTorch layer (bindings/python, lighthouse.torch) on the packed library: forward and
+# gradients against plain PyTorch and the library's C path (bf16, fp16, GQA, both layouts), dense
+# mode against SDPA, torch.compile(fullgraph=True), CUDA-graph capture and replay, a W = 2 ring in
+# this process, NCCL rings through torch.distributed. SKIP (77) where python3 has no PyTorch.
+LIGHTHOUSE_LIB=$LIBDIR/liblighthouse.so.0 LIGHTHOUSE_RING_TIMEOUT_S=60 PYTHONDONTWRITEBYTECODE=1 \
+  run torch 540 python3 "$ROOT/bindings/python/tests/test_torch_gpu.py"
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
   # a small case with the library's default graphs, then grouped-query heads with the fp32 dQ
