@@ -119,6 +119,11 @@ done
 # this process, NCCL rings through torch.distributed. SKIP (77) where python3 has no PyTorch.
 LIGHTHOUSE_LIB=$LIBDIR/liblighthouse.so.0 LIGHTHOUSE_RING_TIMEOUT_S=60 PYTHONDONTWRITEBYTECODE=1 \
   run torch 540 python3 "$ROOT/bindings/python/tests/test_torch_gpu.py"
+# The training example (examples/train/smoke.py): a small byte-level model trained a few steps
+# with Lighthouse then dense attention through lighthouse.torch; the loss goes down and a
+# checkpoint resumed in a new process gives the same losses. SKIP (77) where python3 has no PyTorch.
+LIGHTHOUSE_LIB=$LIBDIR/liblighthouse.so.0 PYTHONPATH=$ROOT/bindings/python PYTHONDONTWRITEBYTECODE=1 \
+  run train_smoke 300 python3 "$ROOT/examples/train/smoke.py" --device cuda
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
   # a small case with the library's default graphs, then grouped-query heads with the fp32 dQ
