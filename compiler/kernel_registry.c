@@ -84,7 +84,7 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     while (kpass > 1 && (widest > tokens_per_pass || kpass > widest ||
                          (slice / tokens_per_pass) % kpass != 0))
         kpass /= 2;
-    lh_status st = add_request(out, count, "pyramid_scores", threads, (int)chunk,
+    lh_status st = add_request(out, count, "scores", threads, (int)chunk,
                                "DTYPE=%s D=%d P=%d L=%d THREADS=%d SLICE=%d CHUNK=%lld KPASS=%d",
                                pp->dtype, d, p, levels, threads, slice, chunk, kpass);
     if (st != LH_OK) return st;
@@ -98,7 +98,7 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     const int tokens = tokens_per_pass * run;
     /* Selection and order: one block per (tile, head, batch); THREADS >= 128 (one thread per
      * refined entry of a level) and shared memory fixed by L alone, whatever the tile length. */
-    st = add_request(out, count, "select_order", threads, 0, "P=%d L=%d THREADS=%d", p, levels, threads);
+    st = add_request(out, count, "select", threads, 0, "P=%d L=%d THREADS=%d", p, levels, threads);
     if (st != LH_OK) return st;
     /* Gather (and the backward's dout sums): 64 sub-sequence rows per block. */
     const int rows = tokens_per_pass > 64 ? tokens_per_pass : 64;

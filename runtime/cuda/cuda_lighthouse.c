@@ -22,9 +22,9 @@ static const struct {
     const char *kernel, *entry;
     int module;
 } kernel_table[LH_LK_COUNT] = {
-    [LH_LK_SCORES] = {"pyramid_scores", "lh_pyramid_scores", 0},
-    [LH_LK_SELECT] = {"select_order", "lh_select_order", 1},
-    [LH_LK_INVERT] = {"select_order", "lh_invert_indices", 1},
+    [LH_LK_SCORES] = {"scores", "lh_pyramid_scores", 0},
+    [LH_LK_SELECT] = {"select", "lh_select_order", 1},
+    [LH_LK_INVERT] = {"select", "lh_invert_indices", 1},
     [LH_LK_GATHER] = {"gather", "lh_gather", 2},
     [LH_LK_GATHER_DOUT] = {"gather", "lh_gather_dout", 2},
     [LH_LK_SCATTER] = {"scatter", "lh_scatter", 3},
@@ -67,7 +67,7 @@ static lh_status load_kernels(cuda_lighthouse *lh, const cuda_lighthouse_env *en
     int owned;
     st = open_cache(env, &cache, &owned);
     if (st != LH_OK) return st;
-    const char *module_names[LH_LH_MODULES] = {"pyramid_scores", "select_order", "gather", "scatter",
+    const char *module_names[LH_LH_MODULES] = {"scores", "select", "gather", "scatter",
                                                "pool_grad"};
     for (int m = 0; m < LH_LH_MODULES && st == LH_OK; m++) {
         const lhc_kernel_request *r = NULL;

@@ -45,9 +45,9 @@ typedef struct cuda_lighthouse_env {
 
 /* The kernels of one plan, in the order lhc_plan_kernels does not promise: found by name. */
 enum {
-    LH_LK_SCORES,      /* pyramid_scores.mlir: lh_pyramid_scores */
-    LH_LK_SELECT,      /* select_order.mlir:   lh_select_order */
-    LH_LK_INVERT,      /* select_order.mlir:   lh_invert_indices */
+    LH_LK_SCORES,      /* scores.mlir:         lh_pyramid_scores */
+    LH_LK_SELECT,      /* select.mlir:         lh_select_order */
+    LH_LK_INVERT,      /* select.mlir:         lh_invert_indices */
     LH_LK_GATHER,      /* gather.mlir:         lh_gather */
     LH_LK_GATHER_DOUT, /* gather.mlir:         lh_gather_dout */
     LH_LK_SCATTER,     /* scatter.mlir:        lh_scatter */

@@ -148,7 +148,7 @@ static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) 
     lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
     int nreq = 0;
     if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
-    const lhc_kernel_request *r = find_request(req, nreq, "pyramid_scores");
+    const lhc_kernel_request *r = find_request(req, nreq, "scores");
     CUfunction f = load(cache, r, chip);
     int64_t s_total = level_off(c, c->levels);
     size_t nq = (size_t)c->b * c->n * c->h * c->d, nk = (size_t)c->b * c->n * c->hkv * c->d;
@@ -382,7 +382,7 @@ static int bench(lhc_cache *cache, const char *chip) {
     lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
     int nreq = 0;
     if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
-    const lhc_kernel_request *rp = find_request(req, nreq, "pyramid_scores"), *rs = find_request(req, nreq, "scatter");
+    const lhc_kernel_request *rp = find_request(req, nreq, "scores"), *rs = find_request(req, nreq, "scatter");
     CUfunction fp = load(cache, rp, chip), fs = load(cache, rs, chip);
     int64_t s_total = level_off(&c, 3), s_sel = 49152;
     size_t tensor = (size_t)n * heads * d * 2;
