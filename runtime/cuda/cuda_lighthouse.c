@@ -10,47 +10,6 @@
 #include "cuda_layout.h"
 #include "cuda_lighthouse.h"
 
-/* The PTX target of a device: sm_90 for Hopper, the architecture-specific sm_100a / sm_103a for
- * Blackwell datacenter parts (the kernels use nothing specific, but that is what ptxas and the
- * driver expect for them), the plain sm_NN otherwise. */
-static void chip_of(int sm, char *out, size_t cap) {
-    if (sm == 100 || sm == 103) snprintf(out, cap, "sm_%da", sm);
-    else snprintf(out, cap, "sm_%d", sm);
-}
-
-static const struct {
-    const char *kernel, *entry;
-    int module;
-} kernel_table[LH_LK_COUNT] = {
-    [LH_LK_SCORES] = {"scores", "lh_pyramid_scores", 0},
-    [LH_LK_SELECT] = {"select", "lh_select_order", 1},
-    [LH_LK_INVERT] = {"select", "lh_invert_indices", 1},
-    [LH_LK_GATHER] = {"gather", "lh_gather", 2},
-    [LH_LK_GATHER_DOUT] = {"gather", "lh_gather_dout", 2},
-    [LH_LK_SCATTER] = {"scatter", "lh_scatter", 3},
-    [LH_LK_POOL_GRAD] = {"pool_grad", "lh_pool_grad", 4},
-};
-
-const char *cuda_lighthouse_entry(int kernel) { return kernel_table[kernel].entry; }
-
-static lh_status open_cache(const cuda_lighthouse_env *env, lhc_cache **cache, int *owned) {
-    *owned = 0;
-    *cache = env->cache;
-    if (*cache) return LH_OK;
-    lh_status st = lhc_cache_create(cache);
-    if (st != LH_OK) return st;
-    *owned = 1;
-    if (env->options) {
-        lhc_cache_set_disk_enabled(*cache, env->options->cache_enabled);
-        st = lhc_cache_set_dir(*cache, env->options->cache_dir);
-        if (st != LH_OK) {
-            lhc_cache_destroy(*cache);
-            *cache = NULL;
-        }
-    }
-    return st;
-}
-
 /* Compiles (or finds in the cache) every kernel the plan needs and loads each into the current
  * context. */
 static lh_status load_kernels(cuda_lighthouse *lh, const cuda_lighthouse_env *env) {
@@ -63,36 +22,11 @@ static lh_status load_kernels(cuda_lighthouse *lh, const cuda_lighthouse_env *en
     int count = 0;
     lh_status st = lhc_plan_kernels(&params, req, &count);
     if (st != LH_OK) return st;
-    lhc_cache *cache;
-    int owned;
-    st = open_cache(env, &cache, &owned);
+    lhc_cache *cache = env->cache;
+    if (!cache) st = cuda_kernels_cache(env->options, &cache);
     if (st != LH_OK) return st;
-    const char *module_names[LH_LH_MODULES] = {"scores", "select", "gather", "scatter",
-                                               "pool_grad"};
-    for (int m = 0; m < LH_LH_MODULES && st == LH_OK; m++) {
-        const lhc_kernel_request *r = NULL;
-        for (int i = 0; i < count; i++)
-            if (strcmp(req[i].kernel, module_names[m]) == 0) r = &req[i];
-        if (!r) {
-            st = lh_fail(LH_ERROR_INTERNAL, "the kernel registry has no request for kernel '%s'",
-                         module_names[m]);
-            break;
-        }
-        const lhc_kernel *k = NULL;
-        st = lhc_compile(cache, r->kernel, r->constants, lh->chip, &k);
-        if (st == LH_OK) st = lh_cu_module_load(lh->cu, k->ptx, &lh->modules[m]);
-        if (st != LH_OK) {
-            lh_fail_context(st, r->kernel);
-            break;
-        }
-        for (int f = 0; f < LH_LK_COUNT && st == LH_OK; f++) {
-            if (kernel_table[f].module != m) continue;
-            st = lh_cu_module_function(lh->cu, &lh->modules[m], kernel_table[f].entry, &lh->fn[f]);
-            lh->threads[f] = (unsigned int)r->block_threads;
-            lh->per_block[f] = (unsigned int)r->tokens_per_block;
-        }
-    }
-    if (owned) lhc_cache_destroy(cache);
+    st = cuda_kernels_load(&lh->kernels, lh->cu, cache, lh->chip, req, count);
+    if (cache != env->cache) lhc_cache_destroy(cache);
     return st;
 }
 
@@ -179,7 +113,7 @@ lh_status cuda_lighthouse_plan_create(const cuda_lighthouse_env *env, const lh_c
     lh->cu = env->cu;
     lh->cfg = *cfg;
     if (!(lh->cfg.scale > 0.0)) lh->cfg.scale = 1.0 / __builtin_sqrt((double)cfg->head_dim);
-    chip_of(env->sm, lh->chip, sizeof lh->chip);
+    cuda_kernels_chip(env->sm, lh->chip, sizeof lh->chip);
     set_strides(lh);
 
     lh_status st = load_kernels(lh, env);
@@ -210,7 +144,7 @@ lh_status cuda_lighthouse_plan_create(const cuda_lighthouse_env *env, const lh_c
 void cuda_lighthouse_plan_destroy(cuda_lighthouse *lh) {
     if (!lh) return;
     cuda_sdpa_plan_destroy(lh->sdpa);
-    for (int m = 0; m < LH_LH_MODULES; m++) lh_cu_module_unload(lh->cu, &lh->modules[m]);
+    cuda_kernels_unload(&lh->kernels);
     free(lh);
 }
 

@@ -24,7 +24,7 @@
 #include <cuda.h>
 
 #include "compiler.h"
-#include "cuda_module.h"
+#include "cuda_kernels.h"
 #include "cuda_sdpa.h"
 #include "cuda_stage_timer.h"
 #include "cudnn_api.h"
@@ -43,30 +43,10 @@ typedef struct cuda_lighthouse_env {
                                             attention step is cuda_ring.c's */
 } cuda_lighthouse_env;
 
-/* The kernels of one plan, in the order lhc_plan_kernels does not promise: found by name. */
-enum {
-    LH_LK_SCORES,      /* scores.mlir:         lh_pyramid_scores */
-    LH_LK_SELECT,      /* select.mlir:         lh_select_order */
-    LH_LK_INVERT,      /* select.mlir:         lh_invert_indices */
-    LH_LK_GATHER,      /* gather.mlir:         lh_gather */
-    LH_LK_GATHER_DOUT, /* gather.mlir:         lh_gather_dout */
-    LH_LK_SCATTER,     /* scatter.mlir:        lh_scatter */
-    LH_LK_POOL_GRAD,   /* pool_grad.mlir:      lh_pool_grad */
-    LH_LK_COUNT
-};
-
-#define LH_LH_MODULES 5
-
-/* The entry point's name of kernel LH_LK_* (what launch errors name). */
-const char *cuda_lighthouse_entry(int kernel);
-
 typedef struct cuda_lighthouse {
     const lh_cu_api *cu;
     lh_config cfg;
-    lh_cu_module modules[LH_LH_MODULES];
-    CUfunction fn[LH_LK_COUNT];
-    unsigned int threads[LH_LK_COUNT];   /* blockDim.x */
-    unsigned int per_block[LH_LK_COUNT]; /* tokens (or rows) one block covers, where it applies */
+    cuda_kernels kernels;                /* scores, select, gather, scatter, pool_grad */
     lh_sdpa_plan *sdpa;
 
     /* element strides (b, t, h) of q/out/dout/dq ([.., H, ..]) and of k/v/dk/dv ([.., Hkv, ..]) */

@@ -6,23 +6,18 @@
 
 #include "cuda_lighthouse.h"
 
-typedef unsigned long long dptr;
-
-static unsigned int blocks(int64_t items, unsigned int per_block) {
-    return (unsigned int)((items + per_block - 1) / per_block);
-}
-
-static lh_status launch(const cuda_lighthouse *lh, int kernel, unsigned int gx, unsigned int gy,
-                        unsigned int gz, CUstream stream, void **params) {
-    lh_cu_launch l = {.grid = {gx, gy, gz}, .block = {lh->threads[kernel], 1, 1}, .shared_bytes = 0};
-    return lh_cu_launch_kernel(lh->cu, lh->fn[kernel], cuda_lighthouse_entry(kernel), &l, stream, params);
-}
-
 static void *at(void *base, int64_t offset) { return (char *)base + offset; }
 static const void *cat(const void *base, int64_t offset) { return (const char *)base + offset; }
 /* A region the plan keeps in `saved` (offset sv >= 0), or else has in the workspace at w. */
 static void *saved_or_ws(void *saved, int64_t sv, void *ws, int64_t w) {
     return sv >= 0 ? at(saved, sv) : at(ws, w);
+}
+
+static lh_status launch(const cuda_lighthouse *lh, lhk_kernel kernel, const void *args,
+                        CUstream s) {
+    const lh_config *c = &lh->cfg;
+    lhk_shape shape = {.batch = c->batch, .tiles = c->tiles};
+    return cuda_kernels_launch(&lh->kernels, kernel, args, &shape, s);
 }
 
 /* ---- one launcher per kernel (arguments exactly as the .mlir headers list them) ----------- */
@@ -31,12 +26,12 @@ static void *saved_or_ws(void *saved, int64_t sv, void *ws, int64_t w) {
 static lh_status run_scores(const cuda_lighthouse *lh, const void *q, const void *k, void *sq,
                             void *sk, void *pq, void *pk, int64_t write_pooled, CUstream s) {
     const lh_config *c = &lh->cfg;
-    int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, st = c->s_total;
-    void *params[] = {&q, &k, &sq, &sk, &pq, &pk, &n, &heads, &kvh, &st, &write_pooled,
-                      (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
-                      (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
-    return launch(lh, LH_LK_SCORES, blocks(n, lh->per_block[LH_LK_SCORES]),
-                  (unsigned int)(heads + kvh), (unsigned int)c->batch, s, params);
+    lhk_pyramid_scores_args a = {
+        .q = q, .k = k, .sq = sq, .sk = sk, .pq = pq, .pk = pk, .n = c->seq_len,
+        .heads = c->heads, .kv_heads = c->kv_heads, .s_total = c->s_total,
+        .write_pooled = write_pooled, .q_sb = lh->q_sb, .q_st = lh->q_st, .q_sh = lh->q_sh,
+        .k_sb = lh->kv_sb, .k_st = lh->kv_st, .k_sh = lh->kv_sh};
+    return launch(lh, LHK_PYRAMID_SCORES, &a, s);
 }
 
 static lh_status clear_inv(const cuda_lighthouse *lh, void *inv, CUstream s) {
@@ -49,11 +44,10 @@ static lh_status clear_inv(const cuda_lighthouse *lh, void *inv, CUstream s) {
 static lh_status run_select(const cuda_lighthouse *lh, const void *sq, const void *sk,
                             void *indices, void *inv, CUstream s) {
     const lh_config *c = &lh->cfg;
-    int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, st = c->s_total, ss = c->s_sel,
-            tl = c->tile_len;
-    void *params[] = {&sq, &sk, &indices, &inv, &n, &heads, &kvh, &st, &ss, &tl};
-    return launch(lh, LH_LK_SELECT, (unsigned int)c->tiles,
-                  (unsigned int)heads, (unsigned int)c->batch, s, params);
+    lhk_select_order_args a = {.sq = sq, .sk = sk, .indices = indices, .inv = inv,
+                               .n = c->seq_len, .heads = c->heads, .kv_heads = c->kv_heads,
+                               .s_total = c->s_total, .s_sel = c->s_sel, .tile_len = c->tile_len};
+    return launch(lh, LHK_SELECT_ORDER, &a, s);
 }
 
 static lh_status run_invert(const cuda_lighthouse *lh, const void *indices, void *inv,
@@ -61,10 +55,9 @@ static lh_status run_invert(const cuda_lighthouse *lh, const void *indices, void
     const lh_config *c = &lh->cfg;
     lh_status st = clear_inv(lh, inv, s);
     if (st != LH_OK) return st;
-    int64_t heads = c->heads, total = c->s_total, ss = c->s_sel;
-    void *params[] = {&indices, &inv, &heads, &total, &ss};
-    return launch(lh, LH_LK_INVERT, blocks(ss, lh->threads[LH_LK_INVERT]),
-                  (unsigned int)heads, (unsigned int)c->batch, s, params);
+    lhk_invert_indices_args a = {.indices = indices, .inv = inv, .heads = c->heads,
+                                 .s_total = c->s_total, .s_sel = c->s_sel};
+    return launch(lh, LHK_INVERT_INDICES, &a, s);
 }
 
 /* pq / pk: run_scores' pooled rows, copied for coarsest-level entries when use_pooled (else
@@ -73,48 +66,44 @@ static lh_status run_gather(const cuda_lighthouse *lh, const void *q, const void
                             const void *v, const void *indices, const void *pq, const void *pk,
                             int64_t use_pooled, void *qs, void *ks, void *vs, CUstream s) {
     const lh_config *c = &lh->cfg;
-    int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, ss = c->s_sel;
-    void *params[] = {&q, &k, &v, &indices, &qs, &ks, &vs, &pq, &pk, &n, &heads, &kvh, &ss,
-                      &use_pooled,
-                      (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
-                      (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
-    return launch(lh, LH_LK_GATHER, blocks(ss, lh->per_block[LH_LK_GATHER]),
-                  (unsigned int)heads, (unsigned int)c->batch, s, params);
+    lhk_gather_args a = {
+        .q = q, .k = k, .v = v, .indices = indices, .q_sel = qs, .k_sel = ks, .v_sel = vs,
+        .pq = pq, .pk = pk, .n = c->seq_len, .heads = c->heads, .kv_heads = c->kv_heads,
+        .s_sel = c->s_sel, .use_pooled = use_pooled, .q_sb = lh->q_sb, .q_st = lh->q_st,
+        .q_sh = lh->q_sh, .kv_sb = lh->kv_sb, .kv_st = lh->kv_st, .kv_sh = lh->kv_sh};
+    return launch(lh, LHK_GATHER, &a, s);
 }
 
 static lh_status run_gather_dout(const cuda_lighthouse *lh, const void *dout, const void *indices,
                                  void *d_sel, CUstream s) {
     const lh_config *c = &lh->cfg;
-    int64_t n = c->seq_len, heads = c->heads, ss = c->s_sel;
-    void *params[] = {&dout, &indices, &d_sel, &n, &heads, &ss,
-                      (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh};
-    return launch(lh, LH_LK_GATHER_DOUT, blocks(ss, lh->per_block[LH_LK_GATHER_DOUT]),
-                  (unsigned int)heads, (unsigned int)c->batch, s, params);
+    lhk_gather_dout_args a = {.dout = dout, .indices = indices, .d_sel = d_sel, .n = c->seq_len,
+                              .heads = c->heads, .s_sel = c->s_sel, .d_sb = lh->q_sb,
+                              .d_st = lh->q_st, .d_sh = lh->q_sh};
+    return launch(lh, LHK_GATHER_DOUT, &a, s);
 }
 
 static lh_status run_scatter(const cuda_lighthouse *lh, const void *o_sel, const void *inv,
                              void *out, CUstream s) {
     const lh_config *c = &lh->cfg;
-    int64_t n = c->seq_len, heads = c->heads, total = c->s_total, d = c->head_dim;
-    int64_t o_sb = heads * c->s_sel * d, o_sh = c->s_sel * d, o_ss = d;
-    void *params[] = {&o_sel, &inv, &out, &n, &heads, &total, &o_sb, &o_sh, &o_ss,
-                      (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh};
-    return launch(lh, LH_LK_SCATTER, blocks(n, lh->per_block[LH_LK_SCATTER]),
-                  (unsigned int)heads, (unsigned int)c->batch, s, params);
+    int64_t d = c->head_dim;
+    lhk_scatter_args a = {.o_sel = o_sel, .inv = inv, .out = out, .n = c->seq_len,
+                          .heads = c->heads, .s_total = c->s_total,
+                          .o_sb = c->heads * c->s_sel * d, .o_sh = c->s_sel * d, .o_ss = d,
+                          .out_sb = lh->q_sb, .out_st = lh->q_st, .out_sh = lh->q_sh};
+    return launch(lh, LHK_SCATTER, &a, s);
 }
 
 static lh_status run_pool_grad(const cuda_lighthouse *lh, const void *gq, const void *gk,
                                const void *gv, const void *inv, void *dq, void *dk, void *dv,
                                CUstream s) {
     const lh_config *c = &lh->cfg;
-    int64_t n = c->seq_len, heads = c->heads, kvh = c->kv_heads, total = c->s_total,
-            ss = c->s_sel;
-    void *params[] = {&gq, &gk, &gv, &inv, &dq, &dk, &dv, &n, &heads, &kvh, &total, &ss,
-                      (void *)&lh->q_sb, (void *)&lh->q_st, (void *)&lh->q_sh,
-                      (void *)&lh->kv_sb, (void *)&lh->kv_st, (void *)&lh->kv_sh};
-    /* one component per block: dq of each query head, then dk, then dv of each kv head */
-    return launch(lh, LH_LK_POOL_GRAD, blocks(n, lh->per_block[LH_LK_POOL_GRAD]),
-                  (unsigned int)(heads + 2 * kvh), (unsigned int)c->batch, s, params);
+    lhk_pool_grad_args a = {
+        .g_q = gq, .g_k = gk, .g_v = gv, .inv = inv, .dq = dq, .dk = dk, .dv = dv,
+        .n = c->seq_len, .heads = c->heads, .kv_heads = c->kv_heads, .s_total = c->s_total,
+        .s_sel = c->s_sel, .q_sb = lh->q_sb, .q_st = lh->q_st, .q_sh = lh->q_sh,
+        .kv_sb = lh->kv_sb, .kv_st = lh->kv_st, .kv_sh = lh->kv_sh};
+    return launch(lh, LHK_POOL_GRAD, &a, s);
 }
 
 /* ---- forward and backward ------------------------------------------------------------------- */

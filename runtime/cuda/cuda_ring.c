@@ -16,36 +16,18 @@ static const char *cat(const void *base, int64_t off) { return (const char *)bas
 
 /* ---- plan ------------------------------------------------------------------------------------ */
 
-static void chip_of(int sm, char *out, size_t cap) {
-    if (sm == 100 || sm == 103) snprintf(out, cap, "sm_%da", sm);
-    else snprintf(out, cap, "sm_%d", sm);
-}
-
 static lh_status load_kernels(cuda_ring *r, int sm, const lh_context_options *options) {
     lhc_kernel_request req;
     const char *dtype = r->cfg.dtype == LH_DTYPE_FLOAT16 ? "f16" : "bf16";
     lh_status st = lhc_ring_kernel(dtype, (int)r->cfg.head_dim, &req);
     if (st != LH_OK) return st;
     lhc_cache *cache = NULL;
-    st = lhc_cache_create(&cache);
+    st = cuda_kernels_cache(options, &cache);
     if (st != LH_OK) return st;
-    if (options) {
-        lhc_cache_set_disk_enabled(cache, options->cache_enabled);
-        st = lhc_cache_set_dir(cache, options->cache_dir);
-    }
     char chip[16];
-    chip_of(sm, chip, sizeof chip);
-    const lhc_kernel *k = NULL;
-    if (st == LH_OK) st = lhc_compile(cache, req.kernel, req.constants, chip, &k);
-    if (st == LH_OK) st = lh_cu_module_load(r->cu, k->ptx, &r->module);
+    cuda_kernels_chip(sm, chip, sizeof chip);
+    st = cuda_kernels_load(&r->kernels, r->cu, cache, chip, &req, 1);
     lhc_cache_destroy(cache);
-    if (st != LH_OK) return lh_fail_context(st, "ring");
-    st = lh_cu_module_function(r->cu, &r->module, "lh_ring_merge", &r->merge);
-    if (st == LH_OK) st = lh_cu_module_function(r->cu, &r->module, "lh_ring_add", &r->add);
-    if (st == LH_OK) st = lh_cu_module_function(r->cu, &r->module, "lh_ring_convert", &r->convert);
-    if (st == LH_OK) st = lh_cu_module_function(r->cu, &r->module, "lh_ring_pack", &r->pack);
-    r->threads = (unsigned int)req.block_threads;
-    r->rows_per_block = (unsigned int)req.tokens_per_block;
     return st;
 }
 
@@ -145,52 +127,39 @@ void cuda_ring_destroy(cuda_ring *r) {
     if (r->comm) r->cu->StreamDestroy(r->comm);
     if (!r->borrowed_causal) cuda_sdpa_plan_destroy(r->causal);
     cuda_sdpa_plan_destroy(r->full);
-    lh_cu_module_unload(r->cu, &r->module);
+    cuda_kernels_unload(&r->kernels);
     free(r);
 }
 
 /* ---- kernels --------------------------------------------------------------------------------- */
 
-static unsigned int blocks(int64_t items, unsigned int per_block) {
-    return (unsigned int)((items + per_block - 1) / per_block);
-}
-
 static lh_status run_merge(cuda_ring *r, const void *o_part, const void *lse_part, void *acc,
                            const void *lse_in, void *lse_out, CUstream s) {
-    int64_t rows = r->lb / 4;
-    void *params[] = {&o_part, &lse_part, &acc, &lse_in, &lse_out, &rows};
-    lh_cu_launch l = {.grid = {blocks(rows, r->rows_per_block), 1, 1}, .block = {r->threads, 1, 1}};
-    return lh_cu_launch_kernel(r->cu, r->merge, "lh_ring_merge", &l, s, params);
-}
-
-static lh_status run_flat(cuda_ring *r, CUfunction fn, const char *name, const void *a, void *b,
-                          int64_t elems, CUstream s) {
-    int64_t vecs = elems / 8;
-    void *params[] = {&a, &b, &vecs};
-    lh_cu_launch l = {.grid = {blocks(vecs, r->threads), 1, 1}, .block = {r->threads, 1, 1}};
-    return lh_cu_launch_kernel(r->cu, fn, name, &l, s, params);
+    lhk_ring_merge_args a = {.o_part = o_part, .lse_part = lse_part, .acc = acc, .lse_in = lse_in,
+                             .lse_out = lse_out, .rows = r->lb / 4};
+    return cuda_kernels_launch(&r->kernels, LHK_RING_MERGE, &a, &(lhk_shape){0}, s);
 }
 
 /* acc (fp32) += part (DTYPE), one chunk */
 static lh_status run_add(cuda_ring *r, const void *part, void *acc, CUstream s) {
-    return run_flat(r, r->add, "lh_ring_add", part, acc, r->cb32 / 4, s);
+    lhk_ring_add_args a = {.part = part, .acc = acc, .vecs = r->cb32 / 4 / 8};
+    return cuda_kernels_launch(&r->kernels, LHK_RING_ADD, &a, &(lhk_shape){0}, s);
 }
 
 /* out (DTYPE) = acc (fp32), `chunks` chunks */
 static lh_status run_convert(cuda_ring *r, const void *acc, void *out, int64_t chunks, CUstream s) {
-    return run_flat(r, r->convert, "lh_ring_convert", acc, out, chunks * r->cb32 / 4, s);
+    lhk_ring_convert_args a = {.acc = acc, .out = out, .vecs = chunks * r->cb32 / 4 / 8};
+    return cuda_kernels_launch(&r->kernels, LHK_RING_CONVERT, &a, &(lhk_shape){0}, s);
 }
 
 lh_status cuda_ring_pack(cuda_ring *r, const void *src, void *dst, int64_t tokens,
                          int64_t dst_heads, int64_t expand, int64_t group, const int64_t src_s[3],
                          const int64_t dst_s[3], CUstream stream) {
-    int64_t a[8] = {tokens, expand, group, src_s[0], src_s[1], src_s[2], dst_s[0], dst_s[1]};
-    int64_t dsh = dst_s[2];
-    void *params[] = {&src, &dst, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5], &a[6], &a[7], &dsh};
-    lh_cu_launch l = {.grid = {blocks(tokens, r->rows_per_block), (unsigned int)dst_heads,
-                               (unsigned int)r->cfg.batch},
-                      .block = {r->threads, 1, 1}};
-    return lh_cu_launch_kernel(r->cu, r->pack, "lh_ring_pack", &l, stream, params);
+    lhk_ring_pack_args a = {.src = src, .dst = dst, .tokens = tokens, .expand = expand,
+                            .group = group, .s_sb = src_s[0], .s_st = src_s[1], .s_sh = src_s[2],
+                            .d_sb = dst_s[0], .d_st = dst_s[1], .d_sh = dst_s[2]};
+    lhk_shape shape = {.batch = r->cfg.batch, .heads = dst_heads};
+    return cuda_kernels_launch(&r->kernels, LHK_RING_PACK, &a, &shape, stream);
 }
 
 /* ---- the ring --------------------------------------------------------------------------------- */

@@ -15,7 +15,7 @@
 #ifndef LH_CUDA_RING_H
 #define LH_CUDA_RING_H
 
-#include "cuda_module.h"
+#include "cuda_kernels.h"
 #include "cuda_sdpa.h"
 #include "cuda_transport.h"
 #include "cudnn_api.h"
@@ -28,9 +28,7 @@ typedef struct cuda_ring {
     bool has_ring;
     lh_sdpa_plan *causal, *full;   /* [B, H, S_c, D] contiguous; full only on a ring */
     bool borrowed_causal;
-    lh_cu_module module;
-    CUfunction merge, add, convert, pack;
-    unsigned int threads, rows_per_block;
+    cuda_kernels kernels;          /* ring.mlir: merge, add, convert, pack */
     CUstream comm;
     CUevent ev_start, ev_kv, ev_acc, ev_compute, ev_end;
     cuda_transport transport;

@@ -474,6 +474,7 @@ static Suite *compiler_suite(void) {
     tcase_add_test(t, templates_embedded_and_plan_kernels);
     tcase_add_test(t, default_cache_dir_follows_environment);
     suite_add_tcase(s, t);
+    suite_add_tcase(s, kernels_tcase());
 
     t = tcase_create("cache");
     tcase_add_checked_fixture(t, dir_setup, dir_teardown);
