@@ -149,6 +149,17 @@ typedef struct lh_plan_sizes {
 
 /* ---- backends ------------------------------------------------------------------------------ */
 
+/* The attention step alone, chunk-major [C, B, H, S_c, D] (see lh_attention_forward); on a ring,
+ * the built-in ring attention. Never calls the hooks. */
+typedef lh_status (*lh_attention_forward_fn)(void *plan_state, const void *q_sel,
+                                             const void *k_sel, const void *v_sel, void *o_sel,
+                                             float *lse, void *workspace, void *stream);
+typedef lh_status (*lh_attention_backward_fn)(void *plan_state, const void *q_sel,
+                                              const void *k_sel, const void *v_sel,
+                                              const void *o_sel, const float *lse,
+                                              const void *do_sel, void *dq_sel, void *dk_sel,
+                                              void *dv_sel, void *workspace, void *stream);
+
 typedef struct lh_backend_ops {
     lh_backend kind;
     const char *name;
@@ -188,15 +199,9 @@ typedef struct lh_backend_ops {
     lh_status (*scatter)(void *plan_state, const int32_t *indices, const void *o_sel, void *out,
                          void *workspace, void *stream);
 
-    /* The attention step alone, chunk-major [C, B, H, S_c, D] (see lh_attention_forward); on a
-     * ring, the built-in ring attention. Never calls the hooks. */
-    lh_status (*attention_forward)(void *plan_state, const void *q_sel, const void *k_sel,
-                                   const void *v_sel, void *o_sel, float *lse, void *workspace,
-                                   void *stream);
-    lh_status (*attention_backward)(void *plan_state, const void *q_sel, const void *k_sel,
-                                    const void *v_sel, const void *o_sel, const float *lse,
-                                    const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
-                                    void *workspace, void *stream);
+    /* The attention step alone (lh_attention_forward / _backward). */
+    lh_attention_forward_fn attention_forward;
+    lh_attention_backward_fn attention_backward;
 
     /* The time of `stage` (named `name` for messages) in the plan's most recent forward or
      * backward, for plans finalized with STAGE_TIMING (NULL where the backend cannot time). */

@@ -1,5 +1,5 @@
 /*
- * cpu_ring_attention.c - the built-in ring attention (docs/spec.md section 8) over chunk-major
+ * cpu_ring.c - the built-in ring attention (docs/spec.md section 8) over chunk-major
  * sub-sequences [2, B, H, S_c, D].
  *
  * Rank r holds the query chunks of global index r and 2W-1-r, and to start with the key/value
@@ -24,7 +24,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "cpu_ring.h"
+#include "cpu_attention.h"
 
 static size_t floats(int64_t n) { return lh_cpu_round64((size_t)n * sizeof(float)); }
 

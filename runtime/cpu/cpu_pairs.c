@@ -1,19 +1,13 @@
 /*
- * cpu_attention_step.c - the attention step on its own (lh_attention_forward / _backward):
- * block pairs of chunk-major sub-sequences, the step of a plan without a ring (causal attention
- * of [1, B, H, S, D]) and the dispatch to the built-in ring (cpu_ring_attention.c).
- *
- * Workspace of the step without a ring: dvec [B,H,S] (backward only) | scratch per thread.
- * On a ring: see cpu_ring_attention.c.
+ * cpu_pairs.c - block pairs of chunk-major sub-sequences: the queries of one chunk against the
+ * keys and values of one chunk, causal (the same chunk) or full (an earlier one), forward with
+ * an optional log-sum-exp merge into accumulators, and backward. The attention step without a
+ * ring is one causal pair; the ring (cpu_ring.c) walks all pairs of a rank.
  */
 #include <math.h>
 #include <string.h>
 
-#include "cpu_ring.h"
-
-static size_t floats(int64_t n) { return lh_cpu_round64((size_t)n * sizeof(float)); }
-
-/* ---- one block pair -------------------------------------------------------------------- */
+#include "cpu_attention.h"
 
 typedef struct pair_job {
     const lh_cpu_plan *plan;
@@ -124,50 +118,4 @@ void lh_cpu_pair_backward(const lh_cpu_plan *plan, const lh_cpu_pair *pair, cons
     /* The key side reads dvec, which the query side writes. */
     lh_cpu_parallel_for(plan->nthreads, tasks, rows_task, &job);
     lh_cpu_parallel_for(plan->nthreads, tasks, cols_task, &job);
-}
-
-/* ---- the step -------------------------------------------------------------------------- */
-
-size_t lh_cpu_attention_workspace_bytes(const lh_cpu_plan *plan) {
-    const lh_config *c = &plan->cfg;
-    if (c->ring)
-        return lh_cpu_ring_workspace_bytes(plan);
-    return floats(c->batch * c->heads * c->s_chunk) + (size_t)plan->nthreads * plan->scratch_bytes;
-}
-
-lh_status lh_cpu_attention_forward(void *plan_state, const void *q_sel, const void *k_sel,
-                                   const void *v_sel, void *o_sel, float *lse, void *workspace,
-                                   void *stream) {
-    (void)stream;
-    const lh_cpu_plan *plan = plan_state;
-    const lh_config *c = &plan->cfg;
-    if (c->ring) {
-        lh_cpu_transport t;
-        lh_cpu_transport_local(c->ring, (int)c->cp_rank, &t);
-        return lh_cpu_ring_forward(plan, &t, q_sel, k_sel, v_sel, o_sel, lse, workspace);
-    }
-    lh_cpu_pair pair = {q_sel, k_sel, v_sel, 0};
-    char *scratch = (char *)workspace + floats(c->batch * c->heads * c->s_chunk);
-    lh_cpu_pair_forward(plan, &pair, o_sel, lse, NULL, NULL, scratch);
-    return LH_OK;
-}
-
-lh_status lh_cpu_attention_backward(void *plan_state, const void *q_sel, const void *k_sel,
-                                    const void *v_sel, const void *o_sel, const float *lse,
-                                    const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
-                                    void *workspace, void *stream) {
-    (void)stream;
-    const lh_cpu_plan *plan = plan_state;
-    const lh_config *c = &plan->cfg;
-    if (c->ring) {
-        lh_cpu_transport t;
-        lh_cpu_transport_local(c->ring, (int)c->cp_rank, &t);
-        return lh_cpu_ring_backward(plan, &t, q_sel, k_sel, v_sel, o_sel, lse, do_sel, dq_sel,
-                                    dk_sel, dv_sel, workspace);
-    }
-    lh_cpu_pair pair = {q_sel, k_sel, v_sel, 0};
-    float *dvec = workspace;
-    char *scratch = (char *)workspace + floats(c->batch * c->heads * c->s_chunk);
-    lh_cpu_pair_backward(plan, &pair, o_sel, do_sel, lse, dvec, dq_sel, dk_sel, dv_sel, 0, scratch);
-    return LH_OK;
 }
