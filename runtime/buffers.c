@@ -80,8 +80,6 @@ static const struct row {
     {LH_BUF_ATTENTION, LH_REGION_ATTENTION, ATTENTION_STEP, ALWAYS},
 };
 
-static int64_t align_up(int64_t bytes, int64_t align) { return (bytes + align - 1) / align * align; }
-
 static bool holds(condition when, const lh_config *c, const lh_backend_sizes *s, bool keep) {
     bool lighthouse = c->mode == LH_MODE_LIGHTHOUSE;
     bool chunked = c->ring || c->forward_hook;
@@ -132,10 +130,10 @@ void lh_buffer_map_build(const lh_config *cfg, const lh_backend_sizes *sizes, lh
         const struct row *row = &table[i];
         int64_t bytes = size_of(row->size, cfg, sizes);
         if (bytes <= 0 || !holds(row->when, cfg, sizes, *keep)) continue;
-        int64_t *end = &out->bytes[row->buffer];
-        out->offset[row->buffer][row->region] = *end;
         /* Every region starts aligned, and the buffer ends aligned, except the statistics of a
          * plain dense attention: they are the whole of saved, exactly as its attention has them. */
-        *end += row->size == DENSE_LSE ? bytes : align_up(bytes, sizes->align);
+        int64_t align = row->size == DENSE_LSE ? 1 : sizes->align;
+        out->offset[row->buffer][row->region] =
+            lh_region_append(&out->bytes[row->buffer], bytes, align);
     }
 }

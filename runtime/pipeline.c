@@ -46,7 +46,7 @@ static lh_status timing_mark(lh_pipeline *p, lh_stage stage, bool end, void *str
 }
 
 /* Runs one stage of one chunk between its timing marks (a mode without the stage skips it). */
-static lh_status run_stage(lh_pipeline *p, lh_stage stage, lh_stage_fn fn, const lh_chunk *chunk,
+static lh_status run_stage(lh_pipeline *p, lh_stage stage, lh_stage_fn *fn, const lh_chunk *chunk,
                            void *stream) {
     if (!fn) return LH_OK;
     lh_status st = timing_mark(p, stage, false, stream);

@@ -78,6 +78,14 @@ typedef struct lh_buffer_map {
 void lh_buffer_map_build(const lh_config *cfg, const lh_backend_sizes *sizes, lh_buffer_map *out,
                     bool *keep);
 
+/* Appends a region of `bytes` at *end, padded to a multiple of `align`, and returns its offset:
+ * how the table lays out the buffers, and how an attention step lays out its own workspace. */
+static inline int64_t lh_region_append(int64_t *end, int64_t bytes, int64_t align) {
+    int64_t offset = *end;
+    *end = offset + (bytes + align - 1) / align * align;
+    return offset;
+}
+
 /* The region in a buffer whose memory starts at `base`, or NULL where it has none. */
 static inline void *lh_buffer_at(const lh_buffer_map *l, lh_buffer b, lh_region r, const void *base) {
     return l->offset[b][r] < 0 ? NULL : (char *)base + l->offset[b][r];
@@ -101,13 +109,22 @@ typedef struct lh_chunk {
     void *scratch;
 } lh_chunk;
 
-typedef lh_status (*lh_stage_fn)(void *plan, const lh_chunk *chunk, void *stream);
+/* A stage of one chunk, enqueued on `stream` (CPU: run on the calling thread). */
+typedef lh_status lh_stage_fn(void *plan, const lh_chunk *chunk, void *stream);
 
 /* The stages of one chunk. NULL: the mode has no such stage. */
 typedef struct lh_stage_ops {
-    lh_stage_fn scores, select, gather, scatter;  /* forward */
-    lh_stage_fn regather, gather_dout, pool_grad; /* backward */
+    lh_stage_fn *scores, *select, *gather, *scatter;  /* forward */
+    lh_stage_fn *regather, *gather_dout, *pool_grad; /* backward */
 } lh_stage_ops;
+
+/* Dense attention on the caller's tensors (dense plans without ring or hooks). */
+typedef lh_status lh_dense_forward_fn(void *plan, const void *q, const void *k, const void *v,
+                                      void *out, float *lse, void *workspace, void *stream);
+typedef lh_status lh_dense_backward_fn(void *plan, const void *q, const void *k, const void *v,
+                                       const void *out, const void *dout, const float *lse,
+                                       void *dq, void *dk, void *dv, void *workspace,
+                                       void *stream);
 
 typedef struct lh_pipeline_ops {
     /* Around a forward or backward (CUDA: the plan's context is current); NULL: nothing. */
@@ -116,14 +133,10 @@ typedef struct lh_pipeline_ops {
     const lh_stage_ops *lighthouse; /* the stages of a Lighthouse chunk */
     const lh_stage_ops *dense;      /* a dense chunk: its tokens packed in and out */
     /* The built-in attention step on chunk-major sub-sequences (the ring on a ring plan). */
-    lh_attention_forward_fn attention_forward;
-    lh_attention_backward_fn attention_backward;
-    /* Dense attention on the caller's tensors (dense plans without ring or hooks). */
-    lh_status (*dense_forward)(void *plan, const void *q, const void *k, const void *v, void *out,
-                               float *lse, void *workspace, void *stream);
-    lh_status (*dense_backward)(void *plan, const void *q, const void *k, const void *v,
-                                const void *out, const void *dout, const float *lse, void *dq,
-                                void *dk, void *dv, void *workspace, void *stream);
+    lh_attention_forward_fn *attention_forward;
+    lh_attention_backward_fn *attention_backward;
+    lh_dense_forward_fn *dense_forward;
+    lh_dense_backward_fn *dense_backward;
     /* Copies staged indices to saved (backends with stages_indices). */
     lh_status (*copy)(void *plan, void *dst, const void *src, size_t bytes, void *stream);
     /* Stage timing (plans finalized with STAGE_TIMING): a forward or backward opens its stages
@@ -147,10 +160,7 @@ void lh_pipeline_init(lh_pipeline *p, const lh_pipeline_ops *ops, const lh_confi
                       const lh_backend_sizes *sizes, lh_plan_sizes *out);
 
 /* lh_backend_ops.forward and .backward of every backend: `plan` begins with an lh_pipeline. */
-lh_status lh_pipeline_forward(void *plan, const void *q, const void *k, const void *v, void *out,
-                              void *saved, void *workspace, void *stream);
-lh_status lh_pipeline_backward(void *plan, const void *q, const void *k, const void *v,
-                               const void *out, const void *dout, const void *saved, void *dq,
-                               void *dk, void *dv, void *workspace, void *stream);
+lh_forward_fn lh_pipeline_forward;
+lh_backward_fn lh_pipeline_backward;
 
 #endif /* LH_PIPELINE_H */

@@ -119,20 +119,12 @@ size_t lh_cpu_attention_fwd_bytes(const lh_cpu_plan *plan);
 size_t lh_cpu_attention_bwd_bytes(const lh_cpu_plan *plan);
 size_t lh_cpu_attention_step_bytes(const lh_cpu_plan *plan);
 
-lh_status lh_cpu_attention_forward(void *plan_state, const void *q_sel, const void *k_sel,
-                                   const void *v_sel, void *o_sel, float *lse, void *workspace,
-                                   void *stream);
-lh_status lh_cpu_attention_backward(void *plan_state, const void *q_sel, const void *k_sel,
-                                    const void *v_sel, const void *o_sel, const float *lse,
-                                    const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
-                                    void *workspace, void *stream);
+lh_attention_forward_fn lh_cpu_attention_forward;
+lh_attention_backward_fn lh_cpu_attention_backward;
 
 /* Causal attention on the caller's tensors (dense plans without ring or hooks), kv heads read
  * in place under GQA; workspace as the step's (scratch, then dvec [B,H,N]). */
-lh_status lh_cpu_dense_forward(void *plan_state, const void *q, const void *k, const void *v,
-                               void *out, float *lse, void *workspace, void *stream);
-lh_status lh_cpu_dense_backward(void *plan_state, const void *q, const void *k, const void *v,
-                                const void *out, const void *dout, const float *lse, void *dq,
-                                void *dk, void *dv, void *workspace, void *stream);
+lh_dense_forward_fn lh_cpu_dense_forward;
+lh_dense_backward_fn lh_cpu_dense_backward;
 
 #endif /* LH_CPU_ATTENTION_H */

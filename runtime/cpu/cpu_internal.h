@@ -109,22 +109,12 @@ void lh_cpu_pool_grad(const lh_cpu_plan *plan, const int32_t *indices, const flo
 
 /* The pipeline's stage functions (lh_stage_ops; plan = the whole plan, which knows its chunk's)
  * and the stage entry points of the ops table, in the file of their stage. */
-lh_status lh_cpu_scores_stage(void *plan, const lh_chunk *chunk, void *stream);
-lh_status lh_cpu_select_stage(void *plan, const lh_chunk *chunk, void *stream);
-lh_status lh_cpu_gather_stage(void *plan, const lh_chunk *chunk, void *stream);
-lh_status lh_cpu_gather_dout_stage(void *plan, const lh_chunk *chunk, void *stream);
-lh_status lh_cpu_scatter_stage(void *plan, const lh_chunk *chunk, void *stream);
-lh_status lh_cpu_pool_grad_stage(void *plan, const lh_chunk *chunk, void *stream);
-
-lh_status lh_cpu_scores_entry(void *plan_state, const void *q, const void *k, float *scores_q,
-                              float *scores_k, void *workspace, void *stream);
-lh_status lh_cpu_select_entry(void *plan_state, const float *scores_q, const float *scores_k,
-                              int32_t *indices, void *workspace, void *stream);
-lh_status lh_cpu_gather_entry(void *plan_state, const void *q, const void *k, const void *v,
-                              const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
-                              void *workspace, void *stream);
-lh_status lh_cpu_scatter_entry(void *plan_state, const int32_t *indices, const void *o_sel,
-                               void *out, void *workspace, void *stream);
+lh_stage_fn lh_cpu_scores_stage, lh_cpu_select_stage, lh_cpu_gather_stage,
+    lh_cpu_gather_dout_stage, lh_cpu_scatter_stage, lh_cpu_pool_grad_stage;
+lh_scores_fn lh_cpu_scores_entry;
+lh_select_fn lh_cpu_select_entry;
+lh_gather_fn lh_cpu_gather_entry;
+lh_scatter_fn lh_cpu_scatter_entry;
 
 /* Dense chunks: a chunk's sub-sequence is its tokens, packed in (kv heads expanded to query
  * heads) and out (kv gradients summed over each group) (cpu_pack.c). */

@@ -1,182 +1,56 @@
-/* cuda_ring.c - the attention step: causal SDPA without a ring, ring attention on one (see
- * cuda_ring.h for the algorithm). */
-#include "cuda_ring.h"
+/*
+ * cuda_ring.c - ring attention on the GPU (docs/spec.md section 8), the attention step of a ring
+ * plan on chunk-major sub-sequences [2, B, H, S_c, D] (lse [2, B, H, S_c] fp32).
+ *
+ * Forward: rank r holds chunks g0 = r and g1 = 2W-1-r. In W steps the K/V of every rank's two
+ * chunks pass by (step s holds rank (r - s) mod W's); while step s computes, the next block is
+ * already moving on the communication stream. Query chunk c meets key chunk c' < c fully and its
+ * own chunk causally; each block's partial output and log-sum-exp are merged into an fp32
+ * accumulator (kernels_mlir/ring.mlir). Backward: the same walk with the final O and lse, dQ
+ * summed locally in fp32, and the fp32 dK/dV accumulators of each block travelling with it, back
+ * home after W hops. Workspace layout: cuda_attention.c.
+ */
+#include "cuda_internal.h"
 
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "compiler.h"
-#include "cuda_layout.h"
-
-static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static char *at(void *base, int64_t off) { return (char *)base + off; }
 static const char *cat(const void *base, int64_t off) { return (const char *)base + off; }
 
-/* ---- plan ------------------------------------------------------------------------------------ */
-
-static lh_status load_kernels(cuda_ring *r, int sm, const lh_context_options *options) {
-    lhc_kernel_request req;
-    const char *dtype = r->cfg.dtype == LH_DTYPE_FLOAT16 ? "f16" : "bf16";
-    lh_status st = lhc_ring_kernel(dtype, (int)r->cfg.head_dim, &req);
-    if (st != LH_OK) return st;
-    lhc_cache *cache = NULL;
-    st = cuda_kernels_cache(options, &cache);
-    if (st != LH_OK) return st;
-    char chip[16];
-    cuda_kernels_chip(sm, chip, sizeof chip);
-    st = cuda_kernels_load(&r->kernels, r->cu, cache, chip, &req, 1);
-    lhc_cache_destroy(cache);
-    return st;
-}
-
-static lh_status build_sdpa(cuda_ring *r, const lh_cudnn_api *dnn, cudnnHandle_t handle,
-                            bool full, lh_sdpa_plan **out) {
-    const lh_config *c = &r->cfg;
-    int64_t s = c->s_chunk;
-    lh_sdpa_shape shape = {.b = c->batch, .h = c->heads, .hkv = c->heads, .s = s,
-                           .d = c->head_dim, .dtype = c->dtype, .scale = c->scale, .full = full};
-    lh_sdpa_layout_strides(false, c->heads, s, c->head_dim, shape.q_strides);
-    lh_sdpa_layout_strides(false, c->heads, s, c->head_dim, shape.kv_strides);
-    lh_status st = cuda_sdpa_plan_create(dnn, handle, &shape, out);
-    return st == LH_OK ? st
-                       : lh_fail_context(st, full ? "building the ring's full-block SDPA plan"
-                                                  : "building the causal SDPA plan of a chunk");
-}
-
-static void layout(cuda_ring *r) {
-    const lh_config *c = &r->cfg;
-    int64_t rows = c->batch * c->heads * c->s_chunk;
-    r->cb = rows * c->head_dim * (int64_t)lh_dtype_size(c->dtype);
-    r->cb32 = rows * c->head_dim * 4;
-    r->lb = rows * 4;
-    if (!r->has_ring) {
-        r->workspace_bytes = max64(cuda_sdpa_fwd_workspace_bytes(r->causal),
-                                   cuda_sdpa_bwd_workspace_bytes(r->causal));
-        return;
-    }
-    int64_t fws = max64(cuda_sdpa_fwd_workspace_bytes(r->causal), cuda_sdpa_fwd_workspace_bytes(r->full));
-    int64_t bws = max64(cuda_sdpa_bwd_workspace_bytes(r->causal), cuda_sdpa_bwd_workspace_bytes(r->full));
-    int64_t end = 0;
-    /* forward: two K/V blocks (K of both chunks, then V of both), one block's partial result, the
-     * fp32 accumulators of both chunks and two lse buffers per chunk (the merge alternates) */
-    r->f_kv[0] = lh_region(&end, 4 * r->cb);
-    r->f_kv[1] = lh_region(&end, 4 * r->cb);
-    r->f_opart = lh_region(&end, r->cb);
-    r->f_lpart = lh_region(&end, r->lb);
-    r->f_acc = lh_region(&end, 2 * r->cb32);
-    r->f_lse = lh_region(&end, 4 * r->lb);
-    r->f_sdpa = lh_region(&end, fws);
-    r->fwd_bytes = end;
-    /* backward: K/V blocks, dK/dV accumulators of a travelling block (dK of both chunks, then dV),
-     * dQ accumulators, the partial dq, dk, dv of one block */
-    end = 0;
-    r->b_kv[0] = lh_region(&end, 4 * r->cb);
-    r->b_kv[1] = lh_region(&end, 4 * r->cb);
-    r->b_dkv[0] = lh_region(&end, 4 * r->cb32);
-    r->b_dkv[1] = lh_region(&end, 4 * r->cb32);
-    r->b_dq = lh_region(&end, 2 * r->cb32);
-    r->b_part = lh_region(&end, 3 * r->cb);
-    r->b_sdpa = lh_region(&end, bws);
-    r->bwd_bytes = end;
-    r->workspace_bytes = max64(r->fwd_bytes, r->bwd_bytes);
-}
-
-lh_status cuda_ring_create(const lh_cu_api *cu, int sm, const lh_cudnn_api *dnn,
-                           cudnnHandle_t handle, const lh_context_options *options,
-                           const lh_config *cfg, bool need_kernels, lh_sdpa_plan *causal,
-                           cuda_ring **out) {
-    cuda_ring *r = calloc(1, sizeof *r);
-    if (!r) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating the ring attention plan failed");
-    r->cu = cu;
-    r->cfg = *cfg;
-    if (!(r->cfg.scale > 0.0)) r->cfg.scale = 1.0 / sqrt((double)cfg->head_dim);
-    r->has_ring = cfg->ring != NULL;
-    r->world = r->has_ring ? (int)cfg->cp_world : 1;
-    r->rank = r->has_ring ? (int)cfg->cp_rank : 0;
-    r->causal = causal;
-    r->borrowed_causal = causal != NULL;
-    lh_status st = causal ? LH_OK : build_sdpa(r, dnn, handle, false, &r->causal);
-    if (st == LH_OK && (need_kernels || r->has_ring)) st = load_kernels(r, sm, options);
-    if (st == LH_OK && r->has_ring) st = build_sdpa(r, dnn, handle, true, &r->full);
-    if (st == LH_OK && r->has_ring) {
-        st = lh_cu_check(cu->StreamCreate(&r->comm, CU_STREAM_NON_BLOCKING),
-                         "creating the ring's communication stream");
-        CUevent *evs[] = {&r->ev_start, &r->ev_kv, &r->ev_acc, &r->ev_compute, &r->ev_end};
-        for (int i = 0; i < 5 && st == LH_OK; i++)
-            st = lh_cu_check(cu->EventCreate(evs[i], CU_EVENT_DISABLE_TIMING),
-                             "creating the ring's events");
-        if (st == LH_OK) st = cuda_transport_init(&r->transport, cu, cfg->ring, r->rank);
-    }
-    if (st != LH_OK) {
-        cuda_ring_destroy(r);
-        return st;
-    }
-    layout(r);
-    *out = r;
-    return LH_OK;
-}
-
-void cuda_ring_destroy(cuda_ring *r) {
-    if (!r) return;
-    cuda_transport_destroy(&r->transport);
-    CUevent evs[] = {r->ev_start, r->ev_kv, r->ev_acc, r->ev_compute, r->ev_end};
-    for (int i = 0; i < 5; i++)
-        if (evs[i]) r->cu->EventDestroy(evs[i]);
-    if (r->comm) r->cu->StreamDestroy(r->comm);
-    if (!r->borrowed_causal) cuda_sdpa_plan_destroy(r->causal);
-    cuda_sdpa_plan_destroy(r->full);
-    cuda_kernels_unload(&r->kernels);
-    free(r);
-}
-
 /* ---- kernels --------------------------------------------------------------------------------- */
 
-static lh_status run_merge(cuda_ring *r, const void *o_part, const void *lse_part, void *acc,
+static lh_status run_merge(cuda_attention *r, const void *o_part, const void *lse_part, void *acc,
                            const void *lse_in, void *lse_out, CUstream s) {
     lhk_ring_merge_args a = {.o_part = o_part, .lse_part = lse_part, .acc = acc, .lse_in = lse_in,
                              .lse_out = lse_out, .rows = r->lb / 4};
-    return cuda_kernels_launch(&r->kernels, LHK_RING_MERGE, &a, &(lhk_shape){0}, s);
+    return cuda_kernels_launch(r->kernels, LHK_RING_MERGE, &a, &(lhk_shape){0}, s);
 }
 
 /* acc (fp32) += part (DTYPE), one chunk */
-static lh_status run_add(cuda_ring *r, const void *part, void *acc, CUstream s) {
+static lh_status run_add(cuda_attention *r, const void *part, void *acc, CUstream s) {
     lhk_ring_add_args a = {.part = part, .acc = acc, .vecs = r->cb32 / 4 / 8};
-    return cuda_kernels_launch(&r->kernels, LHK_RING_ADD, &a, &(lhk_shape){0}, s);
+    return cuda_kernels_launch(r->kernels, LHK_RING_ADD, &a, &(lhk_shape){0}, s);
 }
 
 /* out (DTYPE) = acc (fp32), `chunks` chunks */
-static lh_status run_convert(cuda_ring *r, const void *acc, void *out, int64_t chunks, CUstream s) {
+static lh_status run_convert(cuda_attention *r, const void *acc, void *out, int64_t chunks, CUstream s) {
     lhk_ring_convert_args a = {.acc = acc, .out = out, .vecs = chunks * r->cb32 / 4 / 8};
-    return cuda_kernels_launch(&r->kernels, LHK_RING_CONVERT, &a, &(lhk_shape){0}, s);
-}
-
-lh_status cuda_ring_pack(cuda_ring *r, const void *src, void *dst, int64_t tokens,
-                         int64_t dst_heads, int64_t expand, int64_t group, const int64_t src_s[3],
-                         const int64_t dst_s[3], CUstream stream) {
-    lhk_ring_pack_args a = {.src = src, .dst = dst, .tokens = tokens, .expand = expand,
-                            .group = group, .s_sb = src_s[0], .s_st = src_s[1], .s_sh = src_s[2],
-                            .d_sb = dst_s[0], .d_st = dst_s[1], .d_sh = dst_s[2]};
-    lhk_shape shape = {.batch = r->cfg.batch, .heads = dst_heads};
-    return cuda_kernels_launch(&r->kernels, LHK_RING_PACK, &a, &shape, stream);
+    return cuda_kernels_launch(r->kernels, LHK_RING_CONVERT, &a, &(lhk_shape){0}, s);
 }
 
 /* ---- the ring --------------------------------------------------------------------------------- */
 
 /* Global position of local chunk j of rank `rank`: chunk `rank`, then chunk 2W-1-rank. */
-static int global_chunk(const cuda_ring *r, int rank, int j) {
+static int global_chunk(const cuda_attention *r, int rank, int j) {
     return j == 0 ? rank : 2 * r->world - 1 - rank;
 }
 
 /* A driver call of the ring (the plan is named for symmetry with the other helpers). */
-static lh_status cu(const cuda_ring *r, CUresult res, const char *what) {
+static lh_status cu(const cuda_attention *r, CUresult res, const char *what) {
     (void)r;
     return lh_cu_check(res, what);
 }
 
 /* Ends a ring call: the caller's stream waits for everything on the communication stream. */
-static lh_status join_streams(cuda_ring *r, CUstream stream) {
+static lh_status join_streams(cuda_attention *r, CUstream stream) {
     lh_status st = cu(r, r->cu->EventRecord(r->ev_end, r->comm), "recording the ring's end event");
     if (st == LH_OK)
         st = cu(r, r->cu->StreamWaitEvent(stream, r->ev_end, 0), "joining the communication stream");
@@ -187,7 +61,7 @@ static lh_status join_streams(cuda_ring *r, CUstream stream) {
  * `knext` (K, then V), on the communication stream while this step computes, and records its
  * arrival in ev_kv. `knext` was step s-1's buffer, so the communication stream first waits for
  * that step's compute. */
-static lh_status send_kv(cuda_ring *r, int s, const char *kcur, const char *vcur, char *knext) {
+static lh_status send_kv(cuda_attention *r, int s, const char *kcur, const char *vcur, char *knext) {
     cuda_xfer x[2] = {{kcur, knext, (size_t)(2 * r->cb)},
                       {vcur, knext + 2 * r->cb, (size_t)(2 * r->cb)}};
     lh_status st = LH_OK;
@@ -199,9 +73,8 @@ static lh_status send_kv(cuda_ring *r, int s, const char *kcur, const char *vcur
     return st;
 }
 
-static lh_status ring_forward(cuda_ring *r, const void *q_sel, const void *k_sel,
-                              const void *v_sel, void *o_sel, float *lse, void *ws,
-                              CUstream stream) {
+lh_status cuda_ring_forward(cuda_attention *r, const void *q_sel, const void *k_sel,
+                            const void *v_sel, void *o_sel, float *lse, void *ws, CUstream stream) {
     const lh_cu_api *api = r->cu;
     const int W = r->world, me = r->rank;
     char *acc = at(ws, r->f_acc);
@@ -256,10 +129,10 @@ fail:
     return st;
 }
 
-static lh_status ring_backward(cuda_ring *r, const void *q_sel, const void *k_sel,
-                               const void *v_sel, const void *o_sel, const float *lse,
-                               const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
-                               void *ws, CUstream stream) {
+lh_status cuda_ring_backward(cuda_attention *r, const void *q_sel, const void *k_sel,
+                             const void *v_sel, const void *o_sel, const float *lse,
+                             const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
+                             void *ws, CUstream stream) {
     const lh_cu_api *api = r->cu;
     const int W = r->world, me = r->rank;
     char *dq_acc = at(ws, r->b_dq);
@@ -325,28 +198,4 @@ static lh_status ring_backward(cuda_ring *r, const void *q_sel, const void *k_se
 fail:
     cuda_transport_abort(&r->transport);
     return st;
-}
-
-/* ---- entry points ----------------------------------------------------------------------------- */
-
-void cuda_ring_abort(cuda_ring *r) {
-    if (r->has_ring) cuda_transport_abort(&r->transport);
-}
-
-lh_status cuda_ring_forward(cuda_ring *r, const void *q_sel, const void *k_sel, const void *v_sel,
-                            void *o_sel, float *lse, void *workspace, CUstream stream) {
-    if (!r->has_ring)
-        return cuda_sdpa_forward(r->causal, q_sel, k_sel, v_sel, o_sel, lse, workspace, stream);
-    return ring_forward(r, q_sel, k_sel, v_sel, o_sel, lse, workspace, stream);
-}
-
-lh_status cuda_ring_backward(cuda_ring *r, const void *q_sel, const void *k_sel,
-                             const void *v_sel, const void *o_sel, const float *lse,
-                             const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
-                             void *workspace, CUstream stream) {
-    if (!r->has_ring)
-        return cuda_sdpa_backward(r->causal, q_sel, k_sel, v_sel, o_sel, do_sel, lse, dq_sel,
-                                  dk_sel, dv_sel, workspace, stream);
-    return ring_backward(r, q_sel, k_sel, v_sel, o_sel, lse, do_sel, dq_sel, dk_sel, dv_sel,
-                         workspace, stream);
 }
