@@ -105,8 +105,7 @@ lh_status lh_cpu_gather_entry(void *plan_state, const void *q, const void *k, co
     (void)stream;
     const lh_cpu_plan *plan = plan_state;
     lh_status st = lh_cpu_check_indices(&plan->cfg, indices);
-    if (st != LH_OK)
-        return st;
-    lh_cpu_gather(plan, q, k, v, indices, q_sel, k_sel, v_sel);
-    return LH_OK;
+    if (st == LH_OK)
+        lh_cpu_gather(plan, q, k, v, indices, q_sel, k_sel, v_sel);
+    return st;
 }

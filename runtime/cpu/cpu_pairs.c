@@ -55,13 +55,22 @@ static void merge_rows(int64_t D, int64_t r0, int64_t r1, const float *o, const 
     }
 }
 
+/* The rows [r0, r1) and head of a task over (row block, head): in causal pairs the last row
+ * blocks see the most keys, so they go first. Returns the head b*H + h. */
+static int64_t rows_of_task(const pair_job *job, int64_t task, int64_t *r0, int64_t *r1) {
+    const lh_config *cfg = &job->plan->cfg;
+    int64_t BH = cfg->batch * cfg->heads, S = cfg->s_chunk;
+    int64_t rb = job->blocks - 1 - task / BH;
+    *r0 = rb * LH_CPU_BLOCK;
+    *r1 = *r0 + LH_CPU_BLOCK < S ? *r0 + LH_CPU_BLOCK : S;
+    return task % BH;
+}
+
 static void forward_task(void *arg, int64_t task, int tid) {
     const pair_job *job = arg;
     const lh_config *cfg = &job->plan->cfg;
-    int64_t BH = cfg->batch * cfg->heads, S = cfg->s_chunk, D = cfg->head_dim;
-    /* Causal pairs: the last row blocks see the most keys, so they go first. */
-    int64_t rb = job->blocks - 1 - task / BH, bh = task % BH;
-    int64_t r0 = rb * LH_CPU_BLOCK, r1 = r0 + LH_CPU_BLOCK < S ? r0 + LH_CPU_BLOCK : S;
+    int64_t S = cfg->s_chunk, D = cfg->head_dim, r0, r1;
+    int64_t bh = rows_of_task(job, task, &r0, &r1);
     lh_cpu_head hd = head_of(job, bh);
     float *o = job->o + bh * S * D, *lse = job->lse + bh * S;
     lh_cpu_attention_rows(&hd, D, (float)cfg->scale, r0, r1, o, D, lse, scratch_of(job, tid));
@@ -81,9 +90,8 @@ void lh_cpu_pair_forward(const lh_cpu_plan *plan, const lh_cpu_pair *pair, float
 static void rows_task(void *arg, int64_t task, int tid) {
     const pair_job *job = arg;
     const lh_config *cfg = &job->plan->cfg;
-    int64_t BH = cfg->batch * cfg->heads, S = cfg->s_chunk, D = cfg->head_dim;
-    int64_t rb = job->blocks - 1 - task / BH, bh = task % BH;
-    int64_t r0 = rb * LH_CPU_BLOCK, r1 = r0 + LH_CPU_BLOCK < S ? r0 + LH_CPU_BLOCK : S;
+    int64_t S = cfg->s_chunk, D = cfg->head_dim, r0, r1;
+    int64_t bh = rows_of_task(job, task, &r0, &r1);
     lh_cpu_head hd = head_of(job, bh);
     int64_t base = bh * S * D;
     lh_cpu_attention_bwd_rows(&hd, D, (float)cfg->scale, r0, r1, job->o_in + base, D,

@@ -33,6 +33,24 @@ static int64_t global_chunk(const lh_config *cfg, int64_t rank, int64_t j) {
     return j == 0 ? rank : 2 * cfg->cp_world - 1 - rank;
 }
 
+/* The block pairs rank r computes while it holds the kv chunks of rank `owner`: (local query
+ * chunk jq, held kv chunk jkv) where the kv chunk does not come after the query chunk, in that
+ * order; full when it comes before. */
+typedef struct ring_pair {
+    int64_t jq, jkv;
+    int full;
+} ring_pair;
+
+static int pairs_of_step(const lh_config *c, int64_t r, int64_t owner, ring_pair out[4]) {
+    int n = 0;
+    for (int64_t jq = 0; jq < 2; jq++)
+        for (int64_t jkv = 0; jkv < 2; jkv++) {
+            int64_t cq = global_chunk(c, r, jq), ckv = global_chunk(c, owner, jkv);
+            if (ckv <= cq) out[n++] = (ring_pair){jq, jkv, ckv < cq};
+        }
+    return n;
+}
+
 typedef struct ring_sizes {
     int64_t rows;      /* B * H * S_c: rows of one chunk */
     int64_t chunk;     /* rows * D: floats of one chunk's tensor */
@@ -87,17 +105,14 @@ lh_status lh_cpu_ring_forward(const lh_cpu_plan *plan, lh_cpu_transport *t, cons
     for (int64_t step = 0; step < W; step++) {
         int64_t owner = (r - step + W) % W;
         const float *kb = buf[cur], *vb = buf[cur] + s.sel;
-        for (int64_t jq = 0; jq < 2; jq++) {
-            int64_t cq = global_chunk(c, r, jq);
-            for (int64_t jkv = 0; jkv < 2; jkv++) {
-                int64_t ckv = global_chunk(c, owner, jkv);
-                if (ckv > cq)
-                    continue;
-                lh_cpu_pair pair = {q + jq * s.chunk, kb + jkv * s.chunk, vb + jkv * s.chunk,
-                                    ckv < cq};
-                lh_cpu_pair_forward(plan, &pair, o_part, lse_part, acc_o + jq * s.chunk,
-                                    acc_lse + jq * s.rows, scratch);
-            }
+        ring_pair pairs[4];
+        int npairs = pairs_of_step(c, r, owner, pairs);
+        for (int i = 0; i < npairs; i++) {
+            int64_t jq = pairs[i].jq, jkv = pairs[i].jkv;
+            lh_cpu_pair pair = {q + jq * s.chunk, kb + jkv * s.chunk, vb + jkv * s.chunk,
+                                pairs[i].full};
+            lh_cpu_pair_forward(plan, &pair, o_part, lse_part, acc_o + jq * s.chunk,
+                                acc_lse + jq * s.rows, scratch);
         }
         if (step + 1 < W) {
             lh_status st = t->shift(t, buf[cur], buf[1 - cur], (size_t)(2 * s.sel) * sizeof(float));
@@ -137,18 +152,15 @@ lh_status lh_cpu_ring_backward(const lh_cpu_plan *plan, lh_cpu_transport *t, con
     for (int64_t step = 0; step < W; step++) {
         int64_t owner = (r - step + W) % W;
         float *kb = buf[cur], *vb = kb + s.sel, *dkb = kb + 2 * s.sel, *dvb = kb + 3 * s.sel;
-        for (int64_t jq = 0; jq < 2; jq++) {
-            int64_t cq = global_chunk(c, r, jq);
-            for (int64_t jkv = 0; jkv < 2; jkv++) {
-                int64_t ckv = global_chunk(c, owner, jkv);
-                if (ckv > cq)
-                    continue;
-                lh_cpu_pair pair = {q + jq * s.chunk, kb + jkv * s.chunk, vb + jkv * s.chunk,
-                                    ckv < cq};
-                lh_cpu_pair_backward(plan, &pair, o + jq * s.chunk, dout + jq * s.chunk,
-                                     lse + jq * s.rows, dvec + jq * s.rows, dq_acc + jq * s.chunk,
-                                     dkb + jkv * s.chunk, dvb + jkv * s.chunk, 1, scratch);
-            }
+        ring_pair pairs[4];
+        int npairs = pairs_of_step(c, r, owner, pairs);
+        for (int i = 0; i < npairs; i++) {
+            int64_t jq = pairs[i].jq, jkv = pairs[i].jkv;
+            lh_cpu_pair pair = {q + jq * s.chunk, kb + jkv * s.chunk, vb + jkv * s.chunk,
+                                pairs[i].full};
+            lh_cpu_pair_backward(plan, &pair, o + jq * s.chunk, dout + jq * s.chunk,
+                                 lse + jq * s.rows, dvec + jq * s.rows, dq_acc + jq * s.chunk,
+                                 dkb + jkv * s.chunk, dvb + jkv * s.chunk, 1, scratch);
         }
         if (step + 1 < W) {
             lh_status st = t->shift(t, buf[cur], buf[1 - cur], (size_t)(4 * s.sel) * sizeof(float));

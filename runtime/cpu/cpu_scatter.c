@@ -45,8 +45,7 @@ lh_status lh_cpu_scatter_entry(void *plan_state, const int32_t *indices, const v
     (void)stream;
     const lh_cpu_plan *plan = plan_state;
     lh_status st = lh_cpu_check_indices(&plan->cfg, indices);
-    if (st != LH_OK)
-        return st;
-    lh_cpu_scatter(plan, indices, o_sel, out);
-    return LH_OK;
+    if (st == LH_OK)
+        lh_cpu_scatter(plan, indices, o_sel, out);
+    return st;
 }

@@ -102,7 +102,11 @@ lh_scatter_fn cuda_scatter_entry;
 lh_status cuda_invert(const cuda_plan *p, const int32_t *indices, void *inv, CUstream stream);
 
 /* A kernel of the plan on the chunk's shape (grid.z = batch, select's tiles). */
-lh_status cuda_launch(const cuda_plan *p, lhk_kernel kernel, const void *args, CUstream stream);
+static inline lh_status cuda_launch(const cuda_plan *p, lhk_kernel kernel, const void *args,
+                                    CUstream stream) {
+    lhk_shape shape = {.batch = p->chunk.batch, .tiles = p->chunk.tiles};
+    return cuda_kernels_launch(&p->kernels, kernel, args, &shape, stream);
+}
 
 /* ---- the attention (cuda_attention.c, cuda_ring.c) ---------------------------------------- */
 

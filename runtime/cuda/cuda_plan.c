@@ -54,11 +54,6 @@ static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
     return st;
 }
 
-lh_status cuda_launch(const cuda_plan *p, lhk_kernel kernel, const void *args, CUstream stream) {
-    lhk_shape shape = {.batch = p->chunk.batch, .tiles = p->chunk.tiles};
-    return cuda_kernels_launch(&p->kernels, kernel, args, &shape, stream);
-}
-
 /* Dense attention on the caller's tensors: their own layout, Hkv heads. */
 static lh_status build_dense(cuda_plan *p) {
     const lh_config *c = &p->cfg;

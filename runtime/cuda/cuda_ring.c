@@ -43,6 +43,23 @@ static int global_chunk(const cuda_attention *r, int rank, int j) {
     return j == 0 ? rank : 2 * r->world - 1 - rank;
 }
 
+/* The blocks this rank computes while it holds rank src's K/V: (local query chunk j, held chunk
+ * i) where chunk i does not come after chunk j, in that order; causal when they are one chunk. */
+typedef struct ring_block {
+    int j, i;
+    bool causal;
+} ring_block;
+
+static int blocks_of_step(const cuda_attention *r, int src, ring_block out[4]) {
+    int n = 0;
+    for (int j = 0; j < 2; j++)
+        for (int i = 0; i < 2; i++) {
+            int gq = global_chunk(r, r->rank, j), gk = global_chunk(r, src, i);
+            if (gk <= gq) out[n++] = (ring_block){j, i, gk == gq};
+        }
+    return n;
+}
+
 /* A driver call of the ring (the plan is named for symmetry with the other helpers). */
 static lh_status cu(const cuda_attention *r, CUresult res, const char *what) {
     (void)r;
@@ -76,7 +93,7 @@ static lh_status send_kv(cuda_attention *r, int s, const char *kcur, const char 
 lh_status cuda_ring_forward(cuda_attention *r, const void *q_sel, const void *k_sel,
                             const void *v_sel, void *o_sel, float *lse, void *ws, CUstream stream) {
     const lh_cu_api *api = r->cu;
-    const int W = r->world, me = r->rank;
+    const int W = r->world, me = r->rank; /* this rank */
     char *acc = at(ws, r->f_acc);
     char *lse_buf = at(ws, r->f_lse); /* [chunk j][parity] */
     int parity[2] = {0, 0};
@@ -95,21 +112,18 @@ lh_status cuda_ring_forward(cuda_attention *r, const void *q_sel, const void *k_
         const char *vcur = s == 0 ? (const char *)v_sel : at(ws, r->f_kv[(s - 1) % 2]) + 2 * r->cb;
         if (s < W - 1 && (st = send_kv(r, s, kcur, vcur, at(ws, r->f_kv[s % 2]))) != LH_OK)
             goto fail;
-        for (int j = 0; j < 2 && st == LH_OK; j++) {
-            int gq = global_chunk(r, me, j);
-            for (int i = 0; i < 2 && st == LH_OK; i++) {
-                int gk = global_chunk(r, src, i);
-                if (gk > gq) continue;
-                lh_sdpa_plan *plan = gk == gq ? r->causal : r->full;
-                st = cuda_sdpa_forward(plan, cat(q_sel, j * r->cb), kcur + i * r->cb,
-                                       vcur + i * r->cb, at(ws, r->f_opart),
-                                       (float *)at(ws, r->f_lpart), at(ws, r->f_sdpa), stream);
-                char *lj = lse_buf + 2 * j * r->lb;
-                if (st == LH_OK)
-                    st = run_merge(r, at(ws, r->f_opart), at(ws, r->f_lpart), acc + j * r->cb32,
-                                   lj + parity[j] * r->lb, lj + (1 - parity[j]) * r->lb, stream);
-                parity[j] ^= 1;
-            }
+        ring_block blocks[4];
+        int nblocks = blocks_of_step(r, src, blocks);
+        for (int b = 0; b < nblocks && st == LH_OK; b++) {
+            int j = blocks[b].j, i = blocks[b].i;
+            st = cuda_sdpa_forward(blocks[b].causal ? r->causal : r->full, cat(q_sel, j * r->cb),
+                                   kcur + i * r->cb, vcur + i * r->cb, at(ws, r->f_opart),
+                                   (float *)at(ws, r->f_lpart), at(ws, r->f_sdpa), stream);
+            char *lj = lse_buf + 2 * j * r->lb;
+            if (st == LH_OK)
+                st = run_merge(r, at(ws, r->f_opart), at(ws, r->f_lpart), acc + j * r->cb32,
+                               lj + parity[j] * r->lb, lj + (1 - parity[j]) * r->lb, stream);
+            parity[j] ^= 1;
         }
         if (st == LH_OK) st = cu(r, api->EventRecord(r->ev_compute, stream), "recording a ring step");
         if (st == LH_OK && s < W - 1)
@@ -134,7 +148,7 @@ lh_status cuda_ring_backward(cuda_attention *r, const void *q_sel, const void *k
                              const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
                              void *ws, CUstream stream) {
     const lh_cu_api *api = r->cu;
-    const int W = r->world, me = r->rank;
+    const int W = r->world, me = r->rank; /* this rank */
     char *dq_acc = at(ws, r->b_dq);
     char *dq_part = at(ws, r->b_part), *dk_part = dq_part + r->cb, *dv_part = dq_part + 2 * r->cb;
     lh_status st = cu(r, api->MemsetD32Async((CUdeviceptr)(uintptr_t)dq_acc, 0, (size_t)(2 * r->cb32 / 4), stream),
@@ -154,25 +168,22 @@ lh_status cuda_ring_backward(cuda_attention *r, const void *q_sel, const void *k
         if (s < W - 1 && (st = send_kv(r, s, kcur, vcur, at(ws, r->b_kv[s % 2]))) != LH_OK)
             goto fail;
         bool waited = s == 0; /* step 0's accumulators are this rank's own, already cleared */
-        for (int j = 0; j < 2 && st == LH_OK; j++) {
-            int gq = global_chunk(r, me, j);
-            for (int i = 0; i < 2 && st == LH_OK; i++) {
-                int gk = global_chunk(r, src, i);
-                if (gk > gq) continue;
-                lh_sdpa_plan *plan = gk == gq ? r->causal : r->full;
-                st = cuda_sdpa_backward(plan, cat(q_sel, j * r->cb), kcur + i * r->cb,
-                                        vcur + i * r->cb, cat(o_sel, j * r->cb),
-                                        cat(do_sel, j * r->cb), (const float *)cat(lse, j * r->lb),
-                                        dq_part, dk_part, dv_part, at(ws, r->b_sdpa), stream);
-                if (st == LH_OK) st = run_add(r, dq_part, dq_acc + j * r->cb32, stream);
-                if (st == LH_OK && !waited) {
-                    /* the block's accumulators arrive while the first block computes */
-                    st = cu(r, api->StreamWaitEvent(stream, r->ev_acc, 0), "waiting for dK/dV accumulators");
-                    waited = true;
-                }
-                if (st == LH_OK) st = run_add(r, dk_part, dk_acc + i * r->cb32, stream);
-                if (st == LH_OK) st = run_add(r, dv_part, dv_acc + i * r->cb32, stream);
+        ring_block blocks[4];
+        int nblocks = blocks_of_step(r, src, blocks);
+        for (int b = 0; b < nblocks && st == LH_OK; b++) {
+            int j = blocks[b].j, i = blocks[b].i;
+            st = cuda_sdpa_backward(blocks[b].causal ? r->causal : r->full, cat(q_sel, j * r->cb),
+                                    kcur + i * r->cb, vcur + i * r->cb, cat(o_sel, j * r->cb),
+                                    cat(do_sel, j * r->cb), (const float *)cat(lse, j * r->lb),
+                                    dq_part, dk_part, dv_part, at(ws, r->b_sdpa), stream);
+            if (st == LH_OK) st = run_add(r, dq_part, dq_acc + j * r->cb32, stream);
+            if (st == LH_OK && !waited) {
+                /* the block's accumulators arrive while the first block computes */
+                st = cu(r, api->StreamWaitEvent(stream, r->ev_acc, 0), "waiting for dK/dV accumulators");
+                waited = true;
             }
+            if (st == LH_OK) st = run_add(r, dk_part, dk_acc + i * r->cb32, stream);
+            if (st == LH_OK) st = run_add(r, dv_part, dv_acc + i * r->cb32, stream);
         }
         if (st == LH_OK && !waited)
             st = cu(r, api->StreamWaitEvent(stream, r->ev_acc, 0), "waiting for dK/dV accumulators");

@@ -82,12 +82,16 @@ static CUdeviceptr upload(const void *host, size_t bytes) {
     return d;
 }
 
-/* Compiles and loads the template of `req` (its kernels then launch through `k`). */
-static void load(lhc_cache *cache, const lhc_kernel_request *req, const char *chip,
-                 cuda_kernels *k) {
+/* Compiles and loads `template` as a plan of `pp` asks for it (its kernels then launch through
+ * `k`); exits on failure. */
+static void load(lhc_cache *cache, const char *chip, const lhc_plan_params *pp,
+                 const char *template, cuda_kernels *k) {
+    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
+    int nreq = 0;
     memset(k, 0, sizeof *k);
-    if (cuda_kernels_load(k, cu, cache, chip, req, 1) != LH_OK) {
-        printf("FAIL compile %s: %s\n", req->kernel, lh_error_message());
+    if (lhc_plan_kernels(pp, req, &nreq) != LH_OK ||
+        cuda_kernels_load(k, cu, cache, chip, find_request(req, nreq, template), 1) != LH_OK) {
+        printf("FAIL compile %s: %s\n", template, lh_error_message());
         exit(1);
     }
 }
@@ -107,11 +111,8 @@ static int64_t level_off(const gpu_case *c, int l) {
 
 static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) {
     lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16", 1};
-    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
-    int nreq = 0;
-    if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
     cuda_kernels kernels;
-    load(cache, find_request(req, nreq, "scores"), chip, &kernels);
+    load(cache, chip, &pp, "scores", &kernels);
     int64_t s_total = level_off(c, c->levels);
     size_t nq = (size_t)c->b * c->n * c->h * c->d, nk = (size_t)c->b * c->n * c->hkv * c->d;
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2);
@@ -245,11 +246,8 @@ static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) 
 
 static int check_scatter(lhc_cache *cache, const char *chip, const gpu_case *c) {
     lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16", 1};
-    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
-    int nreq = 0;
-    if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
     cuda_kernels kernels;
-    load(cache, find_request(req, nreq, "scatter"), chip, &kernels);
+    load(cache, chip, &pp, "scatter", &kernels);
     int64_t s_total = level_off(c, c->levels), n = c->n, heads = c->h;
     /* a random selection: each pyramid position with probability 0.3, slots in random order */
     size_t inv_n = (size_t)c->b * heads * s_total;
@@ -342,12 +340,9 @@ static int bench(lhc_cache *cache, const char *chip) {
     const int64_t n = 524288, heads = 8, d = 128;
     gpu_case c = {1, (int)n, (int)heads, (int)heads, (int)d, 4, 3, 1, 0};
     lhc_plan_params pp = {4, 3, (int)d, "bf16", 1};
-    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
-    int nreq = 0;
-    if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
     cuda_kernels kp, ks;
-    load(cache, find_request(req, nreq, "scores"), chip, &kp);
-    load(cache, find_request(req, nreq, "scatter"), chip, &ks);
+    load(cache, chip, &pp, "scores", &kp);
+    load(cache, chip, &pp, "scatter", &ks);
     int64_t s_total = level_off(&c, 3), s_sel = 49152;
     size_t tensor = (size_t)n * heads * d * 2;
     CUdeviceptr q = upload(NULL, tensor), k = upload(NULL, tensor), sq = upload(NULL, heads * s_total * 4),
