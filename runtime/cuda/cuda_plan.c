@@ -156,7 +156,7 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     }
     lh_backend_sizes own = own_sizes(p);
     lh_pipeline_init(&p->pipeline, ops, &p->cfg, &own, sizes);
-    if (getenv("LH_CUDA_VERBOSE"))
+    if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
         fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
                 plain_dense(cfg) ? (cfg->layout == LH_LAYOUT_BNHD ? "BNHD" : "BHND")
                 : cfg->ring      ? "ring attention"

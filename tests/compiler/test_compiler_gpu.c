@@ -438,7 +438,7 @@ int run_gpu(void) {
         {1, 2048, 2, 2, 256, 2, 2, 1, 1},  /* D = 256: a row per warp */
     };
     int failed = 0;
-    if (getenv("LH_COMPILER_GPU_BENCH")) failed += bench(cache, chip);
+    if (getenv("LIGHTHOUSE_COMPILER_GPU_BENCH")) failed += bench(cache, chip);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         failed += check_pyramid(cache, chip, &cases[i]);
         failed += check_scatter(cache, chip, &cases[i]);
