@@ -72,6 +72,17 @@ void lh_ring_local_peer(lh_ring_info *ring, uint64_t round, int peer, const void
 /* Marks the ring failed and wakes every waiting rank (they return LH_ERROR_COMMUNICATION). */
 void lh_ring_local_abort(lh_ring_info *ring);
 
+/* The schedule of ring attention (docs/spec.md section 8; runtime/config.c), the same for every
+ * backend. Rank r holds the query chunks of global index r and 2W-1-r; at a step where it holds
+ * the kv chunks of rank `owner`, it computes the blocks (local query chunk q, held kv chunk kv)
+ * whose kv chunk does not come after the query chunk: full when it comes before, causal when it
+ * is the same chunk. Fills `out` in that order (q, then kv) and returns how many. */
+typedef struct lh_ring_block {
+    int q, kv;
+    bool full;
+} lh_ring_block;
+int lh_ring_blocks(int64_t world, int64_t rank, int64_t owner, lh_ring_block out[4]);
+
 /* ---- the validated configuration of a plan ------------------------------------------------ */
 
 typedef struct lh_config {

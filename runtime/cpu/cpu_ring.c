@@ -28,29 +28,6 @@
 
 static size_t floats(int64_t n) { return lh_cpu_round64((size_t)n * sizeof(float)); }
 
-/* The global index of local chunk j of rank `rank`. */
-static int64_t global_chunk(const lh_config *cfg, int64_t rank, int64_t j) {
-    return j == 0 ? rank : 2 * cfg->cp_world - 1 - rank;
-}
-
-/* The block pairs rank r computes while it holds the kv chunks of rank `owner`: (local query
- * chunk jq, held kv chunk jkv) where the kv chunk does not come after the query chunk, in that
- * order; full when it comes before. */
-typedef struct ring_pair {
-    int64_t jq, jkv;
-    int full;
-} ring_pair;
-
-static int pairs_of_step(const lh_config *c, int64_t r, int64_t owner, ring_pair out[4]) {
-    int n = 0;
-    for (int64_t jq = 0; jq < 2; jq++)
-        for (int64_t jkv = 0; jkv < 2; jkv++) {
-            int64_t cq = global_chunk(c, r, jq), ckv = global_chunk(c, owner, jkv);
-            if (ckv <= cq) out[n++] = (ring_pair){jq, jkv, ckv < cq};
-        }
-    return n;
-}
-
 typedef struct ring_sizes {
     int64_t rows;      /* B * H * S_c: rows of one chunk */
     int64_t chunk;     /* rows * D: floats of one chunk's tensor */
@@ -82,6 +59,16 @@ static lh_status ring_failed(lh_cpu_transport *t, lh_status st) {
     return lh_fail_context(st, "ring attention");
 }
 
+/* Sends the `floats` travelling in buf[*cur] to the next rank and receives the previous rank's
+ * into the other buffer, which becomes the current one. */
+static lh_status pass_on(lh_cpu_transport *t, float *buf[2], int *cur, int64_t floats_count) {
+    lh_status st = t->shift(t, buf[*cur], buf[1 - *cur], (size_t)floats_count * sizeof(float));
+    if (st != LH_OK)
+        return ring_failed(t, st);
+    *cur = 1 - *cur;
+    return LH_OK;
+}
+
 lh_status lh_cpu_ring_forward(const lh_cpu_plan *plan, lh_cpu_transport *t, const float *q,
                               const float *k, const float *v, float *o, float *lse,
                               char *workspace) {
@@ -102,24 +89,21 @@ lh_status lh_cpu_ring_forward(const lh_cpu_plan *plan, lh_cpu_transport *t, cons
     for (int64_t i = 0; i < 2 * s.rows; i++)
         acc_lse[i] = -INFINITY;
     int cur = 0;
+    lh_status st = LH_OK;
     for (int64_t step = 0; step < W; step++) {
         int64_t owner = (r - step + W) % W;
         const float *kb = buf[cur], *vb = buf[cur] + s.sel;
-        ring_pair pairs[4];
-        int npairs = pairs_of_step(c, r, owner, pairs);
-        for (int i = 0; i < npairs; i++) {
-            int64_t jq = pairs[i].jq, jkv = pairs[i].jkv;
+        lh_ring_block blocks[4];
+        int nblocks = lh_ring_blocks(W, r, owner, blocks);
+        for (int i = 0; i < nblocks; i++) {
+            int64_t jq = blocks[i].q, jkv = blocks[i].kv;
             lh_cpu_pair pair = {q + jq * s.chunk, kb + jkv * s.chunk, vb + jkv * s.chunk,
-                                pairs[i].full};
+                                blocks[i].full};
             lh_cpu_pair_forward(plan, &pair, o_part, lse_part, acc_o + jq * s.chunk,
                                 acc_lse + jq * s.rows, scratch);
         }
-        if (step + 1 < W) {
-            lh_status st = t->shift(t, buf[cur], buf[1 - cur], (size_t)(2 * s.sel) * sizeof(float));
-            if (st != LH_OK)
-                return ring_failed(t, st);
-            cur = 1 - cur;
-        }
+        if (step + 1 < W && (st = pass_on(t, buf, &cur, 2 * s.sel)) != LH_OK)
+            return st;
     }
     /* Rows that see no key cannot occur (every entry sees itself); zero them all the same. */
     for (int64_t i = 0; i < 2 * s.rows; i++)
@@ -149,30 +133,27 @@ lh_status lh_cpu_ring_backward(const lh_cpu_plan *plan, lh_cpu_transport *t, con
     memset(buf[0] + 2 * s.sel, 0, (size_t)(2 * s.sel) * sizeof(float));
     memset(dq_acc, 0, (size_t)s.sel * sizeof(float));
     int cur = 0;
+    lh_status st = LH_OK;
     for (int64_t step = 0; step < W; step++) {
         int64_t owner = (r - step + W) % W;
         float *kb = buf[cur], *vb = kb + s.sel, *dkb = kb + 2 * s.sel, *dvb = kb + 3 * s.sel;
-        ring_pair pairs[4];
-        int npairs = pairs_of_step(c, r, owner, pairs);
-        for (int i = 0; i < npairs; i++) {
-            int64_t jq = pairs[i].jq, jkv = pairs[i].jkv;
+        lh_ring_block blocks[4];
+        int nblocks = lh_ring_blocks(W, r, owner, blocks);
+        for (int i = 0; i < nblocks; i++) {
+            int64_t jq = blocks[i].q, jkv = blocks[i].kv;
             lh_cpu_pair pair = {q + jq * s.chunk, kb + jkv * s.chunk, vb + jkv * s.chunk,
-                                pairs[i].full};
+                                blocks[i].full};
             lh_cpu_pair_backward(plan, &pair, o + jq * s.chunk, dout + jq * s.chunk,
                                  lse + jq * s.rows, dvec + jq * s.rows, dq_acc + jq * s.chunk,
                                  dkb + jkv * s.chunk, dvb + jkv * s.chunk, 1, scratch);
         }
-        if (step + 1 < W) {
-            lh_status st = t->shift(t, buf[cur], buf[1 - cur], (size_t)(4 * s.sel) * sizeof(float));
-            if (st != LH_OK)
-                return ring_failed(t, st);
-            cur = 1 - cur;
-        }
+        if (step + 1 < W && (st = pass_on(t, buf, &cur, 4 * s.sel)) != LH_OK)
+            return st;
     }
     /* Rank r now holds the accumulators of rank r+1's pair, complete: send them home. */
     if (W > 1) {
-        lh_status st = t->shift(t, buf[cur] + 2 * s.sel, buf[1 - cur] + 2 * s.sel,
-                                (size_t)(2 * s.sel) * sizeof(float));
+        st = t->shift(t, buf[cur] + 2 * s.sel, buf[1 - cur] + 2 * s.sel,
+                      (size_t)(2 * s.sel) * sizeof(float));
         if (st != LH_OK)
             return ring_failed(t, st);
         cur = 1 - cur;

@@ -38,28 +38,6 @@ static lh_status run_convert(cuda_attention *r, const void *acc, void *out, int6
 
 /* ---- the ring --------------------------------------------------------------------------------- */
 
-/* Global position of local chunk j of rank `rank`: chunk `rank`, then chunk 2W-1-rank. */
-static int global_chunk(const cuda_attention *r, int rank, int j) {
-    return j == 0 ? rank : 2 * r->world - 1 - rank;
-}
-
-/* The blocks this rank computes while it holds rank src's K/V: (local query chunk j, held chunk
- * i) where chunk i does not come after chunk j, in that order; causal when they are one chunk. */
-typedef struct ring_block {
-    int j, i;
-    bool causal;
-} ring_block;
-
-static int blocks_of_step(const cuda_attention *r, int src, ring_block out[4]) {
-    int n = 0;
-    for (int j = 0; j < 2; j++)
-        for (int i = 0; i < 2; i++) {
-            int gq = global_chunk(r, r->rank, j), gk = global_chunk(r, src, i);
-            if (gk <= gq) out[n++] = (ring_block){j, i, gk == gq};
-        }
-    return n;
-}
-
 /* A driver call of the ring (the plan is named for symmetry with the other helpers). */
 static lh_status cu(const cuda_attention *r, CUresult res, const char *what) {
     (void)r;
@@ -90,6 +68,23 @@ static lh_status send_kv(cuda_attention *r, int s, const char *kcur, const char 
     return st;
 }
 
+/* A walk begins: the communication stream waits for what the caller's stream has queued. */
+static lh_status begin_walk(cuda_attention *r, CUstream stream) {
+    lh_status st = cu(r, r->cu->EventRecord(r->ev_start, stream), "recording the ring's start");
+    if (st == LH_OK)
+        st = cu(r, r->cu->StreamWaitEvent(r->comm, r->ev_start, 0), "ordering the ring's streams");
+    return st;
+}
+
+/* The K/V block in hand at step s: the caller's at step 0, else what step s-1 received into
+ * kv[(s - 1) % 2] (K, then V); before the last step it also starts moving on (send_kv). */
+static lh_status hold_kv(cuda_attention *r, int s, const void *k_sel, const void *v_sel, void *ws,
+                         const int64_t kv[2], const char **kcur, const char **vcur) {
+    *kcur = s == 0 ? (const char *)k_sel : at(ws, kv[(s - 1) % 2]);
+    *vcur = s == 0 ? (const char *)v_sel : at(ws, kv[(s - 1) % 2]) + 2 * r->cb;
+    return s < r->world - 1 ? send_kv(r, s, *kcur, *vcur, at(ws, kv[s % 2])) : LH_OK;
+}
+
 lh_status cuda_ring_forward(cuda_attention *r, const void *q_sel, const void *k_sel,
                             const void *v_sel, void *o_sel, float *lse, void *ws, CUstream stream) {
     const lh_cu_api *api = r->cu;
@@ -103,20 +98,17 @@ lh_status cuda_ring_forward(cuda_attention *r, const void *q_sel, const void *k_
         st = cu(r, api->MemsetD32Async((CUdeviceptr)(uintptr_t)lse_buf, 0xFF800000u,
                                        (size_t)(4 * r->lb / 4), stream),
                 "setting the ring's log-sum-exp to -inf");
-    if (st == LH_OK) st = cu(r, api->EventRecord(r->ev_start, stream), "recording the ring's start");
-    if (st == LH_OK) st = cu(r, api->StreamWaitEvent(r->comm, r->ev_start, 0), "ordering the ring's streams");
+    if (st == LH_OK) st = begin_walk(r, stream);
     if (st != LH_OK) goto fail; /* the peers are (or will be) waiting at the rendezvous */
     for (int s = 0; s < W; s++) {
         int src = (me - s + W) % W;
-        const char *kcur = s == 0 ? (const char *)k_sel : at(ws, r->f_kv[(s - 1) % 2]);
-        const char *vcur = s == 0 ? (const char *)v_sel : at(ws, r->f_kv[(s - 1) % 2]) + 2 * r->cb;
-        if (s < W - 1 && (st = send_kv(r, s, kcur, vcur, at(ws, r->f_kv[s % 2]))) != LH_OK)
-            goto fail;
-        ring_block blocks[4];
-        int nblocks = blocks_of_step(r, src, blocks);
+        const char *kcur, *vcur;
+        if ((st = hold_kv(r, s, k_sel, v_sel, ws, r->f_kv, &kcur, &vcur)) != LH_OK) goto fail;
+        lh_ring_block blocks[4];
+        int nblocks = lh_ring_blocks(W, me, src, blocks);
         for (int b = 0; b < nblocks && st == LH_OK; b++) {
-            int j = blocks[b].j, i = blocks[b].i;
-            st = cuda_sdpa_forward(blocks[b].causal ? r->causal : r->full, cat(q_sel, j * r->cb),
+            int j = blocks[b].q, i = blocks[b].kv;
+            st = cuda_sdpa_forward(blocks[b].full ? r->full : r->causal, cat(q_sel, j * r->cb),
                                    kcur + i * r->cb, vcur + i * r->cb, at(ws, r->f_opart),
                                    (float *)at(ws, r->f_lpart), at(ws, r->f_sdpa), stream);
             char *lj = lse_buf + 2 * j * r->lb;
@@ -157,22 +149,19 @@ lh_status cuda_ring_backward(cuda_attention *r, const void *q_sel, const void *k
         st = cu(r, api->MemsetD32Async((CUdeviceptr)(uintptr_t)at(ws, r->b_dkv[0]), 0,
                                        (size_t)(4 * r->cb32 / 4), stream),
                 "clearing the dK/dV accumulators");
-    if (st == LH_OK) st = cu(r, api->EventRecord(r->ev_start, stream), "recording the ring's start");
-    if (st == LH_OK) st = cu(r, api->StreamWaitEvent(r->comm, r->ev_start, 0), "ordering the ring's streams");
+    if (st == LH_OK) st = begin_walk(r, stream);
     if (st != LH_OK) goto fail; /* the peers are (or will be) waiting at the rendezvous */
     for (int s = 0; s < W; s++) {
         int src = (me - s + W) % W;
-        const char *kcur = s == 0 ? (const char *)k_sel : at(ws, r->b_kv[(s - 1) % 2]);
-        const char *vcur = s == 0 ? (const char *)v_sel : at(ws, r->b_kv[(s - 1) % 2]) + 2 * r->cb;
         char *dk_acc = at(ws, r->b_dkv[s % 2]), *dv_acc = dk_acc + 2 * r->cb32;
-        if (s < W - 1 && (st = send_kv(r, s, kcur, vcur, at(ws, r->b_kv[s % 2]))) != LH_OK)
-            goto fail;
+        const char *kcur, *vcur;
+        if ((st = hold_kv(r, s, k_sel, v_sel, ws, r->b_kv, &kcur, &vcur)) != LH_OK) goto fail;
         bool waited = s == 0; /* step 0's accumulators are this rank's own, already cleared */
-        ring_block blocks[4];
-        int nblocks = blocks_of_step(r, src, blocks);
+        lh_ring_block blocks[4];
+        int nblocks = lh_ring_blocks(W, me, src, blocks);
         for (int b = 0; b < nblocks && st == LH_OK; b++) {
-            int j = blocks[b].j, i = blocks[b].i;
-            st = cuda_sdpa_backward(blocks[b].causal ? r->causal : r->full, cat(q_sel, j * r->cb),
+            int j = blocks[b].q, i = blocks[b].kv;
+            st = cuda_sdpa_backward(blocks[b].full ? r->full : r->causal, cat(q_sel, j * r->cb),
                                     kcur + i * r->cb, vcur + i * r->cb, cat(o_sel, j * r->cb),
                                     cat(do_sel, j * r->cb), (const float *)cat(lse, j * r->lb),
                                     dq_part, dk_part, dv_part, at(ws, r->b_sdpa), stream);
