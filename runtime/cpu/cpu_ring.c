@@ -45,6 +45,18 @@ static ring_sizes sizes_of(const lh_cpu_plan *plan) {
     return s;
 }
 
+/* The block pairs this rank computes while it holds the kv chunks kb, vb of rank `owner`
+ * (lh_ring_blocks), with their chunks in `blocks`. */
+static int step_pairs(const lh_config *c, const ring_sizes *s, int64_t owner, const float *q,
+                      const float *kb, const float *vb, lh_ring_block blocks[4],
+                      lh_cpu_pair pairs[4]) {
+    int n = lh_ring_blocks(c->cp_world, c->cp_rank, owner, blocks);
+    for (int i = 0; i < n; i++)
+        pairs[i] = (lh_cpu_pair){q + blocks[i].q * s->chunk, kb + blocks[i].kv * s->chunk,
+                                 vb + blocks[i].kv * s->chunk, blocks[i].full};
+    return n;
+}
+
 size_t lh_cpu_ring_workspace_bytes(const lh_cpu_plan *plan) {
     ring_sizes s = sizes_of(plan);
     size_t fwd = 2 * floats(2 * s.sel) + floats(s.chunk) + floats(s.rows) + floats(s.sel) +
@@ -94,14 +106,11 @@ lh_status lh_cpu_ring_forward(const lh_cpu_plan *plan, lh_cpu_transport *t, cons
         int64_t owner = (r - step + W) % W;
         const float *kb = buf[cur], *vb = buf[cur] + s.sel;
         lh_ring_block blocks[4];
-        int nblocks = lh_ring_blocks(W, r, owner, blocks);
-        for (int i = 0; i < nblocks; i++) {
-            int64_t jq = blocks[i].q, jkv = blocks[i].kv;
-            lh_cpu_pair pair = {q + jq * s.chunk, kb + jkv * s.chunk, vb + jkv * s.chunk,
-                                blocks[i].full};
-            lh_cpu_pair_forward(plan, &pair, o_part, lse_part, acc_o + jq * s.chunk,
-                                acc_lse + jq * s.rows, scratch);
-        }
+        lh_cpu_pair pairs[4];
+        int n = step_pairs(c, &s, owner, q, kb, vb, blocks, pairs);
+        for (int i = 0; i < n; i++)
+            lh_cpu_pair_forward(plan, &pairs[i], o_part, lse_part, acc_o + blocks[i].q * s.chunk,
+                                acc_lse + blocks[i].q * s.rows, scratch);
         if (step + 1 < W && (st = pass_on(t, buf, &cur, 2 * s.sel)) != LH_OK)
             return st;
     }
@@ -138,12 +147,11 @@ lh_status lh_cpu_ring_backward(const lh_cpu_plan *plan, lh_cpu_transport *t, con
         int64_t owner = (r - step + W) % W;
         float *kb = buf[cur], *vb = kb + s.sel, *dkb = kb + 2 * s.sel, *dvb = kb + 3 * s.sel;
         lh_ring_block blocks[4];
-        int nblocks = lh_ring_blocks(W, r, owner, blocks);
-        for (int i = 0; i < nblocks; i++) {
+        lh_cpu_pair pairs[4];
+        int n = step_pairs(c, &s, owner, q, kb, vb, blocks, pairs);
+        for (int i = 0; i < n; i++) {
             int64_t jq = blocks[i].q, jkv = blocks[i].kv;
-            lh_cpu_pair pair = {q + jq * s.chunk, kb + jkv * s.chunk, vb + jkv * s.chunk,
-                                blocks[i].full};
-            lh_cpu_pair_backward(plan, &pair, o + jq * s.chunk, dout + jq * s.chunk,
+            lh_cpu_pair_backward(plan, &pairs[i], o + jq * s.chunk, dout + jq * s.chunk,
                                  lse + jq * s.rows, dvec + jq * s.rows, dq_acc + jq * s.chunk,
                                  dkb + jkv * s.chunk, dvb + jkv * s.chunk, 1, scratch);
         }
