@@ -28,7 +28,7 @@ lh_status lh_fail_context(lh_status status, const char *what);
 void lh_clear_error(void);
 const char *lh_error_message(void);
 
-/* ---- rings (context parallelism, docs/spec.md section 8) ---------------------------------------- */
+/* ---- rings (context parallelism, docs/spec.md section 8) ------------------------------------- */
 
 #define LH_RING_MAX_WORLD 64
 

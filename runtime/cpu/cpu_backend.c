@@ -44,7 +44,7 @@ static int thread_count(const lh_context_options *options) {
     return n > 256 ? 256 : (int)n;
 }
 
-/* ---- the pipeline's view of the backend --------------------------------------------------------- */
+/* ---- the pipeline's view of the backend ------------------------------------------------------ */
 
 static lh_status cpu_copy(void *plan, void *dst, const void *src, size_t bytes, void *stream) {
     (void)plan;
@@ -73,7 +73,7 @@ static const lh_pipeline_ops pipeline_ops = {
     .copy = cpu_copy,
 };
 
-/* ---- plans ------------------------------------------------------------------------------------- */
+/* ---- plans ----------------------------------------------------------------------------------- */
 
 static lh_status cpu_plan_create(void *context_state, const lh_context_options *options,
                                  const lh_config *cfg, void **out_plan_state,

@@ -42,7 +42,8 @@ static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
                                   .group = (int)(c->heads / c->kv_heads)};
         st = lhc_plan_kernels(&params, req, &count);
     }
-    if (st == LH_OK && chunked(&p->cfg)) st = lhc_ring_kernel(dtype, (int)c->head_dim, &req[count++]);
+    if (st == LH_OK && chunked(&p->cfg))
+        st = lhc_ring_kernel(dtype, (int)c->head_dim, &req[count++]);
     if (st != LH_OK || count == 0) return st;
     lhc_cache *cache = NULL;
     st = cuda_kernels_cache(options, &cache);
@@ -113,12 +114,13 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     lh_config chunk;
     lh_config_chunk(cfg, &chunk);
     /* Positions, slots and inv entries are int32 on the GPU. */
-    if (chunk.mode == LH_MODE_LIGHTHOUSE && (chunk.s_total >= ((int64_t)1 << 31) ||
-                                             chunk.batch * chunk.heads * chunk.s_sel >= ((int64_t)1 << 31)))
+    int64_t rows = chunk.batch * chunk.heads * chunk.s_sel;
+    if (chunk.mode == LH_MODE_LIGHTHOUSE &&
+        (chunk.s_total >= ((int64_t)1 << 31) || rows >= ((int64_t)1 << 31)))
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "Lighthouse on the CUDA backend keeps positions in int32: S_total = %lld and "
                        "B * H * S_sel = %lld must stay below 2^31",
-                       (long long)chunk.s_total, (long long)(chunk.batch * chunk.heads * chunk.s_sel));
+                       (long long)chunk.s_total, (long long)rows);
     const lh_cudnn_api *dnn;
     lh_status st = lh_cudnn_load(&dnn);
     if (st != LH_OK) return st;
