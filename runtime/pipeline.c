@@ -188,6 +188,7 @@ lh_status lh_pipeline_forward(void *plan, const void *q, const void *k, const vo
             c->mode == LH_MODE_LIGHTHOUSE ? p->ops->lighthouse : p->ops->dense;
         st = chunks_forward(p, stages, &all, saved_indices, lse, attention_ws, stream);
     }
+    if (st == LH_OK && p->ops->seal_saved) p->ops->seal_saved(p, saved);
     if (st != LH_OK && c->ring && c->ring->kind == LH_RING_LOCAL) lh_ring_local_abort(c->ring);
     if (p->ops->leave) p->ops->leave(plan);
     return st;
@@ -223,7 +224,9 @@ lh_status lh_pipeline_backward(void *plan, const void *q, const void *k, const v
     if (st != LH_OK) return st;
     void *attention_ws = region(p, LH_BUF_BACKWARD, LH_REGION_ATTENTION, workspace);
     const float *lse = region(p, LH_BUF_SAVED, LH_REGION_LSE, saved);
-    st = timing_open(p, LH_STAGE_REGATHER, LH_STAGE_POOL_GRAD, stream);
+    /* Before anything reads saved (and before any rendezvous: a refused rank aborts the ring). */
+    if (p->ops->check_saved) st = p->ops->check_saved(p, saved);
+    if (st == LH_OK) st = timing_open(p, LH_STAGE_REGATHER, LH_STAGE_POOL_GRAD, stream);
     if (st == LH_OK && plain_dense(c)) {
         st = timing_mark(p, LH_STAGE_ATTENTION_BACKWARD, false, stream);
         if (st == LH_OK)

@@ -45,6 +45,7 @@ typedef enum lh_region {
     LH_REGION_DV_SEL,
     LH_REGION_ATTENTION, /* the attention's workspace (the CPU's stages borrow its start) */
     LH_REGION_SCRATCH,   /* the stage entry points' scratch (CPU threads) */
+    LH_REGION_TAG,       /* the end of saved: what lh_forward wrote it for (CPU) */
     LH_REGION_COUNT
 } lh_region;
 
@@ -69,6 +70,7 @@ typedef struct lh_backend_sizes {
     int64_t dense_lse_bytes;      /* dense attention on the caller's tensors: its statistics,
                                      taken as they are (no padding after them) */
     int64_t scratch_bytes;        /* the stage entry points' scratch */
+    int64_t saved_tag_bytes;      /* the tag at the end of saved (0: none) */
 } lh_backend_sizes;
 
 typedef struct lh_buffer_map {
@@ -143,6 +145,11 @@ typedef struct lh_pipeline_ops {
     lh_dense_backward_fn *dense_backward;
     /* Copies staged indices to saved (backends with stages_indices). */
     lh_status (*copy)(void *plan, void *dst, const void *src, size_t bytes, void *stream);
+    /* Backends that tag saved (saved_tag_bytes): seal_saved writes the tag once a forward has
+     * succeeded; check_saved refuses, before a backward reads anything, a saved that a forward of
+     * this plan did not write. NULL: no tag. */
+    void (*seal_saved)(void *plan, void *saved);
+    lh_status (*check_saved)(void *plan, const void *saved);
     /* Stage timing (plans finalized with STAGE_TIMING): a forward or backward opens its stages
      * first..last, then each stage is bracketed. NULL where the backend cannot time. */
     lh_status (*timing_open)(void *plan, lh_stage first, lh_stage last, void *stream);

@@ -66,6 +66,24 @@ static lh_status build_dense(cuda_plan *p) {
     return cuda_sdpa_plan_create(p->dnn, p->handle, &shape, &p->dense);
 }
 
+/* Grid dimensions y and z are at most 65535 on every CUDA device. The library's kernels (all of
+ * Lighthouse mode, and the ring kernels of ring and hook plans) put the batch in z and heads in
+ * y, up to H + 2 Hkv of them (pool_grad: dq, dk and dv rows). Plain dense plans run cuDNN alone. */
+static lh_status check_grid_limits(const lh_config *cfg) {
+    const int64_t max_yz = 65535;
+    if (plain_dense(cfg)) return LH_OK;
+    if (cfg->batch > max_yz)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "the CUDA backend launches its kernels with the batch in grid z, at most "
+                       "65535: BATCH = %lld is too large", (long long)cfg->batch);
+    if (cfg->heads + 2 * cfg->kv_heads > max_yz)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "the CUDA backend launches its kernels with heads in grid y, at most 65535: "
+                       "HEADS + 2 * KV_HEADS = %lld + 2 * %lld is too large",
+                       (long long)cfg->heads, (long long)cfg->kv_heads);
+    return LH_OK;
+}
+
 void cuda_plan_destroy(void *plan_state) {
     cuda_plan *p = plan_state;
     if (!p) return;
@@ -111,6 +129,8 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "STAGE_TIMING = 1 times the stages of one GPU's pipeline; a plan with a "
                        "ring or attention hooks runs its stages per chunk and is not timed");
+    lh_status st = check_grid_limits(cfg);
+    if (st != LH_OK) return st;
     lh_config chunk;
     lh_config_chunk(cfg, &chunk);
     /* Positions, slots and inv entries are int32 on the GPU. */
@@ -122,7 +142,7 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
                        "B * H * S_sel = %lld must stay below 2^31",
                        (long long)chunk.s_total, (long long)rows);
     const lh_cudnn_api *dnn;
-    lh_status st = lh_cudnn_load(&dnn);
+    st = lh_cudnn_load(&dnn);
     if (st != LH_OK) return st;
     cuda_plan *p = calloc(1, sizeof *p);
     if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
