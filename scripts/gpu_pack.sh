@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds liblighthouse here (Release) and packs what a GPU machine needs into .pack/gpu (ignored
 # by git): the stripped library (xz-compressed: it carries MLIR/LLVM), the GPU test programs (the
-# Rust crate's among them), the demo, the C example (examples/c), the benchmark and its plot
-# script. The golden vectors travel with the repository (tests/golden). Then, on the GPU machine:
+# Rust crate's among them), the demo, the C example (examples/c) and the benchmarks (with
+# bench_cp_scaling's libnccl_null.so). The golden vectors and the plot scripts travel with the
+# repository (tests/golden, tools/bench). Then, on the GPU machine:
 #   bash tests/gpu/run_gpu_tests.sh            (from the repository root; see docs/gpu-testing.md)
 # With the device tool: run `bash tests/gpu/run_gpu_tests.sh` with carry [".pack"].
 set -euo pipefail
@@ -23,7 +24,8 @@ if [ "${LIGHTHOUSE_PACK_COMPILER_TEST:-1}" != 0 ]; then
   # it is a Check program: Check's libsubunit is not on the GPU machine
   cp -L /lib/x86_64-linux-gnu/libsubunit.so.0 "$dst/"
 fi
-cp build-release/tests/gpu/test_* build-release/tests/gpu/bench_cuda_dense build-release/tests/gpu/bench_cp "$dst/"
+cp build-release/tests/gpu/test_* build-release/tests/gpu/bench_cuda_dense \
+  build-release/tests/gpu/bench_cp_scaling build-release/tests/gpu/libnccl_null.so "$dst/"
 # The Rust crate's GPU tests (bindings/rust/lighthouse/tests/cuda_*.rs), built against this
 # library: stripped libtest programs named rust_<test> (about 1 MB each); its CPU tests run in the
 # test suite here.

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""Checks the Rust and Julia bindings against ffi/include/lighthouse.h (Python 3 stdlib only).
+"""Checks the Rust, Julia and Python bindings against ffi/include/lighthouse.h (Python 3 stdlib
+only). The Python binding's ctypes declarations are checked by check_python_binding.py, which
+`coverage` and `selftest` run when given the binding's _capi.py as PYTHON_CAPI.
 
   check_bindings.py ccalls   HEADER JULIA_DIR        every ccall in the Julia package names a
                                                       header function with the same number and
                                                       kinds of arguments and the same return type
-  check_bindings.py coverage HEADER RUST_SYS JULIA_DIR every header function is declared by the
+  check_bindings.py coverage HEADER RUST_SYS JULIA_DIR [PYTHON_CAPI]
+                                                      every header function is declared by the
                                                       Rust -sys crate with the same prototype and
-                                                      called by the Julia package; every enum and
-                                                      integer #define has the same value in both
-  check_bindings.py selftest HEADER RUST_SYS JULIA_DIR mutates the header, a ccall and a @cfunction
+                                                      called by the Julia package (and declared
+                                                      by PYTHON_CAPI); every enum and integer
+                                                      #define has the same value in each
+  check_bindings.py selftest HEADER RUST_SYS JULIA_DIR [PYTHON_CAPI]
+                                                      mutates the header, a ccall and a @cfunction
                                                       in memory and expects each mutation to be
                                                       caught
 
@@ -19,7 +24,7 @@ declare it as Ptr{Cvoid} and make it with @cfunction(<name>_trampoline, R, (args
 Types are compared in a normal form: pointer levels with the constness of what they point to,
 scalars by ABI kind (int and int32_t are both i32), enums and opaque structs by their C name
 (both bindings declare aliases with the header's names, checked to be 32-bit / opaque).
-Julia has no const pointers, so constness is ignored for Julia only.
+Julia and ctypes have no const pointers, so constness is ignored for them.
 """
 import os
 import re
@@ -418,18 +423,23 @@ def load(header_path, rust_path, julia_dir):
     return read(header_path), (read(rust_path) if rust_path else None), julia
 
 
-def run_all(header_text, rust_text, julia_sources):
+def run_all(header_text, rust_text, julia_sources, python_text=None):
     header = parse_header(header_text)
     calls, jconst, jalias = parse_julia(julia_sources)
     errors = check_ccalls(header, calls, jalias)
     if rust_text is not None:
         errors += check_coverage(header, parse_rust(rust_text), calls, jconst, jalias)
+    if python_text is not None:
+        from check_python_binding import check_python  # it imports this module's parsers
+        errors += check_python(header, python_text)
     return errors, header, calls
 
 
-def selftest(header_text, rust_text, julia_sources):
-    """Each mutation must be reported; the unmutated sources must pass."""
-    errors, _, _ = run_all(header_text, rust_text, julia_sources)
+def selftest(header_text, rust_text, julia_sources, python_text=None):
+    """Each mutation must be reported; the unmutated sources must pass. With the Python binding's
+    _capi.py, every header mutation but a constness one (ctypes has none) must also be caught by
+    its check alone, and so must the mutations of _capi.py itself."""
+    errors, _, _ = run_all(header_text, rust_text, julia_sources, python_text)
     if errors:
         return ["the unmutated sources already fail: " + errors[0]]
     header_mutations = {
@@ -450,8 +460,13 @@ def selftest(header_text, rust_text, julia_sources):
     for what, mutated in header_mutations.items():
         if mutated == header_text:
             failures.append(f"selftest: the mutation '{what}' did not apply (update the selftest)")
-        elif not run_all(mutated, rust_text, julia_sources)[0]:
+        elif not run_all(mutated, rust_text, julia_sources, python_text)[0]:
             failures.append(f"selftest: changing {what} in lighthouse.h went unnoticed")
+        elif python_text is not None and "constness" not in what and not run_all(mutated, None, {}, python_text)[0]:
+            failures.append(f"selftest: changing {what} in lighthouse.h went unnoticed by the Python check")
+    if python_text is not None:
+        import check_python_binding
+        failures += check_python_binding.selftest(header_text, python_text)
     # A ccall with an argument type dropped must be caught by the ccall check alone.
     path, text = next((p, t) for p, t in julia_sources.items() if "ccall(" in t and "Ptr{lh_plan}, " in t)
     broken = dict(julia_sources)
@@ -480,16 +495,20 @@ def main(argv):
         header_text, rust_text, julia = load(argv[2], None, argv[3])
     else:
         header_text, rust_text, julia = load(argv[2], argv[3], argv[4])
+    # an optional last argument: the Python binding's ctypes declarations (_capi.py)
+    python_text = open(argv[5], encoding="utf-8").read() if mode != "ccalls" and len(argv) > 5 else None
     if mode == "selftest":
-        failures = selftest(header_text, rust_text, julia)
+        failures = selftest(header_text, rust_text, julia, python_text)
         for f in failures:
             print(f)
         print("selftest: %s" % ("FAILED" if failures else "every mutation was caught"))
         return 1 if failures else 0
-    errors, header, calls = run_all(header_text, rust_text, julia)
+    errors, header, calls = run_all(header_text, rust_text, julia, python_text)
     for e in errors:
         print(e)
     summary = f"{len(header[0])} functions in lighthouse.h, {len(calls)} ccalls in {len(julia)} Julia files"
+    if python_text is not None:
+        summary += ", the Python binding's _capi.py"
     print(("FAILED: %d problems; " % len(errors) if errors else "OK: ") + summary)
     return 1 if errors else 0
 

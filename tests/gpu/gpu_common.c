@@ -24,7 +24,9 @@ static void die_cu(CUresult r, const char *what) {
         if (must_r_ != CUDA_SUCCESS) die_cu(must_r_, what);                                   \
     } while (0)
 
-int gpu_env_init(gpu_env *env, const char *program) {
+int gpu_env_init(gpu_env *env, const char *program) { return gpu_env_init_on(env, program, 0); }
+
+int gpu_env_init_on(gpu_env *env, const char *program, int ordinal) {
     memset(env, 0, sizeof *env);
     if (lh_cu_load(&env->cu) != LH_OK) {
         printf("SKIP: %s: no usable CUDA driver: %s\n", program, lh_error_message());
@@ -34,12 +36,16 @@ int gpu_env_init(gpu_env *env, const char *program) {
         printf("SKIP: %s: the CUDA driver reports no device\n", program);
         return GPU_SKIP;
     }
-    CU_MUST(env->cu->DeviceGet(&env->device, 0), "cuDeviceGet");
+    if (ordinal >= env->device_count) {
+        printf("SKIP: %s: no device %d (%d here)\n", program, ordinal, env->device_count);
+        return GPU_SKIP;
+    }
+    CU_MUST(env->cu->DeviceGet(&env->device, ordinal), "cuDeviceGet");
     CU_MUST(env->cu->DevicePrimaryCtxRetain(&env->ctx, env->device), "cuDevicePrimaryCtxRetain");
     CU_MUST(env->cu->CtxPushCurrent(env->ctx), "cuCtxPushCurrent");
     char name[128] = "";
     env->cu->DeviceGetName(name, sizeof name, env->device);
-    printf("INFO: %s: device 0 is %s (%d device%s)\n", program, name, env->device_count,
+    printf("INFO: %s: device %d is %s (%d device%s)\n", program, ordinal, name, env->device_count,
            env->device_count == 1 ? "" : "s");
     current_env = env;
     return 0;

@@ -21,13 +21,15 @@
 typedef struct gpu_env {
     const lh_cu_api *cu;
     CUdevice device;
-    CUcontext ctx; /* the primary context of device 0, made current */
+    CUcontext ctx; /* the primary context of `device`, made current */
     int device_count;
 } gpu_env;
 
 /* Loads the driver and makes device 0's primary context current. Returns 0, or GPU_SKIP after
  * printing "SKIP: <program>: <why>". */
 int gpu_env_init(gpu_env *env, const char *program);
+/* The same on device `ordinal` (one process per GPU: no context is made on any other device). */
+int gpu_env_init_on(gpu_env *env, const char *program, int ordinal);
 
 /* Device memory and copies; any failure aborts the program with a message (a broken test rig,
  * not a library result). */

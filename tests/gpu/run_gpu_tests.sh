@@ -10,7 +10,8 @@
 # Python wheels under /opt/torch/.venv (override with LIGHTHOUSE_NVIDIA_WHEELS). Logs go to
 # $LIGHTHOUSE_GPU_LOG_DIR (default /tmp/lh-gpu-logs). LIGHTHOUSE_GPU_QUICK=1 skips the N >= 16K dense cases and
 # the timing program. LIGHTHOUSE_GPU_ONLY=REGEX runs only the programs whose names match (e.g.
-# 'lighthouse|demo'). LIGHTHOUSE_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times).
+# 'lighthouse|demo'; LIGHTHOUSE_GPU_ONLY=torch runs only the PyTorch layer's tests).
+# LIGHTHOUSE_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-${LIGHTHOUSE_GPU_BIN:-}}
@@ -88,15 +89,19 @@ fi
 # Hostile sizes and numbers: 32-bit and grid limits at finalize, NaN/Inf scores and inputs, large
 # logits, against the CPU backend.
 [ -x "$BIN/test_hostile_gpu" ] && run hostile 300 "$BIN/test_hostile_gpu"
-# Context parallelism: W = 2 and 4 ranks of an in-process ring on this GPU against the CPU ring;
-# with two GPUs also two processes over NCCL, and the 1M-token scaling timing (not a test).
+# Context parallelism: W = 2, 4 and 8 ranks of an in-process ring on this GPU against the CPU
+# ring; with two or more GPUs also one process per GPU over NCCL (W = every GPU), and the 1M-token
+# scaling timing (not a test; tests/gpu/run_cp_scaling.sh runs the whole set).
 # A rank that never arrives fails its peers after 30 s instead of the default 120.
-[ -x "$BIN/test_cp_gpu" ] && LIGHTHOUSE_RING_TIMEOUT_S=30 run context_parallel 300 "$BIN/test_cp_gpu"
+[ -x "$BIN/test_cp_gpu" ] && LIGHTHOUSE_RING_TIMEOUT_S=30 run context_parallel 420 "$BIN/test_cp_gpu"
 ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
-if [ -x "$BIN/test_cp_nccl_2gpu" ] && [ "$ngpu" -ge 2 ]; then
-  run cp_nccl_2gpu 300 "$BIN/test_cp_nccl_2gpu"
-  [ "${LIGHTHOUSE_GPU_QUICK:-0}" != 1 ] && [ -x "$BIN/bench_cp" ] &&
-    timeout 600 "$BIN/bench_cp" --mode=nccl 2>&1 | tee "$LOGS/bench_cp.log"
+if [ -x "$BIN/test_cp_nccl" ] && [ "$ngpu" -ge 2 ]; then
+  run cp_nccl 420 "$BIN/test_cp_nccl"
+  if [ "${LIGHTHOUSE_GPU_QUICK:-0}" != 1 ] && [ -z "${LIGHTHOUSE_GPU_ONLY:-}" ] &&
+    [ -x "$BIN/bench_cp_scaling" ]; then
+    timeout 300 "$BIN/bench_cp_scaling" --json="$LOGS/cp-lh1m.json" 2>&1 | tee "$LOGS/cp-lh1m.log"
+    [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOGS"/cp-lh1m.json "$OUT"/ 2>/dev/null
+  fi
 fi
 # The Rust crate (bindings/rust): DeviceMemory entry points and AttentionOp against direct C calls
 # on the same device buffers (Lighthouse bf16 bit-identical, dense fp16 forward bit-identical),
@@ -108,6 +113,12 @@ done
 [ -x "$BIN/lighthouse-demo" ] && run demo 120 "$BIN/lighthouse-demo"
 # The README's C example (examples/c): on a GPU it must pick bf16 and run on device memory.
 [ -x "$BIN/forward_backward" ] && run example_c 120 "$BIN/forward_backward"
+# The PyTorch layer (bindings/python, lighthouse.torch) on the packed library: forward and
+# gradients against plain PyTorch and the library's C path (bf16, fp16, GQA, both layouts), dense
+# mode against SDPA, torch.compile(fullgraph=True), CUDA-graph capture and replay, a W = 2 ring in
+# this process, NCCL rings through torch.distributed. SKIP (77) where python3 has no PyTorch.
+LIGHTHOUSE_LIB=$LIBDIR/liblighthouse.so.0 LIGHTHOUSE_RING_TIMEOUT_S=60 PYTHONDONTWRITEBYTECODE=1 \
+  run torch 540 python3 "$ROOT/bindings/python/tests/test_torch_gpu.py"
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
   # a small case with the library's default graphs, then grouped-query heads with the fp32 dQ

@@ -2,12 +2,12 @@
  * test_cp_gpu.c - context parallelism (docs/spec.md section 8) on one GPU: W ranks of an in-process
  * ring, one thread and one stream each, against the CPU backend's ring on the same rounded inputs.
  *
- *  (a) Lighthouse, W = 2 and 4: the selected indices of every rank equal the CPU ring's; out, dq,
- *      dk, dv within 2e-2 relative (max-norm, bf16);
+ *  (a) Lighthouse, W = 2, 4 and 8: the selected indices of every rank equal the CPU ring's; out,
+ *      dq, dk, dv within 2e-2 relative (max-norm, bf16);
  *  (b) attention hooks that call lh_attention_forward / _backward give what the built-in ring
- *      gives (1e-3: same kernels, same order);
- *  (c) dense mode (GQA, [B,H,N,D]) over W = 2 and 4 ranks equals one dense plan over the whole
- *      sequence (2e-2);
+ *      gives (1e-3: same kernels, same order), at W = 2 and 8;
+ *  (c) dense mode (GQA, [B,H,N,D]) over W = 2, 4 and 8 ranks equals one dense plan over the
+ *      whole sequence (2e-2);
  *  (d) a one-rank NCCL ring made from a unique id (lh_ring_create_nccl_from_id) equals the
  *      one-rank in-process ring (1e-3); skipped with a note where NCCL cannot be loaded.
  * Exit 77 without a GPU.
@@ -31,9 +31,11 @@
 static gpu_env env;
 static lh_context *gpu_ctx, *cpu_ctx;
 static uint64_t rng_state = 0x5eed1234abcdULL;
-/* Set by the two-process NCCL test (test_cp_nccl_2gpu.c): the shared unique id and this process's
- * rank; NULL: a one-rank communicator of this process's own. */
+/* Set by the multi-process NCCL test (test_cp_nccl.c): the shared unique id and this process's
+ * rank, or a communicator the test made itself (an ncclComm_t, for lh_ring_create_nccl); both
+ * NULL: a one-rank communicator of this process's own. */
 static const char *g_nccl_id;
+static void *g_nccl_comm;
 static int g_nccl_rank;
 
 typedef struct rcfg {
@@ -194,9 +196,10 @@ static bool run_ranks(lh_context *ctx, bool gpu, const rcfg *c, int W, ring_kind
     if (kind == RING_NCCL) {
         char id[128];
         lh_status st = LH_OK;
-        if (g_nccl_id) memcpy(id, g_nccl_id, sizeof id), nccl_rank = g_nccl_rank;
+        if (g_nccl_comm) nccl_rank = g_nccl_rank, st = lh_ring_create_nccl(ctx, g_nccl_comm, &ring);
+        else if (g_nccl_id) memcpy(id, g_nccl_id, sizeof id), nccl_rank = g_nccl_rank;
         else st = lh_nccl_get_unique_id(ctx, id);
-        if (st == LH_OK) st = lh_ring_create_nccl_from_id(ctx, id, nccl_rank, W, &ring);
+        if (st == LH_OK && !ring) st = lh_ring_create_nccl_from_id(ctx, id, nccl_rank, W, &ring);
         if (st != LH_OK) {
             printf("NOTE %s: NCCL ring unavailable here (%s: %s); not checked\n", c->name,
                    lh_status_string(st), lh_last_error());
@@ -400,6 +403,7 @@ int main(int argc, char **argv) {
                         LH_LAYOUT_BHND, 2, 4096, 4, 2, 128, 3, 4, 2048, 0};
     test_dense_ring(&dense, 2);
     test_dense_ring(&dense, 4);
+    test_dense_ring(&dense, 8);
     const rcfg one = {"lighthouse bf16 D=64 W=1", LH_MODE_LIGHTHOUSE, LH_DTYPE_BFLOAT16,
                       LH_LAYOUT_BNHD, 1, 8192, 2, 2, 64, 3, 4, 512, 0};
     test_nccl_one_rank(&one);
@@ -407,8 +411,14 @@ int main(int argc, char **argv) {
                       LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 16384, 2, 2, 64, 3, 4, 1024, 1};
     const rcfg lh4 = {"lighthouse bf16 D=128 BHND GQA", LH_MODE_LIGHTHOUSE, LH_DTYPE_BFLOAT16,
                       LH_LAYOUT_BHND, 1, 32768, 2, 1, 128, 3, 4, 2048, 0};
+    /* W = 8 needs TOPK a multiple of 128 * 2W = 2048 and chunks of at least 2048 tokens (128
+     * coarsest entries at p^(L-1) = 16); its CPU ring costs what W = 4's does (the global
+     * sub-sequence is 16 x 1152 = 18432 entries either way). */
+    const rcfg lh8 = {"lighthouse bf16 D=64 BNHD GQA 4:1", LH_MODE_LIGHTHOUSE, LH_DTYPE_BFLOAT16,
+                      LH_LAYOUT_BNHD, 1, 32768, 4, 1, 64, 3, 4, 2048, 0};
     test_lighthouse_ring(&lh2, 2, true);
     test_lighthouse_ring(&lh4, 4, false);
+    test_lighthouse_ring(&lh8, 8, true);
 
     lh_context_destroy(gpu_ctx);
     lh_context_destroy(cpu_ctx);
