@@ -27,12 +27,22 @@ typedef struct saved_tag {
 
 _Static_assert(sizeof(saved_tag) == LH_CPU_SAVED_TAG_BYTES, "the tag fills its 64 bytes");
 
-void lh_cpu_saved_seal(const lh_cpu_plan *plan, void *saved) {
+/* The bytes of `saved`, and where its tag and indices are (runtime/buffers.c lays them out). */
+static int64_t saved_bytes(const lh_cpu_plan *plan) {
+    return plan->pipeline.buffers.bytes[LH_BUF_SAVED];
+}
+
+static void *region(const lh_cpu_plan *plan, lh_region r, const void *saved) {
+    return lh_buffer_at(&plan->pipeline.buffers, LH_BUF_SAVED, r, saved);
+}
+
+void lh_cpu_saved_seal(void *plan_state, void *saved) {
+    const lh_cpu_plan *plan = plan_state;
     saved_tag tag = {.magic = TAG_MAGIC,
                      .fingerprint = plan->cfg.fingerprint,
-                     .bytes = (uint64_t)plan->saved_bytes,
+                     .bytes = (uint64_t)saved_bytes(plan),
                      .check = ~plan->cfg.fingerprint};
-    memcpy((char *)saved + plan->saved_tag_off, &tag, sizeof tag);
+    memcpy(region(plan, LH_REGION_TAG, saved), &tag, sizeof tag);
 }
 
 /* The integer key of docs/spec.md section 3 of slot s of a row (positions already in range). A
@@ -79,20 +89,21 @@ static lh_status check_indices(const lh_cpu_plan *plan, const int32_t *idx) {
     return LH_OK;
 }
 
-lh_status lh_cpu_saved_check(const lh_cpu_plan *plan, const void *saved) {
+lh_status lh_cpu_saved_check(void *plan_state, const void *saved) {
+    const lh_cpu_plan *plan = plan_state;
     saved_tag tag;
-    memcpy(&tag, (const char *)saved + plan->saved_tag_off, sizeof tag);
+    memcpy(&tag, region(plan, LH_REGION_TAG, saved), sizeof tag);
     if (tag.magic != TAG_MAGIC || tag.check != ~tag.fingerprint)
         return lh_fail(LH_ERROR_INVALID_VALUE,
                        "saved was not written by lh_forward (its last %d bytes hold no tag of a "
                        "forward): pass the `saved` that lh_forward of this plan filled",
                        LH_CPU_SAVED_TAG_BYTES);
-    if (tag.fingerprint != plan->cfg.fingerprint || tag.bytes != (uint64_t)plan->saved_bytes)
+    if (tag.fingerprint != plan->cfg.fingerprint || tag.bytes != (uint64_t)saved_bytes(plan))
         return lh_fail(LH_ERROR_INVALID_VALUE,
                        "saved was written by lh_forward of a plan of another configuration "
                        "(%" PRIu64 " bytes, fingerprint %016" PRIx64 "; this plan: %" PRId64
                        " bytes, fingerprint %016" PRIx64 ")",
-                       tag.bytes, tag.fingerprint, plan->saved_bytes, plan->cfg.fingerprint);
+                       tag.bytes, tag.fingerprint, saved_bytes(plan), plan->cfg.fingerprint);
     if (plan->cfg.mode != LH_MODE_LIGHTHOUSE) return LH_OK;
-    return check_indices(plan, (const int32_t *)((const char *)saved + plan->saved_idx_off));
+    return check_indices(plan, region(plan, LH_REGION_INDICES, saved));
 }

@@ -11,6 +11,9 @@ int run_matrix(void);
 int run_timing(void);
 int run_gpu(void);
 
+/* The kernel descriptors against the templates (test_compiler_kernels.c). */
+TCase *kernels_tcase(void);
+
 /* A fresh empty directory under $TMPDIR (or /tmp); `out` receives its path. 0 on success. */
 int make_temp_dir(char *out, size_t cap);
 /* Removes the files of a directory made by make_temp_dir, then the directory. */
