@@ -503,6 +503,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "matrix")) return run_matrix();
     if (argc > 1 && !strcmp(argv[1], "timing")) return run_timing();
     if (argc > 1 && !strcmp(argv[1], "gpu")) return run_gpu();
+    if (argc > 1 && !strcmp(argv[1], "ptx")) return run_ptx();
     SRunner *sr = srunner_create(compiler_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -8,6 +8,7 @@
 int run_matrix(void);
 int run_timing(void);
 int run_gpu(void);
+int run_ptx(void);
 
 /* A fresh empty directory under $TMPDIR (or /tmp); `out` receives its path. 0 on success. */
 int make_temp_dir(char *out, size_t cap);
