@@ -88,9 +88,6 @@ START_TEST(constants_parse_sorted_and_checked) {
     ck_assert_str_eq(c.key[1], "DTYPE");
     ck_assert_str_eq(c.value[1], "bf16");
     ck_assert_str_eq(c.key[2], "P");
-    char canon[256];
-    lhc_constants_canonical(&c, canon, sizeof canon);
-    ck_assert_str_eq(canon, "D=128\nDTYPE=bf16\nP=4\n");
     ck_assert_int_eq(lhc_constants_parse("", &c), LH_OK);
     ck_assert_int_eq(c.count, 0);
     ck_assert_int_eq(lhc_constants_parse("P=4 P=2", &c), LH_ERROR_INVALID_VALUE);
@@ -107,23 +104,72 @@ START_TEST(template_expressions) {
     ck_assert_int_eq(lhc_constants_parse("X=3 Y=16 S=bf16", &c), LH_OK);
     char *out = NULL;
     ck_assert_int_eq(lhc_template_expand("t", "a {{X}} b {{ X * 2 + 1 }} c {{log2(Y)}} {{min(X, Y)}} "
-                                              "{{max(X,Y) / (X - 1)}} {{Y % 5}} {{S}}", &c, c.count, &out),
+                                              "{{max(X,Y) / (X - 1)}} {{Y % 5}} {{S}}", NULL, 0, &c, c.count, &out),
                      LH_OK);
     ck_assert_str_eq(out, "a 3 b 7 c 4 3 8 1 bf16");
     free(out);
 
-    ck_assert_int_eq(lhc_template_expand("t", "{{X}} {{S}}", &c, c.count, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{X}} {{S}}", NULL, 0, &c, c.count, &out), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "Y"));
-    ck_assert_int_eq(lhc_template_expand("t", "{{X}} {{Y}} {{S}} {{Z}}", &c, c.count, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{X}} {{Y}} {{S}} {{Z}}", NULL, 0, &c, c.count, &out), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "Z"));
-    ck_assert_int_eq(lhc_template_expand("t", "{{X / (Y - 16)}} {{S}}", &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{X / (Y - 16)}} {{S}}", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "zero"));
-    ck_assert_int_eq(lhc_template_expand("t", "{{S + 1}}", &c, 0, &out), LH_ERROR_INVALID_VALUE);
-    ck_assert_int_eq(lhc_template_expand("t", "{{X * 9223372036854775807}}", &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{S + 1}}", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{X * 9223372036854775807}}", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "overflows"));
-    ck_assert_int_eq(lhc_template_expand("t", "{{99999999999999999999}}", &c, 0, &out), LH_ERROR_INVALID_VALUE);
-    ck_assert_int_eq(lhc_template_expand("t", "line\n{{X", &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{99999999999999999999}}", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "line\n{{X", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "line 2"));
+}
+END_TEST
+
+/* {{include NAME}}: shared pieces expanded in place with the kernel's constants; unknown pieces,
+ * cycles and repeated pieces are errors that name the piece and the line. */
+START_TEST(template_includes) {
+    static const lhc_template pieces[] = {
+        {"twice", "x{{X * 2}}"},
+        {"outer", "[{{include twice}}|{{S}}]"},
+        {"loop_a", "a\n{{include loop_b}}"},
+        {"loop_b", "b\n{{include loop_a}}"},
+        {"broken", "line 1\n{{W}}"},
+    };
+    const int count = (int)(sizeof pieces / sizeof pieces[0]);
+    lhc_constants c;
+    ck_assert_int_eq(lhc_constants_parse("X=3 S=bf16", &c), LH_OK);
+    char *out = NULL;
+    /* constants used only inside a piece count as used */
+    ck_assert_int_eq(lhc_template_expand("t", "<{{ include outer }}>", pieces, count, &c, c.count, &out), LH_OK);
+    ck_assert_str_eq(out, "<[x6|bf16]>");
+    free(out);
+
+    ck_assert_int_eq(lhc_template_expand("t", "{{X}}\n{{include nope}} {{S}}", pieces, count, &c, c.count, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "kernel t, line 2: {{include nope}} names no shared piece"));
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "twice, outer"));
+    ck_assert_int_eq(lhc_template_expand("t", "{{include loop_a}}", pieces, count, &c, 0, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(),
+                                 "kernel t, shared piece loop_b, line 2: {{include loop_a}} is a cycle "
+                                 "(loop_a -> loop_b -> loop_a)"));
+    ck_assert_int_eq(lhc_template_expand("t", "{{include twice}} {{include outer}}", pieces, count, &c, 0, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "shared piece outer, line 1: {{include twice}} includes "
+                                                     "that shared piece a second time"));
+    ck_assert_int_eq(lhc_template_expand("t", "{{include broken}}", pieces, count, &c, 0, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "kernel t, shared piece broken, line 2: placeholder {{W}} "
+                                                     "names a constant that was not given"));
+    ck_assert_int_eq(lhc_template_expand("t", "{{include Twice}}", pieces, count, &c, 0, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "needs the name of a shared piece"));
+    /* a constant no text uses is still an error when only pieces are included */
+    ck_assert_int_eq(lhc_template_expand("t", "{{include twice}}", pieces, count, &c, c.count, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "no constant named S"));
+    /* no pieces at all */
+    ck_assert_int_eq(lhc_template_expand("t", "{{include twice}}", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "holds: none"));
 }
 END_TEST
 
@@ -471,6 +517,7 @@ static Suite *compiler_suite(void) {
     TCase *t = tcase_create("templates");
     tcase_add_test(t, constants_parse_sorted_and_checked);
     tcase_add_test(t, template_expressions);
+    tcase_add_test(t, template_includes);
     tcase_add_test(t, templates_embedded_and_plan_kernels);
     tcase_add_test(t, default_cache_dir_follows_environment);
     suite_add_tcase(s, t);
