@@ -468,6 +468,57 @@ START_TEST(malformed_source_reports_mlir_diagnostic) {
 }
 END_TEST
 
+/* func.func helpers are inlined wherever they are called (a gpu.func's own body, scf regions,
+ * other helpers) and dropped: the PTX holds the kernel alone. A helper that calls itself is a
+ * clean error. */
+START_TEST(helpers_are_inlined_and_dropped) {
+    static const char head[] =
+        "module attributes {gpu.container_module} {\n"
+        "gpu.module @m [#nvvm.target<chip = \"sm_90\">] {\n"
+        "  func.func private @twice(%x: i64) -> i64 {\n"
+        "    %y = arith.addi %x, %x : i64\n"
+        "    return %y : i64\n"
+        "  }\n"
+        "  func.func private @unused() {\n"
+        "    return\n"
+        "  }\n";
+    static const char helper_calls_helper[] =
+        "  func.func private @four(%x: i64) -> i64 {\n"
+        "    %y = func.call @twice(%x) : (i64) -> i64\n"
+        "    %z = func.call @twice(%y) : (i64) -> i64\n"
+        "    return %z : i64\n"
+        "  }\n";
+    static const char kernel[] =
+        "  gpu.func @lh_f(%p: !llvm.ptr<1>, %n: i64) kernel {\n"
+        "    %c0 = arith.constant 0 : i64\n"
+        "    %a = func.call @four(%n) : (i64) -> i64\n"
+        "    %pos = arith.cmpi sgt, %a, %c0 : i64\n"
+        "    scf.if %pos {\n"
+        "      %b = func.call @twice(%a) : (i64) -> i64\n"
+        "      llvm.store %b, %p : i64, !llvm.ptr<1>\n"
+        "    }\n"
+        "    gpu.return\n  }\n}\n}\n";
+    char text[4096];
+    snprintf(text, sizeof text, "%s%s%s", head, helper_calls_helper, kernel);
+    char *ptx = NULL;
+    ck_assert_msg(lhc_mlir_to_ptx("helpers", text, "sm_90", &ptx) == LH_OK, "%s", lh_error_message());
+    ck_assert_ptr_nonnull(strstr(ptx, ".entry lh_f"));
+    ck_assert_ptr_null(strstr(ptx, ".func"));  /* no helper left behind, no call */
+    ck_assert_ptr_null(strstr(ptx, "call"));
+    free(ptx);
+
+    static const char recursive[] =
+        "  func.func private @four(%x: i64) -> i64 {\n"
+        "    %y = func.call @four(%x) : (i64) -> i64\n"
+        "    return %y : i64\n"
+        "  }\n";
+    snprintf(text, sizeof text, "%s%s%s", head, recursive, kernel);
+    ck_assert_int_eq(lhc_mlir_to_ptx("recursive", text, "sm_90", &ptx), LH_ERROR_COMPILE);
+    ck_assert_msg(strstr(lh_error_message(), "helper calls nest more than 16 deep") != NULL, "%s",
+                  lh_error_message());
+}
+END_TEST
+
 START_TEST(unknown_chip_is_a_clean_error) {
     lhc_cache *c = cache_at(dir);
     const lhc_kernel *k = NULL;
@@ -537,6 +588,7 @@ static Suite *compiler_suite(void) {
         tcase_add_test(t, two_processes_compile_the_same_kernel);
         tcase_add_test(t, threads_share_one_cache);
         tcase_add_test(t, malformed_source_reports_mlir_diagnostic);
+        tcase_add_test(t, helpers_are_inlined_and_dropped);
         tcase_add_test(t, unknown_chip_is_a_clean_error);
         tcase_add_test(t, bad_constants_are_clean_errors);
     } else {
