@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "algorithm.h"
 #include "cuda_layout.h"
 #include "cuda_lighthouse.h"
 
@@ -178,7 +179,7 @@ lh_status cuda_lighthouse_plan_create(const cuda_lighthouse_env *env, const lh_c
     if (!lh) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a Lighthouse CUDA plan failed");
     lh->cu = env->cu;
     lh->cfg = *cfg;
-    if (!(lh->cfg.scale > 0.0)) lh->cfg.scale = 1.0 / __builtin_sqrt((double)cfg->head_dim);
+    if (!(lh->cfg.scale > 0.0)) lh->cfg.scale = lh_default_softmax_scale(cfg->head_dim);
     chip_of(env->sm, lh->chip, sizeof lh->chip);
     set_strides(lh);
 

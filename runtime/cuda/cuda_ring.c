@@ -2,11 +2,11 @@
  * cuda_ring.h for the algorithm). */
 #include "cuda_ring.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "algorithm.h"
 #include "compiler.h"
 #include "cuda_layout.h"
 
@@ -109,7 +109,7 @@ lh_status cuda_ring_create(const lh_cu_api *cu, int sm, const lh_cudnn_api *dnn,
     if (!r) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating the ring attention plan failed");
     r->cu = cu;
     r->cfg = *cfg;
-    if (!(r->cfg.scale > 0.0)) r->cfg.scale = 1.0 / sqrt((double)cfg->head_dim);
+    if (!(r->cfg.scale > 0.0)) r->cfg.scale = lh_default_softmax_scale(cfg->head_dim);
     r->has_ring = cfg->ring != NULL;
     r->world = r->has_ring ? (int)cfg->cp_world : 1;
     r->rank = r->has_ring ? (int)cfg->cp_rank : 0;
