@@ -99,9 +99,10 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
      * costs ~14 more registers per thread. */
     const int run = 4;
     const int tokens = tokens_per_pass * run;
-    /* Selection and order: one block per (tile, head, batch); THREADS >= 128 (one thread per
+    /* Selection and order: one block per (tile, head, batch); THREADS >= REFINED (one thread per
      * refined entry of a level) and shared memory fixed by L alone, whatever the tile length. */
-    st = add_request(out, count, "select_order", threads, 0, "P=%d L=%d THREADS=%d", p, levels, threads);
+    st = add_request(out, count, "select_order", threads, 0, "P=%d L=%d THREADS=%d SET=%d REFINED=%d", p,
+                     levels, threads, LH_SET_SIZE, LH_TILE_REFINED);
     if (st != LH_OK) return st;
     /* Gather (and the backward's dout sums): 64 sub-sequence rows per block. */
     const int rows = tokens_per_pass > 64 ? tokens_per_pass : 64;
