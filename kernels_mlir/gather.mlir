@@ -31,6 +31,8 @@
 // groups), so every output element is written once by one thread.
 module attributes {gpu.container_module} {
 gpu.module @gather [{{TARGET}}] {
+  {{include grid}}
+
   // Launch bounds (.maxntid / .minnctapersm): THREADS-thread blocks, at least half of the SM's
   // 2048 threads resident (4 blocks, at most 64 registers at THREADS = 256), as before the
   // pooled-row branch existed: without the bound ptxas takes 65 registers at D = 128 and one
@@ -55,14 +57,7 @@ gpu.module @gather [{{TARGET}}] {
     %one = arith.constant 1.0 : f32
     %vzero = arith.constant dense<0.0> : vector<8xf32>
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
     %lane = arith.remui %tid, %cLanes : i64
     %row = arith.divui %tid, %cLanes : i64
@@ -210,14 +205,7 @@ gpu.module @gather [{{TARGET}}] {
     %cPasses = arith.constant {{ROWS / (THREADS / (D / 8))}} : i64
     %vzero = arith.constant dense<0.0> : vector<8xf32>
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
     %lane = arith.remui %tid, %cLanes : i64
     %row = arith.divui %tid, %cLanes : i64

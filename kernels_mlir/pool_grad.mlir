@@ -45,6 +45,8 @@
 #unroll_full = #llvm.loop_annotation<unroll = #llvm.loop_unroll<full = true>>
 module attributes {gpu.container_module} {
 gpu.module @pool_grad [{{TARGET}}] {
+  {{include grid}}
+
   gpu.func @lh_pool_grad(%g_q: !llvm.ptr<1>, %g_k: !llvm.ptr<1>, %g_v: !llvm.ptr<1>, %inv: !llvm.ptr<1>,
                          %dq: !llvm.ptr<1>, %dk: !llvm.ptr<1>, %dv: !llvm.ptr<1>,
                          %n: i64, %heads: i64, %kv_heads: i64, %s_total: i64, %s_sel: i64,
@@ -73,14 +75,7 @@ gpu.module @pool_grad [{{TARGET}}] {
     %words0 = arith.constant dense<0> : vector<{{RUN * L * 4}}xi32>
     %offs0 = arith.constant dense<0> : vector<{{L}}xi64>
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %hy = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %hy, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
     %lane = arith.remui %tid, %cLanes : i64
     %grp = arith.divui %tid, %cLanes : i64

@@ -56,6 +56,8 @@
 // without the bound the stage's extra addressing takes 39 registers and two blocks per SM less.
 module attributes {gpu.container_module} {
 gpu.module @pyramid_scores [{{TARGET}}] {
+  {{include grid}}
+
   llvm.mlir.global internal @slice_buf() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * SLICE}} x f32>
   llvm.mlir.global internal @coarse_acc() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L}} x f32>
   llvm.mlir.global internal @pool_stage() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * KPASS * THREADS * 8}} x {{DTYPE}}>
@@ -101,14 +103,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %cSlots = arith.constant {{2 * KPASS}} : i64
     %cKm1 = arith.constant {{KPASS - 1}} : i64
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %hy = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %hy, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
     // q head or k head
     %is_q = arith.cmpi ult, %hy, %heads : i64

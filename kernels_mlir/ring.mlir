@@ -29,6 +29,8 @@
 // relative error (2^-22) is far below the bf16/f16 rounding of the result.
 module attributes {gpu.container_module} {
 gpu.module @ring [{{TARGET}}] {
+  {{include grid}}
+
   gpu.func @lh_ring_merge(%o_part: !llvm.ptr<1>, %lse_part: !llvm.ptr<1>, %acc: !llvm.ptr<1>,
                           %lse_in: !llvm.ptr<1>, %lse_out: !llvm.ptr<1>, %rows: i64) kernel {
     %c0 = arith.constant 0 : i64
@@ -37,10 +39,7 @@ gpu.module @ring [{{TARGET}}] {
     %cRpb = arith.constant {{THREADS / (D / 8)}} : i64
     %log2e = arith.constant 1.4426950408889634 : f32
     %ln2 = arith.constant 0.6931471805599453 : f32
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
+    %tid, %bx, %by_unused, %bz_unused = func.call @grid_ids() : () -> (i64, i64, i64, i64)
     %lane = arith.remui %tid, %cLanes : i64
     %rl = arith.divui %tid, %cLanes : i64
     %r0 = arith.muli %bx, %cRpb : i64
@@ -92,10 +91,7 @@ gpu.module @ring [{{TARGET}}] {
   gpu.func @lh_ring_add(%part: !llvm.ptr<1>, %acc: !llvm.ptr<1>, %vecs: i64) kernel {
     %c8 = arith.constant 8 : i64
     %cT = arith.constant {{THREADS}} : i64
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
+    %tid, %bx, %by_unused, %bz_unused = func.call @grid_ids() : () -> (i64, i64, i64, i64)
     %b0 = arith.muli %bx, %cT : i64
     %i = arith.addi %b0, %tid : i64
     %in = arith.cmpi ult, %i, %vecs : i64
@@ -115,10 +111,7 @@ gpu.module @ring [{{TARGET}}] {
   gpu.func @lh_ring_convert(%acc: !llvm.ptr<1>, %out: !llvm.ptr<1>, %vecs: i64) kernel {
     %c8 = arith.constant 8 : i64
     %cT = arith.constant {{THREADS}} : i64
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
+    %tid, %bx, %by_unused, %bz_unused = func.call @grid_ids() : () -> (i64, i64, i64, i64)
     %b0 = arith.muli %bx, %cT : i64
     %i = arith.addi %b0, %tid : i64
     %in = arith.cmpi ult, %i, %vecs : i64
@@ -142,14 +135,7 @@ gpu.module @ring [{{TARGET}}] {
     %cLanes = arith.constant {{D / 8}} : i64
     %cTpb = arith.constant {{THREADS / (D / 8)}} : i64
     %vzero = arith.constant dense<0.0> : vector<8xf32>
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
     %lane = arith.remui %tid, %cLanes : i64
     %tl = arith.divui %tid, %cLanes : i64
     %t0 = arith.muli %bx, %cTpb : i64

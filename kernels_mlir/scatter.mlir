@@ -33,6 +33,8 @@
 #unroll_full = #llvm.loop_annotation<unroll = #llvm.loop_unroll<full = true>>
 module attributes {gpu.container_module} {
 gpu.module @scatter [{{TARGET}}] {
+  {{include grid}}
+
   gpu.func @lh_scatter(%o_sel: !llvm.ptr<1>, %inv: !llvm.ptr<1>, %out: !llvm.ptr<1>,
                        %n: i64, %heads: i64, %s_total: i64,
                        %o_sb: i64, %o_sh: i64, %o_ss: i64,
@@ -58,14 +60,7 @@ gpu.module @scatter [{{TARGET}}] {
     %words0 = arith.constant dense<0> : vector<{{RUN * L * 4}}xi32>
     %offs0 = arith.constant dense<0> : vector<{{L}}xi64>
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
     %lane = arith.remui %tid, %cLanes : i64
     %grp = arith.divui %tid, %cLanes : i64

@@ -35,6 +35,8 @@
 // Scores are assumed finite or +-inf (they are norms): NaN orders above +inf here.
 module attributes {gpu.container_module} {
 gpu.module @select_order [{{TARGET}}] {
+  {{include grid}}
+
   llvm.mlir.global internal @hist() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<256 x i32>
   llvm.mlir.global internal @cnt() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{THREADS}} x i32>
   llvm.mlir.global internal @ctl() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<4 x i32>
@@ -217,14 +219,7 @@ gpu.module @select_order [{{TARGET}}] {
     %false = arith.constant false
     %true = arith.constant true
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %t = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %t, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
     %is_t0 = arith.cmpi eq, %tid, %c0 : i64
 
     %group = arith.divui %heads, %kv_heads : i64
@@ -592,14 +587,7 @@ gpu.module @select_order [{{TARGET}}] {
   gpu.func @lh_invert_indices(%indices: !llvm.ptr<1>, %inv: !llvm.ptr<1>, %heads: i64,
                               %s_total: i64, %s_sel: i64) kernel {
     %cThreads = arith.constant {{THREADS}} : i64
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
     %s0 = arith.muli %bx, %cThreads : i64
     %s = arith.addi %s0, %tid : i64
     %in = arith.cmpi ult, %s, %s_sel : i64

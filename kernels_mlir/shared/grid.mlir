@@ -1,0 +1,15 @@
+// ---- shared piece grid (kernels_mlir/shared/grid.mlir) --------------------------------------
+  // Where a thread is in the launch: thread x, block x, block y, block z, cast to i64 once
+  // (kernels index in i64). A kernel that needs fewer leaves the rest unused: reading them is
+  // pure, so the lowering drops the reads. No constants.
+  func.func private @grid_ids() -> (i64, i64, i64, i64) {
+    %tid_ix = gpu.thread_id x
+    %bx_ix = gpu.block_id x
+    %by_ix = gpu.block_id y
+    %bz_ix = gpu.block_id z
+    %tid = arith.index_cast %tid_ix : index to i64
+    %bx = arith.index_cast %bx_ix : index to i64
+    %by = arith.index_cast %by_ix : index to i64
+    %bz = arith.index_cast %bz_ix : index to i64
+    return %tid, %bx, %by, %bz : i64, i64, i64, i64
+  }
