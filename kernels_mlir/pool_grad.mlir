@@ -48,6 +48,7 @@
 module attributes {gpu.container_module} {
 gpu.module @pool_grad [{{TARGET}}] {
   {{include grid}}
+  {{include lanes}}
   {{include runs}}
 
   // The slot of the entry token t uses at the level at off_l (windows of f tokens): inv at
@@ -126,11 +127,9 @@ gpu.module @pool_grad [{{TARGET}}] {
       attributes {nvvm.maxntid = array<i32: {{THREADS}}, 1, 1>, nvvm.minctasm = {{MINCTA}} : i32} {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
-    %c8 = arith.constant 8 : i64
     %c0_i32 = arith.constant 0 : i32
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
-    %cLanes = arith.constant {{D / 8}} : i64
     %cGroups = arith.constant {{THREADS / (D / 8)}} : i64
     %cRun = arith.constant {{RUN}} : i64
     %cTokens = arith.constant {{TOKENS}} : i64
@@ -141,9 +140,7 @@ gpu.module @pool_grad [{{TARGET}}] {
 
     %tid, %bx, %hy, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
-    %lane = arith.remui %tid, %cLanes : i64
-    %grp = arith.divui %tid, %cLanes : i64
-    %lane_off = arith.muli %lane, %c8 : i64
+    %lane, %grp, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
     %is_q = arith.cmpi ult, %hy, %heads : i64
     %cG = arith.constant {{GROUP}} : i64
     %g_fixed = arith.cmpi ne, %cG, %c0 : i64

@@ -57,6 +57,7 @@
 module attributes {gpu.container_module} {
 gpu.module @pyramid_scores [{{TARGET}}] {
   {{include grid}}
+  {{include lanes}}
 
   llvm.mlir.global internal @slice_buf() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * SLICE}} x f32>
   llvm.mlir.global internal @coarse_acc() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L}} x f32>
@@ -74,7 +75,6 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %c8 = arith.constant 8 : i64
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
-    %cLanes = arith.constant {{D / 8}} : i64
     %cThreads = arith.constant {{THREADS}} : i64
     %cSlice = arith.constant {{SLICE}} : i64
     %cChunk = arith.constant {{CHUNK}} : i64
@@ -130,9 +130,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %inv_f = arith.divf %one, %fw : f32
     %pscale = vector.broadcast %inv_f : f32 to vector<8xf32>
 
-    %lane = arith.remui %tid, %cLanes : i64
-    %tok = arith.divui %tid, %cLanes : i64
-    %lane_off = arith.muli %lane, %c8 : i64
+    %lane, %tok, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
     %is_lane0 = arith.cmpi eq, %lane, %c0 : i64
     %is_t0 = arith.cmpi eq, %tid, %c0 : i64
     %chunk0 = arith.muli %bx, %cChunk : i64

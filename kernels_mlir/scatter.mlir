@@ -36,6 +36,7 @@
 module attributes {gpu.container_module} {
 gpu.module @scatter [{{TARGET}}] {
   {{include grid}}
+  {{include lanes}}
   {{include runs}}
 
   // Whether level l (windows of f tokens) loads its slot and row at run position j: token
@@ -88,11 +89,9 @@ gpu.module @scatter [{{TARGET}}] {
                        %out_sb: i64, %out_st: i64, %out_sh: i64) kernel {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
-    %c8 = arith.constant 8 : i64
     %c0_i32 = arith.constant 0 : i32
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
-    %cLanes = arith.constant {{D / 8}} : i64
     %cGroups = arith.constant {{THREADS / (D / 8)}} : i64
     %cRun = arith.constant {{RUN}} : i64
     %cRunLast = arith.constant {{RUN - 1}} : i64
@@ -102,20 +101,12 @@ gpu.module @scatter [{{TARGET}}] {
 
     %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
-    %lane = arith.remui %tid, %cLanes : i64
-    %grp = arith.divui %tid, %cLanes : i64
-    %lane_off = arith.muli %lane, %c8 : i64
+    %lane, %grp, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
     %bh = arith.muli %b, %heads : i64
     %bh_h = arith.addi %bh, %h : i64
     %inv_base = arith.muli %bh_h, %s_total : i64
-    %ob1 = arith.muli %b, %o_sb : i64
-    %ob2 = arith.muli %h, %o_sh : i64
-    %ob3 = arith.addi %ob1, %ob2 : i64
-    %o_base = arith.addi %ob3, %lane_off : i64
-    %wb1 = arith.muli %b, %out_sb : i64
-    %wb2 = arith.muli %h, %out_sh : i64
-    %wb3 = arith.addi %wb1, %wb2 : i64
-    %w_base = arith.addi %wb3, %lane_off : i64
+    %o_base = func.call @strided_row(%b, %h, %o_sb, %o_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
+    %w_base = func.call @strided_row(%b, %h, %out_sb, %out_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
     %tok0 = arith.muli %bx, %cTokens : i64
     %n_last = arith.subi %n, %c1 : i64
 
