@@ -130,7 +130,6 @@ gpu.module @pool_grad [{{TARGET}}] {
     %c0_i32 = arith.constant 0 : i32
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
-    %cGroups = arith.constant {{THREADS / (D / 8)}} : i64
     %cRun = arith.constant {{RUN}} : i64
     %cTokens = arith.constant {{TOKENS}} : i64
     %cRounds = arith.constant {{TOKENS / (THREADS / (D / 8) * RUN)}} : i64
@@ -176,11 +175,7 @@ gpu.module @pool_grad [{{TARGET}}] {
     %offs = func.call @level_offsets(%n) : (i64) -> vector<{{L}}xi64>
 
     scf.for %r = %c0 to %cRounds step %c1 : i64 {
-      %rg = arith.muli %r, %cGroups : i64
-      %run = arith.addi %rg, %grp : i64
-      %run_t = arith.muli %run, %cRun : i64
-      %t0 = arith.addi %tok0, %run_t : i64
-      %live = arith.cmpi ult, %t0, %n : i64
+      %t0, %live = func.call @run_start(%r, %grp, %tok0, %n) : (i64, i64, i64, i64) -> (i64, i1)
       scf.if %live {
         %acc = scf.for %hi = %c0 to %h_count step %c1
             iter_args(%acc_h = %acc0) -> (vector<{{RUN * 8}}xf32>) : i64 {

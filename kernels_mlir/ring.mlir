@@ -31,6 +31,17 @@ module attributes {gpu.container_module} {
 gpu.module @ring [{{TARGET}}] {
   {{include grid}}
 
+  // The 8-element vector this thread of lh_ring_add and lh_ring_convert handles, and whether it
+  // is one of the `vecs` there are.
+  func.func private @vector_index(%vecs: i64) -> (i64, i1) {
+    %cT = arith.constant {{THREADS}} : i64
+    %tid, %bx, %by_unused, %bz_unused = func.call @grid_ids() : () -> (i64, i64, i64, i64)
+    %b0 = arith.muli %bx, %cT : i64
+    %i = arith.addi %b0, %tid : i64
+    %in = arith.cmpi ult, %i, %vecs : i64
+    return %i, %in : i64, i1
+  }
+
   gpu.func @lh_ring_merge(%o_part: !llvm.ptr<1>, %lse_part: !llvm.ptr<1>, %acc: !llvm.ptr<1>,
                           %lse_in: !llvm.ptr<1>, %lse_out: !llvm.ptr<1>, %rows: i64) kernel {
     %c0 = arith.constant 0 : i64
@@ -90,11 +101,7 @@ gpu.module @ring [{{TARGET}}] {
 
   gpu.func @lh_ring_add(%part: !llvm.ptr<1>, %acc: !llvm.ptr<1>, %vecs: i64) kernel {
     %c8 = arith.constant 8 : i64
-    %cT = arith.constant {{THREADS}} : i64
-    %tid, %bx, %by_unused, %bz_unused = func.call @grid_ids() : () -> (i64, i64, i64, i64)
-    %b0 = arith.muli %bx, %cT : i64
-    %i = arith.addi %b0, %tid : i64
-    %in = arith.cmpi ult, %i, %vecs : i64
+    %i, %in = func.call @vector_index(%vecs) : (i64) -> (i64, i1)
     scf.if %in {
       %e = arith.muli %i, %c8 : i64
       %pp = llvm.getelementptr %part[%e] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
@@ -110,11 +117,7 @@ gpu.module @ring [{{TARGET}}] {
 
   gpu.func @lh_ring_convert(%acc: !llvm.ptr<1>, %out: !llvm.ptr<1>, %vecs: i64) kernel {
     %c8 = arith.constant 8 : i64
-    %cT = arith.constant {{THREADS}} : i64
-    %tid, %bx, %by_unused, %bz_unused = func.call @grid_ids() : () -> (i64, i64, i64, i64)
-    %b0 = arith.muli %bx, %cT : i64
-    %i = arith.addi %b0, %tid : i64
-    %in = arith.cmpi ult, %i, %vecs : i64
+    %i, %in = func.call @vector_index(%vecs) : (i64) -> (i64, i1)
     scf.if %in {
       %e = arith.muli %i, %c8 : i64
       %ap = llvm.getelementptr %acc[%e] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32

@@ -92,7 +92,6 @@ gpu.module @scatter [{{TARGET}}] {
     %c0_i32 = arith.constant 0 : i32
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
-    %cGroups = arith.constant {{THREADS / (D / 8)}} : i64
     %cRun = arith.constant {{RUN}} : i64
     %cRunLast = arith.constant {{RUN - 1}} : i64
     %cTokens = arith.constant {{TOKENS}} : i64
@@ -113,11 +112,7 @@ gpu.module @scatter [{{TARGET}}] {
     %offs = func.call @level_offsets(%n) : (i64) -> vector<{{L}}xi64>
 
     scf.for %r = %c0 to %cRounds step %c1 : i64 {
-      %rg = arith.muli %r, %cGroups : i64
-      %run = arith.addi %rg, %grp : i64
-      %run_t = arith.muli %run, %cRun : i64
-      %t0 = arith.addi %tok0, %run_t : i64
-      %live = arith.cmpi ult, %t0, %n : i64
+      %t0, %live = func.call @run_start(%r, %grp, %tok0, %n) : (i64, i64, i64, i64) -> (i64, i1)
       scf.if %live {
         // A. slots at the load positions; -1 where the entry does not contribute (i < 0 or
         // not selected). Positions past N read as token N - 1 (valid memory, result unused).

@@ -2,7 +2,20 @@
   // What scatter and pool_grad share. A group of D/8 lanes takes a run of RUN consecutive tokens
   // and keeps the run's slots and rows in registers as vectors indexed by k = j * L + l (run
   // position j, level l): slots vector<RUN * L x i32>, rows as 4 words each in
-  // vector<RUN * L * 4 x i32>. Constants: DTYPE, P, L, RUN.
+  // vector<RUN * L * 4 x i32>. Constants: DTYPE, D, P, L, RUN, THREADS.
+
+  // The first token of the run that lane group grp takes in round r (a block covers tok0 ..),
+  // and whether it is before N.
+  func.func private @run_start(%r: i64, %grp: i64, %tok0: i64, %n: i64) -> (i64, i1) {
+    %cGroups = arith.constant {{THREADS / (D / 8)}} : i64
+    %cRun = arith.constant {{RUN}} : i64
+    %rg = arith.muli %r, %cGroups : i64
+    %run = arith.addi %rg, %grp : i64
+    %run_t = arith.muli %run, %cRun : i64
+    %t0 = arith.addi %tok0, %run_t : i64
+    %live = arith.cmpi ult, %t0, %n : i64
+    return %t0, %live : i64, i1
+  }
 
   // off_l = n_0 + ... + n_(l-1), n_l = N / P^l, for every level l: where level l starts in a row
   // of inv.
