@@ -155,9 +155,7 @@ gpu.module @gather [{{TARGET}}] {
             %t = arith.addi %t0, %c : i64
             %vt = arith.muli %t, %kv_st : i64
             %vo = arith.addi %kv_base, %vt : i64
-            %vp = llvm.getelementptr %v[%vo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-            %vv = llvm.load %vp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-            %vf = arith.extf %vv : vector<8x{{DTYPE}}> to vector<8xf32>
+            %vf = func.call @load_f32(%v, %vo) : (!llvm.ptr<1>, i64) -> vector<8xf32>
             %av2 = arith.addf %av, %vf : vector<8xf32>
             scf.yield %av2 : vector<8xf32>
           }
@@ -239,9 +237,7 @@ gpu.module @gather [{{TARGET}}] {
         %acc = scf.for %t = %t0 to %t1 step %c1 iter_args(%a = %vzero) -> (vector<8xf32>) : i64 {
           %dt = arith.muli %t, %d_st : i64
           %dof = arith.addi %d_base, %dt : i64
-          %dp = llvm.getelementptr %dout[%dof] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-          %dv = llvm.load %dp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-          %df = arith.extf %dv : vector<8x{{DTYPE}}> to vector<8xf32>
+          %df = func.call @load_f32(%dout, %dof) : (!llvm.ptr<1>, i64) -> vector<8xf32>
           %a2 = arith.addf %a, %df : vector<8xf32>
           scf.yield %a2 : vector<8xf32>
         }

@@ -47,8 +47,6 @@
 #unroll_full = #llvm.loop_annotation<unroll = #llvm.loop_unroll<full = true>>
 module attributes {gpu.container_module} {
 gpu.module @pool_grad [{{TARGET}}] {
-  {{include grid}}
-  {{include lanes}}
   {{include runs}}
 
   // The slot of the entry token t uses at the level at off_l (windows of f tokens): inv at

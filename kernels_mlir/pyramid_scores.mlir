@@ -63,6 +63,31 @@ gpu.module @pyramid_scores [{{TARGET}}] {
   llvm.mlir.global internal @coarse_acc() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L}} x f32>
   llvm.mlir.global internal @pool_stage() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * KPASS * THREADS * 8}} x {{DTYPE}}>
 
+  // The largest of the `count` squared norms at slice_buf[base ..] (from +0: they are >= 0).
+  func.func private @slice_max(%base: i64, %count: i64) -> f32 {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %zero = arith.constant 0.0 : f32
+    %buf = llvm.mlir.addressof @slice_buf : !llvm.ptr<3>
+    %m = scf.for %j = %c0 to %count step %c1 iter_args(%mx = %zero) -> (f32) : i64 {
+      %ij = arith.addi %base, %j : i64
+      %pp = llvm.getelementptr %buf[%ij] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+      %x = llvm.load %pp : !llvm.ptr<3> -> f32
+      %mm = arith.maximumf %mx, %x : f32
+      scf.yield %mm : f32
+    }
+    return %m : f32
+  }
+
+  // A norm into the scores: sqrt(sq) (correctly rounded, like the CPU's) at dst[base + i].
+  func.func private @store_norm(%sq: f32, %dst: !llvm.ptr<1>, %base: i64, %i: i64) {
+    %nx = llvm.inline_asm "sqrt.rn.f32 $0, $1;", "=f,f" %sq : (f32) -> f32
+    %o = arith.addi %base, %i : i64
+    %op = llvm.getelementptr %dst[%o] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+    llvm.store %nx, %op : f32, !llvm.ptr<1>
+    return
+  }
+
   gpu.func @lh_pyramid_scores(%q: !llvm.ptr<1>, %k: !llvm.ptr<1>, %sq: !llvm.ptr<1>, %sk: !llvm.ptr<1>,
                               %pq: !llvm.ptr<1>, %pk: !llvm.ptr<1>,
                               %n: i64, %heads: i64, %kv_heads: i64, %s_total: i64,
@@ -273,10 +298,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
           scf.if %in {
             %bp = llvm.getelementptr %buf[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
             %x = llvm.load %bp : !llvm.ptr<3> -> f32
-            %nx = llvm.inline_asm "sqrt.rn.f32 $0, $1;", "=f,f" %x : (f32) -> f32
-            %o = arith.addi %out_base, %t : i64
-            %op = llvm.getelementptr %dst[%o] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-            llvm.store %nx, %op : f32, !llvm.ptr<1>
+            func.call @store_norm(%x, %dst, %out_base, %t) : (f32, !llvm.ptr<1>, i64, i64) -> ()
           }
         }
 
@@ -294,24 +316,15 @@ gpu.module @pyramid_scores [{{TARGET}}] {
             scf.for %e = %tid to %entries step %cThreads : i64 {
               %ep = arith.muli %e, %cP : i64
               %base = arith.addi %src_off, %ep : i64
-              %m = scf.for %j = %c0 to %cP step %c1 iter_args(%mx = %zero) -> (f32) : i64 {
-                %ij = arith.addi %base, %j : i64
-                %pp = llvm.getelementptr %buf[%ij] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
-                %x = llvm.load %pp : !llvm.ptr<3> -> f32
-                %mm = arith.maximumf %mx, %x : f32
-                scf.yield %mm : f32
-              }
+              %m = func.call @slice_max(%base, %cP) : (i64, i64) -> f32
               %de = arith.addi %dst_off, %e : i64
               %dp = llvm.getelementptr %buf[%de] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
               llvm.store %m, %dp : f32, !llvm.ptr<3>
               %gi = arith.addi %first, %e : i64
               %in = arith.cmpi ult, %gi, %n_l : i64
               scf.if %in {
-                %nx = llvm.inline_asm "sqrt.rn.f32 $0, $1;", "=f,f" %m : (f32) -> f32
                 %o1 = arith.addi %out_base, %off_l : i64
-                %o = arith.addi %o1, %gi : i64
-                %op = llvm.getelementptr %dst[%o] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-                llvm.store %nx, %op : f32, !llvm.ptr<1>
+                func.call @store_norm(%m, %dst, %o1, %gi) : (f32, !llvm.ptr<1>, i64, i64) -> ()
               }
             }
             gpu.barrier
@@ -321,13 +334,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
             // fewer than P entries of the last level that fit in a slice) into the running max.
             scf.if %is_t0 {
               %cnt = arith.divui %cSlice, %f : i64
-              %m = scf.for %j = %c0 to %cnt step %c1 iter_args(%mx = %zero) -> (f32) : i64 {
-                %ij = arith.addi %src_off, %j : i64
-                %pp = llvm.getelementptr %buf[%ij] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
-                %x = llvm.load %pp : !llvm.ptr<3> -> f32
-                %mm = arith.maximumf %mx, %x : f32
-                scf.yield %mm : f32
-              }
+              %m = func.call @slice_max(%src_off, %cnt) : (i64, i64) -> f32
               %ap = llvm.getelementptr %acc[%l] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
               %old = llvm.load %ap : !llvm.ptr<3> -> f32
               %new = arith.maximumf %old, %m : f32

@@ -35,8 +35,6 @@
 #unroll_full = #llvm.loop_annotation<unroll = #llvm.loop_unroll<full = true>>
 module attributes {gpu.container_module} {
 gpu.module @scatter [{{TARGET}}] {
-  {{include grid}}
-  {{include lanes}}
   {{include runs}}
 
   // Whether level l (windows of f tokens) loads its slot and row at run position j: token

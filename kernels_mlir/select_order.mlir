@@ -258,8 +258,7 @@ gpu.module @select_order [{{TARGET}}] {
 
     // ---- 1. the cascade, coarsest level first ----------------------------------------------
     scf.for %li = %c0 to %cC step %c1 : i64 {
-      %l, %is_c, %m, %off_l, %par_base = func.call @level_list(%li, %n, %tile_len)
-          : (i64, i64, i64) -> (i64, i1, i64, i64, i64)
+      %l, %is_c, %m, %off_l, %par_base = func.call @level_list(%li, %n, %tile_len) : (i64, i64, i64) -> (i64, i1, i64, i64, i64)
       %qlev = arith.addi %q_base, %off_l : i64
       %klev = arith.addi %k_base, %off_l : i64
       // contiguous range of list entries per thread (for counts that must respect list order)
@@ -505,8 +504,7 @@ gpu.module @select_order [{{TARGET}}] {
     // level c = L - 1 is the tile itself; levels below are the children lists (level 0 has no
     // refined entries, so its refined list is empty and every entry is a leaf).
     scf.for %li = %c0 to %cL step %c1 : i64 {
-      %l, %is_c, %m, %off_l, %par_base = func.call @level_list(%li, %n, %tile_len)
-          : (i64, i64, i64) -> (i64, i1, i64, i64, i64)
+      %l, %is_c, %m, %off_l, %par_base = func.call @level_list(%li, %n, %tile_len) : (i64, i64, i64) -> (i64, i1, i64, i64, i64)
       %cbase = arith.muli %l, %cRefined : i64
       %ebase = arith.muli %l, %cRefined1 : i64
       scf.for %j = %tid to %m step %cThreads : i64 {

@@ -2,7 +2,10 @@
   // What scatter and pool_grad share. A group of D/8 lanes takes a run of RUN consecutive tokens
   // and keeps the run's slots and rows in registers as vectors indexed by k = j * L + l (run
   // position j, level l): slots vector<RUN * L x i32>, rows as 4 words each in
-  // vector<RUN * L * 4 x i32>. Constants: DTYPE, D, P, L, RUN, THREADS.
+  // vector<RUN * L * 4 x i32>. Constants: DTYPE, D, P, L, RUN, THREADS. Brings the pieces grid
+  // and lanes, which every run kernel uses.
+  {{include grid}}
+  {{include lanes}}
 
   // The first token of the run that lane group grp takes in round r (a block covers tok0 ..),
   // and whether it is before N.
