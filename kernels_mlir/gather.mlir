@@ -102,9 +102,7 @@ gpu.module @gather [{{TARGET}}] {
     %lane, %row, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
     %group = arith.divui %heads, %kv_heads : i64
     %hk = arith.divui %h, %group : i64
-    %bh0 = arith.muli %b, %heads : i64
-    %bh = arith.addi %bh0, %h : i64
-    %ind_base = arith.muli %bh, %s_sel : i64
+    %bh, %ind_base = func.call @head_row(%b, %h, %heads, %s_sel) : (i64, i64, i64, i64) -> (i64, i64)
     %q_base = func.call @strided_row(%b, %h, %q_sb, %q_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
     %kv_base = func.call @strided_row(%b, %hk, %kv_sb, %kv_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
     %s0 = arith.muli %bx, %cRows : i64
@@ -114,8 +112,7 @@ gpu.module @gather [{{TARGET}}] {
       %s, %in = func.call @pass_row(%s0, %it, %row, %s_sel) : (i64, i64, i64, i64) -> (i64, i1)
       scf.if %in {
         %ii = arith.addi %ind_base, %s : i64
-        %pos, %width, %i, %cF, %off_last = func.call @entry_at(%indices, %ii, %n)
-            : (!llvm.ptr<1>, i64, i64) -> (i64, i64, i64, i64, i64)
+        %pos, %width, %i, %cF, %off_last = func.call @entry_at(%indices, %ii, %n) : (!llvm.ptr<1>, i64, i64) -> (i64, i64, i64, i64, i64)
         %t0 = arith.muli %i, %width : i64
         // a position outside the pyramid (caller-supplied indices) gives a zero row, no read
         %n_last, %valid = func.call @in_pyramid(%pos, %n, %cF, %off_last) : (i64, i64, i64, i64) -> (i64, i1)
@@ -143,9 +140,7 @@ gpu.module @gather [{{TARGET}}] {
           %pqo = arith.addi %pq3, %lane_off : i64
           %pqp = llvm.getelementptr %pq[%pqo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
           %pqv = llvm.load %pqp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-          %bkh0 = arith.muli %b, %kv_heads : i64
-          %bkh = arith.addi %bkh0, %hk : i64
-          %pk1 = arith.muli %bkh, %n_last : i64
+          %bkh, %pk1 = func.call @head_row(%b, %hk, %kv_heads, %n_last) : (i64, i64, i64, i64) -> (i64, i64)
           %pk2 = arith.addi %pk1, %i : i64
           %pk3 = arith.muli %pk2, %cD : i64
           %pko = arith.addi %pk3, %lane_off : i64
@@ -214,9 +209,7 @@ gpu.module @gather [{{TARGET}}] {
     %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
     %lane, %row, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
-    %bh0 = arith.muli %b, %heads : i64
-    %bh = arith.addi %bh0, %h : i64
-    %ind_base = arith.muli %bh, %s_sel : i64
+    %bh, %ind_base = func.call @head_row(%b, %h, %heads, %s_sel) : (i64, i64, i64, i64) -> (i64, i64)
     %d_base = func.call @strided_row(%b, %h, %d_sb, %d_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
     %s0 = arith.muli %bx, %cRows : i64
 
@@ -224,8 +217,7 @@ gpu.module @gather [{{TARGET}}] {
       %s, %in = func.call @pass_row(%s0, %it, %row, %s_sel) : (i64, i64, i64, i64) -> (i64, i1)
       scf.if %in {
         %ii = arith.addi %ind_base, %s : i64
-        %pos, %width, %i, %cF, %off_last = func.call @entry_at(%indices, %ii, %n)
-            : (!llvm.ptr<1>, i64, i64) -> (i64, i64, i64, i64, i64)
+        %pos, %width, %i, %cF, %off_last = func.call @entry_at(%indices, %ii, %n) : (!llvm.ptr<1>, i64, i64) -> (i64, i64, i64, i64, i64)
         // the shifted window [i f + f - 1, i f + 2 f - 1) cut at N
         %i1 = arith.addi %i, %c1 : i64
         %w0 = arith.muli %i1, %width : i64

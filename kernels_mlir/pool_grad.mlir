@@ -125,7 +125,6 @@ gpu.module @pool_grad [{{TARGET}}] {
       attributes {nvvm.maxntid = array<i32: {{THREADS}}, 1, 1>, nvvm.minctasm = {{MINCTA}} : i32} {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
-    %c0_i32 = arith.constant 0 : i32
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
     %cRun = arith.constant {{RUN}} : i64
@@ -202,9 +201,7 @@ gpu.module @pool_grad [{{TARGET}}] {
               %jo = arith.subi %j, %jm : i64
               %jol = arith.muli %jo, %cL : i64
               %k = arith.addi %jol, %l : i64
-              %ki = arith.index_cast %k : i64 to index
-              %slot32 = vector.extract %slots[%ki] : i32 from vector<{{RUN * L}}xi32>
-              %selected = arith.cmpi sge, %slot32, %c0_i32 : i32
+              %slot32, %selected = func.call @slot_of(%slots, %k) : (vector<{{RUN * L}}xi32>, i64) -> (i32, i1)
               %a2 = scf.if %selected -> (vector<8xf32>) {
                 %gv = func.call @row_at(%words, %k) : (vector<{{RUN * L * 4}}xi32>, i64) -> vector<8x{{DTYPE}}>
                 %ff = arith.uitofp %f : i64 to f32

@@ -143,9 +143,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %bsb = arith.muli %b, %sb : i64
     %hsh = arith.muli %h, %sh : i64
     %row_base = arith.addi %bsb, %hsh : i64
-    %bnh = arith.muli %b, %nh : i64
-    %bnh_h = arith.addi %bnh, %h : i64
-    %out_base = arith.muli %bnh_h, %s_total : i64
+    %bnh_h, %out_base = func.call @head_row(%b, %h, %nh, %s_total) : (i64, i64, i64, i64) -> (i64, i64)
     %wp = arith.cmpi ne, %write_pooled, %c0 : i64
     %pdst = llvm.select %is_q, %pq, %pk : i1, !llvm.ptr<1>
     %n_f = arith.divui %n, %cF : i64

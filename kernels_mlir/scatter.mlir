@@ -87,7 +87,6 @@ gpu.module @scatter [{{TARGET}}] {
                        %out_sb: i64, %out_st: i64, %out_sh: i64) kernel {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
-    %c0_i32 = arith.constant 0 : i32
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
     %cRun = arith.constant {{RUN}} : i64
@@ -99,9 +98,7 @@ gpu.module @scatter [{{TARGET}}] {
     %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
     %lane, %grp, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
-    %bh = arith.muli %b, %heads : i64
-    %bh_h = arith.addi %bh, %h : i64
-    %inv_base = arith.muli %bh_h, %s_total : i64
+    %bh_h, %inv_base = func.call @head_row(%b, %h, %heads, %s_total) : (i64, i64, i64, i64) -> (i64, i64)
     %o_base = func.call @strided_row(%b, %h, %o_sb, %o_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
     %w_base = func.call @strided_row(%b, %h, %out_sb, %out_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
     %tok0 = arith.muli %bx, %cTokens : i64
@@ -138,9 +135,7 @@ gpu.module @scatter [{{TARGET}}] {
             %jo = arith.select %atl, %cRunLast, %jo_in : i64
             %jol = arith.muli %jo, %cL : i64
             %k = arith.addi %jol, %l : i64
-            %ki = arith.index_cast %k : i64 to index
-            %slot32 = vector.extract %slots[%ki] : i32 from vector<{{RUN * L}}xi32>
-            %use = arith.cmpi sge, %slot32, %c0_i32 : i32
+            %slot32, %use = func.call @slot_of(%slots, %k) : (vector<{{RUN * L}}xi32>, i64) -> (i32, i1)
             %v = func.call @row_at(%words, %k) : (vector<{{RUN * L * 4}}xi32>, i64) -> vector<8x{{DTYPE}}>
             %vf = arith.extf %v : vector<8x{{DTYPE}}> to vector<8xf32>
             %vz = arith.select %use, %vf, %vzero : vector<8xf32>

@@ -162,6 +162,37 @@ gpu.module @select_order [{{TARGET}}] {
     return %key, %elig : i32, i1
   }
 
+  // One step of a scan for the first entry at which a running count reaches `need`: the count
+  // with this entry's `count` added, and whether this entry is that first one (none was found
+  // before: `found` is false).
+  func.func private @first_reaching(%cum: i32, %count: i32, %need: i32, %found: i1) -> (i32, i1) {
+    %true = arith.constant true
+    %cum2 = arith.addi %cum, %count : i32
+    %reach = arith.cmpi sge, %cum2, %need : i32
+    %nf = arith.xori %found, %true : i1
+    %take = arith.andi %reach, %nf : i1
+    return %cum2, %take : i32, i1
+  }
+
+  // Counting the candidates tied at the threshold key: whether this one is a competing tie
+  // (`hit`), and the count with it.
+  func.func private @count_tie(%key: i32, %elig: i1, %thr: i32, %cc: i32) -> (i32, i1) {
+    %eqt = arith.cmpi eq, %key, %thr : i32
+    %hit = arith.andi %eqt, %elig : i1
+    %inc = arith.extui %hit : i1 to i32
+    %cc2 = arith.addi %cc, %inc : i32
+    return %cc2, %hit : i32, i1
+  }
+
+  // refcand[i]: a refined entry's index in its level's candidate list.
+  func.func private @refcand_at(%base: i64, %r: i64) -> i32 {
+    %refcand = llvm.mlir.addressof @refcand : !llvm.ptr<3>
+    %i = arith.addi %base, %r : i64
+    %p = llvm.getelementptr %refcand[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+    %v = llvm.load %p : !llvm.ptr<3> -> i32
+    return %v : i32
+  }
+
   // How many entries of the refined list at refcand[base ..] (REFINED list indices, increasing,
   // unused slots INT_MAX) are below x: a binary search of log2(REFINED) + 1 steps.
   func.func private @refined_below(%base: i64, %x: i32) -> i64 {
@@ -171,15 +202,12 @@ gpu.module @select_order [{{TARGET}}] {
     %cSteps = arith.constant {{log2(REFINED) + 1}} : i64
     %cRefined = arith.constant {{REFINED}} : i64
     %true = arith.constant true
-    %refcand = llvm.mlir.addressof @refcand : !llvm.ptr<3>
     %lb:2 = scf.for %it = %c0 to %cSteps step %c1 iter_args(%lo = %c0, %hi = %cRefined) -> (i64, i64) : i64 {
       %open = arith.cmpi ult, %lo, %hi : i64
       %s = arith.addi %lo, %hi : i64
       %mid = arith.divui %s, %c2 : i64
       %midx = arith.select %open, %mid, %c0 : i64
-      %ai = arith.addi %base, %midx : i64
-      %ap = llvm.getelementptr %refcand[%ai] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-      %av = llvm.load %ap : !llvm.ptr<3> -> i32
+      %av = func.call @refcand_at(%base, %midx) : (i64, i64) -> i32
       %less = arith.cmpi slt, %av, %x : i32
       %go_r = arith.andi %open, %less : i1
       %nless = arith.xori %less, %true : i1
@@ -190,6 +218,25 @@ gpu.module @select_order [{{TARGET}}] {
       scf.yield %lo2, %hi2 : i64, i64
     }
     return %lb#0 : i64
+  }
+
+  // E[r] of the level whose E prefix starts at epre[ebase], as i64.
+  func.func private @e_at(%ebase: i64, %r: i64) -> i64 {
+    %epre = llvm.mlir.addressof @epre : !llvm.ptr<3>
+    %i = arith.addi %ebase, %r : i64
+    %p = llvm.getelementptr %epre[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+    %e32 = llvm.load %p : !llvm.ptr<3> -> i32
+    %e = arith.extsi %e32 : i32 to i64
+    return %e : i64
+  }
+
+  // @refined_below for two list indices x and y.
+  func.func private @refined_below2(%cbase: i64, %x: i64, %y: i64) -> (i64, i64) {
+    %x32 = arith.trunci %x : i64 to i32
+    %y32 = arith.trunci %y : i64 to i32
+    %lbx = func.call @refined_below(%cbase, %x32) : (i64, i32) -> i64
+    %lby = func.call @refined_below(%cbase, %y32) : (i64, i32) -> i64
+    return %lbx, %lby : i64, i64
   }
 
   // ---- the kernels -----------------------------------------------------------------------------
@@ -224,12 +271,8 @@ gpu.module @select_order [{{TARGET}}] {
 
     %group = arith.divui %heads, %kv_heads : i64
     %hk = arith.divui %h, %group : i64
-    %bh0 = arith.muli %b, %heads : i64
-    %bh = arith.addi %bh0, %h : i64
-    %q_base = arith.muli %bh, %s_total : i64
-    %bk0 = arith.muli %b, %kv_heads : i64
-    %bk = arith.addi %bk0, %hk : i64
-    %k_base = arith.muli %bk, %s_total : i64
+    %bh, %q_base = func.call @head_row(%b, %h, %heads, %s_total) : (i64, i64, i64, i64) -> (i64, i64)
+    %bk, %k_base = func.call @head_row(%b, %hk, %kv_heads, %s_total) : (i64, i64, i64, i64) -> (i64, i64)
     %ind_base = arith.muli %bh, %s_sel : i64
     %fine_all0 = arith.muli %cC, %cFine : i64
     %per_tile = arith.addi %tile_len, %fine_all0 : i64
@@ -310,10 +353,7 @@ gpu.module @select_order [{{TARGET}}] {
             %gi1 = arith.subi %gi, %c1 : i64
             %hp = llvm.getelementptr %hist[%gi1] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
             %hc = llvm.load %hp : !llvm.ptr<3> -> i32
-            %cum2 = arith.addi %cum, %hc : i32
-            %reach = arith.cmpi sge, %cum2, %rem : i32
-            %nf = arith.xori %found, %true : i1
-            %take = arith.andi %reach, %nf : i1
+            %cum2, %take = func.call @first_reaching(%cum, %hc, %rem, %found) : (i32, i32, i32, i1) -> (i32, i1)
             %gi32 = arith.trunci %gi1 : i64 to i32
             %gsel2 = arith.select %take, %gi32, %gsel : i32
             %above2 = arith.select %take, %cum, %above : i32
@@ -335,10 +375,7 @@ gpu.module @select_order [{{TARGET}}] {
         %ties = scf.for %j = %j_lo to %j_hi step %c1 iter_args(%cc = %i0) -> (i32) : i64 {
           %key, %elig = func.call @candidate(%j, %is_c, %tile_pos0, %par_base, %sq, %qlev, %sk, %klev, %thr_a, %cut_a, %is_b)
             : (i64, i1, i64, i64, !llvm.ptr<1>, i64, !llvm.ptr<1>, i64, i32, i64, i1) -> (i32, i1)
-          %eqt = arith.cmpi eq, %key, %thr : i32
-          %hit = arith.andi %eqt, %elig : i1
-          %inc = arith.extui %hit : i1 to i32
-          %cc2 = arith.addi %cc, %inc : i32
+          %cc2, %hit = func.call @count_tie(%key, %elig, %thr, %cc) : (i32, i1, i32, i32) -> (i32, i1)
           scf.yield %cc2 : i32
         }
         %cp_own = llvm.getelementptr %cnt[%tid] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
@@ -349,10 +386,7 @@ gpu.module @select_order [{{TARGET}}] {
           %who:4 = scf.for %u = %c0 to %cThreads step %c1 iter_args(%cum = %i0, %found = %false, %uu = %c0, %before = %i0) -> (i32, i1, i64, i32) : i64 {
             %up = llvm.getelementptr %cnt[%u] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
             %uc = llvm.load %up : !llvm.ptr<3> -> i32
-            %cum2 = arith.addi %cum, %uc : i32
-            %reach = arith.cmpi sge, %cum2, %need : i32
-            %nf = arith.xori %found, %true : i1
-            %take = arith.andi %reach, %nf : i1
+            %cum2, %take = func.call @first_reaching(%cum, %uc, %need, %found) : (i32, i32, i32, i1) -> (i32, i1)
             %uu2 = arith.select %take, %u, %uu : i64
             %before2 = arith.select %take, %cum, %before : i32
             %found2 = arith.ori %found, %take : i1
@@ -366,10 +400,7 @@ gpu.module @select_order [{{TARGET}}] {
           %walk:2 = scf.for %j = %u_lo to %u_hi step %c1 iter_args(%cc = %i0, %cut = %c0) -> (i32, i64) : i64 {
             %key, %elig = func.call @candidate(%j, %is_c, %tile_pos0, %par_base, %sq, %qlev, %sk, %klev, %thr_a, %cut_a, %is_b)
               : (i64, i1, i64, i64, !llvm.ptr<1>, i64, !llvm.ptr<1>, i64, i32, i64, i1) -> (i32, i1)
-            %eqt = arith.cmpi eq, %key, %thr : i32
-            %hit = arith.andi %eqt, %elig : i1
-            %inc = arith.extui %hit : i1 to i32
-            %cc2 = arith.addi %cc, %inc : i32
+            %cc2, %hit = func.call @count_tie(%key, %elig, %thr, %cc) : (i32, i1, i32, i32) -> (i32, i1)
             %is_target = arith.cmpi eq, %cc2, %target : i32
             %now = arith.andi %hit, %is_target : i1
             %cut2 = arith.select %now, %j, %cut : i64
@@ -460,11 +491,8 @@ gpu.module @select_order [{{TARGET}}] {
       scf.for %k = %tid to %cRefined step %cThreads : i64 {
         %kp = arith.muli %k, %cP : i64
         %k1p = arith.addi %kp, %cP : i64
-        %x0 = arith.trunci %kp : i64 to i32
-        %x1 = arith.trunci %k1p : i64 to i32
         // lower bounds of the children's range in the refined list of level l - 1
-        %lb0 = func.call @refined_below(%cbase, %x0) : (i64, i32) -> i64
-        %lb1 = func.call @refined_below(%cbase, %x1) : (i64, i32) -> i64
+        %lb0, %lb1 = func.call @refined_below2(%cbase, %kp, %k1p) : (i64, i64, i64) -> (i64, i64)
         %e0i = arith.addi %ebase, %lb0 : i64
         %e1i = arith.addi %ebase, %lb1 : i64
         %e0p = llvm.getelementptr %epre[%e0i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
@@ -523,19 +551,11 @@ gpu.module @select_order [{{TARGET}}] {
         }
         %pos = arith.addi %geo#0, %c0 : i64
         %has_parent = arith.cmpi eq, %geo#2, %c1 : i64
+        %lbj, %lbf = func.call @refined_below2(%cbase, %j, %first) : (i64, i64, i64) -> (i64, i64)
         %j32 = arith.trunci %j : i64 to i32
-        %f32_ = arith.trunci %first : i64 to i32
-        %lbj = func.call @refined_below(%cbase, %j32) : (i64, i32) -> i64
-        %lbf = func.call @refined_below(%cbase, %f32_) : (i64, i32) -> i64
         %r = arith.addi %lbj, %c0 : i64
-        %ejp_i = arith.addi %ebase, %r : i64
-        %ejp = llvm.getelementptr %epre[%ejp_i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-        %ej32 = llvm.load %ejp : !llvm.ptr<3> -> i32
-        %ej = arith.extsi %ej32 : i32 to i64
-        %efp_i = arith.addi %ebase, %lbf : i64
-        %efp = llvm.getelementptr %epre[%efp_i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-        %ef32 = llvm.load %efp : !llvm.ptr<3> -> i32
-        %ef = arith.extsi %ef32 : i32 to i64
+        %ej = func.call @e_at(%ebase, %r) : (i64, i64) -> i64
+        %ef = func.call @e_at(%ebase, %lbf) : (i64, i64) -> i64
         %ls_j = arith.addi %j, %ej : i64
         %ls_f = arith.addi %first, %ef : i64
         %rel = arith.subi %ls_j, %ls_f : i64
@@ -544,9 +564,8 @@ gpu.module @select_order [{{TARGET}}] {
         // refined here? (r < REFINED and refcand[r] == j)
         %rin = arith.cmpi ult, %r, %cRefined : i64
         %rsafe = arith.select %rin, %r, %c0 : i64
+        %rcv = func.call @refcand_at(%cbase, %rsafe) : (i64, i64) -> i32
         %rci = arith.addi %cbase, %rsafe : i64
-        %rcp = llvm.getelementptr %refcand[%rci] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-        %rcv = llvm.load %rcp : !llvm.ptr<3> -> i32
         %same = arith.cmpi eq, %rcv, %j32 : i32
         %isref = arith.andi %rin, %same : i1
         %slot = scf.if %isref -> (i64) {
@@ -590,9 +609,7 @@ gpu.module @select_order [{{TARGET}}] {
     %s = arith.addi %s0, %tid : i64
     %in = arith.cmpi ult, %s, %s_sel : i64
     scf.if %in {
-      %bh0 = arith.muli %b, %heads : i64
-      %bh = arith.addi %bh0, %h : i64
-      %ib = arith.muli %bh, %s_sel : i64
+      %bh, %ib = func.call @head_row(%b, %h, %heads, %s_sel) : (i64, i64, i64, i64) -> (i64, i64)
       %ii = arith.addi %ib, %s : i64
       %ip = llvm.getelementptr %indices[%ii] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
       %pos32 = llvm.load %ip : !llvm.ptr<1> -> i32

@@ -13,3 +13,12 @@
     %bz = arith.index_cast %bz_ix : index to i64
     return %tid, %bx, %by, %bz : i64, i64, i64, i64
   }
+
+  // Row (b, h) of a [B, H, len] tensor: its index b * H + h, and where it starts, (b * H + h) *
+  // len.
+  func.func private @head_row(%b: i64, %h: i64, %heads: i64, %len: i64) -> (i64, i64) {
+    %bh0 = arith.muli %b, %heads : i64
+    %bh = arith.addi %bh0, %h : i64
+    %start = arith.muli %bh, %len : i64
+    return %bh, %start : i64, i64
+  }

@@ -68,6 +68,15 @@
     return %out : vector<{{RUN * L * 4}}xi32>
   }
 
+  // Slot k of a run, and whether an entry was selected there (the slot is >= 0).
+  func.func private @slot_of(%slots: vector<{{RUN * L}}xi32>, %k: i64) -> (i32, i1) {
+    %c0_i32 = arith.constant 0 : i32
+    %ki = arith.index_cast %k : i64 to index
+    %slot32 = vector.extract %slots[%ki] : i32 from vector<{{RUN * L}}xi32>
+    %selected = arith.cmpi sge, %slot32, %c0_i32 : i32
+    return %slot32, %selected : i32, i1
+  }
+
   // Row k of `words` as 8 DTYPE values.
   func.func private @row_at(%words: vector<{{RUN * L * 4}}xi32>, %k: i64) -> vector<8x{{DTYPE}}> {
     %c1 = arith.constant 1 : i64
