@@ -22,7 +22,7 @@
  *   lhc_cache_destroy(cache);                           // after every plan that used it
  *
  * lhc_compile(cache, NAME, CONSTANTS, CHIP, &kernel):
- *   - NAME: a kernel template of kernels_mlir/ ("pyramid_scores", "scatter", ...).
+ *   - NAME: a kernel template of kernels_mlir/ ("scores", "scatter", ...).
  *   - CONSTANTS: specialisation constants as "KEY=VALUE KEY=VALUE ..." (space separated, any
  *     order). Every {{...}} placeholder of the template must be covered and every key must be
  *     used by the template, so a misspelt key is an error instead of a silent default.

@@ -1,6 +1,6 @@
 /*
- * kernel_registry.c - the kernel templates the library carries, and which of them a plan needs
- * with which constants.
+ * kernel_registry.c - the kernel templates the library carries, the descriptor of every kernel
+ * in them (kernels.h), and which templates a plan needs with which constants.
  *
  * The block sizes are chosen here, in one place, so that the runtime and lighthouse-compile ask
  * for identical constants and therefore hit the same cache entries.
@@ -11,7 +11,97 @@
 
 #include "algorithm.h"
 #include "compiler_internal.h"
+#include "kernels.h"
 #include "runtime.h"
+
+/* ---- the descriptors ------------------------------------------------------------------------- */
+
+const char *const lhk_template_names[LHK_TEMPLATE_COUNT] = {
+    [LHK_TEMPLATE_SCORES] = "scores",       [LHK_TEMPLATE_SELECT] = "select",
+    [LHK_TEMPLATE_GATHER] = "gather",       [LHK_TEMPLATE_SCATTER] = "scatter",
+    [LHK_TEMPLATE_POOL_GRAD] = "pool_grad", [LHK_TEMPLATE_RING] = "ring",
+};
+
+int lhk_template_find(const char *name) {
+    for (int t = 0; name && t < LHK_TEMPLATE_COUNT; t++)
+        if (strcmp(lhk_template_names[t], name) == 0) return t;
+    return -1;
+}
+
+static unsigned int blocks_of(int64_t items, int per_block) {
+    return (unsigned int)((items + per_block - 1) / per_block);
+}
+
+/* Each kernel's grid as three expressions over its arguments `a`, its geometry `g` and the
+ * shape `s`: x covers the kernel's tokens, rows or tiles, y its heads, z the batch. */
+#define LHK_GRID(kernel, x, y, z)                                                                  \
+    static void grid_##kernel(const void *args, const lhk_geometry *g, const lhk_shape *s,         \
+                              unsigned int grid[3]) {                                              \
+        const lhk_##kernel##_args *a = args;                                                       \
+        (void)a, (void)g, (void)s;                                                                 \
+        grid[0] = (unsigned int)(x), grid[1] = (unsigned int)(y), grid[2] = (unsigned int)(z);     \
+    }
+LHK_GRID(pyramid_scores, blocks_of(a->n, g->tokens_per_block), a->heads + a->kv_heads, s->batch)
+LHK_GRID(select_order, s->tiles, a->heads, s->batch)
+LHK_GRID(invert_indices, blocks_of(a->s_sel, g->block_threads), a->heads, s->batch)
+LHK_GRID(gather, blocks_of(a->s_sel, g->tokens_per_block), a->heads, s->batch)
+LHK_GRID(gather_dout, blocks_of(a->s_sel, g->tokens_per_block), a->heads, s->batch)
+LHK_GRID(scatter, blocks_of(a->n, g->tokens_per_block), a->heads, s->batch)
+/* one component per block: dq of each query head, then dk, then dv of each kv head */
+LHK_GRID(pool_grad, blocks_of(a->n, g->tokens_per_block), a->heads + 2 * a->kv_heads, s->batch)
+LHK_GRID(ring_merge, blocks_of(a->rows, g->tokens_per_block), 1, 1)
+/* one thread per vector of 8 elements */
+LHK_GRID(ring_add, blocks_of(a->vecs, g->block_threads), 1, 1)
+LHK_GRID(ring_convert, blocks_of(a->vecs, g->block_threads), 1, 1)
+LHK_GRID(ring_pack, blocks_of(a->tokens, g->tokens_per_block), s->heads, s->batch)
+
+#define LHK_ONE(x) +1
+#define LHK_SIG_PTR(x) "%" #x ": !llvm.ptr<1>, "
+#define LHK_SIG_I64(x) "%" #x ": i64, "
+#define LHK_DESC(list, entry, template_id, grid)                                                   \
+    {entry, template_id, (0 list(LHK_ONE, LHK_ONE, LHK_ONE)),                                       \
+     list(LHK_SIG_PTR, LHK_SIG_PTR, LHK_SIG_I64), grid}
+/* The launcher passes a pointer to each 8-byte field in turn. */
+#define LHK_CHECK(list, type)                                                                      \
+    _Static_assert(sizeof(type) == 8 * (0 list(LHK_ONE, LHK_ONE, LHK_ONE)),                        \
+                   #type " must be its arguments, 8 bytes each, without padding");                 \
+    _Static_assert((0 list(LHK_ONE, LHK_ONE, LHK_ONE)) <= LHK_MAX_ARGS, #type ": too many arguments");
+
+LHK_CHECK(LHK_PYRAMID_SCORES_ARGS, lhk_pyramid_scores_args)
+LHK_CHECK(LHK_SELECT_ORDER_ARGS, lhk_select_order_args)
+LHK_CHECK(LHK_INVERT_INDICES_ARGS, lhk_invert_indices_args)
+LHK_CHECK(LHK_GATHER_ARGS, lhk_gather_args)
+LHK_CHECK(LHK_GATHER_DOUT_ARGS, lhk_gather_dout_args)
+LHK_CHECK(LHK_SCATTER_ARGS, lhk_scatter_args)
+LHK_CHECK(LHK_POOL_GRAD_ARGS, lhk_pool_grad_args)
+LHK_CHECK(LHK_RING_MERGE_ARGS, lhk_ring_merge_args)
+LHK_CHECK(LHK_RING_ADD_ARGS, lhk_ring_add_args)
+LHK_CHECK(LHK_RING_CONVERT_ARGS, lhk_ring_convert_args)
+LHK_CHECK(LHK_RING_PACK_ARGS, lhk_ring_pack_args)
+
+const lhk_desc lhk_kernels[LHK_KERNEL_COUNT] = {
+    [LHK_PYRAMID_SCORES] = LHK_DESC(LHK_PYRAMID_SCORES_ARGS, "lh_pyramid_scores",
+                                    LHK_TEMPLATE_SCORES, grid_pyramid_scores),
+    [LHK_SELECT_ORDER] = LHK_DESC(LHK_SELECT_ORDER_ARGS, "lh_select_order", LHK_TEMPLATE_SELECT,
+                                  grid_select_order),
+    [LHK_INVERT_INDICES] = LHK_DESC(LHK_INVERT_INDICES_ARGS, "lh_invert_indices",
+                                    LHK_TEMPLATE_SELECT, grid_invert_indices),
+    [LHK_GATHER] = LHK_DESC(LHK_GATHER_ARGS, "lh_gather", LHK_TEMPLATE_GATHER, grid_gather),
+    [LHK_GATHER_DOUT] = LHK_DESC(LHK_GATHER_DOUT_ARGS, "lh_gather_dout", LHK_TEMPLATE_GATHER,
+                                 grid_gather_dout),
+    [LHK_SCATTER] = LHK_DESC(LHK_SCATTER_ARGS, "lh_scatter", LHK_TEMPLATE_SCATTER, grid_scatter),
+    [LHK_POOL_GRAD] = LHK_DESC(LHK_POOL_GRAD_ARGS, "lh_pool_grad", LHK_TEMPLATE_POOL_GRAD,
+                               grid_pool_grad),
+    [LHK_RING_MERGE] = LHK_DESC(LHK_RING_MERGE_ARGS, "lh_ring_merge", LHK_TEMPLATE_RING,
+                                grid_ring_merge),
+    [LHK_RING_ADD] = LHK_DESC(LHK_RING_ADD_ARGS, "lh_ring_add", LHK_TEMPLATE_RING, grid_ring_add),
+    [LHK_RING_CONVERT] = LHK_DESC(LHK_RING_CONVERT_ARGS, "lh_ring_convert", LHK_TEMPLATE_RING,
+                                  grid_ring_convert),
+    [LHK_RING_PACK] = LHK_DESC(LHK_RING_PACK_ARGS, "lh_ring_pack", LHK_TEMPLATE_RING,
+                               grid_ring_pack),
+};
+
+/* ---- the templates' sources and the requests of a plan ----------------------------------------- */
 
 int lhc_template_count(void) { return lhc_template_total; }
 
@@ -27,16 +117,17 @@ const char *lhc_template_source(const char *name) {
 
 static int is_pow2(long long v) { return v > 0 && (v & (v - 1)) == 0; }
 
-static lh_status add_request(lhc_kernel_request *out, int *count, const char *kernel, int threads,
-                             int tokens, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static lh_status add_request(lhc_kernel_request *out, int *count, lhk_template kernel,
+                             int threads, int tokens, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 
-static lh_status add_request(lhc_kernel_request *out, int *count, const char *kernel, int threads,
-                             int tokens, const char *fmt, ...) {
+static lh_status add_request(lhc_kernel_request *out, int *count, lhk_template kernel,
+                             int threads, int tokens, const char *fmt, ...) {
     if (*count >= LHC_MAX_PLAN_KERNELS)
         return lh_fail(LH_ERROR_INTERNAL, "a plan needs more than %d kernels", LHC_MAX_PLAN_KERNELS);
     lhc_kernel_request *r = &out[(*count)++];
     memset(r, 0, sizeof *r);
-    r->kernel = kernel;
+    r->kernel = lhk_template_names[kernel];
     r->block_threads = threads;
     r->tokens_per_block = tokens;
     va_list ap;
@@ -87,7 +178,7 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     while (kpass > 1 && (widest > tokens_per_pass || kpass > widest ||
                          (slice / tokens_per_pass) % kpass != 0))
         kpass /= 2;
-    lh_status st = add_request(out, count, "pyramid_scores", threads, (int)chunk,
+    lh_status st = add_request(out, count, LHK_TEMPLATE_SCORES, threads, (int)chunk,
                                "DTYPE=%s D=%d P=%d L=%d THREADS=%d SLICE=%d CHUNK=%lld KPASS=%d",
                                pp->dtype, d, p, levels, threads, slice, chunk, kpass);
     if (st != LH_OK) return st;
@@ -101,23 +192,24 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     const int tokens = tokens_per_pass * run;
     /* Selection and order: one block per (tile, head, batch); THREADS >= REFINED (one thread per
      * refined entry of a level) and shared memory fixed by L alone, whatever the tile length. */
-    st = add_request(out, count, "select_order", threads, 0, "P=%d L=%d THREADS=%d SET=%d REFINED=%d", p,
-                     levels, threads, LH_SET_SIZE, LH_TILE_REFINED);
+    st = add_request(out, count, LHK_TEMPLATE_SELECT, threads, 0, "P=%d L=%d THREADS=%d SET=%d REFINED=%d",
+                     p, levels, threads, LH_SET_SIZE, LH_TILE_REFINED);
     if (st != LH_OK) return st;
     /* Gather (and the backward's dout sums): 64 sub-sequence rows per block. */
     const int rows = tokens_per_pass > 64 ? tokens_per_pass : 64;
-    st = add_request(out, count, "gather", threads, rows, "DTYPE=%s D=%d P=%d L=%d THREADS=%d ROWS=%d",
-                     pp->dtype, d, p, levels, threads, rows);
+    st = add_request(out, count, LHK_TEMPLATE_GATHER, threads, rows,
+                     "DTYPE=%s D=%d P=%d L=%d THREADS=%d ROWS=%d", pp->dtype, d, p, levels, threads,
+                     rows);
     if (st != LH_OK) return st;
     /* pool_grad is bound by its two dependent load steps, so by blocks per SM: at G = 1 one
      * component per block fits 64 registers (half the SM's threads resident, like the gather);
      * a fixed G > 1 carries a run's sums across the head loop: two blocks (at most 128). */
     const int pg_blocks = pp->group == 1 ? 2048 / threads / 2 : 2048 / threads / 4;
-    st = add_request(out, count, "pool_grad", threads, tokens,
+    st = add_request(out, count, LHK_TEMPLATE_POOL_GRAD, threads, tokens,
                      "DTYPE=%s D=%d P=%d L=%d THREADS=%d RUN=%d TOKENS=%d GROUP=%d MINCTA=%d", pp->dtype,
                      d, p, levels, threads, run, tokens, pp->group, pg_blocks);
     if (st != LH_OK) return st;
-    return add_request(out, count, "scatter", threads, tokens,
+    return add_request(out, count, LHK_TEMPLATE_SCATTER, threads, tokens,
                        "DTYPE=%s D=%d P=%d L=%d THREADS=%d RUN=%d TOKENS=%d", pp->dtype, d, p, levels,
                        threads, run, tokens);
 }
@@ -131,6 +223,6 @@ lh_status lhc_ring_kernel(const char *dtype, int head_dim, lhc_kernel_request *o
         return lh_fail(LH_ERROR_UNSUPPORTED, "GPU kernels need dtype bf16 or f16 (got %s)", dtype);
     int count = 0;
     const int threads = 256;
-    return add_request(out, &count, "ring", threads, threads / (head_dim / 8),
+    return add_request(out, &count, LHK_TEMPLATE_RING, threads, threads / (head_dim / 8),
                        "DTYPE=%s D=%d THREADS=%d", dtype, head_dim, threads);
 }

@@ -161,7 +161,7 @@ LH_API lh_status lh_plan_set_f64(lh_plan *plan, lh_param param, double value) {
     return LH_OK;
 }
 
-static int64_t effective_kv_heads(const lh_plan *plan) {
+int64_t lh_plan_kv_heads(const lh_plan *plan) {
     return (plan->set_mask & (1u << LH_PARAM_KV_HEADS)) ? plan->cfg.kv_heads : plan->cfg.heads;
 }
 
@@ -175,7 +175,7 @@ LH_API lh_status lh_plan_get_param_i64(const lh_plan *plan, lh_param param, int6
     case LH_PARAM_BATCH: *out_value = c->batch; return LH_OK;
     case LH_PARAM_SEQ_LEN: *out_value = c->seq_len; return LH_OK;
     case LH_PARAM_HEADS: *out_value = c->heads; return LH_OK;
-    case LH_PARAM_KV_HEADS: *out_value = effective_kv_heads(plan); return LH_OK;
+    case LH_PARAM_KV_HEADS: *out_value = lh_plan_kv_heads(plan); return LH_OK;
     case LH_PARAM_HEAD_DIM: *out_value = c->head_dim; return LH_OK;
     case LH_PARAM_DTYPE: *out_value = c->dtype; return LH_OK;
     case LH_PARAM_LAYOUT: *out_value = c->layout; return LH_OK;
@@ -212,7 +212,7 @@ static lh_status validate(lh_plan *plan) {
             return lh_fail(LH_ERROR_INVALID_VALUE, "%s must be set before finalize",
                            lh_param_name(required[i]));
     lh_config *c = &plan->cfg;
-    c->kv_heads = effective_kv_heads(plan);
+    c->kv_heads = lh_plan_kv_heads(plan);
     if (c->heads % c->kv_heads != 0)
         return lh_fail(LH_ERROR_HEADS_MISMATCH,
                        "HEADS must be a multiple of KV_HEADS (got HEADS = %lld, KV_HEADS = %lld)",

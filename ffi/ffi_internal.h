@@ -40,6 +40,9 @@ struct lh_ring {
 /* The name of a parameter as written in messages ("TOPK"). */
 const char *lh_param_name(lh_param param);
 
+/* KV_HEADS as set, else HEADS (its default). */
+int64_t lh_plan_kv_heads(const lh_plan *plan);
+
 /* Shared argument checks; each returns LH_OK or fails with a sentence. */
 lh_status lh_check_plan_ready(const lh_plan *plan, const char *fn);
 

@@ -1,4 +1,5 @@
-/* config.c - sizes derived from a validated plan configuration (docs/spec.md sections 1-2). */
+/* config.c - what follows from a validated plan configuration: its sizes (docs/spec.md sections
+ * 1-2) and the schedule of its ring attention (section 8). */
 #include "algorithm.h"
 #include "runtime.h"
 
@@ -44,6 +45,21 @@ void lh_config_chunk(const lh_config *cfg, lh_config *chunk) {
     chunk->forward_hook = NULL;
     chunk->backward_hook = NULL;
     lh_config_derive(chunk);
+}
+
+/* The global index of local chunk j of rank `rank`: chunk `rank`, then chunk 2W-1-rank. */
+static int64_t global_chunk(int64_t world, int64_t rank, int j) {
+    return j == 0 ? rank : 2 * world - 1 - rank;
+}
+
+int lh_ring_blocks(int64_t world, int64_t rank, int64_t owner, lh_ring_block out[4]) {
+    int n = 0;
+    for (int q = 0; q < 2; q++)
+        for (int kv = 0; kv < 2; kv++) {
+            int64_t cq = global_chunk(world, rank, q), ckv = global_chunk(world, owner, kv);
+            if (ckv <= cq) out[n++] = (lh_ring_block){q, kv, ckv < cq};
+        }
+    return n;
 }
 
 size_t lh_dtype_size(lh_dtype dtype) {

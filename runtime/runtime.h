@@ -1,6 +1,7 @@
 /*
  * runtime.h - what the runtime offers the ffi layer: the validated configuration of a plan, the
- * error channel, and the backends (CPU reference, CUDA) behind one table of functions.
+ * error channel, and the backends (CPU reference, CUDA) behind one table of functions, whose
+ * forward and backward are the one backend-neutral pipeline (pipeline.h).
  *
  * The ffi layer validates every argument before it calls a backend, so a backend may assume:
  * non-NULL pointers, a configuration that obeys docs/spec.md, buffers of the sizes the plan reported.
@@ -70,6 +71,17 @@ lh_status lh_ring_local_exchange(lh_ring_info *ring, int rank, const void *ptr, 
 void lh_ring_local_peer(lh_ring_info *ring, uint64_t round, int peer, const void **ptr, void **aux);
 /* Marks the ring failed and wakes every waiting rank (they return LH_ERROR_COMMUNICATION). */
 void lh_ring_local_abort(lh_ring_info *ring);
+
+/* The schedule of ring attention (docs/spec.md section 8; runtime/config.c), the same for every
+ * backend. Rank r holds the query chunks of global index r and 2W-1-r; at a step where it holds
+ * the kv chunks of rank `owner`, it computes the blocks (local query chunk q, held kv chunk kv)
+ * whose kv chunk does not come after the query chunk: full when it comes before, causal when it
+ * is the same chunk. Fills `out` in that order (q, then kv) and returns how many. */
+typedef struct lh_ring_block {
+    int q, kv;
+    bool full;
+} lh_ring_block;
+int lh_ring_blocks(int64_t world, int64_t rank, int64_t owner, lh_ring_block out[4]);
 
 /* ---- the validated configuration of a plan ------------------------------------------------ */
 
@@ -149,6 +161,38 @@ typedef struct lh_plan_sizes {
 
 /* ---- backends ------------------------------------------------------------------------------ */
 
+/* The calls a backend runs for a plan, as function types: a backend declares its own with them
+ * (`lh_scores_fn cuda_scores_entry;`), so each signature is written once. */
+
+/* lh_forward and lh_backward: the pipeline (pipeline.h) on every backend. */
+typedef lh_status lh_forward_fn(void *plan_state, const void *q, const void *k, const void *v,
+                                void *out, void *saved, void *workspace, void *stream);
+typedef lh_status lh_backward_fn(void *plan_state, const void *q, const void *k, const void *v,
+                                 const void *out, const void *dout, const void *saved, void *dq,
+                                 void *dk, void *dv, void *workspace, void *stream);
+
+/* The stage entry points (lh_scores, lh_select, lh_gather, lh_scatter). */
+typedef lh_status lh_scores_fn(void *plan_state, const void *q, const void *k, float *scores_q,
+                               float *scores_k, void *workspace, void *stream);
+typedef lh_status lh_select_fn(void *plan_state, const float *scores_q, const float *scores_k,
+                               int32_t *indices, void *workspace, void *stream);
+typedef lh_status lh_gather_fn(void *plan_state, const void *q, const void *k, const void *v,
+                               const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
+                               void *workspace, void *stream);
+typedef lh_status lh_scatter_fn(void *plan_state, const int32_t *indices, const void *o_sel,
+                                void *out, void *workspace, void *stream);
+
+/* The attention step alone, chunk-major [C, B, H, S_c, D] (see lh_attention_forward); on a ring,
+ * the built-in ring attention. Never calls the hooks. */
+typedef lh_status lh_attention_forward_fn(void *plan_state, const void *q_sel, const void *k_sel,
+                                          const void *v_sel, void *o_sel, float *lse,
+                                          void *workspace, void *stream);
+typedef lh_status lh_attention_backward_fn(void *plan_state, const void *q_sel,
+                                           const void *k_sel, const void *v_sel,
+                                           const void *o_sel, const float *lse,
+                                           const void *do_sel, void *dq_sel, void *dk_sel,
+                                           void *dv_sel, void *workspace, void *stream);
+
 typedef struct lh_backend_ops {
     lh_backend kind;
     const char *name;
@@ -172,31 +216,19 @@ typedef struct lh_backend_ops {
     /* Checks the stream argument (CPU: must be NULL). */
     lh_status (*check_stream)(void *plan_state, void *stream);
 
-    lh_status (*forward)(void *plan_state, const void *q, const void *k, const void *v, void *out,
-                         void *saved, void *workspace, void *stream);
-    lh_status (*backward)(void *plan_state, const void *q, const void *k, const void *v,
-                          const void *out, const void *dout, const void *saved, void *dq,
-                          void *dk, void *dv, void *workspace, void *stream);
+    /* lh_pipeline_forward / lh_pipeline_backward on every backend (pipeline.h). */
+    lh_forward_fn *forward;
+    lh_backward_fn *backward;
 
-    lh_status (*scores)(void *plan_state, const void *q, const void *k, float *scores_q,
-                        float *scores_k, void *workspace, void *stream);
-    lh_status (*select)(void *plan_state, const float *scores_q, const float *scores_k,
-                        int32_t *indices, void *workspace, void *stream);
-    lh_status (*gather)(void *plan_state, const void *q, const void *k, const void *v,
-                        const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
-                        void *workspace, void *stream);
-    lh_status (*scatter)(void *plan_state, const int32_t *indices, const void *o_sel, void *out,
-                         void *workspace, void *stream);
+    /* The stage entry points, in the file of their stage in each backend. */
+    lh_scores_fn *scores;
+    lh_select_fn *select;
+    lh_gather_fn *gather;
+    lh_scatter_fn *scatter;
 
-    /* The attention step alone, chunk-major [C, B, H, S_c, D] (see lh_attention_forward); on a
-     * ring, the built-in ring attention. Never calls the hooks. */
-    lh_status (*attention_forward)(void *plan_state, const void *q_sel, const void *k_sel,
-                                   const void *v_sel, void *o_sel, float *lse, void *workspace,
-                                   void *stream);
-    lh_status (*attention_backward)(void *plan_state, const void *q_sel, const void *k_sel,
-                                    const void *v_sel, const void *o_sel, const float *lse,
-                                    const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
-                                    void *workspace, void *stream);
+    /* The attention step alone (lh_attention_forward / _backward). */
+    lh_attention_forward_fn *attention_forward;
+    lh_attention_backward_fn *attention_backward;
 
     /* The time of `stage` (named `name` for messages) in the plan's most recent forward or
      * backward, for plans finalized with STAGE_TIMING (NULL where the backend cannot time). */
@@ -209,10 +241,10 @@ typedef struct lh_backend_ops {
                                 const void *unique_id, int rank, int world);
 } lh_backend_ops;
 
-/* The CPU reference backend (runtime/cpu_backend.c). */
+/* The CPU reference backend (runtime/cpu/cpu_backend.c). */
 extern const lh_backend_ops lh_cpu_backend_ops;
 
-/* The CUDA backend (runtime/cuda_backend.c); its probe fails cleanly where no GPU exists. */
+/* The CUDA backend (runtime/cuda/cuda_backend.c); its probe fails cleanly where no GPU exists. */
 extern const lh_backend_ops lh_cuda_backend_ops;
 
 #endif /* LH_RUNTIME_H */

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds liblighthouse here (Release) and packs what a GPU machine needs into .pack/gpu (ignored
 # by git): the stripped library (xz-compressed: it carries MLIR/LLVM), the GPU test programs, the
-# demo, the benchmark and its plot script. The golden vectors travel with the repository
-# (tests/golden). Then, on the GPU machine:
+# demo, the C example (examples/c), the benchmark and its plot script. The golden vectors travel
+# with the repository (tests/golden). Then, on the GPU machine:
 #   bash tests/gpu/run_gpu_tests.sh            (from the repository root; see docs/gpu-testing.md)
 # With the device tool: run `bash tests/gpu/run_gpu_tests.sh` with carry [".pack"].
 set -euo pipefail
@@ -15,9 +15,9 @@ rm -rf "$dst" && mkdir -p "$dst"
 strip --strip-unneeded -o "$dst/liblighthouse.so.0" build-release/liblighthouse.so.0
 xz -T2 -6 -f "$dst/liblighthouse.so.0"
 # the compiler's GPU checks (kernels launched directly, results to the bit): MLIR is linked in,
-# about 11 MB compressed; LH_PACK_COMPILER_TEST=0 leaves it out (room for library variants
+# about 11 MB compressed; LIGHTHOUSE_PACK_COMPILER_TEST=0 leaves it out (room for library variants
 # under the 64 MiB a device call carries)
-if [ "${LH_PACK_COMPILER_TEST:-1}" != 0 ]; then
+if [ "${LIGHTHOUSE_PACK_COMPILER_TEST:-1}" != 0 ]; then
   strip --strip-unneeded -o "$dst/test_compiler" build-release/tests/compiler/test_compiler
   xz -T2 -6 -f "$dst/test_compiler"
   # it is a Check program: Check's libsubunit is not on the GPU machine
@@ -25,6 +25,7 @@ if [ "${LH_PACK_COMPILER_TEST:-1}" != 0 ]; then
 fi
 cp build-release/tests/gpu/test_* build-release/tests/gpu/bench_cuda_dense build-release/tests/gpu/bench_cp "$dst/"
 cp build-release/tools/demo/lighthouse-demo build-release/tools/bench/lighthouse-bench "$dst/"
+cp build-release/examples/c/forward_backward "$dst/"
 rm -f "$dst"/*.o
 du -sh "$dst"
 ls "$dst"

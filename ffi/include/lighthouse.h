@@ -249,6 +249,24 @@ LH_API lh_status lh_plan_get_i64(const lh_plan *plan, lh_query query, int64_t *o
  * are not timed). */
 LH_API lh_status lh_plan_get_stage_ms(const lh_plan *plan, lh_stage stage, double *out_ms);
 
+/* Compiles the GPU kernels that CUDA plans with `plan`'s parameters load on `chip` into the
+ * on-disk kernel cache of the plan's context (LH_CONTEXT_CACHE_DIR, LH_CONTEXT_CACHE_ENABLED), so
+ * that lh_plan_finalize on such a GPU later reads them instead of compiling (docs/compiler.md).
+ * It needs no GPU and works on a context of either backend: on a login node or in a container
+ * build, create a CPU context and a plan with the training job's parameters, and call this once
+ * per chip. The kernels depend on HEAD_DIM, DTYPE (BFLOAT16 or FLOAT16), LEVELS, POOLING, MODE
+ * and HEADS / KV_HEADS: HEADS and HEAD_DIM must be set, the other parameters need not be. The
+ * plan is not changed (finalized or not). The kernels are those of the Lighthouse stages (MODE
+ * LIGHTHOUSE) and the attention step's (plans on a ring or with attention hooks).
+ * chip:         "sm_90" (H100, H200), "sm_100a" (B200); any "sm_NN[a]" that LLVM's NVPTX knows.
+ * out_compiled: receives how many kernels were compiled now (the others were in the cache
+ *               already); NULL allowed.
+ * Errors: LH_ERROR_UNSUPPORTED_DTYPE, LH_ERROR_UNSUPPORTED (parameters the GPU kernels cannot
+ * serve), LH_ERROR_INVALID_VALUE (an unknown chip name), LH_ERROR_COMPILE, LH_ERROR_IO (the cache
+ * directory cannot be written), LH_ERROR_BAD_STATE (the context's disk cache is disabled),
+ * LH_ERROR_BACKEND_UNAVAILABLE (the library was built without its kernel compiler). */
+LH_API lh_status lh_plan_precompile(const lh_plan *plan, const char *chip, int64_t *out_compiled);
+
 /* ---------------------------------------------------------------------------------------------
  * Forward and backward
  * ------------------------------------------------------------------------------------------- */

@@ -1,14 +1,16 @@
 /*
- * cpu_backend.c - the ops table of the CPU reference backend, its context and plan state.
+ * cpu_backend.c - the tables of the CPU reference backend (its ops for the ffi layer, its stages
+ * for the pipeline), its context and plan state.
  *
  * The CPU backend runs everywhere (probe always succeeds), takes host pointers, and needs no
- * stream. A plan records the validated configuration, its thread count and the layout of the
- * buffers it asks the caller for; all computing lives in the other cpu_*.c files.
+ * stream. A plan records the validated configuration, its thread count and the sizes the buffer
+ * table needs from it; runtime/pipeline.c runs the stages, all computing lives in the stage files.
  */
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
-#include "cpu_ring.h"
+#include "cpu_attention.h"
 
 typedef struct cpu_context {
     int64_t num_threads;   /* as set when the context was created (plans read the options) */
@@ -41,6 +43,37 @@ static int thread_count(const lh_context_options *options) {
     }
     return n > 256 ? 256 : (int)n;
 }
+
+/* ---- the pipeline's view of the backend --------------------------------------------------------- */
+
+static lh_status cpu_copy(void *plan, void *dst, const void *src, size_t bytes, void *stream) {
+    (void)plan;
+    (void)stream;
+    memcpy(dst, src, bytes);
+    return LH_OK;
+}
+
+static const lh_stage_ops lighthouse_stages = {
+    .scores = lh_cpu_scores_stage,
+    .select = lh_cpu_select_stage,
+    .gather = lh_cpu_gather_stage,
+    .scatter = lh_cpu_scatter_stage,
+    .regather = lh_cpu_gather_stage,
+    .gather_dout = lh_cpu_gather_dout_stage,
+    .pool_grad = lh_cpu_pool_grad_stage,
+};
+
+static const lh_pipeline_ops pipeline_ops = {
+    .lighthouse = &lighthouse_stages,
+    .dense = &lh_cpu_dense_stages,
+    .attention_forward = lh_cpu_attention_forward,
+    .attention_backward = lh_cpu_attention_backward,
+    .dense_forward = lh_cpu_dense_forward,
+    .dense_backward = lh_cpu_dense_backward,
+    .copy = cpu_copy,
+};
+
+/* ---- plans ------------------------------------------------------------------------------------- */
 
 static lh_status cpu_plan_create(void *context_state, const lh_context_options *options,
                                  const lh_config *cfg, void **out_plan_state,
@@ -77,21 +110,17 @@ static lh_status cpu_plan_create(void *context_state, const lh_context_options *
     }
 
     const lh_config *c = &plan->cfg;
-    size_t rows = (size_t)(c->batch * c->heads * c->s_sel);
-    if (c->mode == LH_MODE_DENSE) {
-        plan->saved_idx_off = plan->saved_o_off = plan->saved_lse_off = 0;
-        sizes->saved_bytes = (int64_t)lh_cpu_round64(rows * sizeof(float));
-    } else {
-        plan->saved_idx_off = 0;
-        plan->saved_o_off = lh_cpu_round64(rows * sizeof(int32_t));
-        plan->saved_lse_off = plan->saved_o_off + lh_cpu_round64(rows * (size_t)c->head_dim * sizeof(float));
-        sizes->saved_bytes = (int64_t)(plan->saved_lse_off + lh_cpu_round64(rows * sizeof(float)));
-    }
-    sizes->fwd_workspace_bytes = (int64_t)lh_cpu_forward_workspace_bytes(plan);
-    sizes->bwd_workspace_bytes = (int64_t)lh_cpu_backward_workspace_bytes(plan);
-    sizes->attention_workspace_bytes = (int64_t)lh_cpu_attention_workspace_bytes(plan);
-    sizes->stage_workspace_bytes =
-        c->mode == LH_MODE_DENSE ? 0 : (int64_t)((size_t)plan->nthreads * plan->scratch_bytes);
+    size_t scratch = (size_t)plan->nthreads * plan->scratch_bytes;
+    lh_backend_sizes own = {
+        .align = 64,
+        .stages_indices = true,
+        .attention_fwd_bytes = (int64_t)lh_cpu_attention_fwd_bytes(plan),
+        .attention_bwd_bytes = (int64_t)lh_cpu_attention_bwd_bytes(plan),
+        .attention_step_bytes = (int64_t)lh_cpu_attention_step_bytes(plan),
+        .dense_lse_bytes = (int64_t)lh_cpu_round64((size_t)(c->batch * c->heads * c->s_sel) * 4),
+        .scratch_bytes = (int64_t)scratch,
+    };
+    lh_pipeline_init(&plan->pipeline, &pipeline_ops, &plan->cfg, &own, sizes);
     *out_plan_state = plan;
     return LH_OK;
 }
@@ -127,12 +156,12 @@ const lh_backend_ops lh_cpu_backend_ops = {
     .plan_destroy = cpu_plan_destroy,
     .check_buffer = cpu_check_buffer,
     .check_stream = cpu_check_stream,
-    .forward = lh_cpu_forward,
-    .backward = lh_cpu_backward,
-    .scores = lh_cpu_stage_scores,
-    .select = lh_cpu_stage_select,
-    .gather = lh_cpu_stage_gather,
-    .scatter = lh_cpu_stage_scatter,
+    .forward = lh_pipeline_forward,
+    .backward = lh_pipeline_backward,
+    .scores = lh_cpu_scores_entry,
+    .select = lh_cpu_select_entry,
+    .gather = lh_cpu_gather_entry,
+    .scatter = lh_cpu_scatter_entry,
     .attention_forward = lh_cpu_attention_forward,
     .attention_backward = lh_cpu_attention_backward,
 };

@@ -1,10 +1,12 @@
 /*
- * cpu_internal.h - what the files of the CPU reference backend offer each other.
+ * cpu_internal.h - what the files of the CPU reference backend offer each other: the plan, the
+ * thread pool, the pyramid's geometry and the stages (the attention: cpu_attention.h).
  *
- * The CPU backend computes docs/spec.md sections 1-8 in fp32 on host memory (section 8, context
- * parallelism: cpu_ring.h). Every stage runs as a set of independent tasks on a small thread pool
- * (cpu_parallel.c); each task gets its own scratch slice of the caller's workspace, so no stage
- * allocates memory while it runs and no stage can fail after it has started writing caller memory.
+ * The CPU backend computes docs/spec.md sections 1-8 in fp32 on host memory, one file per stage
+ * (docs/architecture.md); runtime/pipeline.c runs the stages in order. Every stage runs as a set
+ * of independent tasks on a small thread pool (cpu_parallel.c); each task gets its own scratch
+ * slice of the caller's workspace, so no stage allocates memory while it runs and no stage can
+ * fail after it has started writing caller memory.
  */
 #ifndef LH_CPU_INTERNAL_H
 #define LH_CPU_INTERNAL_H
@@ -13,23 +15,32 @@
 #include <stdint.h>
 
 #include "algorithm.h"
-#include "runtime.h"
+#include "pipeline.h"
 
 /* Rows (queries) and columns (keys) of one attention block. 64 keeps a block's transposed keys
  * and values in L1/L2 for head dims up to 128 and gives enough blocks for all cores at S = 2K. */
 #define LH_CPU_BLOCK 64
 
 typedef struct lh_cpu_plan {
+    lh_pipeline pipeline;    /* first: lh_forward / lh_backward run the pipeline on this plan */
     lh_config cfg;
     /* The plan of one chunk (lh_config_chunk): on a ring, the stages (scores, selection, gather,
      * scatter) run on each local chunk as a plan of its own; without a ring, this plan. */
     const struct lh_cpu_plan *chunk;
     int nthreads;            /* worker threads, >= 1 */
     size_t scratch_bytes;    /* scratch of one thread (a multiple of 64 bytes) */
-    /* Byte offsets of the regions of `saved` (laid out in cpu_backend.c, described in
-     * cpu_forward.c); the workspace layouts are in cpu_forward.c and cpu_backward.c. */
-    size_t saved_idx_off, saved_o_off, saved_lse_off;
 } lh_cpu_plan;
+
+/* Rounds n up to a multiple of 64 (every region of a workspace starts on a cache line). */
+static inline size_t lh_cpu_round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* The query heads per kv head (GQA group size). */
+static inline int64_t lh_cpu_group(const lh_config *cfg) { return cfg->heads / cfg->kv_heads; }
+
+/* Floats between consecutive tokens of one head in the plan layout, for a tensor of `heads`. */
+static inline int64_t lh_cpu_token_stride(const lh_config *cfg, int64_t heads) {
+    return cfg->layout == LH_LAYOUT_BNHD ? heads * cfg->head_dim : cfg->head_dim;
+}
 
 /* ---- cpu_parallel.c -------------------------------------------------------------------- */
 
@@ -41,7 +52,7 @@ typedef void (*lh_cpu_task_fn)(void *arg, int64_t task, int tid);
  * ones first. Never fails: if a thread cannot be started, the threads that exist do the work. */
 void lh_cpu_parallel_for(int nthreads, int64_t ntasks, lh_cpu_task_fn fn, void *arg);
 
-/* ---- cpu_pyramid.c --------------------------------------------------------------------- */
+/* ---- cpu_pyramid.c: positions, windows and the tokens of a head ------------------------- */
 
 /* Level and in-level index of pyramid position `pos` (0 <= pos < s_total). */
 void lh_cpu_locate(const lh_config *cfg, int64_t pos, int64_t *level, int64_t *index);
@@ -51,22 +62,62 @@ void lh_cpu_locate(const lh_config *cfg, int64_t pos, int64_t *level, int64_t *i
 void lh_cpu_pool_entry(const lh_config *cfg, const float *x, int64_t heads, int64_t b, int64_t h,
                        int64_t pos, float *out);
 
-/* Norm scores (docs/spec.md section 1) of all heads: scores_q [B,H,S_total], scores_k [B,Hkv,S_total]. */
+/* Sets every token of head h of batch b of x (which has `heads` heads) to zero. */
+void lh_cpu_zero_head(const lh_config *cfg, float *x, int64_t heads, int64_t b, int64_t h);
+
+/* Adds w * g[0..D) to tokens [t0, t1) (clipped to N) of head h of x. */
+void lh_cpu_add_window(const lh_config *cfg, float *x, int64_t heads, int64_t b, int64_t h,
+                       int64_t t0, int64_t t1, const float *g, float w);
+
+/* Indices from the caller (lh_gather, lh_scatter) must all be pyramid positions: checked before
+ * anything is written, since a position outside the pyramid would read or write outside the
+ * caller's tensors. */
+lh_status lh_cpu_check_indices(const lh_config *cfg, const int32_t *indices);
+
+/* ---- the stages: the work of one chunk (plan = the chunk's plan) ----------------------- */
+
+/* Norm scores (docs/spec.md section 1) of all heads: scores_q [B,H,S_total], scores_k
+ * [B,Hkv,S_total] (cpu_scores.c). */
 void lh_cpu_scores(const lh_cpu_plan *plan, const float *q, const float *k, float *scores_q,
                    float *scores_k);
 
-/* Gathers q_sel/k_sel/v_sel [B,H,S_sel,D] for the given indices (positions already checked). */
-void lh_cpu_gather(const lh_cpu_plan *plan, const float *q, const float *k, const float *v,
-                   const int32_t *indices, float *q_sel, float *k_sel, float *v_sel);
-
-/* ---- cpu_select.c ---------------------------------------------------------------------- */
-
-/* Bytes of one thread's scratch for the selection. */
+/* Bytes of one thread's scratch for the selection (cpu_select.c). */
 size_t lh_cpu_select_scratch_bytes(const lh_config *cfg);
-
 /* The A/B cascade and the depth-first order (docs/spec.md sections 2-3): indices [B,H,S_sel]. */
 void lh_cpu_select(const lh_cpu_plan *plan, const float *scores_q, const float *scores_k,
                    int32_t *indices, void *scratch);
+
+/* q_sel/k_sel/v_sel [B,H,S_sel,D] for the given indices (positions already checked), and
+ * d_sel [B,H,S_sel,D] = per entry, the sum of dout over the tokens it was scattered to
+ * (cpu_gather.c). */
+void lh_cpu_gather(const lh_cpu_plan *plan, const float *q, const float *k, const float *v,
+                   const int32_t *indices, float *q_sel, float *k_sel, float *v_sel);
+void lh_cpu_gather_dout(const lh_cpu_plan *plan, const int32_t *indices, const float *dout,
+                        float *d_sel);
+
+/* out (plan layout) = shifted scatter of o_sel [B,H,S_sel,D] (docs/spec.md section 5;
+ * cpu_scatter.c). */
+void lh_cpu_scatter(const lh_cpu_plan *plan, const int32_t *indices, const float *o_sel,
+                    float *out);
+
+/* dq (plan layout, H heads) and dk, dv (Hkv heads) = pool backward of the per-entry gradients
+ * g_q, g_k, g_v [B,H,S_sel,D] (docs/spec.md section 6); kv gradients summed over query heads
+ * (cpu_pool_grad.c). */
+void lh_cpu_pool_grad(const lh_cpu_plan *plan, const int32_t *indices, const float *g_q,
+                      const float *g_k, const float *g_v, float *dq, float *dk, float *dv);
+
+/* The pipeline's stage functions (lh_stage_ops; plan = the whole plan, which knows its chunk's)
+ * and the stage entry points of the ops table, in the file of their stage. */
+lh_stage_fn lh_cpu_scores_stage, lh_cpu_select_stage, lh_cpu_gather_stage,
+    lh_cpu_gather_dout_stage, lh_cpu_scatter_stage, lh_cpu_pool_grad_stage;
+lh_scores_fn lh_cpu_scores_entry;
+lh_select_fn lh_cpu_select_entry;
+lh_gather_fn lh_cpu_gather_entry;
+lh_scatter_fn lh_cpu_scatter_entry;
+
+/* Dense chunks: a chunk's sub-sequence is its tokens, packed in (kv heads expanded to query
+ * heads) and out (kv gradients summed over each group) (cpu_pack.c). */
+extern const lh_stage_ops lh_cpu_dense_stages;
 
 /* ---- cpu_tile.c: dense kernels on blocks of at most LH_CPU_BLOCK rows and columns ----------- */
 
@@ -89,99 +140,5 @@ typedef struct lh_cpu_tiles {
 
 /* The fastest copy of the kernels that this CPU supports. */
 const lh_cpu_tiles *lh_cpu_tiles_get(void);
-
-/* ---- cpu_attention.c / cpu_attention_bwd.c --------------------------------------------- */
-
-/* One head of attention: row i of q attends to rows 0..i of k and v (causal), or to all `len`
- * rows when `full` (a block of an earlier chunk on a ring). Strides are in floats between
- * consecutive rows. */
-typedef struct lh_cpu_head {
-    const float *q, *k, *v;
-    int64_t q_stride, kv_stride;
-    int64_t len;             /* rows of q, and of k and v */
-    int full;                /* 0: causal; 1: every row sees every key */
-} lh_cpu_head;
-
-/* Bytes of one thread's scratch for the attention kernels. */
-size_t lh_cpu_attention_scratch_bytes(const lh_config *cfg);
-
-/* Forward of rows [r0, r1): o rows (stride o_stride) and lse[r0..r1) (log-sum-exp of the scaled
- * scores), by an online softmax over key blocks: the score matrix is never stored. */
-void lh_cpu_attention_rows(const lh_cpu_head *hd, int64_t D, float scale, int64_t r0, int64_t r1,
-                           float *o, int64_t o_stride, float *lse, float *scratch);
-
-/* Backward, query side, rows [r0, r1): dvec[i] = dO_i . O_i and dq rows (stride dq_stride),
- * overwritten, or added to when `accumulate`. */
-void lh_cpu_attention_bwd_rows(const lh_cpu_head *hd, int64_t D, float scale, int64_t r0,
-                               int64_t r1, const float *o, int64_t o_stride, const float *dout,
-                               int64_t dout_stride, const float *lse, float *dvec, float *dq,
-                               int64_t dq_stride, int accumulate, float *scratch);
-
-/* Query-side tensors of one query head, for the key-side backward. */
-typedef struct lh_cpu_qgrad {
-    const float *q;
-    int64_t q_stride;
-    const float *dout;
-    int64_t dout_stride;
-    const float *lse, *dvec;
-} lh_cpu_qgrad;
-
-/* Backward, key side, keys [c0, c1) of one kv head: dk and dv rows (stride dkv_stride), summed
- * over the `nq` query heads in qs (GQA) that share these keys. Overwrites dk, dv rows, or adds
- * to them when `accumulate`. `full`: every query row sees every key (else causal). */
-void lh_cpu_attention_bwd_cols(const float *k, const float *v, int64_t kv_stride, int64_t len,
-                               int full, int64_t D, float scale, const lh_cpu_qgrad *qs, int64_t nq,
-                               int64_t c0, int64_t c1, float *dk, float *dv, int64_t dkv_stride,
-                               int accumulate, float *scratch);
-
-/* ---- cpu_scatter.c --------------------------------------------------------------------- */
-
-/* out (plan layout) = shifted scatter of o_sel [B,H,S_sel,D] (docs/spec.md section 5). */
-void lh_cpu_scatter(const lh_cpu_plan *plan, const int32_t *indices, const float *o_sel,
-                    float *out);
-
-/* d_sel [B,H,S_sel,D] = per entry, the sum of dout over the tokens it was scattered to. */
-void lh_cpu_gather_dout(const lh_cpu_plan *plan, const int32_t *indices, const float *dout,
-                        float *d_sel);
-
-/* dq (plan layout, H heads) and dk, dv (Hkv heads) = pool backward of the per-entry gradients
- * g_q, g_k, g_v [B,H,S_sel,D] (docs/spec.md section 6); kv gradients summed over query heads. */
-void lh_cpu_unpool_grads(const lh_cpu_plan *plan, const int32_t *indices, const float *g_q,
-                         const float *g_k, const float *g_v, float *dq, float *dk, float *dv);
-
-/* ---- cpu_forward.c / cpu_backward.c ---------------------------------------------------- */
-
-lh_status lh_cpu_forward(void *plan_state, const void *q, const void *k, const void *v, void *out,
-                         void *saved, void *workspace, void *stream);
-lh_status lh_cpu_backward(void *plan_state, const void *q, const void *k, const void *v,
-                          const void *out, const void *dout, const void *saved, void *dq,
-                          void *dk, void *dv, void *workspace, void *stream);
-
-/* ---- cpu_stages.c: the stage entry points of the ops table -------------------------------- */
-
-lh_status lh_cpu_stage_scores(void *plan_state, const void *q, const void *k, float *scores_q,
-                              float *scores_k, void *workspace, void *stream);
-lh_status lh_cpu_stage_select(void *plan_state, const float *scores_q, const float *scores_k,
-                              int32_t *indices, void *workspace, void *stream);
-lh_status lh_cpu_stage_gather(void *plan_state, const void *q, const void *k, const void *v,
-                              const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
-                              void *workspace, void *stream);
-lh_status lh_cpu_stage_scatter(void *plan_state, const int32_t *indices, const void *o_sel,
-                               void *out, void *workspace, void *stream);
-
-/* Workspace bytes of forward and backward (regions laid out by the functions above). */
-size_t lh_cpu_forward_workspace_bytes(const lh_cpu_plan *plan);
-size_t lh_cpu_backward_workspace_bytes(const lh_cpu_plan *plan);
-
-/* Rounds n up to a multiple of 64 (every region of a workspace starts on a cache line). */
-static inline size_t lh_cpu_round64(size_t n) { return (n + 63) & ~(size_t)63; }
-
-/* The query heads per kv head (GQA group size). */
-static inline int64_t lh_cpu_group(const lh_config *cfg) { return cfg->heads / cfg->kv_heads; }
-
-/* Floats between consecutive tokens of one head in the plan layout, for a tensor of `heads`. */
-static inline int64_t lh_cpu_token_stride(const lh_config *cfg, int64_t heads) {
-    return cfg->layout == LH_LAYOUT_BNHD ? heads * cfg->head_dim : cfg->head_dim;
-}
 
 #endif /* LH_CPU_INTERNAL_H */

@@ -140,3 +140,17 @@ void lh_cpu_select(const lh_cpu_plan *plan, const float *scores_q, const float *
     select_job job = {plan, scores_q, scores_k, indices, scratch};
     lh_cpu_parallel_for(plan->nthreads, cfg->batch * cfg->heads * cfg->tiles, select_task, &job);
 }
+
+lh_status lh_cpu_select_stage(void *plan, const lh_chunk *ch, void *stream) {
+    (void)stream;
+    lh_cpu_select(((const lh_cpu_plan *)plan)->chunk, ch->scores_q, ch->scores_k, ch->indices,
+                  ch->scratch);
+    return LH_OK;
+}
+
+lh_status lh_cpu_select_entry(void *plan_state, const float *scores_q, const float *scores_k,
+                              int32_t *indices, void *workspace, void *stream) {
+    (void)stream;
+    lh_cpu_select(plan_state, scores_q, scores_k, indices, workspace);
+    return LH_OK;
+}

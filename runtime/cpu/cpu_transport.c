@@ -8,7 +8,7 @@
  */
 #include <string.h>
 
-#include "cpu_ring.h"
+#include "cpu_attention.h"
 
 static lh_status local_shift(lh_cpu_transport *self, const void *send, void *recv, size_t bytes) {
     lh_ring_info *ring = self->state;

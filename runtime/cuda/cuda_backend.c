@@ -1,6 +1,7 @@
 /*
  * cuda_backend.c - the CUDA backend behind lh_backend_ops: device probing, the primary context,
- * pointer and stream checks, and dense causal attention through cuDNN (cuda_sdpa.c).
+ * pointer and stream checks, stage timing, NCCL rings, and its tables (the ops for the ffi layer,
+ * the stages for runtime/pipeline.c). Plans: cuda_plan.c; stages: one file each.
  *
  * Every entry point makes the device's primary context current for its own duration only
  * (push/pop), so the caller's current context is left as it was. Forward and backward enqueue
@@ -10,37 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_cp.h"
 #include "cuda_driver.h"
-#include "cuda_lighthouse.h"
-#include "cuda_ring.h"
-#include "cuda_transport.h"
-#include "cuda_sdpa.h"
-#include "cuda_stage_timer.h"
-#include "cudnn_api.h"
-#include "runtime.h"
-
-typedef struct cuda_context {
-    const lh_cu_api *cu;
-    int ordinal;
-    CUdevice device;
-    CUcontext primary;
-    int sm; /* compute capability as 10 * major + minor */
-    char name[128];
-} cuda_context;
-
-typedef struct cuda_plan {
-    cuda_context *cc;
-    lh_config cfg;
-    const lh_cudnn_api *dnn;
-    cudnnHandle_t handle;
-    lh_sdpa_plan *sdpa;
-    cuda_lighthouse *lh; /* MODE = LIGHTHOUSE without a ring (then sdpa is NULL) */
-    cuda_ring *attn;     /* the attention step alone (lh_attention_forward/backward) */
-    cuda_cp *cp;         /* a ring or attention hooks: the chunked forward and backward */
-    cuda_stage_timer *timer; /* LH_PARAM_STAGE_TIMING, else NULL (lent to lh) */
-    char attn_error[512]; /* why attn could not be built (plans without ring or hooks only) */
-} cuda_plan;
+#include "cuda_internal.h"
 
 /* ---- context push/pop around every call ----------------------------------------------------- */
 
@@ -52,6 +24,9 @@ static void pop(const cuda_context *cc) {
     CUcontext ignored;
     cc->cu->CtxPopCurrent(&ignored);
 }
+
+lh_status cuda_enter(const cuda_plan *p) { return push(p->cc); }
+void cuda_leave(const cuda_plan *p) { pop(p->cc); }
 
 /* ---- probe and context ---------------------------------------------------------------------- */
 
@@ -117,112 +92,6 @@ static void cuda_context_destroy(void *state) {
     cc->cu->DevicePrimaryCtxRelease(cc->device);
     free(cc);
 }
-
-/* ---- plans ---------------------------------------------------------------------------------- */
-
-static void destroy_plan(cuda_plan *p) {
-    if (!p) return;
-    if (p->sdpa || p->lh || p->handle || p->attn || p->cp || p->timer) {
-        bool pushed = push(p->cc) == LH_OK;
-        cuda_stage_timer_destroy(p->timer);
-        cuda_cp_destroy(p->cp);
-        cuda_ring_destroy(p->attn);
-        cuda_lighthouse_plan_destroy(p->lh);
-        cuda_sdpa_plan_destroy(p->sdpa);
-        if (p->handle) p->dnn->Destroy(p->handle);
-        if (pushed) pop(p->cc);
-    }
-    free(p);
-}
-
-static lh_status cuda_plan_create(void *context_state, const lh_context_options *options,
-                                  const lh_config *cfg, void **out_plan_state,
-                                  lh_plan_sizes *sizes) {
-    cuda_context *cc = context_state;
-    if (cfg->dtype != LH_DTYPE_FLOAT16 && cfg->dtype != LH_DTYPE_BFLOAT16)
-        return lh_fail(LH_ERROR_UNSUPPORTED_DTYPE,
-                       "the CUDA backend runs float16 and bfloat16 (DTYPE = FLOAT32 is the CPU "
-                       "reference backend's dtype)");
-    if (cfg->stage_timing && (cfg->ring || cfg->forward_hook))
-        return lh_fail(LH_ERROR_UNSUPPORTED,
-                       "STAGE_TIMING = 1 times the stages of one GPU's pipeline; a plan with a "
-                       "ring or attention hooks runs its stages per chunk and is not timed");
-    const lh_cudnn_api *dnn;
-    lh_status st = lh_cudnn_load(&dnn);
-    if (st != LH_OK) return st;
-    cuda_plan *p = calloc(1, sizeof *p);
-    if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
-    p->cc = cc;
-    p->cfg = *cfg;
-    p->dnn = dnn;
-    st = push(cc);
-    if (st != LH_OK) {
-        free(p);
-        return st;
-    }
-    st = lh_cudnn_check(dnn->Create(&p->handle), "cudnnCreate");
-    cuda_lighthouse_env env = {.cu = cc->cu, .sm = cc->sm, .dnn = dnn, .handle = p->handle,
-                               .options = options, .cache = NULL};
-    bool chunked = cfg->ring || cfg->forward_hook;
-    if (st == LH_OK && cfg->ring) {
-        /* A ring plan's whole-sequence stages never run: its chunks do (cuda_cp.c). */
-    } else if (st == LH_OK && cfg->mode == LH_MODE_LIGHTHOUSE) {
-        st = cuda_lighthouse_plan_create(&env, cfg, &p->lh, sizes);
-    } else if (st == LH_OK) {
-        lh_sdpa_shape shape = {.b = cfg->batch, .h = cfg->heads, .hkv = cfg->kv_heads,
-                               .s = cfg->seq_len, .d = cfg->head_dim, .dtype = cfg->dtype,
-                               .scale = cfg->scale};
-        bool bnhd = cfg->layout == LH_LAYOUT_BNHD;
-        lh_sdpa_layout_strides(bnhd, cfg->heads, cfg->seq_len, cfg->head_dim, shape.q_strides);
-        lh_sdpa_layout_strides(bnhd, cfg->kv_heads, cfg->seq_len, cfg->head_dim,
-                               shape.kv_strides);
-        st = cuda_sdpa_plan_create(dnn, p->handle, &shape, &p->sdpa);
-        if (st == LH_OK) {
-            sizes->saved_bytes = cuda_sdpa_stats_bytes(p->sdpa);
-            sizes->fwd_workspace_bytes = cuda_sdpa_fwd_workspace_bytes(p->sdpa);
-            sizes->bwd_workspace_bytes = cuda_sdpa_bwd_workspace_bytes(p->sdpa);
-            sizes->stage_workspace_bytes = 0;
-        }
-    }
-    if (st == LH_OK) {
-        st = cuda_ring_create(cc->cu, cc->sm, dnn, p->handle, options, cfg, chunked,
-                              p->lh ? p->lh->sdpa : NULL, &p->attn);
-        /* Without a ring or hooks the plan's own forward and backward do not need the attention
-         * step: if its graph cannot be built, only lh_attention_forward/backward are refused. */
-        if (st != LH_OK && !chunked) {
-            snprintf(p->attn_error, sizeof p->attn_error, "%s", lh_error_message());
-            lh_clear_error();
-            st = LH_OK;
-        }
-    }
-    if (st == LH_OK && p->attn) sizes->attention_workspace_bytes = p->attn->workspace_bytes;
-    if (st == LH_OK && chunked) st = cuda_cp_create(&env, cfg, p->lh, p->attn, &p->cp, sizes);
-    if (st == LH_OK && cfg->stage_timing) {
-        st = cuda_stage_timer_create(cc->cu, &p->timer);
-        if (st == LH_OK && p->lh) p->lh->timer = p->timer;
-    }
-    pop(cc);
-    if (st != LH_OK) {
-        destroy_plan(p);
-        return st;
-    }
-    if (p->cp || p->lh) {
-        if (getenv("LH_CUDA_VERBOSE"))
-            fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
-                    cfg->ring ? "ring attention" : "Lighthouse", cc->name, cc->sm,
-                    p->attn ? cuda_sdpa_describe(p->attn->causal) : "");
-        *out_plan_state = p;
-        return LH_OK;
-    }
-    if (getenv("LH_CUDA_VERBOSE"))
-        fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
-                cfg->layout == LH_LAYOUT_BNHD ? "BNHD" : "BHND", cc->name, cc->sm,
-                cuda_sdpa_describe(p->sdpa));
-    *out_plan_state = p;
-    return LH_OK;
-}
-
-static void cuda_plan_destroy(void *plan_state) { destroy_plan(plan_state); }
 
 /* ---- argument checks that only the driver can answer ---------------------------------------- */
 
@@ -299,55 +168,15 @@ static lh_status cuda_check_stream(void *plan_state, void *stream) {
     return LH_OK;
 }
 
-/* ---- forward and backward ------------------------------------------------------------------- */
+/* ---- stage timing ------------------------------------------------------------------------------ */
 
-/* Dense mode: one attention stage each way (timed when the plan has a timer). */
-static lh_status dense_forward(cuda_plan *p, const void *q, const void *k, const void *v,
-                               void *out, void *saved, void *workspace, CUstream stream) {
-    lh_status st = cuda_stage_timer_open(p->timer, LH_STAGE_SCORES, LH_STAGE_SCATTER, stream);
-    if (st == LH_OK) st = cuda_stage_begin(p->timer, LH_STAGE_ATTENTION_FORWARD, stream);
-    if (st == LH_OK) st = cuda_sdpa_forward(p->sdpa, q, k, v, out, saved, workspace, stream);
-    if (st == LH_OK) st = cuda_stage_end(p->timer, LH_STAGE_ATTENTION_FORWARD, stream);
-    return st;
+static lh_status timing_open(void *plan, lh_stage first, lh_stage last, void *stream) {
+    return cuda_stage_timer_open(((cuda_plan *)plan)->timer, first, last, stream);
 }
 
-static lh_status dense_backward(cuda_plan *p, const void *q, const void *k, const void *v,
-                                const void *out, const void *dout, const void *saved, void *dq,
-                                void *dk, void *dv, void *workspace, CUstream stream) {
-    lh_status st = cuda_stage_timer_open(p->timer, LH_STAGE_REGATHER, LH_STAGE_POOL_GRAD, stream);
-    if (st == LH_OK) st = cuda_stage_begin(p->timer, LH_STAGE_ATTENTION_BACKWARD, stream);
-    if (st == LH_OK)
-        st = cuda_sdpa_backward(p->sdpa, q, k, v, out, dout, saved, dq, dk, dv, workspace, stream);
-    if (st == LH_OK) st = cuda_stage_end(p->timer, LH_STAGE_ATTENTION_BACKWARD, stream);
-    return st;
-}
-
-static lh_status cuda_forward(void *plan_state, const void *q, const void *k, const void *v,
-                              void *out, void *saved, void *workspace, void *stream) {
-    cuda_plan *p = plan_state;
-    lh_status st = push(p->cc);
-    if (st != LH_OK) return st;
-    if (p->cp) st = cuda_cp_forward(p->cp, q, k, v, out, saved, workspace, stream);
-    else if (p->lh) st = cuda_lighthouse_forward(p->lh, q, k, v, out, saved, workspace, stream);
-    else st = dense_forward(p, q, k, v, out, saved, workspace, stream);
-    pop(p->cc);
-    return st;
-}
-
-static lh_status cuda_backward(void *plan_state, const void *q, const void *k, const void *v,
-                               const void *out, const void *dout, const void *saved, void *dq,
-                               void *dk, void *dv, void *workspace, void *stream) {
-    cuda_plan *p = plan_state;
-    lh_status st = push(p->cc);
-    if (st != LH_OK) return st;
-    if (p->cp)
-        st = cuda_cp_backward(p->cp, q, k, v, dout, saved, dq, dk, dv, workspace, stream);
-    else if (p->lh)
-        st = cuda_lighthouse_backward(p->lh, q, k, v, dout, saved, dq, dk, dv, workspace, stream);
-    else
-        st = dense_backward(p, q, k, v, out, dout, saved, dq, dk, dv, workspace, stream);
-    pop(p->cc);
-    return st;
+static lh_status timing_mark(void *plan, lh_stage stage, bool end, void *stream) {
+    cuda_stage_timer *t = ((cuda_plan *)plan)->timer;
+    return end ? cuda_stage_end(t, stage, stream) : cuda_stage_begin(t, stage, stream);
 }
 
 static lh_status cuda_stage_ms(void *plan_state, lh_stage stage, const char *name,
@@ -360,82 +189,7 @@ static lh_status cuda_stage_ms(void *plan_state, lh_stage stage, const char *nam
     return st;
 }
 
-/* ---- Lighthouse stage entry points (the ffi layer admits them for MODE = LIGHTHOUSE only) -- */
-
-static lh_status cuda_scores(void *plan_state, const void *q, const void *k, float *scores_q,
-                             float *scores_k, void *workspace, void *stream) {
-    (void)workspace;
-    cuda_plan *p = plan_state;
-    lh_status st = push(p->cc);
-    if (st != LH_OK) return st;
-    st = cuda_lighthouse_scores(p->lh, q, k, scores_q, scores_k, stream);
-    pop(p->cc);
-    return st;
-}
-
-static lh_status cuda_select(void *plan_state, const float *scores_q, const float *scores_k,
-                             int32_t *indices, void *workspace, void *stream) {
-    cuda_plan *p = plan_state;
-    lh_status st = push(p->cc);
-    if (st != LH_OK) return st;
-    st = cuda_lighthouse_select(p->lh, scores_q, scores_k, indices, workspace, stream);
-    pop(p->cc);
-    return st;
-}
-
-static lh_status cuda_gather(void *plan_state, const void *q, const void *k, const void *v,
-                             const int32_t *indices, void *q_sel, void *k_sel, void *v_sel,
-                             void *workspace, void *stream) {
-    (void)workspace;
-    cuda_plan *p = plan_state;
-    lh_status st = push(p->cc);
-    if (st != LH_OK) return st;
-    st = cuda_lighthouse_gather(p->lh, q, k, v, indices, q_sel, k_sel, v_sel, stream);
-    pop(p->cc);
-    return st;
-}
-
-static lh_status cuda_scatter(void *plan_state, const int32_t *indices, const void *o_sel,
-                              void *out, void *workspace, void *stream) {
-    cuda_plan *p = plan_state;
-    lh_status st = push(p->cc);
-    if (st != LH_OK) return st;
-    st = cuda_lighthouse_scatter(p->lh, indices, o_sel, out, workspace, stream);
-    pop(p->cc);
-    return st;
-}
-
-/* ---- the attention step alone, and NCCL rings --------------------------------------------- */
-
-static lh_status cuda_attention_forward(void *plan_state, const void *q_sel, const void *k_sel,
-                                        const void *v_sel, void *o_sel, float *lse,
-                                        void *workspace, void *stream) {
-    cuda_plan *p = plan_state;
-    if (!p->attn)
-        return lh_fail(LH_ERROR_UNSUPPORTED, "this plan has no separate attention step: %s",
-                       p->attn_error);
-    lh_status st = push(p->cc);
-    if (st != LH_OK) return st;
-    st = cuda_ring_forward(p->attn, q_sel, k_sel, v_sel, o_sel, lse, workspace, stream);
-    pop(p->cc);
-    return st;
-}
-
-static lh_status cuda_attention_backward(void *plan_state, const void *q_sel, const void *k_sel,
-                                         const void *v_sel, const void *o_sel, const float *lse,
-                                         const void *do_sel, void *dq_sel, void *dk_sel,
-                                         void *dv_sel, void *workspace, void *stream) {
-    cuda_plan *p = plan_state;
-    if (!p->attn)
-        return lh_fail(LH_ERROR_UNSUPPORTED, "this plan has no separate attention step: %s",
-                       p->attn_error);
-    lh_status st = push(p->cc);
-    if (st != LH_OK) return st;
-    st = cuda_ring_backward(p->attn, q_sel, k_sel, v_sel, o_sel, lse, do_sel, dq_sel, dk_sel,
-                            dv_sel, workspace, stream);
-    pop(p->cc);
-    return st;
-}
+/* ---- NCCL rings ------------------------------------------------------------------------------- */
 
 static lh_status cuda_nccl_unique_id_op(void *context_state, void *unique_id) {
     (void)context_state;
@@ -453,24 +207,57 @@ static lh_status cuda_nccl_ring_init_op(void *context_state, lh_ring_info *ring,
     return st;
 }
 
+/* ---- the tables ------------------------------------------------------------------------------- */
+
+static lh_status enter(void *plan) { return cuda_enter(plan); }
+static void leave(void *plan) { cuda_leave(plan); }
+
+static const lh_stage_ops lighthouse_stages = {
+    .scores = cuda_scores_stage,
+    .select = cuda_select_stage,
+    .gather = cuda_gather_stage,
+    .scatter = cuda_scatter_stage,
+    .regather = cuda_regather_stage,
+    .gather_dout = cuda_gather_dout_stage,
+    .pool_grad = cuda_pool_grad_stage,
+};
+
+static const lh_pipeline_ops pipeline_ops = {
+    .enter = enter,
+    .leave = leave,
+    .lighthouse = &lighthouse_stages,
+    .dense = &cuda_dense_stages,
+    .attention_forward = cuda_attention_forward,
+    .attention_backward = cuda_attention_backward,
+    .dense_forward = cuda_dense_forward,
+    .dense_backward = cuda_dense_backward,
+    .timing_open = timing_open,
+    .timing_mark = timing_mark,
+};
+
+static lh_status plan_create(void *context_state, const lh_context_options *options,
+                             const lh_config *cfg, void **out_plan_state, lh_plan_sizes *sizes) {
+    return cuda_plan_create(context_state, &pipeline_ops, options, cfg, out_plan_state, sizes);
+}
+
 const lh_backend_ops lh_cuda_backend_ops = {
     .kind = LH_BACKEND_CUDA,
     .name = "cuda",
     .probe = cuda_probe,
     .context_create = cuda_context_create,
     .context_destroy = cuda_context_destroy,
-    .plan_create = cuda_plan_create,
+    .plan_create = plan_create,
     .plan_destroy = cuda_plan_destroy,
     .check_buffer = cuda_check_buffer,
     .check_stream = cuda_check_stream,
-    .forward = cuda_forward,
-    .backward = cuda_backward,
-    .scores = cuda_scores,
-    .select = cuda_select,
-    .gather = cuda_gather,
-    .scatter = cuda_scatter,
-    .attention_forward = cuda_attention_forward,
-    .attention_backward = cuda_attention_backward,
+    .forward = lh_pipeline_forward,
+    .backward = lh_pipeline_backward,
+    .scores = cuda_scores_entry,
+    .select = cuda_select_entry,
+    .gather = cuda_gather_entry,
+    .scatter = cuda_scatter_entry,
+    .attention_forward = cuda_attention_forward_entry,
+    .attention_backward = cuda_attention_backward_entry,
     .nccl_unique_id = cuda_nccl_unique_id_op,
     .nccl_ring_init = cuda_nccl_ring_init_op,
     .stage_ms = cuda_stage_ms,

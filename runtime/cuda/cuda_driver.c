@@ -80,6 +80,10 @@ static void load(void) {
         SYM(EventElapsedTime, "cuEventElapsedTime_v2"),
         SYM(StreamWaitEvent, "cuStreamWaitEvent"),
         SYM(MemcpyAsync, "cuMemcpyAsync"),
+        SYM(CtxSetCurrent, "cuCtxSetCurrent"),
+        SYM(MemsetD8, "cuMemsetD8_v2"),
+        SYM(MemcpyDtoD, "cuMemcpyDtoD_v2"),
+        SYM(MemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2"),
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         *table[i].slot = dlsym(lib, table[i].name);

@@ -5,6 +5,9 @@
  * nothing links against libcuda. cuda.h supplies the types only; every function is resolved here
  * by its versioned symbol name (cuMemAlloc_v2, ...) and called through this table. The field names
  * drop the "cu" prefix because cuda.h #defines many cu* names to versioned ones.
+ *
+ * This is the one loader of the driver: the tools (tools/common/host_device.c) and the test
+ * programs link it too (the static library lh_cuda_host), so the symbol list exists once.
  */
 #ifndef LH_CUDA_DRIVER_H
 #define LH_CUDA_DRIVER_H
@@ -71,6 +74,12 @@ typedef struct lh_cu_api {
      * in-process ring's device-to-device copies (unified addressing: any two devices). */
     CUresult (*StreamWaitEvent)(CUstream stream, CUevent event, unsigned int flags);
     CUresult (*MemcpyAsync)(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream stream);
+    /* The tools and test programs: a current context for the calling thread, synchronous
+     * fills and copies, copies on the legacy stream. */
+    CUresult (*CtxSetCurrent)(CUcontext ctx);
+    CUresult (*MemsetD8)(CUdeviceptr dst, unsigned char value, size_t n);
+    CUresult (*MemcpyDtoD)(CUdeviceptr dst, CUdeviceptr src, size_t bytes);
+    CUresult (*MemcpyDtoDAsync)(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream stream);
 } lh_cu_api;
 
 /* Loads libcuda.so.1 and calls cuInit(0) once per process. On failure returns

@@ -252,10 +252,10 @@ static lh_status check_shape(const lh_sdpa_shape *sh) {
     return LH_OK;
 }
 
-/* Which backward graph to try first: LH_CUDNN_SDPA_BWD=accum|deterministic, else the
+/* Which backward graph to try first: LIGHTHOUSE_CUDNN_SDPA_BWD=accum|deterministic, else the
  * deterministic one (Hopper's deterministic engine), falling back to the accumulator. */
 static int bwd_preference(void) {
-    const char *env = getenv("LH_CUDNN_SDPA_BWD");
+    const char *env = getenv("LIGHTHOUSE_CUDNN_SDPA_BWD");
     if (env && strcmp(env, "accum") == 0) return LH_SDPA_BWD_ACCUM;
     if (env && strcmp(env, "deterministic") == 0) return LH_SDPA_BWD_DETERMINISTIC;
     return -1;

@@ -28,7 +28,7 @@ typedef struct lh_sdpa_shape {
                                   blocks of earlier chunks); false = causal */
 } lh_sdpa_shape;
 
-/* Which backward graph a plan uses (LH_CUDNN_SDPA_BWD=accum|deterministic overrides the choice). */
+/* Which backward graph a plan uses (LIGHTHOUSE_CUDNN_SDPA_BWD=accum|deterministic overrides the choice). */
 typedef enum lh_sdpa_bwd_kind {
     LH_SDPA_BWD_DETERMINISTIC = 0, /* dQ written by the engine directly (no atomics) */
     LH_SDPA_BWD_ACCUM = 1          /* dQ accumulated in an fp32 workspace buffer */

@@ -19,7 +19,7 @@ static void load_once(void) {
     /* NVLink SHARP (multicast objects) stays off unless the user asks for it: rings only send
      * point to point, and multicast set-up has hung shared machines. An explicit setting wins. */
     setenv("NCCL_NVLS_ENABLE", "0", 0);
-    const char *name = getenv("LH_NCCL_LIBRARY");
+    const char *name = getenv("LIGHTHOUSE_NCCL_LIBRARY");
     if (!name || !*name) name = "libnccl.so.2";
     void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {

@@ -175,7 +175,7 @@ END_TEST
 
 START_TEST(templates_embedded_and_plan_kernels) {
     ck_assert_int_ge(lhc_template_count(), 2);
-    ck_assert_ptr_nonnull(lhc_template_source("pyramid_scores"));
+    ck_assert_ptr_nonnull(lhc_template_source("scores"));
     ck_assert_ptr_nonnull(lhc_template_source("scatter"));
     ck_assert_ptr_null(lhc_template_source("nope"));
     ck_assert_ptr_null(lhc_template_name(-1));
@@ -185,7 +185,7 @@ START_TEST(templates_embedded_and_plan_kernels) {
     lhc_plan_params pp = {.pooling = 4, .levels = 3, .head_dim = 128, .dtype = "bf16"};
     ck_assert_int_eq(lhc_plan_kernels(&pp, req, &n), LH_OK);
     ck_assert_int_ge(n, 2);
-    const lhc_kernel_request *pyr = find_request(req, n, "pyramid_scores");
+    const lhc_kernel_request *pyr = find_request(req, n, "scores");
     ck_assert_ptr_nonnull(pyr);
     ck_assert_ptr_nonnull(find_request(req, n, "scatter"));
     ck_assert_int_eq(pyr->block_threads, 256);
@@ -389,7 +389,7 @@ START_TEST(two_processes_compile_the_same_kernel) {
             lhc_cache *c = NULL;
             const lhc_kernel *k = NULL;
             int ok = lhc_cache_create(&c) == LH_OK && lhc_cache_set_dir(c, dir) == LH_OK &&
-                     lhc_compile(c, "pyramid_scores",
+                     lhc_compile(c, "scores",
                                  "DTYPE=f16 D=64 P=4 L=3 THREADS=256 SLICE=512 CHUNK=512 KPASS=1", "sm_90", &k) == LH_OK &&
                      strstr(k->ptx, ".entry lh_pyramid_scores") != NULL;
             lhc_cache_destroy(c);
@@ -406,7 +406,7 @@ START_TEST(two_processes_compile_the_same_kernel) {
     ck_assert_int_eq(count_files(dir, ".lhk", NULL, 0), 1);
     ck_assert_int_eq(count_files(dir, ".tmp", NULL, 0), 0);
     lhc_cache *c = cache_at(dir);
-    free(compile_copy(c, "pyramid_scores", "DTYPE=f16 D=64 P=4 L=3 THREADS=256 SLICE=512 CHUNK=512 KPASS=1", "sm_90"));
+    free(compile_copy(c, "scores", "DTYPE=f16 D=64 P=4 L=3 THREADS=256 SLICE=512 CHUNK=512 KPASS=1", "sm_90"));
     lhc_cache_stats s;
     lhc_cache_get_stats(c, &s);
     ck_assert_int_eq(s.disk_hits, 1);
@@ -572,6 +572,7 @@ static Suite *compiler_suite(void) {
     tcase_add_test(t, templates_embedded_and_plan_kernels);
     tcase_add_test(t, default_cache_dir_follows_environment);
     suite_add_tcase(s, t);
+    suite_add_tcase(s, kernels_tcase());
 
     t = tcase_create("cache");
     tcase_add_checked_fixture(t, dir_setup, dir_teardown);

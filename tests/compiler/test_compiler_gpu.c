@@ -5,42 +5,22 @@
  * pooled rows against those with, to the bit) and scatter (against the same fp32 sums, so the
  * result must match to the bit).
  *
- * The CUDA driver is loaded with dlopen: the program builds everywhere and exits 77 (ctest:
- * skipped) where no driver or GPU exists.
+ * Kernels are loaded and launched through the runtime's descriptors and launcher
+ * (runtime/cuda/cuda_kernels.c), and the CUDA driver through the runtime's loader (dlopen): the
+ * program builds everywhere and exits 77 (ctest: skipped) where no driver or GPU exists.
  */
-#include <cuda.h>
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "compiler.h"
+#include "cuda_kernels.h"
 #include "runtime.h"
 #include "test_compiler_util.h"
 
-static struct {
-    CUresult (*Init)(unsigned);
-    CUresult (*DeviceGet)(CUdevice *, int);
-    CUresult (*DeviceGetAttribute)(int *, CUdevice_attribute, CUdevice);
-    CUresult (*DevicePrimaryCtxRetain)(CUcontext *, CUdevice);
-    CUresult (*CtxSetCurrent)(CUcontext);
-    CUresult (*ModuleLoadData)(CUmodule *, const void *);
-    CUresult (*ModuleGetFunction)(CUfunction *, CUmodule, const char *);
-    CUresult (*MemAlloc)(CUdeviceptr *, size_t);
-    CUresult (*MemFree)(CUdeviceptr);
-    CUresult (*MemcpyHtoD)(CUdeviceptr, const void *, size_t);
-    CUresult (*MemcpyDtoH)(void *, CUdeviceptr, size_t);
-    CUresult (*MemsetD8)(CUdeviceptr, unsigned char, size_t);
-    CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                             CUstream, void **, void **);
-    CUresult (*CtxSynchronize)(void);
-    CUresult (*EventCreate)(CUevent *, unsigned);
-    CUresult (*EventRecord)(CUevent, CUstream);
-    CUresult (*EventSynchronize)(CUevent);
-    CUresult (*EventElapsedTime)(float *, CUevent, CUevent);
-    CUresult (*MemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
-} cu;
+/* The library's own loader of the driver and its launcher (lh_cuda_host). */
+static const lh_cu_api *cu;
 
 #define CU_CHECK(call)                                                                    \
     do {                                                                                  \
@@ -51,32 +31,14 @@ static struct {
         }                                                                                 \
     } while (0)
 
-static int load_driver(void) {
-    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) return -1;
-#define SYM(field, name) *(void **)&cu.field = dlsym(lib, name); if (!cu.field) return -1
-    SYM(Init, "cuInit");
-    SYM(DeviceGet, "cuDeviceGet");
-    SYM(DeviceGetAttribute, "cuDeviceGetAttribute");
-    SYM(DevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-    SYM(CtxSetCurrent, "cuCtxSetCurrent");
-    SYM(ModuleLoadData, "cuModuleLoadData");
-    SYM(ModuleGetFunction, "cuModuleGetFunction");
-    SYM(MemAlloc, "cuMemAlloc_v2");
-    SYM(MemFree, "cuMemFree_v2");
-    SYM(MemcpyHtoD, "cuMemcpyHtoD_v2");
-    SYM(MemcpyDtoH, "cuMemcpyDtoH_v2");
-    SYM(MemsetD8, "cuMemsetD8_v2");
-    SYM(LaunchKernel, "cuLaunchKernel");
-    SYM(CtxSynchronize, "cuCtxSynchronize");
-    SYM(EventCreate, "cuEventCreate");
-    SYM(EventRecord, "cuEventRecord");
-    SYM(EventSynchronize, "cuEventSynchronize");
-    SYM(EventElapsedTime, "cuEventElapsedTime_v2");
-    SYM(MemcpyDtoD, "cuMemcpyDtoD_v2");
-#undef SYM
-    return 0;
-}
+#define LH_CHECK(call)                                                                    \
+    do {                                                                                  \
+        lh_status s_ = (call);                                                            \
+        if (s_ != LH_OK) {                                                                \
+            printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, lh_error_message()); \
+            exit(1);                                                                      \
+        }                                                                                 \
+    } while (0)
 
 /* ---- bf16 / f16 ------------------------------------------------------------------------- */
 
@@ -115,23 +77,27 @@ static double uniform(void) { /* xorshift64*: fresh but reproducible inputs per 
 
 static CUdeviceptr upload(const void *host, size_t bytes) {
     CUdeviceptr d;
-    CU_CHECK(cu.MemAlloc(&d, bytes ? bytes : 16));
-    if (host && bytes) CU_CHECK(cu.MemcpyHtoD(d, host, bytes));
+    CU_CHECK(cu->MemAlloc(&d, bytes ? bytes : 16));
+    if (host && bytes) CU_CHECK(cu->MemcpyHtoD(d, host, bytes));
     return d;
 }
 
-static CUfunction load(lhc_cache *cache, const lhc_kernel_request *req, const char *chip) {
-    const lhc_kernel *k = NULL;
-    if (lhc_compile(cache, req->kernel, req->constants, chip, &k) != LH_OK) {
-        printf("FAIL compile %s: %s\n", req->kernel, lh_error_message());
+/* Compiles and loads `template` as a plan of `pp` asks for it (its kernels then launch through
+ * `k`); exits on failure. */
+static void load(lhc_cache *cache, const char *chip, const lhc_plan_params *pp,
+                 const char *template, cuda_kernels *k) {
+    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
+    int nreq = 0;
+    memset(k, 0, sizeof *k);
+    if (lhc_plan_kernels(pp, req, &nreq) != LH_OK ||
+        cuda_kernels_load(k, cu, cache, chip, find_request(req, nreq, template), 1) != LH_OK) {
+        printf("FAIL compile %s: %s\n", template, lh_error_message());
         exit(1);
     }
-    CUmodule m;
-    CUfunction f;
-    CU_CHECK(cu.ModuleLoadData(&m, k->ptx));
-    CU_CHECK(cu.ModuleGetFunction(&f, m, k->entries[0]));
-    return f;
 }
+
+/* A device pointer as a kernel argument. */
+static void *dev(CUdeviceptr p) { return (void *)(uintptr_t)p; }
 
 typedef struct gpu_case {
     int b, n, h, hkv, d, p, levels, bf16, bhnd;
@@ -145,11 +111,8 @@ static int64_t level_off(const gpu_case *c, int l) {
 
 static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) {
     lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16", 1};
-    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
-    int nreq = 0;
-    if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
-    const lhc_kernel_request *r = find_request(req, nreq, "pyramid_scores");
-    CUfunction f = load(cache, r, chip);
+    cuda_kernels kernels;
+    load(cache, chip, &pp, "scores", &kernels);
     int64_t s_total = level_off(c, c->levels);
     size_t nq = (size_t)c->b * c->n * c->h * c->d, nk = (size_t)c->b * c->n * c->hkv * c->d;
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2);
@@ -158,45 +121,44 @@ static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) 
     size_t sq_n = (size_t)c->b * c->h * s_total, sk_n = (size_t)c->b * c->hkv * s_total;
     CUdeviceptr dq = upload(q, nq * 2), dk = upload(k, nk * 2), dsq = upload(NULL, sq_n * 4),
                 dsk = upload(NULL, sk_n * 4);
-    CU_CHECK(cu.MemsetD8(dsq, 0xff, sq_n * 4)); /* NaN: an unwritten score cannot pass */
-    CU_CHECK(cu.MemsetD8(dsk, 0xff, sk_n * 4));
+    CU_CHECK(cu->MemsetD8(dsq, 0xff, sq_n * 4)); /* NaN: an unwritten score cannot pass */
+    CU_CHECK(cu->MemsetD8(dsk, 0xff, sk_n * 4));
     /* the coarsest level's pooled rows: F = p^(L-1) tokens a row */
     int64_t F = 1;
     for (int l = 1; l < c->levels; l++) F *= c->p;
     int64_t n_f = c->n / F;
     size_t pq_n = (size_t)c->b * c->h * n_f * c->d, pk_n = (size_t)c->b * c->hkv * n_f * c->d;
-    CUdeviceptr dpq = upload(NULL, pq_n * 2), dpk = upload(NULL, pk_n * 2), dnull = 0;
-    CU_CHECK(cu.MemsetD8(dpq, 0xff, pq_n * 2)); /* NaN rows: an unwritten row cannot pass */
-    CU_CHECK(cu.MemsetD8(dpk, 0xff, pk_n * 2));
+    CUdeviceptr dpq = upload(NULL, pq_n * 2), dpk = upload(NULL, pk_n * 2);
+    CU_CHECK(cu->MemsetD8(dpq, 0xff, pq_n * 2)); /* NaN rows: an unwritten row cannot pass */
+    CU_CHECK(cu->MemsetD8(dpk, 0xff, pk_n * 2));
     /* strides in elements for [B,N,H,D] or [B,H,N,D] */
-    int64_t n = c->n, heads = c->h, kvh = c->hkv, no_pool = 0, pool = 1;
+    int64_t n = c->n, heads = c->h, kvh = c->hkv;
     int64_t qsb = n * heads * c->d, ksb = n * kvh * c->d;
     int64_t qst = c->bhnd ? c->d : heads * c->d, kst = c->bhnd ? c->d : kvh * c->d;
     int64_t qsh = c->bhnd ? n * c->d : c->d, ksh = c->bhnd ? n * c->d : c->d;
-    unsigned gx = (unsigned)((n + r->tokens_per_block - 1) / r->tokens_per_block);
+    lhk_shape shape = {.batch = c->b};
     /* first without pooled rows (NULL pointers, as the stage entry point lh_scores runs it) ... */
-    void *args0[] = {&dq, &dk, &dsq, &dsk, &dnull, &dnull, &n, &heads, &kvh, &s_total, &no_pool,
-                     &qsb, &qst, &qsh, &ksb, &kst, &ksh};
-    CU_CHECK(cu.LaunchKernel(f, gx, (unsigned)(heads + kvh), (unsigned)c->b, (unsigned)r->block_threads, 1, 1,
-                             0, NULL, args0, NULL));
-    CU_CHECK(cu.CtxSynchronize());
+    lhk_pyramid_scores_args a = {.q = dev(dq), .k = dev(dk), .sq = dev(dsq), .sk = dev(dsk),
+                                 .n = n, .heads = heads, .kv_heads = kvh, .s_total = s_total,
+                                 .write_pooled = 0, .q_sb = qsb, .q_st = qst, .q_sh = qsh,
+                                 .k_sb = ksb, .k_st = kst, .k_sh = ksh};
+    LH_CHECK(cuda_kernels_launch(&kernels, LHK_PYRAMID_SCORES, &a, &shape, NULL));
+    CU_CHECK(cu->CtxSynchronize());
     float *sq0 = malloc(sq_n * 4), *sk0 = malloc(sk_n * 4);
-    CU_CHECK(cu.MemcpyDtoH(sq0, dsq, sq_n * 4));
-    CU_CHECK(cu.MemcpyDtoH(sk0, dsk, sk_n * 4));
+    CU_CHECK(cu->MemcpyDtoH(sq0, dsq, sq_n * 4));
+    CU_CHECK(cu->MemcpyDtoH(sk0, dsk, sk_n * 4));
     /* ... then with them (as the forward runs it): the scores must not change by a bit */
-    CU_CHECK(cu.MemsetD8(dsq, 0xff, sq_n * 4));
-    CU_CHECK(cu.MemsetD8(dsk, 0xff, sk_n * 4));
-    void *args[] = {&dq, &dk, &dsq, &dsk, &dpq, &dpk, &n, &heads, &kvh, &s_total, &pool,
-                    &qsb, &qst, &qsh, &ksb, &kst, &ksh};
-    CU_CHECK(cu.LaunchKernel(f, gx, (unsigned)(heads + kvh), (unsigned)c->b, (unsigned)r->block_threads, 1, 1,
-                             0, NULL, args, NULL));
-    CU_CHECK(cu.CtxSynchronize());
+    CU_CHECK(cu->MemsetD8(dsq, 0xff, sq_n * 4));
+    CU_CHECK(cu->MemsetD8(dsk, 0xff, sk_n * 4));
+    a.pq = dev(dpq), a.pk = dev(dpk), a.write_pooled = 1;
+    LH_CHECK(cuda_kernels_launch(&kernels, LHK_PYRAMID_SCORES, &a, &shape, NULL));
+    CU_CHECK(cu->CtxSynchronize());
     float *sq = malloc(sq_n * 4), *sk = malloc(sk_n * 4);
-    CU_CHECK(cu.MemcpyDtoH(sq, dsq, sq_n * 4));
-    CU_CHECK(cu.MemcpyDtoH(sk, dsk, sk_n * 4));
+    CU_CHECK(cu->MemcpyDtoH(sq, dsq, sq_n * 4));
+    CU_CHECK(cu->MemcpyDtoH(sk, dsk, sk_n * 4));
     uint16_t *pq = malloc(pq_n * 2), *pk = malloc(pk_n * 2);
-    CU_CHECK(cu.MemcpyDtoH(pq, dpq, pq_n * 2));
-    CU_CHECK(cu.MemcpyDtoH(pk, dpk, pk_n * 2));
+    CU_CHECK(cu->MemcpyDtoH(pq, dpq, pq_n * 2));
+    CU_CHECK(cu->MemcpyDtoH(pk, dpk, pk_n * 2));
 
     int bad = 0;
     if (memcmp(sq0, sq, sq_n * 4) != 0 || memcmp(sk0, sk, sk_n * 4) != 0) {
@@ -272,22 +234,20 @@ static int check_pyramid(lhc_cache *cache, const char *chip, const gpu_case *c) 
     free(sk0);
     free(pq);
     free(pk);
-    cu.MemFree(dq);
-    cu.MemFree(dk);
-    cu.MemFree(dsq);
-    cu.MemFree(dsk);
-    cu.MemFree(dpq);
-    cu.MemFree(dpk);
+    cu->MemFree(dq);
+    cu->MemFree(dk);
+    cu->MemFree(dsq);
+    cu->MemFree(dsk);
+    cu->MemFree(dpq);
+    cu->MemFree(dpk);
+    cuda_kernels_unload(&kernels);
     return bad != 0;
 }
 
 static int check_scatter(lhc_cache *cache, const char *chip, const gpu_case *c) {
     lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16", 1};
-    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
-    int nreq = 0;
-    if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
-    const lhc_kernel_request *r = find_request(req, nreq, "scatter");
-    CUfunction f = load(cache, r, chip);
+    cuda_kernels kernels;
+    load(cache, chip, &pp, "scatter", &kernels);
     int64_t s_total = level_off(c, c->levels), n = c->n, heads = c->h;
     /* a random selection: each pyramid position with probability 0.3, slots in random order */
     size_t inv_n = (size_t)c->b * heads * s_total;
@@ -312,15 +272,15 @@ static int check_scatter(lhc_cache *cache, const char *chip, const gpu_case *c) 
     uint16_t *o = malloc(o_n * 2), *out = malloc(out_n * 2);
     for (size_t i = 0; i < o_n; i++) o[i] = to_half((float)(uniform() * 2 - 1), c->bf16);
     CUdeviceptr dO = upload(o, o_n * 2), dinv = upload(inv, inv_n * 4), dout = upload(NULL, out_n * 2);
-    CU_CHECK(cu.MemsetD8(dout, 0xff, out_n * 2));
+    CU_CHECK(cu->MemsetD8(dout, 0xff, out_n * 2));
     int64_t osb = heads * s_sel * c->d, osh = s_sel * c->d, oss = c->d;
     int64_t wsb = n * heads * c->d, wst = c->bhnd ? c->d : heads * c->d, wsh = c->bhnd ? n * c->d : c->d;
-    void *args[] = {&dO, &dinv, &dout, &n, &heads, &s_total, &osb, &osh, &oss, &wsb, &wst, &wsh};
-    unsigned gx = (unsigned)((n + r->tokens_per_block - 1) / r->tokens_per_block);
-    CU_CHECK(cu.LaunchKernel(f, gx, (unsigned)heads, (unsigned)c->b, (unsigned)r->block_threads, 1, 1, 0, NULL,
-                             args, NULL));
-    CU_CHECK(cu.CtxSynchronize());
-    CU_CHECK(cu.MemcpyDtoH(out, dout, out_n * 2));
+    lhk_scatter_args a = {.o_sel = dev(dO), .inv = dev(dinv), .out = dev(dout), .n = n,
+                          .heads = heads, .s_total = s_total, .o_sb = osb, .o_sh = osh,
+                          .o_ss = oss, .out_sb = wsb, .out_st = wst, .out_sh = wsh};
+    LH_CHECK(cuda_kernels_launch(&kernels, LHK_SCATTER, &a, &(lhk_shape){.batch = c->b}, NULL));
+    CU_CHECK(cu->CtxSynchronize());
+    CU_CHECK(cu->MemcpyDtoH(out, dout, out_n * 2));
 
     int bad = 0;
     float *acc = malloc((size_t)c->d * sizeof *acc);
@@ -351,25 +311,26 @@ static int check_scatter(lhc_cache *cache, const char *chip, const gpu_case *c) 
     free(inv);
     free(o);
     free(out);
-    cu.MemFree(dO);
-    cu.MemFree(dinv);
-    cu.MemFree(dout);
+    cu->MemFree(dO);
+    cu->MemFree(dinv);
+    cu->MemFree(dout);
+    cuda_kernels_unload(&kernels);
     return bad != 0;
 }
 
 /* Median-free quick timing: the mean of `reps` launches after one warm-up, in ms. */
-static float time_launches(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned threads, void **args,
-                           int reps) {
+static float time_launches(const cuda_kernels *k, lhk_kernel id, const void *args, int reps) {
     CUevent a, b;
-    CU_CHECK(cu.EventCreate(&a, 0));
-    CU_CHECK(cu.EventCreate(&b, 0));
-    CU_CHECK(cu.LaunchKernel(f, gx, gy, gz, threads, 1, 1, 0, NULL, args, NULL));
-    CU_CHECK(cu.EventRecord(a, NULL));
-    for (int i = 0; i < reps; i++) CU_CHECK(cu.LaunchKernel(f, gx, gy, gz, threads, 1, 1, 0, NULL, args, NULL));
-    CU_CHECK(cu.EventRecord(b, NULL));
-    CU_CHECK(cu.EventSynchronize(b));
+    const lhk_shape shape = {.batch = 1};
+    CU_CHECK(cu->EventCreate(&a, 0));
+    CU_CHECK(cu->EventCreate(&b, 0));
+    LH_CHECK(cuda_kernels_launch(k, id, args, &shape, NULL));
+    CU_CHECK(cu->EventRecord(a, NULL));
+    for (int i = 0; i < reps; i++) LH_CHECK(cuda_kernels_launch(k, id, args, &shape, NULL));
+    CU_CHECK(cu->EventRecord(b, NULL));
+    CU_CHECK(cu->EventSynchronize(b));
     float ms = 0;
-    CU_CHECK(cu.EventElapsedTime(&ms, a, b));
+    CU_CHECK(cu->EventElapsedTime(&ms, a, b));
     return ms / (float)reps;
 }
 
@@ -379,18 +340,16 @@ static int bench(lhc_cache *cache, const char *chip) {
     const int64_t n = 524288, heads = 8, d = 128;
     gpu_case c = {1, (int)n, (int)heads, (int)heads, (int)d, 4, 3, 1, 0};
     lhc_plan_params pp = {4, 3, (int)d, "bf16", 1};
-    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
-    int nreq = 0;
-    if (lhc_plan_kernels(&pp, req, &nreq) != LH_OK) return 1;
-    const lhc_kernel_request *rp = find_request(req, nreq, "pyramid_scores"), *rs = find_request(req, nreq, "scatter");
-    CUfunction fp = load(cache, rp, chip), fs = load(cache, rs, chip);
+    cuda_kernels kp, ks;
+    load(cache, chip, &pp, "scores", &kp);
+    load(cache, chip, &pp, "scatter", &ks);
     int64_t s_total = level_off(&c, 3), s_sel = 49152;
     size_t tensor = (size_t)n * heads * d * 2;
     CUdeviceptr q = upload(NULL, tensor), k = upload(NULL, tensor), sq = upload(NULL, heads * s_total * 4),
                 sk = upload(NULL, heads * s_total * 4), o = upload(NULL, heads * s_sel * d * 2), out = upload(NULL, tensor);
-    CU_CHECK(cu.MemsetD8(q, 0x3c, tensor));
-    CU_CHECK(cu.MemsetD8(k, 0x3c, tensor));
-    CU_CHECK(cu.MemsetD8(o, 0x3c, heads * s_sel * d * 2));
+    CU_CHECK(cu->MemsetD8(q, 0x3c, tensor));
+    CU_CHECK(cu->MemsetD8(k, 0x3c, tensor));
+    CU_CHECK(cu->MemsetD8(o, 0x3c, heads * s_sel * d * 2));
     /* an inverse map selecting every (S_total / S_sel)-th position, slots in order */
     int32_t *inv = malloc((size_t)heads * s_total * 4);
     for (int64_t h = 0; h < heads; h++) {
@@ -403,30 +362,28 @@ static int bench(lhc_cache *cache, const char *chip) {
     /* without pooled rows (lh_scores) and with them (the forward: F = 16, 1/16 of q and k more
      * written) */
     size_t pooled = tensor / 16;
-    CUdeviceptr pq = upload(NULL, pooled), pk = upload(NULL, pooled), none = 0;
-    int64_t no_pool = 0, pool = 1;
-    void *pargs[] = {&q, &k, &sq, &sk, &none, &none, (void *)&n, (void *)&heads, &kvh, &s_total, &no_pool,
-                     &sb, &st, &sh, &sb, &st, &sh};
-    void *ppargs[] = {&q, &k, &sq, &sk, &pq, &pk, (void *)&n, (void *)&heads, &kvh, &s_total, &pool,
-                      &sb, &st, &sh, &sb, &st, &sh};
-    float tp = time_launches(fp, (unsigned)((n + rp->tokens_per_block - 1) / rp->tokens_per_block),
-                             (unsigned)(2 * heads), 1, (unsigned)rp->block_threads, pargs, 20);
-    float tpp = time_launches(fp, (unsigned)((n + rp->tokens_per_block - 1) / rp->tokens_per_block),
-                              (unsigned)(2 * heads), 1, (unsigned)rp->block_threads, ppargs, 20);
-    int64_t osb = heads * s_sel * d, osh = s_sel * d, oss = d;
-    void *sargs[] = {&o, &dinv, &out, (void *)&n, (void *)&heads, &s_total, &osb, &osh, &oss, &sb, &st, &sh};
-    float ts = time_launches(fs, (unsigned)((n + rs->tokens_per_block - 1) / rs->tokens_per_block), (unsigned)heads,
-                             1, (unsigned)rs->block_threads, sargs, 20);
+    CUdeviceptr pq = upload(NULL, pooled), pk = upload(NULL, pooled);
+    lhk_pyramid_scores_args pa = {.q = dev(q), .k = dev(k), .sq = dev(sq), .sk = dev(sk), .n = n,
+                                  .heads = heads, .kv_heads = kvh, .s_total = s_total,
+                                  .write_pooled = 0, .q_sb = sb, .q_st = st, .q_sh = sh,
+                                  .k_sb = sb, .k_st = st, .k_sh = sh};
+    float tp = time_launches(&kp, LHK_PYRAMID_SCORES, &pa, 20);
+    pa.pq = dev(pq), pa.pk = dev(pk), pa.write_pooled = 1;
+    float tpp = time_launches(&kp, LHK_PYRAMID_SCORES, &pa, 20);
+    lhk_scatter_args sa = {.o_sel = dev(o), .inv = dev(dinv), .out = dev(out), .n = n,
+                           .heads = heads, .s_total = s_total, .o_sb = heads * s_sel * d,
+                           .o_sh = s_sel * d, .o_ss = d, .out_sb = sb, .out_st = st, .out_sh = sh};
+    float ts = time_launches(&ks, LHK_SCATTER, &sa, 20);
     CUevent a, b;
-    CU_CHECK(cu.EventCreate(&a, 0));
-    CU_CHECK(cu.EventCreate(&b, 0));
-    CU_CHECK(cu.MemcpyDtoD(out, q, tensor));
-    CU_CHECK(cu.EventRecord(a, NULL));
-    for (int i = 0; i < 20; i++) CU_CHECK(cu.MemcpyDtoD(out, q, tensor));
-    CU_CHECK(cu.EventRecord(b, NULL));
-    CU_CHECK(cu.EventSynchronize(b));
+    CU_CHECK(cu->EventCreate(&a, 0));
+    CU_CHECK(cu->EventCreate(&b, 0));
+    CU_CHECK(cu->MemcpyDtoD(out, q, tensor));
+    CU_CHECK(cu->EventRecord(a, NULL));
+    for (int i = 0; i < 20; i++) CU_CHECK(cu->MemcpyDtoD(out, q, tensor));
+    CU_CHECK(cu->EventRecord(b, NULL));
+    CU_CHECK(cu->EventSynchronize(b));
     float tc = 0;
-    CU_CHECK(cu.EventElapsedTime(&tc, a, b));
+    CU_CHECK(cu->EventElapsedTime(&tc, a, b));
     tc /= 20;
     double copy_bw = 2.0 * tensor / (tc * 1e-3) / 1e9;
     double p_bytes = 2.0 * tensor + 2.0 * heads * s_total * 4, s_bytes = tensor + heads * s_sel * d * 2.0 + heads * s_total * 4.0;
@@ -440,8 +397,10 @@ static int bench(lhc_cache *cache, const char *chip) {
     printf("  scatter             %7.3f ms  %6.0f GB/s (%.0f%% of copy)\n", ts, s_bytes / (ts * 1e-3) / 1e9,
            100.0 * s_bytes / (ts * 1e-3) / 1e9 / copy_bw);
     free(inv);
-    cu.MemFree(pq);
-    cu.MemFree(pk);
+    cu->MemFree(pq);
+    cu->MemFree(pk);
+    cuda_kernels_unload(&kp);
+    cuda_kernels_unload(&ks);
     return 0;
 }
 
@@ -449,7 +408,7 @@ int run_gpu(void) {
     CUdevice dev;
     CUcontext ctx;
     int major = 0, minor = 0;
-    if (load_driver() != 0 || cu.Init(0) != CUDA_SUCCESS || cu.DeviceGet(&dev, 0) != CUDA_SUCCESS) {
+    if (lh_cu_load(&cu) != LH_OK || cu->DeviceGet(&dev, 0) != CUDA_SUCCESS) {
         printf("gpu: no CUDA driver or device, skipped\n");
         return 77;
     }
@@ -457,12 +416,12 @@ int run_gpu(void) {
         printf("gpu: built without the compiler, skipped\n");
         return 77;
     }
-    CU_CHECK(cu.DeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
-    CU_CHECK(cu.DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev));
-    CU_CHECK(cu.DevicePrimaryCtxRetain(&ctx, dev));
-    CU_CHECK(cu.CtxSetCurrent(ctx));
+    CU_CHECK(cu->DeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
+    CU_CHECK(cu->DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev));
+    CU_CHECK(cu->DevicePrimaryCtxRetain(&ctx, dev));
+    CU_CHECK(cu->CtxSetCurrent(ctx));
     char chip[16];
-    snprintf(chip, sizeof chip, "sm_%d%d%s", major, minor, major >= 10 ? "a" : "");
+    cuda_kernels_chip(major * 10 + minor, chip, sizeof chip); /* the runtime's choice */
     lhc_cache *cache = NULL;
     if (lhc_cache_create(&cache) != LH_OK) return 1;
     lhc_cache_set_disk_enabled(cache, 0);
@@ -479,7 +438,7 @@ int run_gpu(void) {
         {1, 2048, 2, 2, 256, 2, 2, 1, 1},  /* D = 256: a row per warp */
     };
     int failed = 0;
-    if (getenv("LH_COMPILER_GPU_BENCH")) failed += bench(cache, chip);
+    if (getenv("LIGHTHOUSE_COMPILER_GPU_BENCH")) failed += bench(cache, chip);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         failed += check_pyramid(cache, chip, &cases[i]);
         failed += check_scatter(cache, chip, &cases[i]);

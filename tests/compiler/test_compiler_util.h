@@ -2,6 +2,8 @@
 #ifndef LH_TEST_COMPILER_UTIL_H
 #define LH_TEST_COMPILER_UTIL_H
 
+#include <check.h>
+
 #include "compiler.h"
 
 /* Entry points of the other modes; each returns the process exit status (77 = skipped). */
@@ -9,6 +11,9 @@ int run_matrix(void);
 int run_timing(void);
 int run_gpu(void);
 int run_ptx(void);
+
+/* The kernel descriptors against the templates (test_compiler_kernels.c). */
+TCase *kernels_tcase(void);
 
 /* A fresh empty directory under $TMPDIR (or /tmp); `out` receives its path. 0 on success. */
 int make_temp_dir(char *out, size_t cap);

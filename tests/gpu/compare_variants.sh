@@ -4,13 +4,13 @@
 # --quick (a variant that fails is reported, not timed) and lighthouse-bench --lighthouse-only 2
 # (Lighthouse and its floor in pairs).
 #
-#   tests/gpu/compare_variants.sh [BIN_DIR]     (LH_VARIANT_SEQS, default 32768,131072,524288)
+#   tests/gpu/compare_variants.sh [BIN_DIR]     (LIGHTHOUSE_VARIANT_SEQS, default 32768,131072,524288)
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=$(cd "${1:-$ROOT/.pack/gpu}" && pwd)
 source "$ROOT/tests/gpu/gpu_env.sh"
-SEQS=${LH_VARIANT_SEQS:-32768,131072,524288}
-LOGS=${LH_GPU_LOG_DIR:-/tmp/lh-gpu-logs}
+SEQS=${LIGHTHOUSE_VARIANT_SEQS:-32768,131072,524288}
+LOGS=${LIGHTHOUSE_GPU_LOG_DIR:-/tmp/lh-gpu-logs}
 mkdir -p "$LOGS"
 base_path=$LD_LIBRARY_PATH
 compare() {   # compare NAME LIBDIR ENVFILE

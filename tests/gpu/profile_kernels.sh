@@ -7,12 +7,12 @@
 #
 #   tests/gpu/profile_kernels.sh [BIN_DIR] [N]      (default BIN_DIR .pack/gpu, N 524288)
 #
-# Writes $LH_GPU_LOG_DIR/profile-N.csv (raw ncu) and profile-N.txt (the table).
+# Writes $LIGHTHOUSE_GPU_LOG_DIR/profile-N.csv (raw ncu) and profile-N.txt (the table).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=$(cd "${1:-$ROOT/.pack/gpu}" && pwd)
 N=${2:-524288}
-LOGS=${LH_GPU_LOG_DIR:-/tmp/lh-gpu-logs}
+LOGS=${LIGHTHOUSE_GPU_LOG_DIR:-/tmp/lh-gpu-logs}
 mkdir -p "$LOGS"
 source "$ROOT/tests/gpu/gpu_env.sh"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)

@@ -4,21 +4,21 @@
 #
 #   tests/gpu/run_gpu_tests.sh [BIN_DIR]
 #
-# LH_GPU_BENCH=1 keeps the benchmark in a quick or LH_GPU_ONLY run; LH_BENCH_ARGS are passed to it.
-# BIN_DIR holds liblighthouse.so.0 and the programs of tests/gpu (default: $LH_GPU_BIN, else
+# LIGHTHOUSE_GPU_BENCH=1 keeps the benchmark in a quick or LIGHTHOUSE_GPU_ONLY run; LIGHTHOUSE_BENCH_ARGS are passed to it.
+# BIN_DIR holds liblighthouse.so.0 and the programs of tests/gpu (default: $LIGHTHOUSE_GPU_BIN, else
 # .pack/gpu at the repository root, else build/tests/gpu). cuDNN and NCCL are taken from the
-# Python wheels under /opt/torch/.venv (override with LH_NVIDIA_WHEELS). Logs go to
-# $LH_GPU_LOG_DIR (default /tmp/lh-gpu-logs). LH_GPU_QUICK=1 skips the N >= 16K dense cases and
-# the timing program. LH_GPU_ONLY=REGEX runs only the programs whose names match (e.g.
-# 'lighthouse|demo'). LH_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times).
+# Python wheels under /opt/torch/.venv (override with LIGHTHOUSE_NVIDIA_WHEELS). Logs go to
+# $LIGHTHOUSE_GPU_LOG_DIR (default /tmp/lh-gpu-logs). LIGHTHOUSE_GPU_QUICK=1 skips the N >= 16K dense cases and
+# the timing program. LIGHTHOUSE_GPU_ONLY=REGEX runs only the programs whose names match (e.g.
+# 'lighthouse|demo'). LIGHTHOUSE_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${1:-${LH_GPU_BIN:-}}
+BIN=${1:-${LIGHTHOUSE_GPU_BIN:-}}
 if [ -z "$BIN" ]; then
   if [ -x "$ROOT/.pack/gpu/test_cuda_dense" ]; then BIN=$ROOT/.pack/gpu; else BIN=$ROOT/build/tests/gpu; fi
 fi
 BIN=$(cd "$BIN" && pwd)
-LOGS=${LH_GPU_LOG_DIR:-/tmp/lh-gpu-logs}
+LOGS=${LIGHTHOUSE_GPU_LOG_DIR:-/tmp/lh-gpu-logs}
 mkdir -p "$LOGS"
 source "$ROOT/tests/gpu/gpu_env.sh"
 
@@ -31,8 +31,8 @@ names=(); statuses=(); times=(); counts=()
 # run NAME TIMEOUT COMMAND... : runs one program, keeps its log, records the outcome.
 run() {
   local name=$1 limit=$2; shift 2
-  # LH_GPU_ONLY (a regular expression) narrows a run to the programs it names.
-  if [ -n "${LH_GPU_ONLY:-}" ] && ! [[ $name =~ $LH_GPU_ONLY ]]; then return; fi
+  # LIGHTHOUSE_GPU_ONLY (a regular expression) narrows a run to the programs it names.
+  if [ -n "${LIGHTHOUSE_GPU_ONLY:-}" ] && ! [[ $name =~ $LIGHTHOUSE_GPU_ONLY ]]; then return; fi
   local log="$LOGS/$name.log"
   echo "== $name: $*"
   local t0=$(date +%s.%N)
@@ -62,8 +62,8 @@ fi
 run errors 120 "$BIN/test_cuda_errors"
 # Long sequences use the backward graph with the fp32 dQ accumulator (the deterministic graph's
 # workspace grows as N^2); run it on a short grouped-query case too.
-LH_CUDNN_SDPA_BWD=accum run dense_accum_gqa 120 "$BIN/test_cuda_dense" --case bf16_bhnd_b1_n1024_h8_kv2_d128
-if [ "${LH_GPU_QUICK:-0}" = 1 ]; then
+LIGHTHOUSE_CUDNN_SDPA_BWD=accum run dense_accum_gqa 120 "$BIN/test_cuda_dense" --case bf16_bhnd_b1_n1024_h8_kv2_d128
+if [ "${LIGHTHOUSE_GPU_QUICK:-0}" = 1 ]; then
   for c in bf16_bnhd_b2_n128_h4_d64 fp16_bhnd_b2_n256_h4_kv2_d128 bf16_bhnd_b1_n1024_h8_kv2_d128; do
     run "dense_$c" 120 "$BIN/test_cuda_dense" --case "$c"
   done
@@ -71,8 +71,8 @@ else
   run dense 360 "$BIN/test_cuda_dense"
 fi
 run graph 120 "$BIN/test_cuda_graph"
-LH_CUDNN_SDPA_BWD=accum run graph_accum 120 "$BIN/test_cuda_graph"
-if [ "${LH_GPU_QUICK:-0}" = 1 ]; then
+LIGHTHOUSE_CUDNN_SDPA_BWD=accum run graph_accum 120 "$BIN/test_cuda_graph"
+if [ "${LIGHTHOUSE_GPU_QUICK:-0}" = 1 ]; then
   run lighthouse 300 "$BIN/test_lighthouse_gpu" --quick
 else
   run lighthouse 600 "$BIN/test_lighthouse_gpu"
@@ -84,16 +84,18 @@ fi
 ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
 if [ -x "$BIN/test_cp_nccl_2gpu" ] && [ "$ngpu" -ge 2 ]; then
   run cp_nccl_2gpu 300 "$BIN/test_cp_nccl_2gpu"
-  [ "${LH_GPU_QUICK:-0}" != 1 ] && [ -x "$BIN/bench_cp" ] &&
+  [ "${LIGHTHOUSE_GPU_QUICK:-0}" != 1 ] && [ -x "$BIN/bench_cp" ] &&
     timeout 600 "$BIN/bench_cp" --mode=nccl 2>&1 | tee "$LOGS/bench_cp.log"
 fi
 [ -x "$BIN/lighthouse-demo" ] && run demo 120 "$BIN/lighthouse-demo"
+# The README's C example (examples/c): on a GPU it must pick bf16 and run on device memory.
+[ -x "$BIN/forward_backward" ] && run example_c 120 "$BIN/forward_backward"
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ -x "$SAN" ]; then
   # a small case with the library's default graphs, then grouped-query heads with the fp32 dQ
   # accumulator (its workspace buffers are where an overrun would show)
   run memcheck 300 bash -c "'$SAN' --tool memcheck --error-exitcode 3 '$BIN/test_cuda_dense' --small &&
-    LH_CUDNN_SDPA_BWD=accum '$SAN' --tool memcheck --error-exitcode 3 '$BIN/test_cuda_dense' \
+    LIGHTHOUSE_CUDNN_SDPA_BWD=accum '$SAN' --tool memcheck --error-exitcode 3 '$BIN/test_cuda_dense' \
       --case fp16_bhnd_b2_n256_h4_kv2_d128"
   run lighthouse_memcheck 300 "$SAN" --tool memcheck --error-exitcode 3 "$BIN/test_lighthouse_gpu" --tiny
   # racecheck on the library's own kernels (entry points lh_*); cuDNN's generated wgmma kernels
@@ -103,24 +105,24 @@ if [ -x "$SAN" ]; then
 else
   echo "== memcheck: compute-sanitizer not found"; names+=(memcheck); statuses+=("SKIP (no compute-sanitizer)"); times+=(0); counts+=(-)
 fi
-# The benchmark runs in full runs that name no programs, or wherever LH_GPU_BENCH=1 (LH_BENCH_ARGS
-# narrows it): a run narrowed with LH_GPU_ONLY (variants, a profile) does not pay for it unasked.
-if { [ "${LH_GPU_BENCH:-0}" = 1 ] || { [ "${LH_GPU_QUICK:-0}" != 1 ] && [ -z "${LH_GPU_ONLY:-}" ]; }; } &&
+# The benchmark runs in full runs that name no programs, or wherever LIGHTHOUSE_GPU_BENCH=1 (LIGHTHOUSE_BENCH_ARGS
+# narrows it): a run narrowed with LIGHTHOUSE_GPU_ONLY (variants, a profile) does not pay for it unasked.
+if { [ "${LIGHTHOUSE_GPU_BENCH:-0}" = 1 ] || { [ "${LIGHTHOUSE_GPU_QUICK:-0}" != 1 ] && [ -z "${LIGHTHOUSE_GPU_ONLY:-}" ]; }; } &&
   [ -x "$BIN/lighthouse-bench" ]; then
   # The benchmark (not a test): Lighthouse vs dense vs the S_sel floor; JSON and PNG next to the logs.
-  echo "== timing (not a test): lighthouse-bench ${LH_BENCH_ARGS:-}"
-  timeout 420 "$BIN/lighthouse-bench" --json "$LOGS/bench.json" ${LH_BENCH_ARGS:-} 2>&1 | tee "$LOGS/bench.log"
+  echo "== timing (not a test): lighthouse-bench ${LIGHTHOUSE_BENCH_ARGS:-}"
+  timeout 420 "$BIN/lighthouse-bench" --json "$LOGS/bench.json" ${LIGHTHOUSE_BENCH_ARGS:-} 2>&1 | tee "$LOGS/bench.log"
   python3 "$ROOT/tools/bench/plot_bench.py" "$LOGS/bench.json" "$LOGS/bench.png" 2>&1 | tail -1
   # copied at once, so that a run cut off later (variants, profile) still returns them
   [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOGS"/bench.json "$LOGS"/bench.png "$OUT"/ 2>/dev/null
 fi
 
 # Other builds of the library against the packed one (scripts/gpu_pack_variant.sh), with
-# LH_GPU_VARIANTS=1: their tests and timings in the same run (not a test of the packed library).
-if [ "${LH_GPU_VARIANTS:-0}" = 1 ]; then bash "$ROOT/tests/gpu/compare_variants.sh" "$BIN"; fi
-# Per-kernel times under ncu (not a test), with LH_GPU_PROFILE=1; LH_PROFILE_SEQS lists the N.
-if [ "${LH_GPU_PROFILE:-0}" = 1 ]; then
-  for n in ${LH_PROFILE_SEQS:-524288}; do bash "$ROOT/tests/gpu/profile_kernels.sh" "$BIN" "$n"; done
+# LIGHTHOUSE_GPU_VARIANTS=1: their tests and timings in the same run (not a test of the packed library).
+if [ "${LIGHTHOUSE_GPU_VARIANTS:-0}" = 1 ]; then bash "$ROOT/tests/gpu/compare_variants.sh" "$BIN"; fi
+# Per-kernel times under ncu (not a test), with LIGHTHOUSE_GPU_PROFILE=1; LIGHTHOUSE_PROFILE_SEQS lists the N.
+if [ "${LIGHTHOUSE_GPU_PROFILE:-0}" = 1 ]; then
+  for n in ${LIGHTHOUSE_PROFILE_SEQS:-524288}; do bash "$ROOT/tests/gpu/profile_kernels.sh" "$BIN" "$n"; done
 fi
 
 echo

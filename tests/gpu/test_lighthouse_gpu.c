@@ -120,7 +120,7 @@ static void test_golden_select(void) {
         {"g2", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 2, 2048, 1, 1, 32, 3, 2, 128, 0, 0, 0},
         {"g3", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 1, 8192, 1, 1, 32, 3, 4, 256, 0, 0, 0},
     };
-    const char *dir = getenv("LH_GOLDEN_DIR") ? getenv("LH_GOLDEN_DIR") : LH_GOLDEN_DIR;
+    const char *dir = getenv("LIGHTHOUSE_GOLDEN_DIR") ? getenv("LIGHTHOUSE_GOLDEN_DIR") : LH_GOLDEN_DIR;
     for (size_t g = 0; g < sizeof goldens / sizeof goldens[0]; g++) {
         const lcfg *c = &goldens[g];
         lh_plan *p = make_plan(gpu_ctx, c, c->dtype, c->B, c->H, c->Hkv);
@@ -134,7 +134,7 @@ static void test_golden_select(void) {
         snprintf(name, sizeof name, "%s.indices.i32", c->name);
         int32_t *want = (int32_t *)load_f32(dir, name, ni);
         if (!sq || !sk || !want) {
-            check(false, "golden_select", "%s: cannot read the golden files in %s (set LH_GOLDEN_DIR)",
+            check(false, "golden_select", "%s: cannot read the golden files in %s (set LIGHTHOUSE_GOLDEN_DIR)",
                   c->name, dir);
         } else {
             void *dsq = gpu_alloc(&env, ns * 4), *dsk = gpu_alloc(&env, ns * 4);

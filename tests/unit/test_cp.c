@@ -31,7 +31,7 @@
 #include "test_util.h"
 
 static uint64_t seed;
-/* Smaller problems under valgrind (or with LH_TEST_CP_SMALL set): the same paths, less work. */
+/* Smaller problems under valgrind (or with LIGHTHOUSE_TEST_CP_SMALL set): the same paths, less work. */
 static int small;
 lh_context *test_cp_ctx;
 
@@ -412,11 +412,11 @@ START_TEST(test_cp_validation) {
 END_TEST
 
 int main(void) {
-    const char *env = getenv("LH_TEST_SEED");
+    const char *env = getenv("LIGHTHOUSE_TEST_SEED");
     seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) * 2654435761u + 1;
-    printf("test_cp seed %llu (set LH_TEST_SEED to repeat)\n", (unsigned long long)seed);
-    small = RUNNING_ON_VALGRIND || getenv("LH_TEST_CP_SMALL") != NULL;
-    if (small) printf("small problems (valgrind or LH_TEST_CP_SMALL)\n");
+    printf("test_cp seed %llu (set LIGHTHOUSE_TEST_SEED to repeat)\n", (unsigned long long)seed);
+    small = RUNNING_ON_VALGRIND || getenv("LIGHTHOUSE_TEST_CP_SMALL") != NULL;
+    if (small) printf("small problems (valgrind or LIGHTHOUSE_TEST_CP_SMALL)\n");
     /* A rank that waits for a failed peer must give up long before ctest's timeout. */
     setenv("LIGHTHOUSE_RING_TIMEOUT_S", "60", 0);
     Suite *s = suite_create("context parallelism");

@@ -499,10 +499,10 @@ END_TEST
 
 int main(void) {
     seed = (uint64_t)time(NULL) * 6364136223846793005ull ^ (uint64_t)getpid();
-    const char *env = getenv("LH_TEST_SEED");   /* to replay a failing run */
+    const char *env = getenv("LIGHTHOUSE_TEST_SEED");   /* to replay a failing run */
     if (env)
         seed = strtoull(env, NULL, 0);
-    printf("test_properties seed: %llu (set LH_TEST_SEED to replay)\n", (unsigned long long)seed);
+    printf("test_properties seed: %llu (set LIGHTHOUSE_TEST_SEED to replay)\n", (unsigned long long)seed);
     Suite *s = suite_create("properties");
     TCase *tc = tcase_create("cpu");
     tcase_set_timeout(tc, 600);

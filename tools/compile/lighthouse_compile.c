@@ -1,22 +1,23 @@
 /*
- * lighthouse-compile - pre-compiles the GPU kernels of one configuration into the kernel cache.
+ * lighthouse-compile - pre-compiles the GPU kernels of one plan configuration into the kernel
+ * cache, on any machine (no GPU needed: a login node, a container build), so that the first
+ * lh_plan_finalize of a training job loads its kernels instead of compiling them.
  *
- *   lighthouse-compile [--chip sm_90] [--pooling 4] [--levels 3] [--head-dim 128] [--dtype bf16]
- *                      [--kv-group 1]          (H / Hkv of the plans: the backward fixes it)
- *                      [--cache-dir DIR] [--ptx-out DIR]
+ *   lighthouse-compile [--chip sm_90[,sm_100a...]] [--head-dim 128] [--dtype bf16|f16]
+ *                      [--pooling 4] [--levels 3] [--heads 1] [--kv-heads HEADS]
+ *                      [--mode lighthouse|dense] [--cache-dir DIR]
  *
- * Prints one line per kernel: its constants, whether it was compiled or already cached, how
- * long that took, and the PTX size. The cache directory defaults as in the library
- * ($LIGHTHOUSE_CACHE_DIR, $XDG_CACHE_HOME/liblighthouse, ~/.cache/liblighthouse), and the
- * library finds the kernels there because both ask the compiler for the same constants.
+ * A thin command line over lh_plan_precompile (lighthouse.h): a CPU context, a plan with the
+ * given parameters, one call per chip. The cache directory defaults as in the library
+ * (LIGHTHOUSE_CACHE_DIR, else $XDG_CACHE_HOME/liblighthouse, else ~/.cache/liblighthouse).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "compiler.h"
-#include "runtime.h"
+#include <lighthouse.h>
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -25,93 +26,138 @@ static double now_seconds(void) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: lighthouse-compile [--chip sm_90] [--pooling 4] [--levels 3] [--head-dim 128]\n"
-               "                          [--dtype bf16|f16] [--kv-group 1] [--cache-dir DIR] [--ptx-out DIR]\n"
-               "Compiles the GPU kernels of one configuration into the kernel cache.\n");
+    fprintf(f,
+            "usage: lighthouse-compile [--chip sm_90[,sm_100a...]] [--head-dim 128] [--dtype bf16|f16]\n"
+            "                          [--pooling 4] [--levels 3] [--heads 1] [--kv-heads HEADS]\n"
+            "                          [--mode lighthouse|dense] [--cache-dir DIR]\n"
+            "Compiles the GPU kernels that CUDA plans with these parameters load into the kernel\n"
+            "cache (default: $LIGHTHOUSE_CACHE_DIR, else $XDG_CACHE_HOME/liblighthouse, else\n"
+            "~/.cache/liblighthouse). Only HEAD_DIM, DTYPE, POOLING, LEVELS, HEADS / KV_HEADS and\n"
+            "MODE change the kernels. No GPU needed.\n");
 }
 
-static int write_ptx(const char *dir, const char *kernel, const lhc_kernel *k) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.ptx", dir, kernel);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(k->ptx, 1, k->ptx_size, f) != k->ptx_size) {
-        if (f) fclose(f);
-        fprintf(stderr, "lighthouse-compile: cannot write %s\n", path);
+/* A whole decimal number in [lo, hi], or -1 with a message. */
+static long long parse_int(const char *option, const char *text, long long lo, long long hi) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || end == text || *end || v < lo || v > hi) {
+        fprintf(stderr, "lighthouse-compile: %s wants a whole number in %lld..%lld (got '%s')\n",
+                option, lo, hi, text);
         return -1;
     }
-    return fclose(f) == 0 ? 0 : -1;
+    return v;
+}
+
+typedef struct options {
+    const char *chips, *cache_dir;
+    int64_t param[5]; /* HEAD_DIM, POOLING, LEVELS, HEADS, KV_HEADS; 0 = the plan's default */
+    lh_dtype dtype;
+    lh_mode mode;
+} options;
+
+static const lh_param int_params[5] = {LH_PARAM_HEAD_DIM, LH_PARAM_POOLING, LH_PARAM_LEVELS,
+                                       LH_PARAM_HEADS, LH_PARAM_KV_HEADS};
+static const char *const int_options[5] = {"--head-dim", "--pooling", "--levels", "--heads",
+                                           "--kv-heads"};
+
+/* 0 or 1: which of the two names `text` is; -1 (with a message) for neither. */
+static int parse_choice(const char *option, const char *text, const char *first, const char *second) {
+    if (!strcmp(text, first)) return 0;
+    if (!strcmp(text, second)) return 1;
+    fprintf(stderr, "lighthouse-compile: %s is %s or %s (got '%s')\n", option, first, second, text);
+    return -1;
+}
+
+/* One option `a` with its value `v`: 0 when taken, 2 on a usage error (printed). */
+static int parse_option(const char *a, const char *v, options *o) {
+    for (int p = 0; p < 5; p++) {
+        if (strcmp(a, int_options[p]) != 0) continue;
+        long long x = parse_int(a, v, 1, 1 << 20);
+        if (x < 0) return 2;
+        o->param[p] = x;
+        return 0;
+    }
+    int choice = 0;
+    if (!strcmp(a, "--chip")) {
+        o->chips = v;
+    } else if (!strcmp(a, "--cache-dir")) {
+        o->cache_dir = v;
+    } else if (!strcmp(a, "--dtype")) {
+        if ((choice = parse_choice(a, v, "bf16", "f16")) < 0) return 2;
+        o->dtype = choice ? LH_DTYPE_FLOAT16 : LH_DTYPE_BFLOAT16;
+    } else if (!strcmp(a, "--mode")) {
+        if ((choice = parse_choice(a, v, "lighthouse", "dense")) < 0) return 2;
+        o->mode = choice ? LH_MODE_DENSE : LH_MODE_LIGHTHOUSE;
+    } else {
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}
+
+/* 0: parsed; 1: --help printed; 2: a usage error (printed). */
+static int parse(int argc, char **argv, options *o) {
+    *o = (options){.chips = "sm_90", .param = {128, 0, 0, 1, 0}, .dtype = LH_DTYPE_BFLOAT16,
+                   .mode = LH_MODE_LIGHTHOUSE};
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 1;
+        }
+        if (i + 1 == argc) { /* every other option takes a value */
+            usage(stderr);
+            return 2;
+        }
+        int rc = parse_option(argv[i], argv[i + 1], o);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static lh_status make_plan(const options *o, lh_context **ctx, lh_plan **plan) {
+    lh_status st = lh_context_create(LH_BACKEND_CPU, 0, ctx);
+    if (st == LH_OK && o->cache_dir) st = lh_context_set_str(*ctx, LH_CONTEXT_CACHE_DIR, o->cache_dir);
+    if (st == LH_OK) st = lh_plan_create(*ctx, plan);
+    for (int p = 0; p < 5 && st == LH_OK; p++)
+        if (o->param[p] > 0) st = lh_plan_set_i64(*plan, int_params[p], o->param[p]);
+    if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_DTYPE, o->dtype);
+    if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_MODE, o->mode);
+    return st;
 }
 
 int main(int argc, char **argv) {
-    const char *chip = "sm_90", *dtype = "bf16", *cache_dir = NULL, *ptx_out = NULL;
-    int pooling = 4, levels = 3, head_dim = 128, group = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!v) {
-            usage(stderr);
-            return 2;
-        }
-        if (!strcmp(a, "--chip")) chip = v;
-        else if (!strcmp(a, "--pooling")) pooling = atoi(v);
-        else if (!strcmp(a, "--levels")) levels = atoi(v);
-        else if (!strcmp(a, "--head-dim")) head_dim = atoi(v);
-        else if (!strcmp(a, "--dtype")) dtype = v;
-        else if (!strcmp(a, "--kv-group")) group = atoi(v);
-        else if (!strcmp(a, "--cache-dir")) cache_dir = v;
-        else if (!strcmp(a, "--ptx-out")) ptx_out = v;
-        else {
-            usage(stderr);
-            return 2;
-        }
-        i++;
-    }
-    if (!lhc_available()) {
-        fprintf(stderr, "lighthouse-compile: built with LH_WITH_COMPILER=OFF, nothing can be compiled\n");
-        return 1;
-    }
-    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS];
-    int n = 0;
-    lhc_plan_params params = {.pooling = pooling, .levels = levels, .head_dim = head_dim, .dtype = dtype,
-                             .group = group};
-    lhc_cache *cache = NULL;
-    if (lhc_plan_kernels(&params, req, &n) != LH_OK || lhc_cache_create(&cache) != LH_OK ||
-        lhc_cache_set_dir(cache, cache_dir) != LH_OK) {
-        fprintf(stderr, "lighthouse-compile: %s\n", lh_error_message());
-        lhc_cache_destroy(cache);
-        return 1;
-    }
-    printf("kernel cache %s, chip %s\n", lhc_cache_dir(cache), chip);
+    options o;
+    int parsed = parse(argc, argv, &o);
+    if (parsed) return parsed == 1 ? 0 : 2;
+    lh_context *ctx = NULL;
+    lh_plan *plan = NULL;
     int failed = 0;
-    double total = 0;
-    for (int i = 0; i < n; i++) {
-        lhc_cache_stats before, after;
-        lhc_cache_get_stats(cache, &before);
-        const lhc_kernel *k = NULL;
-        double t0 = now_seconds();
-        lh_status st = lhc_compile(cache, req[i].kernel, req[i].constants, chip, &k);
-        double dt = now_seconds() - t0;
-        total += dt;
-        lhc_cache_get_stats(cache, &after);
-        if (st != LH_OK) {
-            printf("%-16s %-60s FAILED: %s\n", req[i].kernel, req[i].constants, lh_error_message());
-            failed = 1;
-            continue;
-        }
-        const char *how = after.compiles > before.compiles ? "compiled" : "cached";
-        char entries[512] = "";
-        for (int e = 0; e < k->num_entries; e++)
-            snprintf(entries + strlen(entries), sizeof entries - strlen(entries), "%s%s", e ? "," : "", k->entries[e]);
-        printf("%-16s %-60s %-8s %8.1f ms  %7zu bytes PTX  %s\n", req[i].kernel, req[i].constants, how, dt * 1e3,
-               k->ptx_size, entries);
-        if (after.disk_errors > before.disk_errors)
-            printf("  warning: could not write the entry to %s\n", lhc_cache_dir(cache));
-        if (ptx_out && write_ptx(ptx_out, req[i].kernel, k) != 0) failed = 1;
+    if (make_plan(&o, &ctx, &plan) != LH_OK) {
+        fprintf(stderr, "lighthouse-compile: %s\n", lh_last_error());
+        failed = 1;
     }
-    printf("%d kernels in %.1f ms\n", n, total * 1e3);
-    lhc_cache_destroy(cache);
+    if (!failed)
+        printf("kernel cache: %s\n", o.cache_dir ? o.cache_dir
+                                                 : "the default ($LIGHTHOUSE_CACHE_DIR, else "
+                                                   "$XDG_CACHE_HOME/liblighthouse, else "
+                                                   "~/.cache/liblighthouse)");
+    char chips[256];
+    snprintf(chips, sizeof chips, "%s", o.chips);
+    for (char *save = NULL, *chip = strtok_r(chips, ",", &save); chip && !failed;
+         chip = strtok_r(NULL, ",", &save)) {
+        int64_t compiled = 0;
+        double t0 = now_seconds();
+        if (lh_plan_precompile(plan, chip, &compiled) != LH_OK) {
+            fprintf(stderr, "lighthouse-compile: %s\n", lh_last_error());
+            failed = 1;
+            break;
+        }
+        double ms = (now_seconds() - t0) * 1e3;
+        if (compiled) printf("%s: %lld kernel(s) compiled into the cache (%.1f ms)\n", chip, (long long)compiled, ms);
+        else printf("%s: every kernel was in the cache already (%.1f ms)\n", chip, ms);
+    }
+    lh_plan_destroy(plan);
+    lh_context_destroy(ctx);
     return failed;
 }

@@ -2,9 +2,19 @@
 
 `python3 tools/spec/model.py DIR` recomputes every configuration of DIR/manifest.json from its inputs and
 compares indices, output and gradients with the stored ones (tests/golden/ was produced by the
-published reference implementation)."""
+published reference implementation). Exits 0 when every configuration matches (indices identical;
+out, dq, dk, dv within 1e-5 relative, the tolerance of the vectors' README), 1 on any mismatch, and
+77 (the skip status of ctest) when numpy is missing."""
 import json, os, sys
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    if __name__ == "__main__":
+        print(f"skipped: {sys.executable} has no numpy (Debian: apt-get install python3-numpy)")
+        sys.exit(77)
+    raise
+
+TOLERANCE = 1e-5   # relative Frobenius error of out, dq, dk, dv
 
 def level_len(N, p, lv): return N // p**lv
 
@@ -112,13 +122,25 @@ def forward_backward(q, k, v, dout, L, p, topk, dilation=0):
         return r.transpose(0, 2, 1, 3)
     return np.array(all_idx).reshape(B, H, -1), out, unpool(dq), unpool(dk), unpool(dv)
 
-if __name__ == "__main__":
-    d = sys.argv[1]
+def check(d):
+    """Recomputes every configuration of d/manifest.json; returns the number that do not match."""
+    bad = 0
     for c in json.load(open(os.path.join(d, "manifest.json"))):
         ld = lambda k: np.fromfile(os.path.join(d, c["files"][k]["file"]), np.int32 if k == "indices" else np.float32).reshape(c["files"][k]["shape"])
         idx, out, dq, dk, dv = forward_backward(ld("q"), ld("k"), ld("v"), ld("dout"), c["levels"], c["pooling"], c["topk"],
                                                 c.get("dilation", 0))
         ref_idx = ld("indices").reshape(idx.shape)
-        rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))
+        rel = {name: float(np.linalg.norm(got - ld(name)) / np.linalg.norm(ld(name)))
+               for name, got in (("out", out), ("dq", dq), ("dk", dk), ("dv", dv))}
+        ok = np.array_equal(idx, ref_idx) and all(r <= TOLERANCE for r in rel.values())
+        bad += not ok
         print(c["name"], "indices equal:", np.array_equal(idx, ref_idx), "mismatches:", int((idx != ref_idx).sum()),
-              "out rel:", f"{rel(out, ld('out')):.2e}", "dq:", f"{rel(dq, ld('dq')):.2e}", "dk:", f"{rel(dk, ld('dk')):.2e}", "dv:", f"{rel(dv, ld('dv')):.2e}")
+              " ".join(f"{name} rel: {r:.2e}" for name, r in rel.items()), "ok" if ok else "MISMATCH")
+    return bad
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: model.py DIR   (a folder of vectors with manifest.json, e.g. tests/golden)")
+    bad = check(sys.argv[1])
+    print(f"{sys.argv[1]}: {'all configurations match' if not bad else f'{bad} configuration(s) do not match'}")
+    sys.exit(1 if bad else 0)

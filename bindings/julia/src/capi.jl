@@ -127,7 +127,7 @@ const FUNCTIONS = (
     :lh_context_create, :lh_context_destroy, :lh_context_get_backend, :lh_context_set_i64,
     :lh_context_set_str, :lh_plan_create, :lh_plan_destroy, :lh_plan_set_i64, :lh_plan_set_f64,
     :lh_plan_get_param_i64, :lh_plan_get_param_f64, :lh_plan_finalize, :lh_plan_get_i64,
-    :lh_plan_get_stage_ms,
+    :lh_plan_get_stage_ms, :lh_plan_precompile,
     :lh_forward, :lh_backward, :lh_scores, :lh_select, :lh_gather, :lh_scatter,
     :lh_attention_forward, :lh_attention_backward, :lh_ring_create_local, :lh_ring_create_nccl,
     :lh_nccl_get_unique_id, :lh_ring_create_nccl_from_id, :lh_ring_destroy, :lh_plan_set_ring,
@@ -208,6 +208,9 @@ lh_plan_get_i64(plan, query, out_value) =
 lh_plan_get_stage_ms(plan, stage, out_ms) =
     ccall(libsym(:lh_plan_get_stage_ms), lh_status, (Ptr{lh_plan}, lh_stage, Ref{Cdouble}),
           plan, stage, out_ms)
+lh_plan_precompile(plan, chip, out_compiled) =
+    ccall(libsym(:lh_plan_precompile), lh_status, (Ptr{lh_plan}, Cstring, Ref{Int64}),
+          plan, chip, out_compiled)
 
 lh_forward(plan, q, k, v, out, saved, workspace, stream) =
     ccall(libsym(:lh_forward), lh_status,

@@ -221,6 +221,11 @@ extern "C" {
         -> lh_status;
     pub fn lh_plan_get_stage_ms(plan: *const lh_plan, stage: lh_stage, out_ms: *mut f64)
         -> lh_status;
+    pub fn lh_plan_precompile(
+        plan: *const lh_plan,
+        chip: *const c_char,
+        out_compiled: *mut i64,
+    ) -> lh_status;
 
     pub fn lh_forward(
         plan: *mut lh_plan,

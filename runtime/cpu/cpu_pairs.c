@@ -1,19 +1,13 @@
 /*
- * cpu_attention_step.c - the attention step on its own (lh_attention_forward / _backward):
- * block pairs of chunk-major sub-sequences, the step of a plan without a ring (causal attention
- * of [1, B, H, S, D]) and the dispatch to the built-in ring (cpu_ring_attention.c).
- *
- * Workspace of the step without a ring: dvec [B,H,S] (backward only) | scratch per thread.
- * On a ring: see cpu_ring_attention.c.
+ * cpu_pairs.c - block pairs of chunk-major sub-sequences: the queries of one chunk against the
+ * keys and values of one chunk, causal (the same chunk) or full (an earlier one), forward with
+ * an optional log-sum-exp merge into accumulators, and backward. The attention step without a
+ * ring is one causal pair; the ring (cpu_ring.c) walks all pairs of a rank.
  */
 #include <math.h>
 #include <string.h>
 
-#include "cpu_ring.h"
-
-static size_t floats(int64_t n) { return lh_cpu_round64((size_t)n * sizeof(float)); }
-
-/* ---- one block pair -------------------------------------------------------------------- */
+#include "cpu_attention.h"
 
 typedef struct pair_job {
     const lh_cpu_plan *plan;
@@ -61,13 +55,22 @@ static void merge_rows(int64_t D, int64_t r0, int64_t r1, const float *o, const 
     }
 }
 
+/* The rows [r0, r1) and head of a task over (row block, head): in causal pairs the last row
+ * blocks see the most keys, so they go first. Returns the head b*H + h. */
+static int64_t rows_of_task(const pair_job *job, int64_t task, int64_t *r0, int64_t *r1) {
+    const lh_config *cfg = &job->plan->cfg;
+    int64_t BH = cfg->batch * cfg->heads, S = cfg->s_chunk;
+    int64_t rb = job->blocks - 1 - task / BH;
+    *r0 = rb * LH_CPU_BLOCK;
+    *r1 = *r0 + LH_CPU_BLOCK < S ? *r0 + LH_CPU_BLOCK : S;
+    return task % BH;
+}
+
 static void forward_task(void *arg, int64_t task, int tid) {
     const pair_job *job = arg;
     const lh_config *cfg = &job->plan->cfg;
-    int64_t BH = cfg->batch * cfg->heads, S = cfg->s_chunk, D = cfg->head_dim;
-    /* Causal pairs: the last row blocks see the most keys, so they go first. */
-    int64_t rb = job->blocks - 1 - task / BH, bh = task % BH;
-    int64_t r0 = rb * LH_CPU_BLOCK, r1 = r0 + LH_CPU_BLOCK < S ? r0 + LH_CPU_BLOCK : S;
+    int64_t S = cfg->s_chunk, D = cfg->head_dim, r0, r1;
+    int64_t bh = rows_of_task(job, task, &r0, &r1);
     lh_cpu_head hd = head_of(job, bh);
     float *o = job->o + bh * S * D, *lse = job->lse + bh * S;
     lh_cpu_attention_rows(&hd, D, (float)cfg->scale, r0, r1, o, D, lse, scratch_of(job, tid));
@@ -87,9 +90,8 @@ void lh_cpu_pair_forward(const lh_cpu_plan *plan, const lh_cpu_pair *pair, float
 static void rows_task(void *arg, int64_t task, int tid) {
     const pair_job *job = arg;
     const lh_config *cfg = &job->plan->cfg;
-    int64_t BH = cfg->batch * cfg->heads, S = cfg->s_chunk, D = cfg->head_dim;
-    int64_t rb = job->blocks - 1 - task / BH, bh = task % BH;
-    int64_t r0 = rb * LH_CPU_BLOCK, r1 = r0 + LH_CPU_BLOCK < S ? r0 + LH_CPU_BLOCK : S;
+    int64_t S = cfg->s_chunk, D = cfg->head_dim, r0, r1;
+    int64_t bh = rows_of_task(job, task, &r0, &r1);
     lh_cpu_head hd = head_of(job, bh);
     int64_t base = bh * S * D;
     lh_cpu_attention_bwd_rows(&hd, D, (float)cfg->scale, r0, r1, job->o_in + base, D,
@@ -124,50 +126,4 @@ void lh_cpu_pair_backward(const lh_cpu_plan *plan, const lh_cpu_pair *pair, cons
     /* The key side reads dvec, which the query side writes. */
     lh_cpu_parallel_for(plan->nthreads, tasks, rows_task, &job);
     lh_cpu_parallel_for(plan->nthreads, tasks, cols_task, &job);
-}
-
-/* ---- the step -------------------------------------------------------------------------- */
-
-size_t lh_cpu_attention_workspace_bytes(const lh_cpu_plan *plan) {
-    const lh_config *c = &plan->cfg;
-    if (c->ring)
-        return lh_cpu_ring_workspace_bytes(plan);
-    return floats(c->batch * c->heads * c->s_chunk) + (size_t)plan->nthreads * plan->scratch_bytes;
-}
-
-lh_status lh_cpu_attention_forward(void *plan_state, const void *q_sel, const void *k_sel,
-                                   const void *v_sel, void *o_sel, float *lse, void *workspace,
-                                   void *stream) {
-    (void)stream;
-    const lh_cpu_plan *plan = plan_state;
-    const lh_config *c = &plan->cfg;
-    if (c->ring) {
-        lh_cpu_transport t;
-        lh_cpu_transport_local(c->ring, (int)c->cp_rank, &t);
-        return lh_cpu_ring_forward(plan, &t, q_sel, k_sel, v_sel, o_sel, lse, workspace);
-    }
-    lh_cpu_pair pair = {q_sel, k_sel, v_sel, 0};
-    char *scratch = (char *)workspace + floats(c->batch * c->heads * c->s_chunk);
-    lh_cpu_pair_forward(plan, &pair, o_sel, lse, NULL, NULL, scratch);
-    return LH_OK;
-}
-
-lh_status lh_cpu_attention_backward(void *plan_state, const void *q_sel, const void *k_sel,
-                                    const void *v_sel, const void *o_sel, const float *lse,
-                                    const void *do_sel, void *dq_sel, void *dk_sel, void *dv_sel,
-                                    void *workspace, void *stream) {
-    (void)stream;
-    const lh_cpu_plan *plan = plan_state;
-    const lh_config *c = &plan->cfg;
-    if (c->ring) {
-        lh_cpu_transport t;
-        lh_cpu_transport_local(c->ring, (int)c->cp_rank, &t);
-        return lh_cpu_ring_backward(plan, &t, q_sel, k_sel, v_sel, o_sel, lse, do_sel, dq_sel,
-                                    dk_sel, dv_sel, workspace);
-    }
-    lh_cpu_pair pair = {q_sel, k_sel, v_sel, 0};
-    float *dvec = workspace;
-    char *scratch = (char *)workspace + floats(c->batch * c->heads * c->s_chunk);
-    lh_cpu_pair_backward(plan, &pair, o_sel, do_sel, lse, dvec, dq_sel, dk_sel, dv_sel, 0, scratch);
-    return LH_OK;
 }

@@ -1,4 +1,4 @@
-// pyramid_scores.mlir - SPEC section 1: per-token L2 norms of q and k (fp32), max-pooled per level,
+// scores.mlir - SPEC section 1: per-token L2 norms of q and k (fp32), max-pooled per level,
 // and (optionally) the coarsest level's pooled q and k rows.
 //
 // Writes scores_q [B, H, S_total] and scores_k [B, Hkv, S_total] (fp32, contiguous), positions

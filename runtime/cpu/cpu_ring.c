@@ -1,5 +1,5 @@
 /*
- * cpu_ring_attention.c - the built-in ring attention (docs/spec.md section 8) over chunk-major
+ * cpu_ring.c - the built-in ring attention (docs/spec.md section 8) over chunk-major
  * sub-sequences [2, B, H, S_c, D].
  *
  * Rank r holds the query chunks of global index r and 2W-1-r, and to start with the key/value
@@ -24,14 +24,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "cpu_ring.h"
+#include "cpu_attention.h"
 
 static size_t floats(int64_t n) { return lh_cpu_round64((size_t)n * sizeof(float)); }
-
-/* The global index of local chunk j of rank `rank`. */
-static int64_t global_chunk(const lh_config *cfg, int64_t rank, int64_t j) {
-    return j == 0 ? rank : 2 * cfg->cp_world - 1 - rank;
-}
 
 typedef struct ring_sizes {
     int64_t rows;      /* B * H * S_c: rows of one chunk */
@@ -50,6 +45,18 @@ static ring_sizes sizes_of(const lh_cpu_plan *plan) {
     return s;
 }
 
+/* The block pairs this rank computes while it holds the kv chunks kb, vb of rank `owner`
+ * (lh_ring_blocks), with their chunks in `blocks`. */
+static int step_pairs(const lh_config *c, const ring_sizes *s, int64_t owner, const float *q,
+                      const float *kb, const float *vb, lh_ring_block blocks[4],
+                      lh_cpu_pair pairs[4]) {
+    int n = lh_ring_blocks(c->cp_world, c->cp_rank, owner, blocks);
+    for (int i = 0; i < n; i++)
+        pairs[i] = (lh_cpu_pair){q + blocks[i].q * s->chunk, kb + blocks[i].kv * s->chunk,
+                                 vb + blocks[i].kv * s->chunk, blocks[i].full};
+    return n;
+}
+
 size_t lh_cpu_ring_workspace_bytes(const lh_cpu_plan *plan) {
     ring_sizes s = sizes_of(plan);
     size_t fwd = 2 * floats(2 * s.sel) + floats(s.chunk) + floats(s.rows) + floats(s.sel) +
@@ -62,6 +69,16 @@ size_t lh_cpu_ring_workspace_bytes(const lh_cpu_plan *plan) {
 static lh_status ring_failed(lh_cpu_transport *t, lh_status st) {
     t->abort(t);
     return lh_fail_context(st, "ring attention");
+}
+
+/* Sends the `floats` travelling in buf[*cur] to the next rank and receives the previous rank's
+ * into the other buffer, which becomes the current one. */
+static lh_status pass_on(lh_cpu_transport *t, float *buf[2], int *cur, int64_t floats_count) {
+    lh_status st = t->shift(t, buf[*cur], buf[1 - *cur], (size_t)floats_count * sizeof(float));
+    if (st != LH_OK)
+        return ring_failed(t, st);
+    *cur = 1 - *cur;
+    return LH_OK;
 }
 
 lh_status lh_cpu_ring_forward(const lh_cpu_plan *plan, lh_cpu_transport *t, const float *q,
@@ -84,27 +101,18 @@ lh_status lh_cpu_ring_forward(const lh_cpu_plan *plan, lh_cpu_transport *t, cons
     for (int64_t i = 0; i < 2 * s.rows; i++)
         acc_lse[i] = -INFINITY;
     int cur = 0;
+    lh_status st = LH_OK;
     for (int64_t step = 0; step < W; step++) {
         int64_t owner = (r - step + W) % W;
         const float *kb = buf[cur], *vb = buf[cur] + s.sel;
-        for (int64_t jq = 0; jq < 2; jq++) {
-            int64_t cq = global_chunk(c, r, jq);
-            for (int64_t jkv = 0; jkv < 2; jkv++) {
-                int64_t ckv = global_chunk(c, owner, jkv);
-                if (ckv > cq)
-                    continue;
-                lh_cpu_pair pair = {q + jq * s.chunk, kb + jkv * s.chunk, vb + jkv * s.chunk,
-                                    ckv < cq};
-                lh_cpu_pair_forward(plan, &pair, o_part, lse_part, acc_o + jq * s.chunk,
-                                    acc_lse + jq * s.rows, scratch);
-            }
-        }
-        if (step + 1 < W) {
-            lh_status st = t->shift(t, buf[cur], buf[1 - cur], (size_t)(2 * s.sel) * sizeof(float));
-            if (st != LH_OK)
-                return ring_failed(t, st);
-            cur = 1 - cur;
-        }
+        lh_ring_block blocks[4];
+        lh_cpu_pair pairs[4];
+        int n = step_pairs(c, &s, owner, q, kb, vb, blocks, pairs);
+        for (int i = 0; i < n; i++)
+            lh_cpu_pair_forward(plan, &pairs[i], o_part, lse_part, acc_o + blocks[i].q * s.chunk,
+                                acc_lse + blocks[i].q * s.rows, scratch);
+        if (step + 1 < W && (st = pass_on(t, buf, &cur, 2 * s.sel)) != LH_OK)
+            return st;
     }
     /* Rows that see no key cannot occur (every entry sees itself); zero them all the same. */
     for (int64_t i = 0; i < 2 * s.rows; i++)
@@ -134,33 +142,26 @@ lh_status lh_cpu_ring_backward(const lh_cpu_plan *plan, lh_cpu_transport *t, con
     memset(buf[0] + 2 * s.sel, 0, (size_t)(2 * s.sel) * sizeof(float));
     memset(dq_acc, 0, (size_t)s.sel * sizeof(float));
     int cur = 0;
+    lh_status st = LH_OK;
     for (int64_t step = 0; step < W; step++) {
         int64_t owner = (r - step + W) % W;
         float *kb = buf[cur], *vb = kb + s.sel, *dkb = kb + 2 * s.sel, *dvb = kb + 3 * s.sel;
-        for (int64_t jq = 0; jq < 2; jq++) {
-            int64_t cq = global_chunk(c, r, jq);
-            for (int64_t jkv = 0; jkv < 2; jkv++) {
-                int64_t ckv = global_chunk(c, owner, jkv);
-                if (ckv > cq)
-                    continue;
-                lh_cpu_pair pair = {q + jq * s.chunk, kb + jkv * s.chunk, vb + jkv * s.chunk,
-                                    ckv < cq};
-                lh_cpu_pair_backward(plan, &pair, o + jq * s.chunk, dout + jq * s.chunk,
-                                     lse + jq * s.rows, dvec + jq * s.rows, dq_acc + jq * s.chunk,
-                                     dkb + jkv * s.chunk, dvb + jkv * s.chunk, 1, scratch);
-            }
+        lh_ring_block blocks[4];
+        lh_cpu_pair pairs[4];
+        int n = step_pairs(c, &s, owner, q, kb, vb, blocks, pairs);
+        for (int i = 0; i < n; i++) {
+            int64_t jq = blocks[i].q, jkv = blocks[i].kv;
+            lh_cpu_pair_backward(plan, &pairs[i], o + jq * s.chunk, dout + jq * s.chunk,
+                                 lse + jq * s.rows, dvec + jq * s.rows, dq_acc + jq * s.chunk,
+                                 dkb + jkv * s.chunk, dvb + jkv * s.chunk, 1, scratch);
         }
-        if (step + 1 < W) {
-            lh_status st = t->shift(t, buf[cur], buf[1 - cur], (size_t)(4 * s.sel) * sizeof(float));
-            if (st != LH_OK)
-                return ring_failed(t, st);
-            cur = 1 - cur;
-        }
+        if (step + 1 < W && (st = pass_on(t, buf, &cur, 4 * s.sel)) != LH_OK)
+            return st;
     }
     /* Rank r now holds the accumulators of rank r+1's pair, complete: send them home. */
     if (W > 1) {
-        lh_status st = t->shift(t, buf[cur] + 2 * s.sel, buf[1 - cur] + 2 * s.sel,
-                                (size_t)(2 * s.sel) * sizeof(float));
+        st = t->shift(t, buf[cur] + 2 * s.sel, buf[1 - cur] + 2 * s.sel,
+                      (size_t)(2 * s.sel) * sizeof(float));
         if (st != LH_OK)
             return ring_failed(t, st);
         cur = 1 - cur;

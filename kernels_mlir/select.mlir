@@ -1,4 +1,4 @@
-// select_order.mlir - SPEC sections 2 and 3: the A/B cascade of one tile and the depth-first order
+// select.mlir - SPEC sections 2 and 3: the A/B cascade of one tile and the depth-first order
 // of its kept entries, without a general sort.
 //
 // One block per (tile t, query head h, batch b). Reads scores_q [B, H, S_total] of head h and

@@ -1,5 +1,5 @@
 /*
- * cpu_attention_bwd.c - causal attention backward on one head (docs/spec.md section 6).
+ * cpu_flash_bwd.c - causal attention backward on one head (docs/spec.md section 6).
  *
  * The probabilities are recomputed from the saved log-sum-exp (P_ij = exp(s_ij - lse_i)), never
  * stored. The work is split in two passes so that every output row has exactly one writer and the
@@ -12,7 +12,7 @@
  */
 #include <string.h>
 
-#include "cpu_internal.h"
+#include "cpu_attention.h"
 
 void lh_cpu_attention_bwd_rows(const lh_cpu_head *hd, int64_t D, float scale, int64_t r0,
                                int64_t r1, const float *o, int64_t o_stride, const float *dout,

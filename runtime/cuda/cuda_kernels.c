@@ -1,0 +1,71 @@
+/* cuda_kernels.c - loading a plan's kernels and launching them by descriptor (cuda_kernels.h). */
+#include "cuda_kernels.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void cuda_kernels_chip(int sm, char *out, size_t cap) {
+    if (sm == 100 || sm == 103) snprintf(out, cap, "sm_%da", sm);
+    else snprintf(out, cap, "sm_%d", sm);
+}
+
+lh_status cuda_kernels_cache(const lh_context_options *options, lhc_cache **out) {
+    lhc_cache *cache = NULL;
+    lh_status st = lhc_cache_create(&cache);
+    if (st != LH_OK) return st;
+    if (options) {
+        lhc_cache_set_disk_enabled(cache, options->cache_enabled);
+        st = lhc_cache_set_dir(cache, options->cache_dir);
+    }
+    if (st != LH_OK) {
+        lhc_cache_destroy(cache);
+        return st;
+    }
+    *out = cache;
+    return LH_OK;
+}
+
+lh_status cuda_kernels_load(cuda_kernels *k, const lh_cu_api *cu, lhc_cache *cache,
+                            const char *chip, const lhc_kernel_request *req, int count) {
+    k->cu = cu;
+    for (int i = 0; i < count; i++)
+        if (lhk_template_find(req[i].kernel) < 0)
+            return lh_fail(LH_ERROR_INTERNAL, "no kernel descriptor names template '%s'",
+                           req[i].kernel);
+    /* In the templates' order, whatever the order of the requests. */
+    for (int t = 0; t < LHK_TEMPLATE_COUNT; t++) {
+        const lhc_kernel_request *r = NULL;
+        for (int i = 0; i < count; i++)
+            if (lhk_template_find(req[i].kernel) == t) r = &req[i];
+        if (!r || k->module[t].module) continue;
+        const lhc_kernel *compiled = NULL;
+        lh_status st = lhc_compile(cache, r->kernel, r->constants, chip, &compiled);
+        if (st == LH_OK) st = lh_cu_module_load(cu, compiled->ptx, &k->module[t]);
+        if (st != LH_OK) return lh_fail_context(st, r->kernel);
+        for (int id = 0; id < LHK_KERNEL_COUNT; id++) {
+            if (lhk_kernels[id].template_id != (lhk_template)t) continue;
+            st = lh_cu_module_function(cu, &k->module[t], lhk_kernels[id].entry, &k->fn[id]);
+            if (st != LH_OK) return st;
+            k->geometry[id] = (lhk_geometry){r->block_threads, r->tokens_per_block};
+        }
+    }
+    return LH_OK;
+}
+
+void cuda_kernels_unload(cuda_kernels *k) {
+    for (int t = 0; t < LHK_TEMPLATE_COUNT; t++) lh_cu_module_unload(k->cu, &k->module[t]);
+    memset(k->fn, 0, sizeof k->fn);
+}
+
+lh_status cuda_kernels_launch(const cuda_kernels *k, lhk_kernel id, const void *args,
+                              const lhk_shape *shape, CUstream stream) {
+    const lhk_desc *d = &lhk_kernels[id];
+    /* The struct is the argument list: 8 bytes per argument, in the signature's order. */
+    void *params[LHK_MAX_ARGS];
+    for (int i = 0; i < d->nargs; i++) params[i] = (void *)((const char *)args + 8 * i);
+    unsigned int grid[3];
+    d->grid(args, &k->geometry[id], shape, grid);
+    lh_cu_launch l = {.grid = {grid[0], grid[1], grid[2]},
+                      .block = {(unsigned int)k->geometry[id].block_threads, 1, 1}};
+    return lh_cu_launch_kernel(k->cu, k->fn[id], d->entry, &l, stream, params);
+}

@@ -1,0 +1,171 @@
+/*
+ * cuda_plan.c - creating a plan on the GPU: the kernels of its stages (compiled through
+ * compiler.h, loaded and launched through cuda_kernels.h), its attention (the attention step,
+ * and cuDNN on the caller's tensors for dense plans without ring or hooks), its stage timer, and
+ * the sizes it adds to the buffer table (runtime/buffers.c). runtime/pipeline.c runs it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "algorithm.h"
+#include "cuda_internal.h"
+
+static bool chunked(const lh_config *c) { return c->ring || c->forward_hook; }
+
+static bool plain_dense(const lh_config *c) { return c->mode == LH_MODE_DENSE && !chunked(c); }
+
+/* Strides follow the tensors the pointers point into: a chunk of a ring shard lives in a tensor
+ * of tensor_seq_len tokens (equal to seq_len without a ring). */
+static void set_strides(cuda_plan *p) {
+    const lh_config *c = &p->chunk;
+    int64_t n = c->tensor_seq_len ? c->tensor_seq_len : c->seq_len, d = c->head_dim, h = c->heads,
+            hk = c->kv_heads;
+    if (c->layout == LH_LAYOUT_BNHD) {
+        p->q_sb = n * h * d, p->q_st = h * d, p->q_sh = d;
+        p->kv_sb = n * hk * d, p->kv_st = hk * d, p->kv_sh = d;
+    } else {
+        p->q_sb = h * n * d, p->q_st = d, p->q_sh = n * d;
+        p->kv_sb = hk * n * d, p->kv_st = d, p->kv_sh = n * d;
+    }
+}
+
+/* The templates a plan needs: its stages' (Lighthouse), and ring.mlir for the step of a chunked
+ * plan (the ring's merges and sums, the packing of dense chunks). */
+static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
+    const lh_config *c = &p->chunk;
+    const char *dtype = c->dtype == LH_DTYPE_FLOAT16 ? "f16" : "bf16";
+    lhc_kernel_request req[LHC_MAX_PLAN_KERNELS + 1];
+    int count = 0;
+    lh_status st = LH_OK;
+    if (c->mode == LH_MODE_LIGHTHOUSE) {
+        lhc_plan_params params = {.pooling = (int)c->pooling, .levels = (int)c->levels,
+                                  .head_dim = (int)c->head_dim, .dtype = dtype,
+                                  .group = (int)(c->heads / c->kv_heads)};
+        st = lhc_plan_kernels(&params, req, &count);
+    }
+    if (st == LH_OK && chunked(&p->cfg)) st = lhc_ring_kernel(dtype, (int)c->head_dim, &req[count++]);
+    if (st != LH_OK || count == 0) return st;
+    lhc_cache *cache = NULL;
+    st = cuda_kernels_cache(options, &cache);
+    if (st != LH_OK) return st;
+    char chip[16];
+    cuda_kernels_chip(p->cc->sm, chip, sizeof chip);
+    st = cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count);
+    lhc_cache_destroy(cache);
+    return st;
+}
+
+/* Dense attention on the caller's tensors: their own layout, Hkv heads. */
+static lh_status build_dense(cuda_plan *p) {
+    const lh_config *c = &p->cfg;
+    lh_sdpa_shape shape = {.b = c->batch, .h = c->heads, .hkv = c->kv_heads, .s = c->seq_len,
+                           .d = c->head_dim, .dtype = c->dtype, .scale = c->scale};
+    bool bnhd = c->layout == LH_LAYOUT_BNHD;
+    lh_sdpa_layout_strides(bnhd, c->heads, c->seq_len, c->head_dim, shape.q_strides);
+    lh_sdpa_layout_strides(bnhd, c->kv_heads, c->seq_len, c->head_dim, shape.kv_strides);
+    return cuda_sdpa_plan_create(p->dnn, p->handle, &shape, &p->dense);
+}
+
+void cuda_plan_destroy(void *plan_state) {
+    cuda_plan *p = plan_state;
+    if (!p) return;
+    bool pushed = cuda_enter(p) == LH_OK;
+    cuda_stage_timer_destroy(p->timer);
+    cuda_attention_destroy(p->attn);
+    cuda_kernels_unload(&p->kernels);
+    cuda_sdpa_plan_destroy(p->dense);
+    if (p->handle) p->dnn->Destroy(p->handle);
+    if (pushed) cuda_leave(p);
+    free(p);
+}
+
+/* What the plan adds to the buffer table (runtime/buffers.c). */
+static lh_backend_sizes own_sizes(const cuda_plan *p) {
+    const lh_config *c = &p->chunk;
+    int64_t es = (int64_t)lh_dtype_size(c->dtype);
+    lh_backend_sizes s = {.align = 256, .keeps_subsequence = true};
+    if (c->mode == LH_MODE_LIGHTHOUSE) {
+        int64_t coarse = c->level_len[c->levels - 1]; /* the coarsest level's entries per head */
+        s.inv_bytes = c->batch * c->heads * c->s_total * 4;
+        s.pooled_q_bytes = c->batch * c->heads * coarse * c->head_dim * es;
+        s.pooled_k_bytes = c->batch * c->kv_heads * coarse * c->head_dim * es;
+    }
+    const lh_sdpa_plan *plain = p->dense ? p->dense : p->attn ? p->attn->causal : NULL;
+    if (plain) {
+        s.attention_fwd_bytes = cuda_sdpa_fwd_workspace_bytes(plain);
+        s.attention_bwd_bytes = cuda_sdpa_bwd_workspace_bytes(plain);
+    }
+    if (p->attn) s.attention_step_bytes = p->attn->workspace_bytes;
+    if (p->dense) s.dense_lse_bytes = cuda_sdpa_stats_bytes(p->dense);
+    return s;
+}
+
+lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
+                           const lh_context_options *options, const lh_config *cfg,
+                           void **out_plan_state, lh_plan_sizes *sizes) {
+    if (cfg->dtype != LH_DTYPE_FLOAT16 && cfg->dtype != LH_DTYPE_BFLOAT16)
+        return lh_fail(LH_ERROR_UNSUPPORTED_DTYPE,
+                       "the CUDA backend runs float16 and bfloat16 (DTYPE = FLOAT32 is the CPU "
+                       "reference backend's dtype)");
+    if (cfg->stage_timing && chunked(cfg))
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "STAGE_TIMING = 1 times the stages of one GPU's pipeline; a plan with a "
+                       "ring or attention hooks runs its stages per chunk and is not timed");
+    lh_config chunk;
+    lh_config_chunk(cfg, &chunk);
+    /* Positions, slots and inv entries are int32 on the GPU. */
+    if (chunk.mode == LH_MODE_LIGHTHOUSE && (chunk.s_total >= ((int64_t)1 << 31) ||
+                                             chunk.batch * chunk.heads * chunk.s_sel >= ((int64_t)1 << 31)))
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "Lighthouse on the CUDA backend keeps positions in int32: S_total = %lld and "
+                       "B * H * S_sel = %lld must stay below 2^31",
+                       (long long)chunk.s_total, (long long)(chunk.batch * chunk.heads * chunk.s_sel));
+    const lh_cudnn_api *dnn;
+    lh_status st = lh_cudnn_load(&dnn);
+    if (st != LH_OK) return st;
+    cuda_plan *p = calloc(1, sizeof *p);
+    if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
+    p->cc = cc;
+    p->cfg = *cfg;
+    if (!(p->cfg.scale > 0.0)) p->cfg.scale = lh_default_softmax_scale(cfg->head_dim);
+    lh_config_chunk(&p->cfg, &p->chunk);
+    p->dnn = dnn;
+    st = cuda_enter(p);
+    if (st != LH_OK) {
+        free(p);
+        return st;
+    }
+    st = lh_cudnn_check(dnn->Create(&p->handle), "cudnnCreate");
+    set_strides(p);
+    if (st == LH_OK) st = load_kernels(p, options);
+    if (st == LH_OK && plain_dense(cfg)) st = build_dense(p);
+    if (st == LH_OK) {
+        st = cuda_attention_create(cc, dnn, p->handle, &p->cfg, &p->kernels, &p->attn);
+        /* Dense attention on the caller's tensors does not need the step: if its graph cannot be
+         * built, only lh_attention_forward / _backward are refused. */
+        if (st != LH_OK && plain_dense(cfg)) {
+            snprintf(p->attn_error, sizeof p->attn_error, "%s", lh_error_message());
+            lh_clear_error();
+            st = LH_OK;
+        }
+    }
+    if (st == LH_OK && cfg->stage_timing) st = cuda_stage_timer_create(cc->cu, &p->timer);
+    cuda_leave(p);
+    if (st != LH_OK) {
+        cuda_plan_destroy(p);
+        return st;
+    }
+    lh_backend_sizes own = own_sizes(p);
+    lh_pipeline_init(&p->pipeline, ops, &p->cfg, &own, sizes);
+    if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
+        fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
+                plain_dense(cfg) ? (cfg->layout == LH_LAYOUT_BNHD ? "BNHD" : "BHND")
+                : cfg->ring      ? "ring attention"
+                                 : "Lighthouse",
+                cc->name, cc->sm,
+                plain_dense(cfg) ? cuda_sdpa_describe(p->dense)
+                : p->attn        ? cuda_sdpa_describe(p->attn->causal)
+                                 : "");
+    *out_plan_state = p;
+    return LH_OK;
+}
