@@ -149,8 +149,11 @@ case $mode in
     git -C "$root" archive "$ref" | tar -x -C "$src"
     if git -C "$root" grep -q 'run_ptx' "$ref" -- tests/compiler; then
       kind=harness target=test_compiler program=$src/build/tests/compiler/test_compiler
-    else
+    elif git -C "$root" grep -q -e '--ptx-out' "$ref" -- tools/compile; then
       kind=tool target=lighthouse-compile program=$src/build/tools/compile/lighthouse-compile
+    else
+      echo "ptx_identity: $ref has neither test_compiler ptx nor lighthouse-compile --ptx-out" >&2
+      exit 2
     fi
     echo "ptx_identity: building $target at $ref ($(git -C "$root" rev-parse --short "$ref"))"
     cmake -S "$src" -B "$src/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
