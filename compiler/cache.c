@@ -28,6 +28,7 @@ struct lhc_cache {
     cache_entry *entries;
     int disk_enabled;
     int dir_is_default;
+    int warned;             /* the one sentence about an untrusted directory or entry is out */
     char dir[LHC_CACHE_DIR_CAP];
     lhc_cache_stats stats;
 };
@@ -148,24 +149,40 @@ static cache_entry *find_entry(lhc_cache *c, const char *key) {
     return NULL;
 }
 
+/* A directory or an entry that another user can have written is not used, and the compile
+ * goes on without it; the first time a cache meets one it says so in one line on stderr (the
+ * call succeeds, so the error channel would not carry it). */
+static void untrusted(lhc_cache *c, const char *why) {
+    c->stats.disk_unsafe++;
+    if (c->warned) return;
+    c->warned = 1;
+    fprintf(stderr, "liblighthouse: not using the kernel cache here: %s (kernels are compiled "
+                    "without it)\n", why);
+}
+
 /* Disk, then MLIR. Runs with the cache locked. `ptx` receives a malloc'd text. */
 static lh_status load_or_build(lhc_cache *c, const char *kernel, const char *mlir, const char *chip,
                                const char *key, char **ptx) {
     size_t size = 0;
+    char why[LHC_CACHE_DIR_CAP + 160];
     if (c->disk_enabled && c->dir[0]) {
-        int r = lhc_disk_read(c->dir, kernel, key, ptx, &size);
+        int r = lhc_disk_read(c->dir, kernel, key, ptx, &size, why, sizeof why);
         if (r > 0 && strstr(*ptx, ".entry ")) {
             c->stats.disk_hits++;
             return LH_OK;
         }
         if (r > 0) free(*ptx);
-        if (r != 0) c->stats.disk_rejects++;
+        if (r == -2) untrusted(c, why);
+        else if (r != 0) c->stats.disk_rejects++;
     }
     lh_status st = lhc_mlir_to_ptx(kernel, mlir, chip, ptx);
     if (st != LH_OK) return st;
     c->stats.compiles++;
-    if (c->disk_enabled && c->dir[0] && lhc_disk_write(c->dir, kernel, key, *ptx, strlen(*ptx)) != 0)
-        c->stats.disk_errors++;
+    if (c->disk_enabled && c->dir[0]) {
+        int w = lhc_disk_write(c->dir, kernel, key, *ptx, strlen(*ptx), why, sizeof why);
+        if (w == -2) untrusted(c, why);
+        else if (w != 0) c->stats.disk_errors++;
+    }
     return LH_OK;
 }
 

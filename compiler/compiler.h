@@ -86,6 +86,8 @@ typedef struct lhc_cache_stats {
     int64_t compiles;      /* MLIR ran */
     int64_t disk_rejects;  /* disk entries found corrupt or truncated (then recompiled) */
     int64_t disk_errors;   /* disk entries that could not be written */
+    int64_t disk_unsafe;   /* entries or a directory refused: not a regular file, or owned or
+                              writable by another user */
 } lhc_cache_stats;
 void lhc_cache_get_stats(const lhc_cache *cache, lhc_cache_stats *out);
 

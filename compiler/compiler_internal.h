@@ -48,7 +48,8 @@ typedef struct lhc_hash128 {
     uint64_t hi, lo;
 } lhc_hash128;
 
-/* FNV-1a, 128-bit: the cache key (not a security boundary: the cache directory is the user's). */
+/* FNV-1a, 128-bit: the cache key (not a security boundary: disk_cache.c trusts only entries
+ * that no other user can have written). */
 void lhc_hash128_init(lhc_hash128 *h);
 void lhc_hash128_update(lhc_hash128 *h, const void *data, size_t size);
 /* Hashes the string and its terminating NUL, so ("ab","c") and ("a","bc") differ. */
@@ -62,12 +63,15 @@ uint64_t lhc_hash64(const void *data, size_t size);
 /* Fills `out` with the default directory ("" when neither variable nor HOME is set). */
 void lhc_default_cache_dir(char *out, size_t cap);
 /* Reads the entry for `key_hex`. Returns 1 and a malloc'd NUL-terminated payload on a valid
- * entry, 0 when absent, -1 when present but corrupt or truncated (the caller recompiles). */
+ * entry, 0 when absent, -1 when present but corrupt or truncated (the caller recompiles), -2
+ * when the directory or the entry may not be trusted (another user's, writable by others, not
+ * a regular file): `why` then holds a sentence. */
 int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, char **payload,
-                  size_t *size);
-/* Writes the entry atomically (temporary file + rename). Returns 0, or -1 on any failure. */
+                  size_t *size, char *why, size_t why_cap);
+/* Writes the entry atomically (temporary file + rename). Returns 0, -1 on any failure, or -2
+ * (with `why`) when the directory may not be trusted: nothing is written there. */
 int lhc_disk_write(const char *dir, const char *kernel, const char *key_hex, const char *payload,
-                   size_t size);
+                   size_t size, char *why, size_t why_cap);
 
 /* ---- MLIR (mlir_compile.c, or mlir_stub.c without the compiler) --------------------------- */
 

@@ -58,14 +58,14 @@ LHK_GRID(ring_pack, blocks_of(a->tokens, g->tokens_per_block), s->heads, s->batc
 #define LHK_ONE(x) +1
 #define LHK_SIG_PTR(x) "%" #x ": !llvm.ptr<1>, "
 #define LHK_SIG_I64(x) "%" #x ": i64, "
+#define LHK_NARGS(list) (0 list(LHK_ONE, LHK_ONE, LHK_ONE))
 #define LHK_DESC(list, entry, template_id, grid)                                                   \
-    {entry, template_id, (0 list(LHK_ONE, LHK_ONE, LHK_ONE)),                                       \
-     list(LHK_SIG_PTR, LHK_SIG_PTR, LHK_SIG_I64), grid}
+    {entry, template_id, LHK_NARGS(list), list(LHK_SIG_PTR, LHK_SIG_PTR, LHK_SIG_I64), grid}
 /* The launcher passes a pointer to each 8-byte field in turn. */
 #define LHK_CHECK(list, type)                                                                      \
-    _Static_assert(sizeof(type) == 8 * (0 list(LHK_ONE, LHK_ONE, LHK_ONE)),                        \
+    _Static_assert(sizeof(type) == 8 * LHK_NARGS(list),                                            \
                    #type " must be its arguments, 8 bytes each, without padding");                 \
-    _Static_assert((0 list(LHK_ONE, LHK_ONE, LHK_ONE)) <= LHK_MAX_ARGS, #type ": too many arguments");
+    _Static_assert(LHK_NARGS(list) <= LHK_MAX_ARGS, #type ": too many arguments");
 
 LHK_CHECK(LHK_PYRAMID_SCORES_ARGS, lhk_pyramid_scores_args)
 LHK_CHECK(LHK_SELECT_ORDER_ARGS, lhk_select_order_args)
@@ -101,7 +101,7 @@ const lhk_desc lhk_kernels[LHK_KERNEL_COUNT] = {
                                grid_ring_pack),
 };
 
-/* ---- the templates' sources and the requests of a plan ----------------------------------------- */
+/* ---- the templates' sources and the requests of a plan --------------------------------------- */
 
 int lhc_template_count(void) { return lhc_template_total; }
 

@@ -5,17 +5,6 @@
 #include "algorithm.h"
 #include "ffi_internal.h"
 
-#define PARAM_COUNT 14
-
-static const char *const param_names[PARAM_COUNT] = {
-    "BATCH", "SEQ_LEN", "HEADS", "KV_HEADS", "HEAD_DIM", "DTYPE",
-    "LAYOUT", "LEVELS", "POOLING", "TOPK", "MODE", "SOFTMAX_SCALE", "RECOMPUTE_SUBSEQ",
-    "STAGE_TIMING"};
-
-const char *lh_param_name(lh_param param) {
-    return (param >= 0 && param < PARAM_COUNT) ? param_names[param] : "UNKNOWN";
-}
-
 static bool is_pow2(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
 
 LH_API lh_status lh_plan_create(lh_context *context, lh_plan **out_plan) {
@@ -42,7 +31,7 @@ LH_API lh_status lh_plan_destroy(lh_plan *plan) {
     lh_clear_error();
     if (!plan) return LH_OK;
     if (plan->state) plan->context->ops->plan_destroy(plan->state);
-    if (plan->cfg.ring) plan->cfg.ring->bound_plans--;
+    lh_ring_unbind(plan);
     plan->context->live_plans--;
     free(plan);
     return LH_OK;
@@ -120,8 +109,9 @@ static lh_status check_settable(lh_plan *plan, const char *fn) {
 
 LH_API lh_status lh_plan_set_i64(lh_plan *plan, lh_param param, int64_t value) {
     lh_clear_error();
-    lh_status st = check_settable(plan, "lh_plan_set_i64");
-    if (st == LH_OK) st = check_value(param, value);
+    lh_status st = check_settable(plan, "lh_plan_set_i64");   /* its messages name the function */
+    if (st != LH_OK) return st;
+    st = check_value(param, value);
     if (st != LH_OK) return lh_fail_context(st, "lh_plan_set_i64");
     lh_config *c = &plan->cfg;
     switch (param) {
@@ -266,6 +256,26 @@ static lh_status validate(lh_plan *plan) {
     return LH_OK;
 }
 
+/* Pyramid positions are int32 in every backend (indices, lh_select, the GPU's inverse map), so
+ * S_total must stay below 2^31; on a ring that is the pyramid of one chunk. */
+static lh_status check_index_limits(const lh_config *c) {
+    const int64_t limit = INT64_C(1) << 31;
+    if (c->mode != LH_MODE_LIGHTHOUSE || c->s_total < limit) return LH_OK;
+    if (c->ring)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "the pyramid of one ring chunk (SEQ_LEN/(2*WORLD) = %lld tokens, LEVELS = "
+                       "%lld, POOLING = %lld) has S_total = %lld positions; positions are int32, "
+                       "so S_total must be below 2^31 = %lld (use more ranks)",
+                       (long long)c->chunk_len, (long long)c->levels, (long long)c->pooling,
+                       (long long)c->s_total, (long long)limit);
+    return lh_fail(LH_ERROR_UNSUPPORTED,
+                   "the pyramid of SEQ_LEN = %lld tokens (LEVELS = %lld, POOLING = %lld) has "
+                   "S_total = %lld positions; positions are int32, so S_total must be below 2^31 "
+                   "= %lld (a ring splits the sequence: each chunk has a pyramid of its own)",
+                   (long long)c->seq_len, (long long)c->levels, (long long)c->pooling,
+                   (long long)c->s_total, (long long)limit);
+}
+
 LH_API lh_status lh_plan_finalize(lh_plan *plan) {
     lh_clear_error();
     if (!plan) return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_finalize: plan is NULL");
@@ -276,6 +286,16 @@ LH_API lh_status lh_plan_finalize(lh_plan *plan) {
     plan->cfg.handle = plan;
     plan->cfg.tensor_seq_len = 0; /* derived: the local shard */
     lh_config_derive(&plan->cfg);
+    st = check_index_limits(&plan->cfg);
+    if (st != LH_OK) return lh_fail_context(st, "lh_plan_finalize");
+    lh_config_id id;
+    lh_config_id_of(&plan->cfg, &id);
+    plan->cfg.fingerprint = lh_config_id_hash(&id);
+    double ring_timeout_s = 0.0;
+    if (plan->cfg.ring && plan->cfg.ring->kind == LH_RING_LOCAL) {
+        st = lh_ring_timeout_from_env(&ring_timeout_s);
+        if (st != LH_OK) return lh_fail_context(st, "lh_plan_finalize");
+    }
     lh_context *ctx = plan->context;
     if (plan->cfg.ring && !ctx->ops->attention_forward)
         return lh_fail(LH_ERROR_UNSUPPORTED,
@@ -292,6 +312,8 @@ LH_API lh_status lh_plan_finalize(lh_plan *plan) {
     plan->state = state;
     plan->sizes = sizes;
     plan->finalized = true;
+    if (plan->cfg.ring && plan->cfg.ring->kind == LH_RING_LOCAL)
+        lh_ring_local_join(plan->cfg.ring, (int)plan->cfg.cp_rank, &id, ring_timeout_s);
     return LH_OK;
 }
 

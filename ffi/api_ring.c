@@ -10,14 +10,12 @@ static lh_ring *ring_alloc(lh_ring_kind kind, int world) {
     ring->info.kind = kind;
     ring->info.world = world;
     ring->info.backend = LH_BACKEND_AUTO;
-    pthread_mutex_init(&ring->info.mutex, NULL);
-    pthread_cond_init(&ring->info.cond, NULL);
+    lh_ring_local_init(&ring->info);
     return ring;
 }
 
 static void ring_free(lh_ring *ring) {
-    pthread_mutex_destroy(&ring->info.mutex);
-    pthread_cond_destroy(&ring->info.cond);
+    lh_ring_local_fini(&ring->info);
     free(ring);
 }
 
@@ -136,11 +134,24 @@ LH_API lh_status lh_plan_set_ring(lh_plan *plan, lh_ring *ring, int rank) {
                        "%s: an NCCL ring's rank is its communicator's: %d (got %d)", fn,
                        info->nccl_rank, rank);
     lh_backend mine = plan->context->ops->kind;
+    uint64_t bit = UINT64_C(1) << rank;
     pthread_mutex_lock(&info->mutex);
     lh_backend theirs = info->backend;
-    if (theirs == LH_BACKEND_AUTO) info->backend = mine;
+    /* A local ring's rendezvous is keyed by rank: one live plan per rank. (An NCCL ring's rank is
+     * the process's; its plans' calls are ordered on the communicator.) */
+    bool taken = info->kind == LH_RING_LOCAL && (info->bound & bit);
+    bool other_backend = theirs != LH_BACKEND_AUTO && theirs != mine;
+    if (!taken && !other_backend) {
+        if (theirs == LH_BACKEND_AUTO) info->backend = mine;
+        if (info->kind == LH_RING_LOCAL) info->bound |= bit;
+    }
     pthread_mutex_unlock(&info->mutex);
-    if (theirs != LH_BACKEND_AUTO && theirs != mine)
+    if (taken)
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "%s: rank %d of this local ring is already bound to another live plan; a "
+                       "rank has one plan (use it for every call of that rank, or destroy it "
+                       "before binding another)", fn, rank);
+    if (other_backend)
         return lh_fail(LH_ERROR_INVALID_VALUE,
                        "%s: every plan of a ring runs on one backend (the ring is %s, this plan %s)",
                        fn, theirs == LH_BACKEND_CUDA ? "CUDA" : "CPU",
@@ -150,6 +161,13 @@ LH_API lh_status lh_plan_set_ring(lh_plan *plan, lh_ring *ring, int rank) {
     plan->cfg.cp_rank = rank;
     info->bound_plans++;
     return LH_OK;
+}
+
+void lh_ring_unbind(lh_plan *plan) {
+    lh_ring_info *info = plan->cfg.ring;
+    if (!info) return;
+    if (info->kind == LH_RING_LOCAL) lh_ring_local_leave(info, (int)plan->cfg.cp_rank);
+    info->bound_plans--;
 }
 
 LH_API lh_status lh_plan_set_attention_hooks(lh_plan *plan, lh_attention_forward_hook forward,

@@ -49,6 +49,17 @@ static lh_status check_lighthouse(const lh_plan *plan, const char *fn) {
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The result of a call that may have run attention hooks: on LH_OK the error channel is "" even
+ * if a library call inside a hook failed (the hook decided that it did not matter); otherwise the
+ * message is prefixed with the entry point. */
+static lh_status finish(lh_status st, const char *fn) {
+    if (st == LH_OK) {
+        lh_clear_error();
+        return st;
+    }
+    return lh_fail_context(st, fn);
+}
+
 LH_API lh_status lh_forward(lh_plan *plan, const void *q, const void *k, const void *v, void *out,
                             void *saved, void *workspace, void *stream) {
     lh_clear_error();
@@ -68,7 +79,7 @@ LH_API lh_status lh_forward(lh_plan *plan, const void *q, const void *k, const v
     st = check_buffers(plan, fn, args, COUNT(args), stream);
     if (st != LH_OK) return st;
     st = plan->context->ops->forward(plan->state, q, k, v, out, saved, workspace, stream);
-    return st == LH_OK ? st : lh_fail_context(st, fn);
+    return finish(st, fn);
 }
 
 LH_API lh_status lh_backward(lh_plan *plan, const void *q, const void *k, const void *v,
@@ -98,7 +109,7 @@ LH_API lh_status lh_backward(lh_plan *plan, const void *q, const void *k, const 
     if (st != LH_OK) return st;
     st = plan->context->ops->backward(plan->state, q, k, v, out, dout, saved, dq, dk, dv,
                                       workspace, stream);
-    return st == LH_OK ? st : lh_fail_context(st, fn);
+    return finish(st, fn);
 }
 
 LH_API lh_status lh_scores(lh_plan *plan, const void *q, const void *k, float *scores_q,

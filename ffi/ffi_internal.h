@@ -37,8 +37,8 @@ struct lh_ring {
     lh_context *context;             /* NCCL rings: the context they were made with */
 };
 
-/* The name of a parameter as written in messages ("TOPK"). */
-const char *lh_param_name(lh_param param);
+/* Releases the ring rank of a plan that is destroyed (api_ring.c); nothing without a ring. */
+void lh_ring_unbind(lh_plan *plan);
 
 /* KV_HEADS as set, else HEADS (its default). */
 int64_t lh_plan_kv_heads(const lh_plan *plan);

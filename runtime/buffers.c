@@ -23,6 +23,7 @@ typedef enum size_rule {
     ATTENTION_STEP,
     DENSE_LSE,       /* plain dense: the statistics of its attention, as the backend has them */
     SCRATCH,         /* the backend's stage scratch */
+    SAVED_TAG,       /* the backend's tag of saved */
 } size_rule;
 
 typedef enum condition {
@@ -52,6 +53,7 @@ static const struct row {
     {LH_BUF_SAVED, LH_REGION_K_SEL, SUBSEQ, KEPT},
     {LH_BUF_SAVED, LH_REGION_V_SEL, SUBSEQ, KEPT},
     {LH_BUF_SAVED, LH_REGION_INV, INVERSE, KEPT},
+    {LH_BUF_SAVED, LH_REGION_TAG, SAVED_TAG, ALWAYS},
     /* forward workspace (scores and pooled rows serve one chunk at a time) */
     {LH_BUF_FORWARD, LH_REGION_SCORES_Q, SCORES_Q, LIGHTHOUSE},
     {LH_BUF_FORWARD, LH_REGION_SCORES_K, SCORES_K, LIGHTHOUSE},
@@ -115,6 +117,7 @@ static int64_t size_of(size_rule rule, const lh_config *c, const lh_backend_size
     case ATTENTION_STEP: return s->attention_step_bytes;
     case DENSE_LSE: return s->dense_lse_bytes;
     case SCRATCH: return s->scratch_bytes;
+    case SAVED_TAG: return s->saved_tag_bytes;
     }
     return 0;
 }

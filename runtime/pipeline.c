@@ -33,7 +33,7 @@ static bool plain_dense(const lh_config *c) {
     return c->mode == LH_MODE_DENSE && !c->ring && !c->forward_hook;
 }
 
-/* ---- stage timing ------------------------------------------------------------------------------ */
+/* ---- stage timing ---------------------------------------------------------------------------- */
 
 static lh_status timing_open(lh_pipeline *p, lh_stage first, lh_stage last, void *stream) {
     if (!p->cfg->stage_timing || !p->ops->timing_open) return LH_OK;
@@ -55,7 +55,7 @@ static lh_status run_stage(lh_pipeline *p, lh_stage stage, lh_stage_fn *fn, cons
     return st;
 }
 
-/* ---- the chunks -------------------------------------------------------------------------------- */
+/* ---- the chunks ------------------------------------------------------------------------------ */
 
 static void *region(const lh_pipeline *p, lh_buffer b, lh_region r, const void *base) {
     return lh_buffer_at(&p->buffers, b, r, base);
@@ -94,7 +94,7 @@ static lh_chunk chunk_of(const lh_pipeline *p, const lh_chunk *base, int64_t j) 
     return ch;
 }
 
-/* ---- the attention step: the caller's hook, else the backend's own ------------------------------ */
+/* ---- the attention step: the caller's hook, else the backend's own --------------------------- */
 
 static lh_status hook_failed(lh_status st, const char *which) {
     char what[96];
@@ -126,7 +126,7 @@ static lh_status attention_backward(lh_pipeline *p, const lh_chunk *all, const f
     return st == LH_OK ? st : hook_failed(st, "backward");
 }
 
-/* ---- forward ----------------------------------------------------------------------------------- */
+/* ---- forward --------------------------------------------------------------------------------- */
 
 static lh_status chunks_forward(lh_pipeline *p, const lh_stage_ops *stages, lh_chunk *all,
                                 int32_t *saved_indices, float *lse, void *ws, void *stream) {
@@ -188,12 +188,13 @@ lh_status lh_pipeline_forward(void *plan, const void *q, const void *k, const vo
             c->mode == LH_MODE_LIGHTHOUSE ? p->ops->lighthouse : p->ops->dense;
         st = chunks_forward(p, stages, &all, saved_indices, lse, attention_ws, stream);
     }
+    if (st == LH_OK && p->ops->seal_saved) p->ops->seal_saved(p, saved);
     if (st != LH_OK && c->ring && c->ring->kind == LH_RING_LOCAL) lh_ring_local_abort(c->ring);
     if (p->ops->leave) p->ops->leave(plan);
     return st;
 }
 
-/* ---- backward ---------------------------------------------------------------------------------- */
+/* ---- backward -------------------------------------------------------------------------------- */
 
 static lh_status chunks_backward(lh_pipeline *p, const lh_stage_ops *stages, const lh_chunk *all,
                                  const float *lse, void *ws, void *stream) {
@@ -223,7 +224,9 @@ lh_status lh_pipeline_backward(void *plan, const void *q, const void *k, const v
     if (st != LH_OK) return st;
     void *attention_ws = region(p, LH_BUF_BACKWARD, LH_REGION_ATTENTION, workspace);
     const float *lse = region(p, LH_BUF_SAVED, LH_REGION_LSE, saved);
-    st = timing_open(p, LH_STAGE_REGATHER, LH_STAGE_POOL_GRAD, stream);
+    /* Before anything reads saved (and before any rendezvous: a refused rank aborts the ring). */
+    if (p->ops->check_saved) st = p->ops->check_saved(p, saved);
+    if (st == LH_OK) st = timing_open(p, LH_STAGE_REGATHER, LH_STAGE_POOL_GRAD, stream);
     if (st == LH_OK && plain_dense(c)) {
         st = timing_mark(p, LH_STAGE_ATTENTION_BACKWARD, false, stream);
         if (st == LH_OK)

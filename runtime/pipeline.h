@@ -30,8 +30,7 @@ typedef enum lh_buffer {
 typedef enum lh_region {
     LH_REGION_INDICES,   /* int32 [C,B,H,S_c]: the selection */
     LH_REGION_O_SEL,     /* DTYPE [C,B,H,S_c,D] */
-    LH_REGION_LSE,       /* fp32 [C,B,H,S_c] (dense without chunks: [B,H,N], as its attention
-                            lays it out) */
+    LH_REGION_LSE,       /* fp32 [C,B,H,S_c] (plain dense: [B,H,N], as its attention has it) */
     LH_REGION_Q_SEL,     /* DTYPE [C,B,H,S_c,D] each */
     LH_REGION_K_SEL,
     LH_REGION_V_SEL,
@@ -46,10 +45,13 @@ typedef enum lh_region {
     LH_REGION_DV_SEL,
     LH_REGION_ATTENTION, /* the attention's workspace (the CPU's stages borrow its start) */
     LH_REGION_SCRATCH,   /* the stage entry points' scratch (CPU threads) */
+    LH_REGION_TAG,       /* the end of saved: what lh_forward wrote it for (CPU) */
     LH_REGION_COUNT
 } lh_region;
 
-/* What a backend adds to the table: sizes only it knows, in bytes. */
+/* What a backend adds to the table: sizes only it knows, in bytes. Words: a *chunked* plan runs
+ * its attention as a step of its own (a ring, or attention hooks); *plain dense* is dense mode
+ * without either (attention on the caller's tensors, no sub-sequence). */
 typedef struct lh_backend_sizes {
     int64_t align;                /* every region starts at a multiple of this */
     bool keeps_subsequence;       /* Lighthouse: saved may keep q/k/v_sel and the inverse map
@@ -60,12 +62,15 @@ typedef struct lh_backend_sizes {
     int64_t inv_bytes;            /* one chunk's inverse map (0: the backend has none) */
     int64_t pooled_q_bytes;       /* one chunk's coarsest pooled rows (0: none) */
     int64_t pooled_k_bytes;
-    int64_t attention_fwd_bytes;  /* the attention of a plan without chunks: Lighthouse's on the */
-    int64_t attention_bwd_bytes;  /*   sub-sequence, dense's on the caller's tensors */
-    int64_t attention_step_bytes; /* the attention step (chunked plans, lh_attention_*) */
+    int64_t attention_fwd_bytes;  /* the attention inside lh_forward / lh_backward of a plan */
+    int64_t attention_bwd_bytes;  /*   without ring or hooks: Lighthouse's on the sub-sequence,
+                                     plain dense's on the caller's tensors */
+    int64_t attention_step_bytes; /* the attention step (plans with a ring or hooks, and
+                                     lh_attention_forward / _backward) */
     int64_t dense_lse_bytes;      /* dense attention on the caller's tensors: its statistics,
                                      taken as they are (no padding after them) */
     int64_t scratch_bytes;        /* the stage entry points' scratch */
+    int64_t saved_tag_bytes;      /* the tag at the end of saved (0: none) */
 } lh_backend_sizes;
 
 typedef struct lh_buffer_map {
@@ -76,7 +81,7 @@ typedef struct lh_buffer_map {
 /* Lays out every buffer of `cfg` from the table; `keep` receives whether saved keeps the
  * sub-sequence. */
 void lh_buffer_map_build(const lh_config *cfg, const lh_backend_sizes *sizes, lh_buffer_map *out,
-                    bool *keep);
+                         bool *keep);
 
 /* Appends a region of `bytes` at *end, padded to a multiple of `align`, and returns its offset:
  * how the table lays out the buffers, and how an attention step lays out its own workspace. */
@@ -87,8 +92,9 @@ static inline int64_t lh_region_append(int64_t *end, int64_t bytes, int64_t alig
 }
 
 /* The region in a buffer whose memory starts at `base`, or NULL where it has none. */
-static inline void *lh_buffer_at(const lh_buffer_map *l, lh_buffer b, lh_region r, const void *base) {
-    return l->offset[b][r] < 0 ? NULL : (char *)base + l->offset[b][r];
+static inline void *lh_buffer_at(const lh_buffer_map *map, lh_buffer b, lh_region r,
+                                 const void *base) {
+    return map->offset[b][r] < 0 ? NULL : (char *)base + map->offset[b][r];
 }
 
 /* ---- what the stages of one chunk see ------------------------------------------------------ */
@@ -139,6 +145,11 @@ typedef struct lh_pipeline_ops {
     lh_dense_backward_fn *dense_backward;
     /* Copies staged indices to saved (backends with stages_indices). */
     lh_status (*copy)(void *plan, void *dst, const void *src, size_t bytes, void *stream);
+    /* Backends that tag saved (saved_tag_bytes): seal_saved writes the tag once a forward has
+     * succeeded; check_saved refuses, before a backward reads anything, a saved that a forward of
+     * this plan did not write. NULL: no tag. */
+    void (*seal_saved)(void *plan, void *saved);
+    lh_status (*check_saved)(void *plan, const void *saved);
     /* Stage timing (plans finalized with STAGE_TIMING): a forward or backward opens its stages
      * first..last, then each stage is bracketed. NULL where the backend cannot time. */
     lh_status (*timing_open)(void *plan, lh_stage first, lh_stage last, void *stream);

@@ -28,11 +28,20 @@ lh_status lh_fail_context(lh_status status, const char *what);
 void lh_clear_error(void);
 const char *lh_error_message(void);
 
-/* ---- rings (context parallelism, docs/spec.md section 8) ---------------------------------------- */
+/* ---- rings (context parallelism, docs/spec.md section 8) ------------------------------------- */
 
 #define LH_RING_MAX_WORLD 64
 
 typedef enum lh_ring_kind { LH_RING_LOCAL = 0, LH_RING_NCCL = 1 } lh_ring_kind;
+
+/* What must be equal on every rank of a ring: the parameters that decide what ranks exchange and
+ * what it means (runtime/config_id.c). v[p] is parameter p for p = BATCH .. MODE (lh_param);
+ * dense plans carry 0 for LEVELS, POOLING and TOPK, which they do not use. */
+#define LH_CONFIG_ID_PARAMS (LH_PARAM_MODE + 1)
+typedef struct lh_config_id {
+    int64_t v[LH_CONFIG_ID_PARAMS];
+    double scale;
+} lh_config_id;
 
 /* The state behind an lh_ring handle, shared by every plan bound to it. */
 typedef struct lh_ring_info {
@@ -41,13 +50,19 @@ typedef struct lh_ring_info {
     _Atomic int64_t bound_plans;   /* plans bound and not yet destroyed */
 
     /* LOCAL: the backend every bound plan must share (AUTO until the first plan binds), and the
-     * rendezvous of runtime/ring_local.c. */
+     * rendezvous of runtime/ring_local.c. Everything below is guarded by `mutex`. */
     lh_backend backend;
     pthread_mutex_t mutex;
-    pthread_cond_t cond;
-    int arrived;                   /* ranks in the current rendezvous */
+    pthread_cond_t cond;           /* on CLOCK_MONOTONIC (lh_ring_local_init) */
+    uint64_t bound;                /* bit r: rank r has a live plan (one plan per rank) */
+    uint64_t joined;               /* bit r: rank r's plan is finalized: id[r], timeout_s[r] */
+    lh_config_id id[LH_RING_MAX_WORLD];
+    double timeout_s[LH_RING_MAX_WORLD];
+    int ids_checked;               /* the ids were found equal since the last join */
+    uint64_t arrived;              /* bit r: rank r is in the current rendezvous */
     uint64_t generation;           /* completed rendezvous */
     int aborted;                   /* a rank failed mid-exchange: everyone returns an error */
+    char abort_reason[512];        /* why, for every rank that finds the ring aborted */
     /* Publications, double-buffered by round parity: a rank may publish for the next round while
      * a slower peer still reads this one, but it cannot get two rounds ahead. */
     const void *slot_ptr[2][LH_RING_MAX_WORLD];
@@ -61,15 +76,32 @@ typedef struct lh_ring_info {
     void (*nccl_release)(struct lh_ring_info *ring);
 } lh_ring_info;
 
+/* Sets up and tears down the mutex and condition variable of a ring. */
+void lh_ring_local_init(lh_ring_info *ring);
+void lh_ring_local_fini(lh_ring_info *ring);
+
+/* LIGHTHOUSE_RING_TIMEOUT_S as seconds: unset or "" gives the default (120 s); a number > 0, or
+ * "inf", is used up to 1e9 s (about 31 years: "no limit"); anything else (NaN, <= 0, text) fails
+ * with LH_ERROR_INVALID_VALUE and a sentence. */
+lh_status lh_ring_timeout_from_env(double *seconds);
+
+/* Rank `rank`'s plan is finalized with configuration `id` and waits up to timeout_s at each
+ * rendezvous: the next rendezvous compares every rank's id (lh_ring_local_leave undoes it). */
+void lh_ring_local_join(lh_ring_info *ring, int rank, const lh_config_id *id, double timeout_s);
+void lh_ring_local_leave(lh_ring_info *ring, int rank);
+
 /* Local rendezvous: rank `rank` publishes (ptr, aux) and blocks until every rank of the ring has
  * published in this round; *round identifies the round for lh_ring_local_peer, which reads any
  * rank's publication of that round. A rank must finish reading a round's publications before it
- * calls lh_ring_local_exchange again. Returns LH_ERROR_COMMUNICATION if the ring was aborted or a
- * rank did not arrive within 120 s (env LIGHTHOUSE_RING_TIMEOUT_S). */
+ * calls lh_ring_local_exchange again. Rounds count ranks, not arrivals: a rank that arrives
+ * twice in one round aborts the ring. The first round after a rank joined compares the ranks'
+ * configurations. Returns LH_ERROR_COMMUNICATION with a sentence if the ring was aborted, the
+ * ranks' plans differ, or a rank did not arrive within its timeout. */
 lh_status lh_ring_local_exchange(lh_ring_info *ring, int rank, const void *ptr, void *aux,
                                  uint64_t *round);
 void lh_ring_local_peer(lh_ring_info *ring, uint64_t round, int peer, const void **ptr, void **aux);
-/* Marks the ring failed and wakes every waiting rank (they return LH_ERROR_COMMUNICATION). */
+/* Marks the ring failed and wakes every waiting rank (they return LH_ERROR_COMMUNICATION). The
+ * calling thread's last error, if any, becomes the reason the peers report. */
 void lh_ring_local_abort(lh_ring_info *ring);
 
 /* The schedule of ring attention (docs/spec.md section 8; runtime/config.c), the same for every
@@ -82,6 +114,20 @@ typedef struct lh_ring_block {
     bool full;
 } lh_ring_block;
 int lh_ring_blocks(int64_t world, int64_t rank, int64_t owner, lh_ring_block out[4]);
+
+/* ---- configuration identity (runtime/config_id.c) ------------------------------------------ */
+
+/* The name of a parameter as written in messages ("TOPK"); "UNKNOWN" outside the enum. */
+const char *lh_param_name(lh_param param);
+
+struct lh_config;
+void lh_config_id_of(const struct lh_config *cfg, lh_config_id *id);
+/* 0 when a and b are equal; else 1 and a sentence into out: "LAYOUT is 0 on rank 0 but 1 on
+ * rank 1" for the first parameter that differs. */
+int lh_config_id_diff(const lh_config_id *a, int rank_a, const lh_config_id *b, int rank_b,
+                      char *out, size_t cap);
+/* A 64-bit digest of id (FNV-1a): equal ids give equal digests. */
+uint64_t lh_config_id_hash(const lh_config_id *id);
 
 /* ---- the validated configuration of a plan ------------------------------------------------ */
 
@@ -106,6 +152,7 @@ typedef struct lh_config {
     lh_attention_backward_hook backward_hook;
     void *hook_user_data;
     lh_plan *handle;                     /* the public handle, passed to hooks */
+    uint64_t fingerprint;                /* lh_config_id_hash of the configuration (finalize) */
 
     /* Derived by lh_config_derive. Without a ring they describe the whole sequence; on a ring,
      * one chunk of N/(2W) tokens with TOPK/(2W) (lh_config_chunk gives that configuration). */

@@ -22,6 +22,17 @@
  *    dout use the same layout as q.
  *  - Handles are not internally locked: use one plan from one thread at a time. Different plans
  *    and contexts may be used from different threads concurrently.
+ *  - Non-finite input (NaN, +-Inf in q, k, v, dout, or in scores given to lh_select) is not an
+ *    error and is not checked for (that would cost a pass over every input). Calls return LH_OK,
+ *    read and write only the caller's buffers, and select only valid pyramid positions in
+ *    sub-sequence order (lh_select ranks scores by the IEEE-754 order of their bits: a NaN with
+ *    the sign bit clear above +Inf, one with it set below -Inf, +0 equal to -0, ties to the
+ *    lower position). Such values propagate as in softmax(scale * q k^T) v computed in IEEE
+ *    arithmetic: a -Inf score gives its key weight 0; a NaN or +Inf score, or a row whose every
+ *    score is -Inf, makes that row's output NaN; a non-finite v reaches every row that gives it
+ *    weight; gradients follow. So an output is never a finite value computed from a non-finite
+ *    one it depends on; outputs that do not depend on it may be non-finite too (within a block
+ *    of rows, or through a pooled pyramid entry). Check inputs yourself where you must know.
  */
 #ifndef LIGHTHOUSE_H
 #define LIGHTHOUSE_H
@@ -187,7 +198,11 @@ typedef enum lh_context_option {
     LH_CONTEXT_NUM_THREADS = 0,  /* i64: CPU worker threads; 0 (default) = all online cores */
     LH_CONTEXT_CACHE_ENABLED = 1,/* i64: 1 (default) keeps compiled kernels on disk, 0 disables it */
     LH_CONTEXT_CACHE_DIR = 2     /* str: the on-disk kernel cache; default $LIGHTHOUSE_CACHE_DIR,
-                                    else $XDG_CACHE_HOME/liblighthouse, else ~/.cache/liblighthouse */
+                                    else $XDG_CACHE_HOME/liblighthouse, else ~/.cache/liblighthouse.
+                                    Used only if it belongs to this user (or root) and nobody else
+                                    can write it, and only for entries that are such regular
+                                    files; otherwise kernels are compiled without it and one line
+                                    on stderr says why */
 } lh_context_option;
 
 /* ---------------------------------------------------------------------------------------------
@@ -235,7 +250,12 @@ LH_API lh_status lh_plan_get_param_i64(const lh_plan *plan, lh_param param, int6
 LH_API lh_status lh_plan_get_param_f64(const lh_plan *plan, lh_param param, double *out_value);
 
 /* Validates every rule of docs/spec.md, compiles the kernels and builds the attention graphs. Every
- * configuration error is reported here, never later by forward or backward. */
+ * configuration error is reported here, never later by forward or backward. That includes the
+ * sizes the kernels index with 32 bits (LH_ERROR_UNSUPPORTED): a Lighthouse plan's pyramid (on a
+ * ring: one chunk's) must have fewer than 2^31 positions (S_total); on the CUDA backend also
+ * BATCH and HEADS + 2 * KV_HEADS at most 65535 (grid dimensions) and every attention tensor
+ * fewer than 2^31 elements. A plan bound to a local ring also reads LIGHTHOUSE_RING_TIMEOUT_S
+ * here (see lh_ring_create_local). */
 LH_API lh_status lh_plan_finalize(lh_plan *plan);
 
 /* Reads a size of a finalized plan (see lh_query). */
@@ -281,7 +301,12 @@ LH_API lh_status lh_forward(lh_plan *plan, const void *q, const void *k, const v
 /* dq, dk, dv = gradients of sum(out * dout) with respect to q, k, v.
  * out:   the forward's output (read in dense mode; Lighthouse mode does not read it and accepts
  *        NULL, since what it needs is in `saved`).
- * saved: what lh_forward wrote for the same q, k, v.
+ * saved: what lh_forward wrote for the same q, k, v. The CPU backend checks it before reading
+ *        anything from it: a tag that lh_forward writes last (a forward of a plan of this
+ *        configuration filled it) and, in Lighthouse mode, that every index is a pyramid position
+ *        in sub-sequence order; otherwise LH_ERROR_INVALID_VALUE and nothing is written (on a
+ *        ring, the rank's peers then return LH_ERROR_COMMUNICATION). The CUDA backend trusts
+ *        `saved` (docs/abi.md: how it will check it without a host synchronisation).
  * Every element of dq, dk, dv is written (not accumulated). */
 LH_API lh_status lh_backward(lh_plan *plan, const void *q, const void *k, const void *v,
                              const void *out, const void *dout, const void *saved, void *dq,
@@ -357,7 +382,13 @@ typedef struct lh_ring lh_ring;
 /* A ring of `world` ranks inside this process (one plan per rank, each run from its own thread, all
  * of one backend; on CUDA the ranks' buffers may live on one device or several). Data moves by
  * device-to-device copies (CUDA) or memcpy (CPU); ranks meet at host-side rendezvous inside the
- * calls, so the W plans' calls must run concurrently. */
+ * calls, so the W plans' calls must run concurrently. A rank waits for the others at most
+ * LIGHTHOUSE_RING_TIMEOUT_S seconds (read at lh_plan_finalize: default 120, "inf" for no limit;
+ * a value that is no positive number fails finalize), then the ring fails with
+ * LH_ERROR_COMMUNICATION. The first rendezvous after a plan was finalized compares the plans of
+ * all ranks: plans of different configurations (layout, scale, heads, head dim, pooling, ...)
+ * fail every rank with LH_ERROR_COMMUNICATION and a sentence naming the parameter. A failure
+ * aborts the ring for good: destroy its plans and the ring, and make new ones. */
 LH_API lh_status lh_ring_create_local(int world, lh_ring **out_ring);
 
 /* A ring over NCCL on the caller's communicator (an ncclComm_t, passed as a pointer): world and
@@ -379,7 +410,9 @@ LH_API lh_status lh_ring_create_nccl_from_id(lh_context *context, const void *un
 LH_API lh_status lh_ring_destroy(lh_ring *ring);
 
 /* Binds a plan (before finalize) to `ring` as rank `rank` (for an NCCL ring: the communicator's
- * own rank). The plan then runs context-parallel as described above. */
+ * own rank). The plan then runs context-parallel as described above. A rank of a local ring has
+ * one live plan: binding a second is LH_ERROR_INVALID_VALUE (use one plan for every call of the
+ * rank; a plan keeps no state between calls besides the caller's `saved`). */
 LH_API lh_status lh_plan_set_ring(lh_plan *plan, lh_ring *ring, int rank);
 
 /* Attention hooks: a framework's own attention step (its own ring, say) in place of the library's.

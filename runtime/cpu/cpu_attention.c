@@ -27,7 +27,7 @@ size_t lh_cpu_attention_step_bytes(const lh_cpu_plan *plan) {
     return plan->cfg.ring ? lh_cpu_ring_workspace_bytes(plan) : lh_cpu_attention_bwd_bytes(plan);
 }
 
-/* ---- the step ---------------------------------------------------------------------------------- */
+/* ---- the step -------------------------------------------------------------------------------- */
 
 /* The transport of the plan's (local) ring. */
 static lh_cpu_transport transport_of(const lh_config *c) {
@@ -70,7 +70,7 @@ lh_status lh_cpu_attention_backward(void *plan_state, const void *q_sel, const v
     return LH_OK;
 }
 
-/* ---- dense attention on the caller's tensors ---------------------------------------------------- */
+/* ---- dense attention on the caller's tensors ------------------------------------------------- */
 
 typedef struct dense_job {
     const lh_cpu_plan *plan;

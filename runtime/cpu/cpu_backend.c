@@ -44,7 +44,7 @@ static int thread_count(const lh_context_options *options) {
     return n > 256 ? 256 : (int)n;
 }
 
-/* ---- the pipeline's view of the backend --------------------------------------------------------- */
+/* ---- the pipeline's view of the backend ------------------------------------------------------ */
 
 static lh_status cpu_copy(void *plan, void *dst, const void *src, size_t bytes, void *stream) {
     (void)plan;
@@ -71,9 +71,11 @@ static const lh_pipeline_ops pipeline_ops = {
     .dense_forward = lh_cpu_dense_forward,
     .dense_backward = lh_cpu_dense_backward,
     .copy = cpu_copy,
+    .seal_saved = lh_cpu_saved_seal,
+    .check_saved = lh_cpu_saved_check,
 };
 
-/* ---- plans ------------------------------------------------------------------------------------- */
+/* ---- plans ----------------------------------------------------------------------------------- */
 
 static lh_status cpu_plan_create(void *context_state, const lh_context_options *options,
                                  const lh_config *cfg, void **out_plan_state,
@@ -119,6 +121,7 @@ static lh_status cpu_plan_create(void *context_state, const lh_context_options *
         .attention_step_bytes = (int64_t)lh_cpu_attention_step_bytes(plan),
         .dense_lse_bytes = (int64_t)lh_cpu_round64((size_t)(c->batch * c->heads * c->s_sel) * 4),
         .scratch_bytes = (int64_t)scratch,
+        .saved_tag_bytes = LH_CPU_SAVED_TAG_BYTES,
     };
     lh_pipeline_init(&plan->pipeline, &pipeline_ops, &plan->cfg, &own, sizes);
     *out_plan_state = plan;

@@ -45,15 +45,23 @@ void lh_cpu_attention_rows(const lh_cpu_head *hd, int64_t D, float scale, int64_
         tiles->abt(hd->q + first * hd->q_stride, hd->q_stride, m_rows, kt, n, D,
                         st + ri0 * B);
         for (int64_t ri = ri0; ri < rows; ri++) {
-            /* Causal: keys c0..i. */
+            /* Causal: keys c0..i (at least one). */
             int64_t nv = !hd->full && r0 + ri - c0 + 1 < n ? r0 + ri - c0 + 1 : n;
             float *row = st + ri * B;
             float mx = -INFINITY;
-            for (int64_t j = 0; j < nv; j++)
+            int nan = 0;
+            for (int64_t j = 0; j < nv; j++) {
                 mx = row[j] > mx ? row[j] : mx;
+                nan |= row[j] != row[j];
+            }
+            /* Non-finite input gives a NaN row, never a finite wrong one: a NaN score makes the
+             * row's maximum NaN, and NaN stays in m, l and acc through every later block; +inf
+             * makes its own NaN (exp(inf - inf)). Keys that all score -inf here have weight 0. */
+            if (nan)
+                mx = NAN;
             mx *= scale;
-            float mnew = mx > m[ri] ? mx : m[ri];
-            if (mnew == -INFINITY) {   /* only for infinite inputs: nothing to add */
+            float mnew = mx > m[ri] || mx != mx ? mx : m[ri];
+            if (mnew == -INFINITY) {   /* every score so far -inf: nothing to add */
                 memset(row, 0, (size_t)n * sizeof(float));
                 continue;
             }
@@ -77,9 +85,11 @@ void lh_cpu_attention_rows(const lh_cpu_head *hd, int64_t D, float scale, int64_
     }
     for (int64_t i = 0; i < rows; i++) {
         float *orow = o + (r0 + i) * o_stride;
-        float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        /* Every row sees at least one key, so l = 0 means every score was -inf: the softmax
+         * is 0/0, NaN like a NaN score (which l and acc already carry). */
+        float inv = l[i] == 0.0f ? NAN : 1.0f / l[i];
         for (int64_t d = 0; d < D; d++)
             orow[d] = acc[i * D + d] * inv;
-        lse[r0 + i] = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
+        lse[r0 + i] = l[i] == 0.0f ? NAN : m[i] + logf(l[i]);
     }
 }

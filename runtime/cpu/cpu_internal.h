@@ -42,6 +42,18 @@ static inline int64_t lh_cpu_token_stride(const lh_config *cfg, int64_t heads) {
     return cfg->layout == LH_LAYOUT_BNHD ? heads * cfg->head_dim : cfg->head_dim;
 }
 
+/* ---- cpu_saved.c: what lh_backward checks in `saved` ------------------------------------- */
+
+#define LH_CPU_SAVED_TAG_BYTES 64
+
+/* Writes the tag that says a forward of this configuration filled `saved` (after everything else
+ * of the forward succeeded; lh_pipeline_ops.seal_saved). */
+void lh_cpu_saved_seal(void *plan, void *saved);
+/* LH_ERROR_INVALID_VALUE with a sentence unless `saved` carries this configuration's tag and, in
+ * Lighthouse mode, indices that are pyramid positions in sub-sequence order. Reads nothing else
+ * (lh_pipeline_ops.check_saved). */
+lh_status lh_cpu_saved_check(void *plan, const void *saved);
+
 /* ---- cpu_parallel.c -------------------------------------------------------------------- */
 
 /* One task: `task` in [0, ntasks), `tid` in [0, nthreads) names the thread's scratch slice. */

@@ -26,10 +26,22 @@ size_t lh_cpu_select_scratch_bytes(const lh_config *cfg) {
     return lh_cpu_round64(per * (size_t)cfg->levels * 2 * sizeof(int32_t)) + lh_cpu_round64(per);
 }
 
+/* The order of scores as an unsigned integer, as the GPU's select kernel ranks them: numbers in
+ * their order (+0 and -0 equal), a NaN with the sign bit clear above +inf and one with it set
+ * below -inf. A total order, so NaN scores still give a valid selection (the same one on both
+ * backends for the same bits). */
+static inline uint32_t order_key(float x) {
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    if ((b & 0x7fffffffu) == 0) return 0x80000000u;
+    return (b & 0x80000000u) ? ~b : b | 0x80000000u;
+}
+
 /* a beats b when its score is higher, or equal at a lower position (the reference's stable sort
  * over candidates in position order). */
 static inline int beats(float sa, int64_t ia, float sb, int64_t ib) {
-    return sa > sb || (sa == sb && ia < ib);
+    uint32_t ka = order_key(sa), kb = order_key(sb);
+    return ka > kb || (ka == kb && ia < ib);
 }
 
 /* Marks with `mark` the LH_SET_SIZE best unmarked candidates by `score` (candidates are

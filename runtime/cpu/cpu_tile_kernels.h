@@ -28,11 +28,27 @@ static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
  * below -87 it returns about 1e-38 instead of a denormal or 0, which is immaterial next to the
  * row maximum's exp(0) = 1. Branch-free (rounding by adding and subtracting 1.5 * 2^23, the scale
  * 2^n built in the exponent bits) so that loops over it vectorise; the files that include this
- * are compiled with -fno-trapping-math, which lets GCC turn the clamps into vector min/max. */
-static inline float TILE_FN(fast_exp)(float x) {
+ * are compiled with -fno-trapping-math, which lets GCC turn the clamps into vector min/max.
+ * NaN in, NaN out, whatever the clamps make of it, and no undefined behaviour: n is taken from
+ * the bits of the rounded sum (n + 127 is in 1..254 after the clamps) with unsigned arithmetic,
+ * never by converting a float that may be NaN to an integer. Compiled without FP contraction
+ * (GCC: the optimize attribute; clang: its fp pragma), for the reason given at exp below. */
+#ifndef LH_TILE_NO_CONTRACT
+#if defined(__clang__)
+#define LH_TILE_NO_CONTRACT
+#define LH_TILE_NO_CONTRACT_BODY _Pragma("clang fp contract(off)")
+#else
+#define LH_TILE_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#define LH_TILE_NO_CONTRACT_BODY
+#endif
+#endif
+LH_TILE_NO_CONTRACT static inline float TILE_FN(fast_exp)(float x) {
+    LH_TILE_NO_CONTRACT_BODY
+    float in = x;
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    float fn = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float t = x * 1.44269504088896341f + 12582912.0f;
+    float fn = t - 12582912.0f;
     float r = x - fn * 0.693359375f - fn * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -41,10 +57,12 @@ static inline float TILE_FN(fast_exp)(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)fn + 127) << 23;
+    uint32_t tbits;
+    memcpy(&tbits, &t, sizeof tbits);   /* 0x4B400000 + n: t = 1.5 * 2^23 + n */
+    uint32_t bits = (tbits - 0x4B400000u + 127u) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return in != in ? in : p * scale;
 }
 
 static void TILE_FN(abt)(const float *a, int64_t lda, int64_t m, const float *bt, int64_t n,
@@ -155,7 +173,12 @@ static void TILE_FN(acc)(const float *p, int64_t m, int64_t n, const float *b, i
         }
 }
 
-static void TILE_FN(exp)(float *x, int64_t n, float scale, float shift) {
+/* The product is rounded before the shift is subtracted (no FMA contraction here): the shift is
+ * the row maximum of those same rounded products, so the maximum's own argument is exactly 0.
+ * Contracted, it would be the rounding error of a product, which for large logits (a scale of
+ * 1e9, or |q|, |k| near 1e5) is far above 88 and overflows the row's sum. */
+LH_TILE_NO_CONTRACT static void TILE_FN(exp)(float *x, int64_t n, float scale, float shift) {
+    LH_TILE_NO_CONTRACT_BODY
     for (int64_t j = 0; j < n; j++)
         x[j] = TILE_FN(fast_exp)(x[j] * scale - shift);
 }
@@ -175,7 +198,9 @@ static void TILE_FN(transpose)(const float *x, int64_t stride, int64_t n, int64_
             memset(xt + d * BLK + n, 0, (size_t)(pad - n) * sizeof(float));
 }
 
-static void TILE_FN(exp_cols)(float *x, int64_t n, float scale, const float *shift) {
+LH_TILE_NO_CONTRACT static void TILE_FN(exp_cols)(float *x, int64_t n, float scale,
+                                                  const float *shift) {
+    LH_TILE_NO_CONTRACT_BODY
     for (int64_t j = 0; j < n; j++)
         x[j] = TILE_FN(fast_exp)(x[j] * scale - shift[j]);
 }

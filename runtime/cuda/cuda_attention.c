@@ -10,7 +10,7 @@
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-/* ---- the step's plan ---------------------------------------------------------------------------- */
+/* ---- the step's plan ------------------------------------------------------------------------- */
 
 static lh_status build_sdpa(const lh_config *c, const lh_cudnn_api *dnn, cudnnHandle_t handle,
                             bool full, lh_sdpa_plan **out) {
@@ -108,7 +108,7 @@ void cuda_attention_destroy(cuda_attention *a) {
     free(a);
 }
 
-/* ---- the step ------------------------------------------------------------------------------------ */
+/* ---- the step -------------------------------------------------------------------------------- */
 
 lh_status cuda_attention_forward(void *plan, const void *q_sel, const void *k_sel,
                                  const void *v_sel, void *o_sel, float *lse, void *workspace,
@@ -161,7 +161,7 @@ lh_status cuda_attention_backward_entry(void *plan, const void *q_sel, const voi
     return st;
 }
 
-/* ---- dense attention on the caller's tensors ------------------------------------------------------- */
+/* ---- dense attention on the caller's tensors ------------------------------------------------- */
 
 lh_status cuda_dense_forward(void *plan, const void *q, const void *k, const void *v, void *out,
                              float *lse, void *workspace, void *stream) {

@@ -168,7 +168,7 @@ static lh_status cuda_check_stream(void *plan_state, void *stream) {
     return LH_OK;
 }
 
-/* ---- stage timing ------------------------------------------------------------------------------ */
+/* ---- stage timing ---------------------------------------------------------------------------- */
 
 static lh_status timing_open(void *plan, lh_stage first, lh_stage last, void *stream) {
     return cuda_stage_timer_open(((cuda_plan *)plan)->timer, first, last, stream);
@@ -189,7 +189,7 @@ static lh_status cuda_stage_ms(void *plan_state, lh_stage stage, const char *nam
     return st;
 }
 
-/* ---- NCCL rings ------------------------------------------------------------------------------- */
+/* ---- NCCL rings ------------------------------------------------------------------------------ */
 
 static lh_status cuda_nccl_unique_id_op(void *context_state, void *unique_id) {
     (void)context_state;
@@ -207,7 +207,7 @@ static lh_status cuda_nccl_ring_init_op(void *context_state, lh_ring_info *ring,
     return st;
 }
 
-/* ---- the tables ------------------------------------------------------------------------------- */
+/* ---- the tables ------------------------------------------------------------------------------ */
 
 static lh_status enter(void *plan) { return cuda_enter(plan); }
 static void leave(void *plan) { cuda_leave(plan); }

@@ -43,7 +43,8 @@ static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
                                   .group = (int)(c->heads / c->kv_heads)};
         st = lhc_plan_kernels(&params, req, &count);
     }
-    if (st == LH_OK && chunked(&p->cfg)) st = lhc_ring_kernel(dtype, (int)c->head_dim, &req[count++]);
+    if (st == LH_OK && chunked(&p->cfg))
+        st = lhc_ring_kernel(dtype, (int)c->head_dim, &req[count++]);
     if (st != LH_OK || count == 0) return st;
     lhc_cache *cache = NULL;
     st = cuda_kernels_cache(options, &cache);
@@ -64,6 +65,24 @@ static lh_status build_dense(cuda_plan *p) {
     lh_sdpa_layout_strides(bnhd, c->heads, c->seq_len, c->head_dim, shape.q_strides);
     lh_sdpa_layout_strides(bnhd, c->kv_heads, c->seq_len, c->head_dim, shape.kv_strides);
     return cuda_sdpa_plan_create(p->dnn, p->handle, &shape, &p->dense);
+}
+
+/* Grid dimensions y and z are at most 65535 on every CUDA device. The library's kernels (all of
+ * Lighthouse mode, and the ring kernels of ring and hook plans) put the batch in z and heads in
+ * y, up to H + 2 Hkv of them (pool_grad: dq, dk and dv rows). Plain dense plans run cuDNN alone. */
+static lh_status check_grid_limits(const lh_config *cfg) {
+    const int64_t max_yz = 65535;
+    if (plain_dense(cfg)) return LH_OK;
+    if (cfg->batch > max_yz)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "the CUDA backend launches its kernels with the batch in grid z, at most "
+                       "65535: BATCH = %lld is too large", (long long)cfg->batch);
+    if (cfg->heads + 2 * cfg->kv_heads > max_yz)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "the CUDA backend launches its kernels with heads in grid y, at most 65535: "
+                       "HEADS + 2 * KV_HEADS = %lld + 2 * %lld is too large",
+                       (long long)cfg->heads, (long long)cfg->kv_heads);
+    return LH_OK;
 }
 
 void cuda_plan_destroy(void *plan_state) {
@@ -111,17 +130,20 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "STAGE_TIMING = 1 times the stages of one GPU's pipeline; a plan with a "
                        "ring or attention hooks runs its stages per chunk and is not timed");
+    lh_status st = check_grid_limits(cfg);
+    if (st != LH_OK) return st;
     lh_config chunk;
     lh_config_chunk(cfg, &chunk);
     /* Positions, slots and inv entries are int32 on the GPU. */
-    if (chunk.mode == LH_MODE_LIGHTHOUSE && (chunk.s_total >= ((int64_t)1 << 31) ||
-                                             chunk.batch * chunk.heads * chunk.s_sel >= ((int64_t)1 << 31)))
+    int64_t rows = chunk.batch * chunk.heads * chunk.s_sel;
+    if (chunk.mode == LH_MODE_LIGHTHOUSE &&
+        (chunk.s_total >= ((int64_t)1 << 31) || rows >= ((int64_t)1 << 31)))
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "Lighthouse on the CUDA backend keeps positions in int32: S_total = %lld and "
                        "B * H * S_sel = %lld must stay below 2^31",
-                       (long long)chunk.s_total, (long long)(chunk.batch * chunk.heads * chunk.s_sel));
+                       (long long)chunk.s_total, (long long)rows);
     const lh_cudnn_api *dnn;
-    lh_status st = lh_cudnn_load(&dnn);
+    st = lh_cudnn_load(&dnn);
     if (st != LH_OK) return st;
     cuda_plan *p = calloc(1, sizeof *p);
     if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");

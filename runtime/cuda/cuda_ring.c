@@ -36,7 +36,7 @@ static lh_status run_convert(cuda_attention *r, const void *acc, void *out, int6
     return cuda_kernels_launch(r->kernels, LHK_RING_CONVERT, &a, &(lhk_shape){0}, s);
 }
 
-/* ---- the ring --------------------------------------------------------------------------------- */
+/* ---- the ring -------------------------------------------------------------------------------- */
 
 /* A driver call of the ring (the plan is named for symmetry with the other helpers). */
 static lh_status cu(const cuda_attention *r, CUresult res, const char *what) {

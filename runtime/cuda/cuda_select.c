@@ -33,7 +33,8 @@ lh_status cuda_invert(const cuda_plan *p, const int32_t *indices, void *inv, CUs
 
 lh_status cuda_select_stage(void *plan, const lh_chunk *ch, void *stream) {
     lh_status st = clear_inv(plan, ch->inv, stream);
-    if (st == LH_OK) st = launch_select(plan, ch->scores_q, ch->scores_k, ch->indices, ch->inv, stream);
+    if (st == LH_OK)
+        st = launch_select(plan, ch->scores_q, ch->scores_k, ch->indices, ch->inv, stream);
     return st;
 }
 

@@ -596,6 +596,7 @@ static Suite *compiler_suite(void) {
         tcase_add_test(t, without_compiler_compile_is_unavailable);
     }
     suite_add_tcase(s, t);
+    if (lhc_available()) suite_add_tcase(s, cache_safety_tcase());
     return s;
 }
 

@@ -20,6 +20,9 @@ int make_temp_dir(char *out, size_t cap);
 /* Removes the files of a directory made by make_temp_dir, then the directory. */
 void remove_temp_dir(const char *dir);
 
+/* The tests of whom the disk cache trusts (test_cache_safety.c). */
+TCase *cache_safety_tcase(void);
+
 /* The request for `kernel` among those of lhc_plan_kernels; NULL if absent. */
 const lhc_kernel_request *find_request(const lhc_kernel_request *req, int n, const char *kernel);
 

@@ -77,6 +77,9 @@ if [ "${LIGHTHOUSE_GPU_QUICK:-0}" = 1 ]; then
 else
   run lighthouse 600 "$BIN/test_lighthouse_gpu"
 fi
+# Hostile sizes and numbers: 32-bit and grid limits at finalize, NaN/Inf scores and inputs, large
+# logits, against the CPU backend.
+[ -x "$BIN/test_hostile_gpu" ] && run hostile 300 "$BIN/test_hostile_gpu"
 # Context parallelism: W = 2 and 4 ranks of an in-process ring on this GPU against the CPU ring;
 # with two GPUs also two processes over NCCL, and the 1M-token scaling timing (not a test).
 # A rank that never arrives fails its peers after 30 s instead of the default 120.

@@ -10,3 +10,12 @@ target_include_directories(test_cp PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 list(APPEND LH_MEMCHECK_TESTS test_properties)
 # test_cp shrinks its problems under valgrind (about 5 minutes there).
 list(APPEND LH_MEMCHECK_TESTS test_cp)
+# A local ring under misuse: timeouts, one plan per rank, plans that differ.
+lh_add_check_test(test_ring_safety test_ring_safety.c test_util.c)
+target_include_directories(test_ring_safety PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# What a careless or hostile caller must not break: 32-bit limits, the error channel, `saved`.
+lh_add_check_test(test_hostile test_hostile.c test_util.c)
+target_include_directories(test_hostile PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# Hostile numbers: non-finite input, NaN and infinite scores, large logits.
+lh_add_check_test(test_numerics test_numerics.c test_util.c)
+target_include_directories(test_numerics PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})

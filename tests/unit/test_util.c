@@ -134,3 +134,18 @@ double test_now(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+uint64_t test_seed(const char *program) {
+    const char *env = getenv("LIGHTHOUSE_TEST_SEED");
+    uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) * 2654435761u + 1;
+    printf("%s seed %llu (set LIGHTHOUSE_TEST_SEED to repeat)\n", program, (unsigned long long)seed);
+    return seed;
+}
+
+int test_run_suite(Suite *s) {
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
