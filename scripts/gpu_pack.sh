@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds liblighthouse here (Release) and packs what a GPU machine needs into .pack/gpu (ignored
-# by git): the stripped library (xz-compressed: it carries MLIR/LLVM), the GPU test programs, the
-# demo, the C example (examples/c), the benchmark and its plot script. The golden vectors travel
-# with the repository (tests/golden). Then, on the GPU machine:
+# by git): the stripped library (xz-compressed: it carries MLIR/LLVM), the GPU test programs (the
+# Rust crate's among them), the demo, the C example (examples/c), the benchmark and its plot
+# script. The golden vectors travel with the repository (tests/golden). Then, on the GPU machine:
 #   bash tests/gpu/run_gpu_tests.sh            (from the repository root; see docs/gpu-testing.md)
 # With the device tool: run `bash tests/gpu/run_gpu_tests.sh` with carry [".pack"].
 set -euo pipefail
@@ -24,6 +24,22 @@ if [ "${LIGHTHOUSE_PACK_COMPILER_TEST:-1}" != 0 ]; then
   cp -L /lib/x86_64-linux-gnu/libsubunit.so.0 "$dst/"
 fi
 cp build-release/tests/gpu/test_* build-release/tests/gpu/bench_cuda_dense build-release/tests/gpu/bench_cp "$dst/"
+# The Rust crate's GPU tests (bindings/rust/lighthouse/tests/cuda_*.rs), built against this
+# library: stripped libtest programs named rust_<test> (about 1 MB each); its CPU tests run in the
+# test suite here.
+if command -v cargo >/dev/null 2>&1; then
+  LIGHTHOUSE_LIB_DIR=$PWD/build-release CARGO_TARGET_DIR=$PWD/build-release/cargo-target \
+    cargo test --manifest-path bindings/rust/Cargo.toml -p lighthouse --offline --locked \
+    --release --no-run --message-format=json --test cuda_dense --test cuda_device |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' >"$dst/.rust-tests"
+  while read -r exe; do
+    name=$(basename "$exe")
+    strip --strip-unneeded -o "$dst/rust_${name%-*}" "$exe"
+  done <"$dst/.rust-tests"
+  rm "$dst/.rust-tests"
+else
+  echo "gpu_pack: no cargo here: the Rust crate's GPU tests are not packed"
+fi
 cp build-release/tools/demo/lighthouse-demo build-release/tools/bench/lighthouse-bench "$dst/"
 cp build-release/examples/c/forward_backward "$dst/"
 rm -f "$dst"/*.o

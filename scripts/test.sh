@@ -7,12 +7,14 @@
 #   4. the fuzz target of the C ABI for LIGHTHOUSE_FUZZ_SECONDS (default 45) under ASan + UBSan: with
 #      libFuzzer where clang can build it, else the seeded driver of the ASan build.
 # The first run includes the tests labelled `valgrind` (CPU conformance under valgrind memcheck).
-# The last line counts every test of all runs (the fuzzing run counts as one).
+# A test that cannot run here (no GPU, no Julia, a missing tool) exits 77 and counts as skipped;
+# each run lists its skipped tests with the reason they printed. The last line counts every test
+# of all runs (the fuzzing run counts as one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh || exit 1
 jobs=$(nproc)
-passed=0 failed=0
+passed=0 failed=0 skipped=0
 
 # run_ctest BUILD_DIR LABEL [ctest args...]: adds the run's counts to the totals.
 run_ctest() {
@@ -23,7 +25,19 @@ run_ctest() {
   local total; total=$(echo "$line" | sed -E 's/.* out of ([0-9]+).*/\1/')
   local bad; bad=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/')
   if [ -z "$line" ]; then failed=$((failed + 1)); echo "ctest ($label) did not finish"; return; fi
-  passed=$((passed + total - bad)); failed=$((failed + bad))
+  # ctest counts skipped tests as passed; list them apart, each with the reason it printed (its
+  # SKIP: line, else its first line that speaks of skipping).
+  local skips; skips=$(sed -nE 's/^[[:space:]]+[0-9]+ - (.*) \(Skipped\)$/\1/p' "$log")
+  local n=0 name why
+  for name in $skips; do
+    n=$((n + 1))
+    why=$(awk -v t="$name" '$2 == "Test:" { cur = $3 } cur != t { next }
+      /^SKIP: / { print; found = 1; exit }
+      alt == "" && tolower($0) ~ /skip/ && $2 != "Test:" && !/^Command:/ { alt = $0 }
+      END { if (!found && alt != "") print alt }' "$dir/Testing/Temporary/LastTest.log")
+    echo "skipped ($label): $name: ${why#SKIP: }"
+  done
+  passed=$((passed + total - bad - n)); failed=$((failed + bad)); skipped=$((skipped + n))
 }
 
 echo "== build (release) and test"
@@ -68,5 +82,5 @@ else
 fi
 rm -rf "$fuzz_corpus"
 
-echo "total: $passed passed, $failed failed"
+echo "total: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

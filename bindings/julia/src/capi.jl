@@ -1,8 +1,9 @@
 # The C ABI of liblighthouse (ffi/include/lighthouse.h), one ccall per function.
 #
 # Every ccall goes through a function pointer looked up at run time (`libsym`), so the library
-# named by ENV["LIGHTHOUSE_LIB"] when the package is first used is the one that runs, with no
-# recompilation (a `(:name, lib)` ccall would bake the library in at precompile time). C enums are Cint aliases carrying the header's names, handles are opaque.
+# named by ENV["LIGHTHOUSE_LIB"] or the `library` preference when the package is first used is
+# the one that runs, with no recompilation (a `(:name, lib)` ccall would bake the library in at
+# precompile time). C enums are Cint aliases carrying the header's names, handles are opaque.
 # tests/bindings/check_bindings.py (ctest) checks every ccall here against the header.
 
 # ---- types -------------------------------------------------------------------------------------
@@ -113,8 +114,32 @@ const LH_CONTEXT_CACHE_DIR = Cint(2)
 
 # ---- loading -----------------------------------------------------------------------------------
 
-"The library to load: ENV[\"LIGHTHOUSE_LIB\"] (a path or a name), else \"liblighthouse\"."
-library_path() = get(ENV, "LIGHTHOUSE_LIB", "liblighthouse")
+"""
+    library_path()
+
+The library to load (a path or a name): `ENV["LIGHTHOUSE_LIB"]` for this session, else the
+project's `library` preference (see `set_library_path!`), else `"liblighthouse"` from the
+system's library path.
+"""
+library_path() = get(ENV, "LIGHTHOUSE_LIB",
+                     Preferences.load_preference(@__MODULE__, "library", "liblighthouse"))
+
+"""
+    set_library_path!(path)
+
+Stores `path` as the active project's `library` preference (in its LocalPreferences.toml), so
+that sessions of this project load that library; `nothing` removes the preference. A session
+that has already loaded the library keeps it (its handles belong to it): the new path applies
+from the next session on. `ENV["LIGHTHOUSE_LIB"]` still takes precedence.
+"""
+function set_library_path!(path::Union{AbstractString,Nothing})
+    if path === nothing
+        Preferences.delete_preferences!(@__MODULE__, "library"; force = true)
+    else
+        Preferences.set_preferences!(@__MODULE__, "library" => String(path); force = true)
+    end
+    return library_path()
+end
 
 const LIB_LOCK = ReentrantLock()
 const LIB_HANDLE = Ref{Ptr{Cvoid}}(C_NULL)

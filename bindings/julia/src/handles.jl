@@ -37,6 +37,7 @@ from several threads; different contexts and plans may run concurrently.
 mutable struct Context
     handle::Ptr{lh_context}
     backend::Symbol
+    device::Int                     # the CUDA ordinal it was made for
     live_plans::Threads.Atomic{Int}
     closing::Threads.Atomic{Bool}   # close() was called (or the finalizer ran)
     destroyed::Threads.Atomic{Bool} # lh_context_destroy has been called
@@ -47,8 +48,8 @@ mutable struct Context
         out = Ref{Ptr{lh_context}}(C_NULL)
         check(lh_context_create(raw, Cint(device), out))
         Threads.atomic_add!(LIVE_CONTEXTS, 1)
-        ctx = new(out[], :unknown, Threads.Atomic{Int}(0), Threads.Atomic{Bool}(false),
-                  Threads.Atomic{Bool}(false), ReentrantLock())
+        ctx = new(out[], :unknown, Int(device), Threads.Atomic{Int}(0),
+                  Threads.Atomic{Bool}(false), Threads.Atomic{Bool}(false), ReentrantLock())
         finalizer(close, ctx)
         actual = Ref{lh_backend}(0)
         check(lh_context_get_backend(ctx.handle, actual))
@@ -127,12 +128,14 @@ end
          mode, softmax_scale, recompute_subseq, stage_timing, ring, rank, attention_hooks)
 
 One attention configuration, validated and compiled by `lh_plan_finalize`. Keywords left out
-keep the library's defaults (batch 1, kv_heads = heads, :float32, :bnhd, levels 3, pooling 4,
-topk 2048, :lighthouse, 1/sqrt(head_dim)). `dtype` is :float32/:float16/:bfloat16, `layout`
-:bnhd/:bhnd, `mode` :lighthouse/:dense. `recompute_subseq = true` makes `saved` smaller: the
-backward then gathers the sub-sequence's q/k/v again instead of reusing the forward's (default
-false). `stage_timing = true` (CUDA plans without a ring or hooks) records CUDA events around each
-stage of every call, for `stage_ms`. Use a plan from one thread at a time.
+keep the library's defaults (batch 1, kv_heads = heads, :bnhd, levels 3, pooling 4, topk 2048,
+:lighthouse, 1/sqrt(head_dim)), except `dtype`, which follows the backend: :bfloat16 on a :cuda
+context, :float32 on the CPU (the library's own default, fp32, runs on the CPU only). `dtype` is
+:float32/:float16/:bfloat16, `layout` :bnhd/:bhnd, `mode` :lighthouse/:dense.
+`recompute_subseq = true` makes `saved` smaller: the backward then gathers the sub-sequence's
+q/k/v again instead of reusing the forward's (default false). `stage_timing = true` (CUDA plans
+without a ring or hooks) records CUDA events around each stage of every call, for `stage_ms`.
+Use a plan from one thread at a time.
 
 `ring = r::Ring, rank = i` binds the plan to rank `i` of a context-parallel ring (`seq_len` is then
 the whole sequence and the plan's tensors are this rank's shard of `info(plan).local_seq_len`
@@ -154,6 +157,7 @@ mutable struct Plan
                   softmax_scale = nothing, recompute_subseq = nothing, stage_timing = nothing,
                   ring::Union{Nothing,Ring} = nothing, rank::Integer = 0,
                   attention_hooks::Union{Nothing,AttentionHooks} = nothing)
+        dtype === nothing && ctx.backend == :cuda && (dtype = :bfloat16)
         local plan   # try blocks open a scope of their own
         lock(ctx.lock)
         try

@@ -57,14 +57,22 @@ unsafe_scatter!(plan::Plan, indices, o_sel, out, workspace; stream = C_NULL) =
 # ---- CPU plans: Arrays ---------------------------------------------------------------------------
 
 """
-What `forward!` keeps for `backward!`: make it with `Saved(plan)`. `backward!` refuses one that
-no successful `forward!` of the same plan wrote, so the library never reads garbage.
+What `forward!` keeps for `backward!`: make it with `Saved(plan)` (host memory, for CPU plans) or
+`Saved(plan, CuVector{UInt8})` (device memory, with CUDA.jl). `backward!` refuses one that no
+successful `forward!` of the same plan wrote, so the library never reads garbage.
 """
-mutable struct Saved
-    data::Vector{UInt8}   # Julia aligns array data to at least 16 bytes, as the ABI asks
+mutable struct Saved{A<:AbstractVector{UInt8}}
+    data::A               # Julia and CUDA.jl align array data to at least 16 bytes, as the ABI asks
     written_by::UInt64
 end
 Saved(plan::Plan) = Saved(zeros(UInt8, plan.info.saved_bytes), UInt64(0))
+Saved(plan::Plan, ::Type{A}) where {A<:AbstractVector{UInt8}} =
+    Saved(A(undef, plan.info.saved_bytes), UInt64(0))
+
+function written_by_plan(saved::Saved, plan::Plan)
+    saved.written_by == plan.id || throw(LighthouseError(LH_ERROR_BAD_STATE,
+        "saved was not written by a successful forward! of this plan"))
+end
 
 # Julia shapes of each tensor for the plan's layout (column-major of the C shape).
 # On a ring the tensors are this rank's shard of local_seq_len tokens (seq_len without a ring).
@@ -79,7 +87,7 @@ selected_shape(i::PlanInfo) = (i.head_dim, i.subseq_len, i.heads, i.batch)
 
 # An array must have the plan's element count; a 4-D (or 3-D) one must also have its shape, which
 # catches a transposed or wrongly permuted array before it is misread.
-function expect(name::String, a::Array, shape::Tuple)
+function expect(name::String, a::AbstractArray, shape::Tuple)
     if length(a) != prod(shape) || (ndims(a) == length(shape) && size(a) != shape)
         throw(LighthouseError(LH_ERROR_INVALID_VALUE,
               "$name has size $(size(a)) but the plan needs $(prod(shape)) elements, as $shape " *
@@ -119,7 +127,7 @@ out = attention(q, k, v) for a CPU plan. Arrays are Float32 of size (D, H, N, B)
 (D, Hkv, N, B) for k and v (layout :bnhd), or flat vectors of the same length.
 """
 function forward!(plan::Plan, q::Array{Float32}, k::Array{Float32}, v::Array{Float32},
-                  out::Array{Float32}, saved::Saved)
+                  out::Array{Float32}, saved::Saved{Vector{UInt8}})
     i = host_plan(plan)
     expect("q", q, q_shape(i)); expect("k", k, kv_shape(i)); expect("v", v, kv_shape(i))
     expect("out", out, q_shape(i))
@@ -140,15 +148,15 @@ end
 Gradients of sum(out .* dout) for a CPU plan; `out` may be `nothing` in Lighthouse mode.
 """
 function backward!(plan::Plan, q::Array{Float32}, k::Array{Float32}, v::Array{Float32},
-                   out::Union{Array{Float32},Nothing}, dout::Array{Float32}, saved::Saved,
+                   out::Union{Array{Float32},Nothing}, dout::Array{Float32},
+                   saved::Saved{Vector{UInt8}},
                    dq::Array{Float32}, dk::Array{Float32}, dv::Array{Float32})
     i = host_plan(plan)
     expect("q", q, q_shape(i)); expect("k", k, kv_shape(i)); expect("v", v, kv_shape(i))
     out === nothing || expect("out", out, q_shape(i))
     expect("dout", dout, q_shape(i)); expect("dq", dq, q_shape(i))
     expect("dk", dk, kv_shape(i)); expect("dv", dv, kv_shape(i))
-    saved.written_by == plan.id || throw(LighthouseError(LH_ERROR_BAD_STATE,
-        "saved was not written by a successful forward! of this plan"))
+    written_by_plan(saved, plan)
     GC.@preserve q k v out dout saved dq dk dv plan begin
         unsafe_backward!(plan, pointer(q), pointer(k), pointer(v),
                          out === nothing ? C_NULL : pointer(out), pointer(dout), pointer(saved.data),

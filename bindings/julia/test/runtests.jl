@@ -4,6 +4,7 @@
 
 using Lighthouse
 using Test
+using ChainRulesCore   # loads the package's ChainRulesCore extension (the rrule of attention)
 
 const GOLDEN = get(ENV, "LIGHTHOUSE_GOLDEN_DIR",
                    joinpath(@__DIR__, "..", "..", "..", "tests", "golden"))
@@ -232,5 +233,57 @@ const G1 = (B = 1, N = 2048, H = 2, D = 32, levels = 2, pooling = 4, topk = 128,
         close(ring)
         @test Lighthouse.live_rings() == 0
         close(ctx)
+    end
+
+    @testset "functional form and its rrule" begin
+        ctx = Context(:cpu)
+        plan = Plan(ctx; lh_kw...)
+        @test info(plan).dtype == :float32   # the CPU's dtype when none is given
+        q = randn(Float32, 16, 2, 2048, 1); k = randn(Float32, 16, 1, 2048, 1)
+        v = randn(Float32, 16, 1, 2048, 1); dout = randn(Float32, size(q))
+        out, dq, dk, dv = fwd_bwd(plan, q, k, v, dout)
+        @test attention(plan, q, k, v) == out
+        out2, saved = attention_forward(plan, q, k, v)
+        @test out2 == out && saved isa Saved{Vector{UInt8}}
+        @test attention_backward(plan, q, k, v, out2, dout, saved) == (dq, dk, dv)
+        # A cotangent that is not a plain Array (here a view) is made one first.
+        @test attention_backward(plan, q, k, v, out2, view(dout, :, :, :, :), saved) ==
+              (dq, dk, dv)
+
+        @test Base.get_extension(Lighthouse, :LighthouseChainRulesCoreExt) !== nothing
+        y, back = rrule(attention, plan, q, k, v)
+        @test y == out
+        grads = back(dout)
+        @test grads[1] isa NoTangent && grads[2] isa NoTangent
+        @test grads[3:5] == (dq, dk, dv)
+        @test back(@thunk(dout))[3:5] == (dq, dk, dv)
+        @test all(g isa ZeroTangent for g in back(ZeroTangent())[3:5])
+        close(plan); close(ctx)
+    end
+
+    @testset "kernel precompilation" begin
+        ctx = Context(:cpu)
+        set_cache_dir!(ctx, mktempdir())
+        kw = (heads = 2, head_dim = 64, levels = 2, pooling = 4)
+        n = try
+            precompile_kernels(ctx, "sm_90"; kw...)
+        catch e
+            e isa LighthouseError && e.status == Lighthouse.LH_ERROR_BACKEND_UNAVAILABLE || rethrow()
+            @info "the library was built without its kernel compiler: precompilation skipped"
+            nothing
+        end
+        if n !== nothing
+            @test n > 0
+            @test precompile_kernels(ctx, "sm_90"; kw...) == 0   # all cached now
+            err = try precompile_kernels(ctx; kw..., dtype = :float32); nothing catch e; e end
+            @test err isa LighthouseError && err.status == Lighthouse.LH_ERROR_UNSUPPORTED_DTYPE
+        end
+        close(ctx)
+    end
+
+    @testset "library path" begin
+        # The variable ctest sets wins over any preference.
+        haskey(ENV, "LIGHTHOUSE_LIB") && @test Lighthouse.library_path() == ENV["LIGHTHOUSE_LIB"]
+        @test Lighthouse.version_matches()
     end
 end

@@ -219,8 +219,11 @@ extern "C" {
     pub fn lh_plan_finalize(plan: *mut lh_plan) -> lh_status;
     pub fn lh_plan_get_i64(plan: *const lh_plan, query: lh_query, out_value: *mut i64)
         -> lh_status;
-    pub fn lh_plan_get_stage_ms(plan: *const lh_plan, stage: lh_stage, out_ms: *mut f64)
-        -> lh_status;
+    pub fn lh_plan_get_stage_ms(
+        plan: *const lh_plan,
+        stage: lh_stage,
+        out_ms: *mut f64,
+    ) -> lh_status;
     pub fn lh_plan_precompile(
         plan: *const lh_plan,
         chip: *const c_char,

@@ -4,43 +4,55 @@ use std::ffi::CString;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use lighthouse_sys as sys;
 
 use crate::error::{check, Error, Result, Status};
+use crate::memory::Device;
 use crate::plan::PlanBuilder;
 use crate::types::Backend;
 use crate::LIVE_CONTEXTS;
 
-/// An `lh_context`, destroyed on drop.
+/// An `lh_context`, shared behind an [`Arc`] and destroyed when the last reference goes.
 ///
-/// Threading: `Send` (a context may be created, used and destroyed on any thread) but not
-/// `Sync`. The header promises that *different* plans and contexts may be used concurrently, but
-/// not that two threads may call into the *same* context at once (`lh_plan_create`, the option
-/// setters), and the library does not lock it. Plans borrow their context, so the borrow checker
-/// also enforces "plans must be destroyed first", and the setters (`&mut self`) can only run
-/// while no plan exists.
+/// Every constructor returns `Arc<Context>`: plans and NCCL rings hold a clone, so the context
+/// outlives them (the C rule "destroy plans first") and a plan needs no borrowed lifetime. A
+/// framework can keep one in a `static OnceLock<Arc<Context>>` or inside a `'static` op.
 ///
-/// Plans may be dropped on other threads (they are `Send`), and `lh_plan_create` and
-/// `lh_plan_destroy` both update the C context's count of live plans without a lock, so every
-/// plan creation and destruction of one context is serialized by `plan_lock`.
+/// Threading: `Send + Sync`. The C handles are not locked (lighthouse.h: "use one plan from one
+/// thread at a time; different plans and contexts may be used concurrently"), and the header
+/// does not promise that two threads may change one context at once. So every call that changes
+/// the C context or reads its options (the option setters, and the creation, finalization and
+/// destruction of its plans) takes this context's lock; everything else that touches the context
+/// (its backend, making a ring on it) only reads what never changes. Plans of one context run
+/// concurrently on different threads without that lock, as the header allows.
 pub struct Context {
     raw: NonNull<sys::lh_context>,
     backend: Backend,
-    plan_lock: Mutex<()>,
+    device: Device,
+    lock: Mutex<()>,
 }
 
-// SAFETY: the C side keeps no thread affinity for a context (see the header's threading note);
-// exclusive access is all it needs, which moving a value preserves.
+// SAFETY: the C side keeps no thread affinity for a context (see the header's threading note).
 unsafe impl Send for Context {}
+// SAFETY: every `&self` method that changes the C context or reads its options holds `lock`
+// (see the type's documentation); the rest read fields fixed at creation.
+unsafe impl Sync for Context {}
 
 impl Context {
     /// Creates a context on `backend`. `device` is the CUDA ordinal (ignored by the CPU backend).
-    pub fn new(backend: Backend, device: i32) -> Result<Context> {
+    /// `Backend::Auto` picks CUDA when a usable GPU is present, else the CPU.
+    pub fn new(backend: Backend, device: usize) -> Result<Arc<Context>> {
+        let ordinal = i32::try_from(device).map_err(|_| {
+            Error::new(
+                Status::InvalidValue,
+                format!("device = {device} does not fit in a C int"),
+            )
+        })?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: `raw` is a valid out pointer; on error the library writes nothing we keep.
-        check(unsafe { sys::lh_context_create(backend.to_raw(), device, &mut raw) })?;
+        check(unsafe { sys::lh_context_create(backend.to_raw(), ordinal, &mut raw) })?;
         let raw = NonNull::new(raw).ok_or_else(|| {
             Error::new(
                 Status::Internal,
@@ -52,18 +64,27 @@ impl Context {
         let mut context = Context {
             raw,
             backend: Backend::Cpu,
-            plan_lock: Mutex::new(()),
+            device: Device::Cpu,
+            lock: Mutex::new(()),
         };
         let mut actual = 0;
         // SAFETY: the handle is live and `actual` is a valid out pointer.
         check(unsafe { sys::lh_context_get_backend(context.raw.as_ptr(), &mut actual) })?;
         context.backend = Backend::from_raw(actual)?;
-        Ok(context)
+        if context.backend == Backend::Cuda {
+            context.device = Device::Cuda(device);
+        }
+        Ok(Arc::new(context))
     }
 
     /// A context on the CPU reference backend.
-    pub fn cpu() -> Result<Context> {
+    pub fn cpu() -> Result<Arc<Context>> {
         Context::new(Backend::Cpu, 0)
+    }
+
+    /// A context on CUDA device `device`.
+    pub fn cuda(device: usize) -> Result<Arc<Context>> {
+        Context::new(Backend::Cuda, device)
     }
 
     /// The backend the context runs on (never `Auto`).
@@ -71,18 +92,25 @@ impl Context {
         self.backend
     }
 
-    /// CPU worker threads; 0 means all online cores.
-    pub fn set_num_threads(&mut self, threads: usize) -> Result<()> {
+    /// Where its plans' memory must live: `Device::Cuda(ordinal)`, or `Device::Cpu`.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// CPU worker threads; 0 means all online cores. Takes effect for plans built afterwards.
+    pub fn set_num_threads(&self, threads: usize) -> Result<()> {
         let value = crate::plan::to_i64("num_threads", threads)?;
-        // SAFETY: live handle, exclusive borrow.
+        let _lock = self.lock();
+        // SAFETY: live handle; changes of the context are serialized by its lock.
         check(unsafe {
             sys::lh_context_set_i64(self.raw.as_ptr(), sys::LH_CONTEXT_NUM_THREADS, value)
         })
     }
 
-    /// Whether compiled kernels are kept in the on-disk cache.
-    pub fn set_cache_enabled(&mut self, enabled: bool) -> Result<()> {
-        // SAFETY: live handle, exclusive borrow.
+    /// Whether compiled kernels are kept in the on-disk cache (plans built afterwards).
+    pub fn set_cache_enabled(&self, enabled: bool) -> Result<()> {
+        let _lock = self.lock();
+        // SAFETY: as in set_num_threads.
         check(unsafe {
             sys::lh_context_set_i64(
                 self.raw.as_ptr(),
@@ -92,8 +120,8 @@ impl Context {
         })
     }
 
-    /// The directory of the on-disk kernel cache.
-    pub fn set_cache_dir(&mut self, dir: impl AsRef<Path>) -> Result<()> {
+    /// The directory of the on-disk kernel cache (plans built afterwards).
+    pub fn set_cache_dir(&self, dir: impl AsRef<Path>) -> Result<()> {
         let text = dir.as_ref().to_str().ok_or_else(|| {
             Error::new(
                 Status::InvalidValue,
@@ -106,7 +134,8 @@ impl Context {
                 format!("cache dir {text:?} contains a NUL byte"),
             )
         })?;
-        // SAFETY: live handle, exclusive borrow, NUL-terminated string alive for the call.
+        let _lock = self.lock();
+        // SAFETY: as in set_num_threads; the string is alive for the call.
         check(unsafe {
             sys::lh_context_set_str(
                 self.raw.as_ptr(),
@@ -116,21 +145,22 @@ impl Context {
         })
     }
 
-    /// Starts a plan on this context; see [`PlanBuilder`].
-    pub fn plan(&self) -> PlanBuilder<'_> {
-        PlanBuilder::new(self)
+    /// Starts a plan on this context; see [`PlanBuilder`]. The plan keeps a clone of the `Arc`.
+    pub fn plan(self: &Arc<Self>) -> PlanBuilder {
+        PlanBuilder::new(Arc::clone(self))
     }
 
-    /// Held while a plan of this context is created, finalized or destroyed. A panic while it
-    /// was held cannot leave the C state half-changed (C calls do not unwind), so a poisoned lock
-    /// is simply taken over.
-    pub(crate) fn lock_plans(&self) -> MutexGuard<'_, ()> {
-        self.plan_lock
+    /// Held while the context changes: an option is set, or a plan of it is created, finalized
+    /// or destroyed. A panic while it was held cannot leave the C state half-changed (C calls do
+    /// not unwind), so a poisoned lock is simply taken over.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The raw handle, for calls this crate does not wrap. It stays owned by `self`.
+    /// The raw handle, for calls this crate does not wrap. It stays owned by `self`; a caller
+    /// that changes the context through it must not race with other threads using it.
     pub fn as_raw(&self) -> *mut sys::lh_context {
         self.raw.as_ptr()
     }
@@ -138,8 +168,8 @@ impl Context {
 
 impl Drop for Context {
     fn drop(&mut self) {
-        // SAFETY: the handle is live and every plan borrowing it is already gone. The status is
-        // ignored: destroy cannot fail on a valid handle, and a destructor has no way to report.
+        // SAFETY: the handle is live and every plan and ring that held an Arc of it is gone. The
+        // status is ignored: destroy cannot fail then, and a destructor has no way to report.
         unsafe { sys::lh_context_destroy(self.raw.as_ptr()) };
         LIVE_CONTEXTS.fetch_sub(1, Ordering::SeqCst);
     }
@@ -149,6 +179,7 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("backend", &self.backend)
+            .field("device", &self.device)
             .finish()
     }
 }

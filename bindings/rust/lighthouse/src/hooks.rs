@@ -20,15 +20,15 @@ use crate::plan::PlanInfo;
 use crate::types::{Backend, Dtype};
 
 /// The forward hook's closure.
-pub type ForwardHookFn<'a> = dyn FnMut(&mut AttentionForwardCall<'_>) -> Result<()> + Send + 'a;
+pub type ForwardHookFn = dyn FnMut(&mut AttentionForwardCall<'_>) -> Result<()> + Send;
 /// The backward hook's closure.
-pub type BackwardHookFn<'a> = dyn FnMut(&mut AttentionBackwardCall<'_>) -> Result<()> + Send + 'a;
+pub type BackwardHookFn = dyn FnMut(&mut AttentionBackwardCall<'_>) -> Result<()> + Send;
 
 /// What the plan owns for its hooks; `user_data` points at it. Boxed by the plan and freed only
 /// after the C plan is destroyed, so the library never calls back into freed memory.
-pub(crate) struct HookState<'a> {
-    forward: Box<ForwardHookFn<'a>>,
-    backward: Box<BackwardHookFn<'a>>,
+pub(crate) struct HookState {
+    forward: Box<ForwardHookFn>,
+    backward: Box<BackwardHookFn>,
     /// The plan's sizes (set once finalize succeeded; hooks only run after that).
     pub(crate) info: Option<PlanInfo>,
     /// Host workspace for `run_library` inside a hook (the plan's own is in use by the caller).
@@ -37,8 +37,8 @@ pub(crate) struct HookState<'a> {
     failure: Option<Error>,
 }
 
-impl<'a> HookState<'a> {
-    pub(crate) fn new(forward: Box<ForwardHookFn<'a>>, backward: Box<BackwardHookFn<'a>>) -> Self {
+impl HookState {
+    pub(crate) fn new(forward: Box<ForwardHookFn>, backward: Box<BackwardHookFn>) -> Self {
         HookState {
             forward,
             backward,
@@ -69,9 +69,9 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// Runs a hook closure without letting a panic cross the C boundary.
 fn guarded(
-    state: &mut HookState<'_>,
+    state: &mut HookState,
     which: &str,
-    run: impl FnOnce(&mut HookState<'_>) -> Result<()>,
+    run: impl FnOnce(&mut HookState) -> Result<()>,
 ) -> sys::lh_status {
     state.failure = None;
     let outcome = catch_unwind(AssertUnwindSafe(|| run(&mut *state)));
@@ -115,7 +115,7 @@ pub(crate) unsafe extern "C" fn forward_trampoline(
 ) -> sys::lh_status {
     // SAFETY: user_data is the plan's HookState, alive while the C plan exists; the plan runs on
     // one thread at a time (it is not Sync), so no other reference to it is in use.
-    let state = &mut *(user_data as *mut HookState<'_>);
+    let state = &mut *(user_data as *mut HookState);
     guarded(state, "forward", |state| {
         let info = state.info.ok_or_else(|| missing_info("forward"))?;
         let mut call = AttentionForwardCall {
@@ -149,7 +149,7 @@ pub(crate) unsafe extern "C" fn backward_trampoline(
     stream: *mut c_void,
 ) -> sys::lh_status {
     // SAFETY: as in forward_trampoline.
-    let state = &mut *(user_data as *mut HookState<'_>);
+    let state = &mut *(user_data as *mut HookState);
     guarded(state, "backward", |state| {
         let info = state.info.ok_or_else(|| missing_info("backward"))?;
         let mut call = AttentionBackwardCall {
@@ -330,13 +330,13 @@ impl AttentionBackwardCall<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The trampolines on their own (the library calls them the same way): statuses, the
     //! closure's error kept for the caller, panics stopped at the boundary.
     use super::*;
     use crate::types::{Layout, Mode};
 
-    fn info() -> PlanInfo {
+    pub(crate) fn info() -> PlanInfo {
         PlanInfo {
             batch: 1,
             seq_len: 4,
@@ -365,16 +365,12 @@ mod tests {
         }
     }
 
-    fn call_forward(
-        state: &mut HookState<'_>,
-        o: &mut [f32; 8],
-        lse: &mut [f32; 4],
-    ) -> sys::lh_status {
+    fn call_forward(state: &mut HookState, o: &mut [f32; 8], lse: &mut [f32; 4]) -> sys::lh_status {
         let q = [1f32; 8];
         // SAFETY: user_data is a live HookState; the buffers have the sizes `info()` says.
         unsafe {
             forward_trampoline(
-                (state as *mut HookState<'_>).cast(),
+                (state as *mut HookState).cast(),
                 ptr::null_mut(),
                 q.as_ptr().cast(),
                 q.as_ptr().cast(),
@@ -386,9 +382,9 @@ mod tests {
         }
     }
 
-    fn state<'a>(
-        forward: impl FnMut(&mut AttentionForwardCall<'_>) -> Result<()> + Send + 'a,
-    ) -> HookState<'a> {
+    fn state(
+        forward: impl FnMut(&mut AttentionForwardCall<'_>) -> Result<()> + Send + 'static,
+    ) -> HookState {
         let mut s = HookState::new(Box::new(forward), Box::new(|_| Ok(())));
         s.info = Some(info());
         s

@@ -44,6 +44,25 @@ impl HostBuffer {
         unsafe { std::slice::from_raw_parts(self.chunks.as_ptr().cast::<u8>(), self.bytes) }
     }
 
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in as_bytes, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.chunks.as_mut_ptr().cast::<u8>(), self.bytes) }
+    }
+
+    /// The whole f32 values the buffer holds (an fp32 tensor a CPU plan wrote).
+    pub fn as_f32(&self) -> &[f32] {
+        // SAFETY: 16-byte aligned, initialized, every bit pattern is an f32; whole values only.
+        unsafe { std::slice::from_raw_parts(self.chunks.as_ptr().cast::<f32>(), self.bytes / 4) }
+    }
+
+    /// As [`as_f32`](HostBuffer::as_f32), to write.
+    pub fn as_f32_mut(&mut self) -> &mut [f32] {
+        // SAFETY: as in as_f32, borrowed mutably.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.chunks.as_mut_ptr().cast::<f32>(), self.bytes / 4)
+        }
+    }
+
     pub(crate) fn as_ptr(&self) -> *const c_void {
         self.chunks.as_ptr().cast()
     }
@@ -108,7 +127,7 @@ const KV_RULE: &str = "B*N_local*Hkv*D";
 const ATT_RULE: &str = "C*B*H*S_c*D";
 const SEL_RULE: &str = "B*H*S_sel*D";
 
-impl Plan<'_> {
+impl Plan {
     /// Refuses host slices for a plan that does not run on the CPU in fp32.
     fn require_host_f32(&self) -> Result<PlanInfo> {
         let info = *self.info();
@@ -116,8 +135,8 @@ impl Plan<'_> {
             return Err(Error::new(
                 Status::Unsupported,
                 format!(
-                    "host slices need a CPU plan, this one runs on {:?}: use the *_raw entry \
-                         points with device pointers and a stream",
+                    "host slices need a CPU plan, this one runs on {:?}: use forward_device / \
+                     backward_device (or an AttentionOp) with device memory and a stream",
                     info.backend
                 ),
             ));
@@ -186,9 +205,10 @@ impl Plan<'_> {
             ));
         }
         let workspace = self.host_workspace();
-        saved.written_by = None; // a failed forward leaves `saved` unusable for backward
-                                 // SAFETY: host slices of the checked lengths, 16-byte aligned saved/workspace of the
-                                 // plan's sizes, CPU plan so stream is NULL; all borrowed for the (synchronous) call.
+        // A failed forward leaves `saved` unusable for backward.
+        saved.written_by = None;
+        // SAFETY: host slices of the checked lengths, 16-byte aligned saved/workspace of the
+        // plan's sizes, CPU plan so stream is NULL; all borrowed for the (synchronous) call.
         unsafe {
             self.forward_raw(
                 q.as_ptr().cast(),

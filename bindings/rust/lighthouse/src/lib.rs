@@ -1,5 +1,6 @@
 //! Safe Rust API of liblighthouse: Lighthouse attention (and dense causal attention) as one
-//! forward and one backward call.
+//! forward and one backward call, on host slices, on a framework's device memory, or as an
+//! autograd op.
 //!
 //! ```no_run
 //! use lighthouse::{Context, Result};
@@ -20,35 +21,56 @@
 //! }
 //! ```
 //!
-//! Handles: [`Context`] and [`Plan`] free their C handles on drop; a plan borrows its context.
-//! Threading: both are `Send`, neither is `Sync` (the C handles are not locked):
+//! Three levels, each on the one below:
+//! - [`AttentionOp`]: forward returns the output and a [`ForwardState`] that owns `saved`
+//!   (memory from your [`Allocator`]); backward takes the state. For autograd frameworks.
+//! - [`Plan::forward_device`] / [`Plan::backward_device`]: any memory that implements
+//!   [`DeviceMemory`] (a framework's device storage, in a few lines), on a [`Stream`], every
+//!   buffer checked against the plan (length, device, alignment, dtype) before C sees it.
+//!   [`Plan::forward`] / [`Plan::backward`] are the same on `f32` host slices for CPU plans.
+//! - `unsafe` `*_raw` entry points: raw pointers, one per C function.
 //!
-//! ```compile_fail
-//! fn shared<T: Sync>() {}
-//! shared::<lighthouse::Plan<'static>>();
+//! Ownership: constructors return `Arc<Context>` and `Arc<Ring>`; a [`Plan`] holds an `Arc` of
+//! its context (and ring), so it has no lifetime parameter and the C rule "destroy plans before
+//! their context and ring" holds by construction. Handles free themselves on drop.
+//!
+//! Threading (lighthouse.h: handles are not internally locked; use one plan from one thread at
+//! a time; different plans and contexts may be used concurrently):
+//! - [`Context`]: `Send + Sync`. Changes of the context (option setters, creating, finalizing
+//!   and destroying its plans) take its lock; plans of one context run concurrently.
+//! - [`Plan`]: `Send`, not `Sync`: it moves between threads, and every call that runs it takes
+//!   `&mut self`. Share one through a `Mutex`, as [`AttentionOp`] (`Send + Sync`) does.
+//! - [`Ring`]: `Send + Sync` (the C side locks what its ranks share).
+//!
+//! ```
+//! fn shared<T: Send + Sync + 'static>() {}
+//! fn moved<T: Send + 'static>() {}
+//! shared::<std::sync::Arc<lighthouse::Context>>();
+//! shared::<std::sync::Arc<lighthouse::Ring>>();
+//! shared::<lighthouse::AttentionOp<lighthouse::HostAllocator>>();
+//! moved::<lighthouse::Plan>();
+//! // A context in a static, and a struct that owns a plan (and so its context):
+//! static CONTEXT: std::sync::OnceLock<std::sync::Arc<lighthouse::Context>> =
+//!     std::sync::OnceLock::new();
+//! struct MyOp { plan: std::sync::Mutex<lighthouse::Plan> }
+//! shared::<MyOp>();
 //! ```
 //! ```compile_fail
 //! fn shared<T: Sync>() {}
-//! shared::<lighthouse::Context>();
+//! shared::<lighthouse::Plan>();
 //! ```
 //!
-//! A [`Ring`] (context parallelism) is `Send` and `Sync`: the ranks of a local ring share it
-//! from their own threads, each with its own plan bound to it, which stays `Send`:
-//!
-//! ```
-//! fn shared<T: Sync + Send>() {}
-//! fn moved<T: Send>() {}
-//! shared::<lighthouse::Ring<'static>>();
-//! moved::<lighthouse::Plan<'static>>();
-//! ```
-//!
-//! GPU plans take device pointers and a `CUstream` through the `unsafe` `*_raw` entry points;
-//! CPU plans also take `f32` slices whose lengths are checked against the plan.
+//! The dtype a builder leaves unset follows the backend: `BFloat16` on CUDA, `Float32` on the
+//! CPU (the library's own default, fp32, is a dtype only the CPU backend runs).
 
 mod context;
+mod device;
 mod error;
 mod hooks;
 mod host;
+mod info;
+mod memory;
+mod op;
 mod plan;
 mod raw;
 mod ring;
@@ -61,6 +83,8 @@ pub use error::{status_string, Error, Result, Status};
 pub use hooks::{AttentionBackwardCall, AttentionForwardCall};
 pub use host::{HostBuffer, Saved};
 pub use lighthouse_sys as sys;
+pub use memory::{Device, DeviceMemory, Stream};
+pub use op::{Allocator, AttentionOp, BufferKind, ForwardState, Gradients, HostAllocator};
 pub use plan::{Plan, PlanBuilder, PlanInfo};
 pub use ring::{NcclUniqueId, Ring, RingKind, NCCL_UNIQUE_ID_BYTES};
 pub use types::{Backend, Dtype, Layout, Mode, Stage};

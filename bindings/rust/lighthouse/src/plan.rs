@@ -1,12 +1,14 @@
 //! Plan: one attention configuration, validated and compiled once, then run many times.
-//! This file holds the builder (ring binding and hooks included), the plan's sizes and the
-//! handle. The raw-pointer entry points (unsafe: any backend, device pointers and a stream) are
-//! in `raw.rs`, the safe host-slice entry points in `host.rs`.
+//! This file holds the builder (ring binding, hooks and kernel precompilation included) and the
+//! handle; its sizes are in `info.rs`. The raw-pointer entry points (unsafe: any backend, device
+//! pointers and a stream) are in `raw.rs`, the safe host-slice entry points in `host.rs`, those on
+//! a framework's memory in `device.rs`.
 
-use std::ffi::c_void;
+use std::ffi::{c_void, CString};
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use lighthouse_sys as sys;
 
@@ -14,6 +16,7 @@ use crate::context::Context;
 use crate::error::{check, Error, Result, Status};
 use crate::hooks::{self, AttentionBackwardCall, AttentionForwardCall, HookState};
 use crate::host::HostBuffer;
+pub use crate::info::PlanInfo;
 use crate::ring::Ring;
 use crate::types::{Backend, Dtype, Layout, Mode, Stage};
 use crate::LIVE_PLANS;
@@ -29,20 +32,22 @@ pub(crate) fn to_i64(name: &str, value: usize) -> Result<i64> {
 }
 
 /// Collects plan parameters with typed setters; [`build`](PlanBuilder::build) creates, sets and
-/// finalizes the C plan. Unset parameters keep the library's defaults (lighthouse.h, lh_param).
-/// Every configuration error is reported by `build`, with the library's message.
-pub struct PlanBuilder<'ctx> {
-    context: &'ctx Context,
+/// finalizes the C plan. Unset parameters keep the library's defaults (lighthouse.h, lh_param),
+/// except the dtype, which follows the backend: `BFloat16` on CUDA, `Float32` on the CPU (the
+/// library's own default, fp32, is a dtype the CUDA backend does not run). Every configuration
+/// error is reported by `build`, with the library's message.
+pub struct PlanBuilder {
+    context: Arc<Context>,
     ints: Vec<(sys::lh_param, &'static str, i64)>,
     sizes: Vec<(sys::lh_param, &'static str, usize)>,
     softmax_scale: Option<f64>,
-    ring: Option<(&'ctx Ring<'ctx>, usize)>,
-    hooks: Option<HookSetting<'ctx>>,
+    ring: Option<(Arc<Ring>, usize)>,
+    hooks: Option<HookSetting>,
 }
 
 /// The hooks a builder will set: Rust closures, or C function pointers with their user data.
-enum HookSetting<'a> {
-    Closures(Box<HookState<'a>>),
+enum HookSetting {
+    Closures(Box<HookState>),
     Raw {
         forward: sys::lh_attention_forward_hook,
         backward: sys::lh_attention_backward_hook,
@@ -50,7 +55,7 @@ enum HookSetting<'a> {
     },
 }
 
-impl std::fmt::Debug for PlanBuilder<'_> {
+impl std::fmt::Debug for PlanBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlanBuilder")
             .field("ints", &self.ints)
@@ -78,8 +83,8 @@ macro_rules! size_setter {
     };
 }
 
-impl<'ctx> PlanBuilder<'ctx> {
-    pub(crate) fn new(context: &'ctx Context) -> Self {
+impl PlanBuilder {
+    pub(crate) fn new(context: Arc<Context>) -> Self {
         PlanBuilder {
             context,
             ints: Vec::new(),
@@ -107,7 +112,8 @@ impl<'ctx> PlanBuilder<'ctx> {
     size_setter!(/// A multiple of 128; default 2048.
                  topk, sys::LH_PARAM_TOPK);
 
-    /// Element type; default `Float32` (the CPU backend's only dtype).
+    /// Element type; default `BFloat16` on a CUDA context, `Float32` (the CPU backend's only
+    /// dtype) on the CPU.
     pub fn dtype(mut self, dtype: Dtype) -> Self {
         self.ints
             .push((sys::LH_PARAM_DTYPE, "dtype", dtype.to_raw() as i64));
@@ -158,9 +164,9 @@ impl<'ctx> PlanBuilder<'ctx> {
     /// Binds the plan to rank `rank` of `ring` (context parallelism; for an NCCL ring, the
     /// communicator's own rank). `seq_len` stays the whole sequence; the plan's q, k, v, out and
     /// gradients become this rank's shard of `info().local_seq_len` tokens (chunk `rank`, then
-    /// chunk `2*world-1-rank`). The plan borrows the ring, so it cannot outlive it.
-    pub fn ring(mut self, ring: &'ctx Ring<'_>, rank: usize) -> Self {
-        self.ring = Some((ring, rank));
+    /// chunk `2*world-1-rank`). The plan keeps a clone of the `Arc`, so the ring outlives it.
+    pub fn ring(mut self, ring: &Arc<Ring>, rank: usize) -> Self {
+        self.ring = Some((Arc::clone(ring), rank));
         self
     }
 
@@ -169,11 +175,13 @@ impl<'ctx> PlanBuilder<'ctx> {
     /// [`AttentionForwardCall`] / [`AttentionBackwardCall`]: the gathered chunk-major
     /// sub-sequence and the outputs to fill. The plan owns the closures. An `Err` the closure
     /// returns, or a panic (caught before it reaches C), makes that forward/backward fail with
-    /// the closure's error (a panic: `Status::Internal` and the panic's message).
+    /// the closure's error (a panic: `Status::Internal` and the panic's message). The closures
+    /// run on the thread that runs the plan, so they are `Send`; they are `'static` because the
+    /// plan is (share state with them through an `Arc`).
     pub fn attention_hooks<F, B>(mut self, forward: F, backward: B) -> Self
     where
-        F: FnMut(&mut AttentionForwardCall<'_>) -> Result<()> + Send + 'ctx,
-        B: FnMut(&mut AttentionBackwardCall<'_>) -> Result<()> + Send + 'ctx,
+        F: FnMut(&mut AttentionForwardCall<'_>) -> Result<()> + Send + 'static,
+        B: FnMut(&mut AttentionBackwardCall<'_>) -> Result<()> + Send + 'static,
     {
         self.hooks = Some(HookSetting::Closures(Box::new(HookState::new(
             Box::new(forward),
@@ -204,12 +212,50 @@ impl<'ctx> PlanBuilder<'ctx> {
 
     /// Creates the C plan, applies the parameters in the order they were set, and finalizes it.
     /// On any error the half-built plan is destroyed before returning.
-    pub fn build(self) -> Result<Plan<'ctx>> {
-        // Declared first so it is released last: a failing `?` below drops `guard` under it.
-        let _lock = self.context.lock_plans();
+    pub fn build(self) -> Result<Plan> {
+        match self.run(Finish::Build)? {
+            Outcome::Plan(plan) => Ok(*plan),
+            Outcome::Compiled(_) => unreachable!("a build finalizes"),
+        }
+    }
+
+    /// Compiles the GPU kernels that CUDA plans of these parameters load on `chip` ("sm_90" for
+    /// H100/H200, "sm_100a" for B200) into the context's on-disk kernel cache, without a GPU
+    /// and without finalizing (`lh_plan_precompile`): on a login node or in a container build,
+    /// with a CPU context that has the training job's cache directory. Returns how many kernels
+    /// were compiled now (the others were cached already). The dtype defaults to `BFloat16`, the
+    /// CUDA default, on any context; `heads` and `head_dim` must be set. Fails with
+    /// `Status::BadState` where the context's disk cache is disabled.
+    pub fn precompile(self, chip: &str) -> Result<usize> {
+        let chip = CString::new(chip).map_err(|_| {
+            Error::new(
+                Status::InvalidValue,
+                format!("chip {chip:?} contains a NUL byte"),
+            )
+        })?;
+        match self.run(Finish::Precompile(chip))? {
+            Outcome::Compiled(count) => Ok(count),
+            Outcome::Plan(_) => unreachable!("a precompile does not finalize"),
+        }
+    }
+
+    /// Creates the C plan and applies the parameters, then finalizes it or precompiles for it.
+    fn run(self, finish: Finish) -> Result<Outcome> {
+        // Everything the builder holds outlives the guard below (locals drop in reverse order),
+        // so a failing `?` destroys the half-built C plan while its ring is still alive, and
+        // under the context's lock.
+        let PlanBuilder {
+            context,
+            ints,
+            sizes,
+            softmax_scale,
+            ring,
+            hooks: hook_setting,
+        } = self;
+        let lock = context.lock();
         let mut raw = std::ptr::null_mut();
-        // SAFETY: live context (borrowed for 'ctx), valid out pointer.
-        check(unsafe { sys::lh_plan_create(self.context.as_raw(), &mut raw) })?;
+        // SAFETY: live context (held by the Arc), valid out pointer.
+        check(unsafe { sys::lh_plan_create(context.as_raw(), &mut raw) })?;
         let raw = NonNull::new(raw).ok_or_else(|| {
             Error::new(
                 Status::Internal,
@@ -217,44 +263,47 @@ impl<'ctx> PlanBuilder<'ctx> {
             )
         })?;
         // The guard owns the handle from here: every `?` below destroys it.
-        let guard = RawPlan::adopt(raw);
+        let mut guard = RawPlan::adopt(raw);
 
-        for &(param, name, value) in &self.sizes {
+        for &(param, name, value) in &sizes {
             let value = to_i64(name, value)?;
             // SAFETY: live, unfinalized plan owned by the guard.
             check(unsafe { sys::lh_plan_set_i64(guard.ptr(), param, value) })?;
         }
-        for &(param, _, value) in &self.ints {
+        let dtype_set = ints.iter().any(|&(p, _, _)| p == sys::LH_PARAM_DTYPE);
+        let for_cuda =
+            matches!(finish, Finish::Precompile(_)) || context.backend() == Backend::Cuda;
+        if !dtype_set && for_cuda {
+            let bf16 = Dtype::BFloat16.to_raw() as i64;
+            // SAFETY: as above.
+            check(unsafe { sys::lh_plan_set_i64(guard.ptr(), sys::LH_PARAM_DTYPE, bf16) })?;
+        }
+        for &(param, _, value) in &ints {
             // SAFETY: as above.
             check(unsafe { sys::lh_plan_set_i64(guard.ptr(), param, value) })?;
         }
-        if let Some(scale) = self.softmax_scale {
+        if let Some(scale) = softmax_scale {
             // SAFETY: as above.
             check(unsafe {
                 sys::lh_plan_set_f64(guard.ptr(), sys::LH_PARAM_SOFTMAX_SCALE, scale)
             })?;
         }
-        let ring = match self.ring {
-            Some((ring, rank)) => {
-                let rank = i32::try_from(rank).map_err(|_| {
-                    Error::new(
-                        Status::InvalidValue,
-                        format!("rank = {rank} does not fit in a C int"),
-                    )
-                })?;
-                // SAFETY: as above; the ring is borrowed for 'ctx, longer than the plan.
-                check(unsafe { sys::lh_plan_set_ring(guard.ptr(), ring.as_raw(), rank) })?;
-                Some(ring)
-            }
-            None => None,
-        };
+        if let Some((ring, rank)) = &ring {
+            let rank = i32::try_from(*rank).map_err(|_| {
+                Error::new(
+                    Status::InvalidValue,
+                    format!("rank = {rank} does not fit in a C int"),
+                )
+            })?;
+            // SAFETY: as above; the plan keeps the ring's Arc, so the ring outlives it.
+            check(unsafe { sys::lh_plan_set_ring(guard.ptr(), ring.as_raw(), rank) })?;
+        }
         // The closures' state is owned through a raw pointer (the C plan holds it as user_data)
         // and freed by the guard after the C plan is destroyed.
-        let mut guard = guard;
-        match self.hooks {
+        match hook_setting {
             Some(HookSetting::Closures(state)) => {
                 let state = Box::into_raw(state);
-                guard.hooks = state.cast();
+                guard.hooks = state;
                 // SAFETY: live, unfinalized plan; `state` lives as long as the C plan.
                 check(unsafe {
                     sys::lh_plan_set_attention_hooks(
@@ -277,6 +326,13 @@ impl<'ctx> PlanBuilder<'ctx> {
             }
             None => {}
         }
+        if let Finish::Precompile(chip) = &finish {
+            let mut compiled = 0i64;
+            // SAFETY: live plan, NUL-terminated chip name and out pointer alive for the call;
+            // the context's lock covers its options (the cache directory) being read.
+            check(unsafe { sys::lh_plan_precompile(guard.ptr(), chip.as_ptr(), &mut compiled) })?;
+            return Ok(Outcome::Compiled(usize::try_from(compiled).unwrap_or(0)));
+        }
         // SAFETY: as above.
         check(unsafe { sys::lh_plan_finalize(guard.ptr()) })?;
         let info = PlanInfo::read(guard.ptr())?;
@@ -284,27 +340,38 @@ impl<'ctx> PlanBuilder<'ctx> {
             // SAFETY: no hook runs before finalize, and none runs now (we hold the only handle).
             unsafe { (*guard.hooks).info = Some(info) };
         }
+        drop(lock);
 
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Ok(Plan {
+        Ok(Outcome::Plan(Box::new(Plan {
             raw: ManuallyDrop::new(guard),
-            context: self.context,
-            _ring: ring,
+            _ring: ring.map(|(ring, _)| ring),
+            context,
             info,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             workspace: None,
-        })
+        })))
     }
+}
+
+/// What `PlanBuilder::run` does once the parameters are set.
+enum Finish {
+    Build,
+    Precompile(CString),
+}
+
+enum Outcome {
+    Plan(Box<Plan>),
+    Compiled(usize),
 }
 
 /// Owns an `lh_plan` handle and destroys it on drop (also for plans that never finalized),
 /// then the state of its hook closures, if any (the C plan may call them until it is gone).
-/// Dropped only while its context's plan lock is held (see `Context::lock_plans`).
+/// Dropped only while its context's lock is held (see `Context::lock`).
 struct RawPlan {
     raw: NonNull<sys::lh_plan>,
-    /// From `Box::into_raw`, or NULL. The lifetime is erased here; `Plan<'ctx>` (which holds
-    /// this) keeps whatever the closures borrow alive, since they were given for 'ctx.
-    hooks: *mut HookState<'static>,
+    /// From `Box::into_raw`, or NULL.
+    hooks: *mut HookState,
 }
 
 impl RawPlan {
@@ -334,165 +401,20 @@ impl Drop for RawPlan {
     }
 }
 
-/// The parameters (after defaults) and buffer sizes of a finalized plan. Sizes are in elements
-/// unless the name says bytes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PlanInfo {
-    pub batch: usize,
-    pub seq_len: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub dtype: Dtype,
-    pub layout: Layout,
-    pub mode: Mode,
-    pub levels: usize,
-    pub pooling: usize,
-    pub topk: usize,
-    pub softmax_scale: f64,
-    pub backend: Backend,
-    /// S_sel: entries kept per (batch, head); N in dense mode.
-    pub subseq_len: usize,
-    /// S_total: pyramid entries per (batch, head); N in dense mode.
-    pub pyramid_len: usize,
-    pub saved_bytes: usize,
-    pub fwd_workspace_bytes: usize,
-    pub bwd_workspace_bytes: usize,
-    pub stage_workspace_bytes: usize,
-    /// Tokens of this rank's q, k, v (and out, gradients): seq_len / world (seq_len without a
-    /// ring).
-    pub local_seq_len: usize,
-    /// C: sequence chunks the plan holds (2 on a ring, else 1).
-    pub chunks: usize,
-    /// Bytes of the workspace of `lh_attention_forward` / `lh_attention_backward`.
-    pub attention_workspace_bytes: usize,
-    /// Ranks of the plan's ring (1 without a ring).
-    pub world: usize,
-    /// This plan's rank on its ring (0 without a ring).
-    pub rank: usize,
-}
-
-impl PlanInfo {
-    fn read(plan: *const sys::lh_plan) -> Result<PlanInfo> {
-        let param = |p: sys::lh_param| -> Result<i64> {
-            let mut value = 0;
-            // SAFETY: live plan, valid out pointer.
-            check(unsafe { sys::lh_plan_get_param_i64(plan, p, &mut value) })?;
-            Ok(value)
-        };
-        let query = |q: sys::lh_query| -> Result<i64> {
-            let mut value = 0;
-            // SAFETY: live finalized plan, valid out pointer.
-            check(unsafe { sys::lh_plan_get_i64(plan, q, &mut value) })?;
-            Ok(value)
-        };
-        let size = |value: i64, what: &str| -> Result<usize> {
-            usize::try_from(value).map_err(|_| {
-                Error::new(
-                    Status::Internal,
-                    format!("the library reported {what} = {value}"),
-                )
-            })
-        };
-        let mut scale = 0.0;
-        // SAFETY: live plan, valid out pointer.
-        check(unsafe {
-            sys::lh_plan_get_param_f64(plan, sys::LH_PARAM_SOFTMAX_SCALE, &mut scale)
-        })?;
-        Ok(PlanInfo {
-            batch: size(param(sys::LH_PARAM_BATCH)?, "batch")?,
-            seq_len: size(param(sys::LH_PARAM_SEQ_LEN)?, "seq_len")?,
-            heads: size(param(sys::LH_PARAM_HEADS)?, "heads")?,
-            kv_heads: size(param(sys::LH_PARAM_KV_HEADS)?, "kv_heads")?,
-            head_dim: size(param(sys::LH_PARAM_HEAD_DIM)?, "head_dim")?,
-            dtype: Dtype::from_raw(param(sys::LH_PARAM_DTYPE)? as sys::lh_dtype)?,
-            layout: Layout::from_raw(param(sys::LH_PARAM_LAYOUT)? as sys::lh_layout)?,
-            mode: Mode::from_raw(param(sys::LH_PARAM_MODE)? as sys::lh_mode)?,
-            levels: size(param(sys::LH_PARAM_LEVELS)?, "levels")?,
-            pooling: size(param(sys::LH_PARAM_POOLING)?, "pooling")?,
-            topk: size(param(sys::LH_PARAM_TOPK)?, "topk")?,
-            softmax_scale: scale,
-            backend: Backend::from_raw(query(sys::LH_QUERY_BACKEND)? as sys::lh_backend)?,
-            subseq_len: size(query(sys::LH_QUERY_SUBSEQ_LEN)?, "SUBSEQ_LEN")?,
-            pyramid_len: size(query(sys::LH_QUERY_PYRAMID_LEN)?, "PYRAMID_LEN")?,
-            saved_bytes: size(query(sys::LH_QUERY_SAVED_BYTES)?, "SAVED_BYTES")?,
-            fwd_workspace_bytes: size(
-                query(sys::LH_QUERY_FWD_WORKSPACE_BYTES)?,
-                "FWD_WORKSPACE_BYTES",
-            )?,
-            bwd_workspace_bytes: size(
-                query(sys::LH_QUERY_BWD_WORKSPACE_BYTES)?,
-                "BWD_WORKSPACE_BYTES",
-            )?,
-            stage_workspace_bytes: size(
-                query(sys::LH_QUERY_STAGE_WORKSPACE_BYTES)?,
-                "STAGE_WORKSPACE_BYTES",
-            )?,
-            local_seq_len: size(query(sys::LH_QUERY_LOCAL_SEQ_LEN)?, "LOCAL_SEQ_LEN")?,
-            chunks: size(query(sys::LH_QUERY_CHUNKS)?, "CHUNKS")?,
-            attention_workspace_bytes: size(
-                query(sys::LH_QUERY_ATTENTION_WORKSPACE_BYTES)?,
-                "ATTENTION_WORKSPACE_BYTES",
-            )?,
-            world: size(query(sys::LH_QUERY_WORLD)?, "WORLD")?,
-            rank: size(query(sys::LH_QUERY_RANK)?, "RANK")?,
-        })
-    }
-
-    /// Elements of q, out, dout and dq: B*N*H*D (N = local_seq_len: this rank's shard on a
-    /// ring).
-    pub fn q_len(&self) -> usize {
-        self.batch * self.local_seq_len * self.heads * self.head_dim
-    }
-
-    /// Elements of k, v, dk and dv: B*N*Hkv*D (N = local_seq_len).
-    pub fn kv_len(&self) -> usize {
-        self.batch * self.local_seq_len * self.kv_heads * self.head_dim
-    }
-
-    /// S_c: sub-sequence entries per chunk of the attention step (subseq_len / chunks).
-    pub fn chunk_subseq_len(&self) -> usize {
-        self.subseq_len / self.chunks.max(1)
-    }
-
-    /// Elements of lse [C, B, H, S_c] (= B*H*S_sel).
-    pub fn lse_len(&self) -> usize {
-        self.batch * self.heads * self.subseq_len
-    }
-
-    /// Elements of scores_q [B, H, S_total].
-    pub fn scores_q_len(&self) -> usize {
-        self.batch * self.heads * self.pyramid_len
-    }
-
-    /// Elements of scores_k [B, Hkv, S_total].
-    pub fn scores_k_len(&self) -> usize {
-        self.batch * self.kv_heads * self.pyramid_len
-    }
-
-    /// Elements of indices [B, H, S_sel].
-    pub fn indices_len(&self) -> usize {
-        self.batch * self.heads * self.subseq_len
-    }
-
-    /// Elements of q_sel, k_sel, v_sel and o_sel: [B, H, S_sel, D] for the stage entry points,
-    /// [C, B, H, S_c, D] (the same count) for the attention step.
-    pub fn selected_len(&self) -> usize {
-        self.indices_len() * self.head_dim
-    }
-}
-
-/// A finalized `lh_plan`, destroyed on drop. It borrows its context, so it cannot outlive it.
+/// A finalized `lh_plan`, destroyed on drop. It owns an `Arc` of its context (and of its ring),
+/// so it has no lifetime parameter and can live in a `'static` framework op.
 ///
 /// Threading: `Send` but not `Sync`. The header says plans are not internally locked ("use one
 /// plan from one thread at a time") while different plans may run concurrently, so a plan may
-/// move to another thread but never be shared; every call that runs it takes `&mut self`.
-pub struct Plan<'ctx> {
-    /// Dropped by `Plan::drop` under the context's plan lock.
+/// move to another thread but never be shared; every call that runs it takes `&mut self`. To
+/// share one plan between threads, put it in a `Mutex` (as [`AttentionOp`](crate::AttentionOp)
+/// does).
+pub struct Plan {
+    /// Dropped by `Plan::drop` under the context's lock, before the fields below.
     raw: ManuallyDrop<RawPlan>,
-    context: &'ctx Context,
-    /// The ring the plan is bound to: borrowed so the plan cannot outlive it.
-    _ring: Option<&'ctx Ring<'ctx>>,
+    /// The ring the plan is bound to, kept alive until the C plan is gone.
+    _ring: Option<Arc<Ring>>,
+    context: Arc<Context>,
     info: PlanInfo,
     /// Distinguishes plans, so `Saved` can refuse a buffer written by another plan.
     pub(crate) id: u64,
@@ -501,23 +423,33 @@ pub struct Plan<'ctx> {
 }
 
 // SAFETY: the header allows a plan to be used from any thread, one thread at a time; `Plan` is
-// not `Sync` and all running calls take `&mut self`. The one thing it touches of its (non-Sync)
-// context from another thread is the C context inside lh_plan_destroy, and that happens under
-// the context's Mutex, which also covers every plan creation of that context.
-unsafe impl Send for Plan<'_> {}
+// not `Sync` and all running calls take `&mut self`. What it changes of its context (the C
+// context's plan count, in lh_plan_destroy) is changed under the context's lock. Hook closures
+// are `Send`.
+unsafe impl Send for Plan {}
 
-impl Drop for Plan<'_> {
+impl Drop for Plan {
     fn drop(&mut self) {
-        let _lock = self.context.lock_plans();
+        let _lock = self.context.lock();
         // SAFETY: dropped exactly once, here, under the plan lock as RawPlan requires.
         unsafe { ManuallyDrop::drop(&mut self.raw) };
     }
 }
 
-impl<'ctx> Plan<'ctx> {
+impl Plan {
     /// Parameters and sizes of this plan.
     pub fn info(&self) -> &PlanInfo {
         &self.info
+    }
+
+    /// The context the plan runs on.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.context
+    }
+
+    /// A number that tells this plan from every other plan of this process.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// GPU milliseconds of `stage` in this plan's most recent forward (forward stages) or
@@ -528,6 +460,22 @@ impl<'ctx> Plan<'ctx> {
         // SAFETY: the handle is valid for `self`'s life; `ms` outlives the call.
         check(unsafe { sys::lh_plan_get_stage_ms(self.raw.ptr(), stage.to_raw(), &mut ms) })?;
         Ok(ms)
+    }
+
+    /// Compiles this plan's GPU kernels for `chip` into its context's disk cache (see
+    /// [`PlanBuilder::precompile`], which needs no finalized plan); the number compiled now.
+    pub fn precompile(&mut self, chip: &str) -> Result<usize> {
+        let chip = CString::new(chip).map_err(|_| {
+            Error::new(
+                Status::InvalidValue,
+                format!("chip {chip:?} contains a NUL byte"),
+            )
+        })?;
+        let mut compiled = 0i64;
+        let _lock = self.context.lock();
+        // SAFETY: live plan (exclusive borrow), NUL-terminated chip name, valid out pointer.
+        check(unsafe { sys::lh_plan_precompile(self.raw_ptr(), chip.as_ptr(), &mut compiled) })?;
+        Ok(usize::try_from(compiled).unwrap_or(0))
     }
 
     /// The raw handle, for calls this crate does not wrap. It stays owned by `self`.
@@ -551,7 +499,7 @@ impl<'ctx> Plan<'ctx> {
     }
 }
 
-impl std::fmt::Debug for Plan<'_> {
+impl std::fmt::Debug for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plan").field("info", &self.info).finish()
     }

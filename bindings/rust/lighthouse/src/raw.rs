@@ -8,7 +8,7 @@ use lighthouse_sys as sys;
 use crate::error::{check, Result};
 use crate::plan::Plan;
 
-impl<'ctx> Plan<'ctx> {
+impl Plan {
     /// `lh_forward` on raw pointers.
     ///
     /// # Safety

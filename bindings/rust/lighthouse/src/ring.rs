@@ -1,11 +1,11 @@
 //! Rings: the ranks that share one sequence for context parallelism (lighthouse.h, docs/spec.md
-//! section 8). A plan binds to one rank of a ring with [`PlanBuilder::ring`], and borrows the
-//! ring, so the borrow checker enforces the C rule "destroy bound plans before the ring".
+//! section 8). A plan binds to one rank of a ring with [`PlanBuilder::ring`] and keeps an `Arc`
+//! of it, so the C rule "destroy bound plans before the ring" holds by construction.
 
 use std::ffi::c_void;
-use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use lighthouse_sys as sys;
 
@@ -39,28 +39,35 @@ pub enum RingKind {
     Nccl,
 }
 
-/// An `lh_ring`, destroyed on drop. `'ctx` is the context an NCCL ring was made on (a local ring
-/// needs none and is `Ring<'static>`).
+/// An `lh_ring`, shared behind an [`Arc`] and destroyed when the last reference goes (the plans
+/// bound to it hold one, so it outlives them). An NCCL ring holds an `Arc` of the context it was
+/// made on, which it must not outlive.
 ///
 /// Threading: `Send` and `Sync`. The ranks of a local ring run from different threads at the same
-/// time, each with its own plan bound to the one ring, so the ring is shared by reference; the C
-/// side locks what they share (the rendezvous and the binding, `runtime/ring_local.c` and
-/// `lh_plan_set_ring`; the count of bound plans is atomic). Plans bound to it stay `Send`.
-pub struct Ring<'ctx> {
+/// time, each with its own plan bound to the one ring; the C side locks what they share (the
+/// rendezvous and the binding, `runtime/ring_local.c` and `lh_plan_set_ring`; the count of bound
+/// plans is atomic). Plans bound to it stay `Send`.
+pub struct Ring {
     raw: NonNull<sys::lh_ring>,
     kind: RingKind,
     world: Option<usize>,
-    _context: PhantomData<&'ctx Context>,
+    /// Dropped after the C ring (Drop runs first).
+    _context: Option<Arc<Context>>,
 }
 
 // SAFETY: see the type's documentation: the library locks a ring's shared state internally, and
 // a ring has no thread affinity.
-unsafe impl Send for Ring<'_> {}
+unsafe impl Send for Ring {}
 // SAFETY: as above; every method takes `&self` and only passes the handle to the library.
-unsafe impl Sync for Ring<'_> {}
+unsafe impl Sync for Ring {}
 
 /// Takes ownership of a handle a create call returned with LH_OK.
-fn adopt<'ctx>(raw: *mut sys::lh_ring, kind: RingKind, world: Option<usize>) -> Result<Ring<'ctx>> {
+fn adopt(
+    raw: *mut sys::lh_ring,
+    kind: RingKind,
+    world: Option<usize>,
+    context: Option<Arc<Context>>,
+) -> Result<Arc<Ring>> {
     let raw = NonNull::new(raw).ok_or_else(|| {
         Error::new(
             Status::Internal,
@@ -68,12 +75,12 @@ fn adopt<'ctx>(raw: *mut sys::lh_ring, kind: RingKind, world: Option<usize>) -> 
         )
     })?;
     LIVE_RINGS.fetch_add(1, Ordering::SeqCst);
-    Ok(Ring {
+    Ok(Arc::new(Ring {
         raw,
         kind,
         world,
-        _context: PhantomData,
-    })
+        _context: context,
+    }))
 }
 
 fn to_c_int(name: &str, value: usize) -> Result<i32> {
@@ -85,42 +92,42 @@ fn to_c_int(name: &str, value: usize) -> Result<i32> {
     })
 }
 
-impl Ring<'static> {
+impl Ring {
     /// A ring of `world` ranks inside this process. Each rank's plan must be run from its own
     /// thread, all ranks at the same time (they meet inside `lh_forward` / `lh_backward`).
-    pub fn local(world: usize) -> Result<Ring<'static>> {
+    pub fn local(world: usize) -> Result<Arc<Ring>> {
         let world_c = to_c_int("world", world)?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: valid out pointer; nothing is kept on error.
         check(unsafe { sys::lh_ring_create_local(world_c, &mut raw) })?;
-        adopt(raw, RingKind::Local, Some(world))
+        adopt(raw, RingKind::Local, Some(world), None)
     }
-}
 
-impl<'ctx> Ring<'ctx> {
     /// A ring over the caller's NCCL communicator (CUDA contexts); world and rank come from it.
     ///
     /// # Safety
     /// `nccl_comm` must be a live `ncclComm_t` of the context's device that outlives the ring and
     /// is not used by other code while plans bound to the ring run.
-    pub unsafe fn nccl(context: &'ctx Context, nccl_comm: *mut c_void) -> Result<Ring<'ctx>> {
+    pub unsafe fn nccl(context: &Arc<Context>, nccl_comm: *mut c_void) -> Result<Arc<Ring>> {
         let mut raw = std::ptr::null_mut();
+        // Reads only what never changes of the context (its backend and device state).
         check(sys::lh_ring_create_nccl(
             context.as_raw(),
             nccl_comm,
             &mut raw,
         ))?;
-        adopt(raw, RingKind::Nccl, None)
+        adopt(raw, RingKind::Nccl, None, Some(Arc::clone(context)))
     }
 
     /// A ring over an NCCL communicator the library creates from `id` (and destroys with the
-    /// ring). Collective: every rank calls it at the same time with its own `rank`.
+    /// ring). Collective: every rank calls it at the same time with its own `rank`. It does not
+    /// take the context's lock (a collective must not wait on another thread's use of it).
     pub fn nccl_from_id(
-        context: &'ctx Context,
+        context: &Arc<Context>,
         id: &NcclUniqueId,
         rank: usize,
         world: usize,
-    ) -> Result<Ring<'ctx>> {
+    ) -> Result<Arc<Ring>> {
         let (rank_c, world_c) = (to_c_int("rank", rank)?, to_c_int("world", world)?);
         let mut raw = std::ptr::null_mut();
         // SAFETY: live context, a 128-byte id, valid out pointer.
@@ -133,7 +140,7 @@ impl<'ctx> Ring<'ctx> {
                 &mut raw,
             )
         })?;
-        adopt(raw, RingKind::Nccl, Some(world))
+        adopt(raw, RingKind::Nccl, Some(world), Some(Arc::clone(context)))
     }
 
     pub fn kind(&self) -> RingKind {
@@ -152,16 +159,16 @@ impl<'ctx> Ring<'ctx> {
     }
 }
 
-impl Drop for Ring<'_> {
+impl Drop for Ring {
     fn drop(&mut self) {
-        // SAFETY: live handle; every plan bound to it borrowed it and is already gone, so the
-        // library's "plans first" rule (LH_ERROR_BAD_STATE otherwise) holds.
+        // SAFETY: live handle; every plan bound to it held an Arc of it and is already gone, so
+        // the library's "plans first" rule (LH_ERROR_BAD_STATE otherwise) holds.
         unsafe { sys::lh_ring_destroy(self.raw.as_ptr()) };
         LIVE_RINGS.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-impl std::fmt::Debug for Ring<'_> {
+impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
             .field("kind", &self.kind)
@@ -174,6 +181,8 @@ impl Context {
     /// A new NCCL unique id (CUDA contexts) for [`Ring::nccl_from_id`].
     pub fn nccl_unique_id(&self) -> Result<NcclUniqueId> {
         let mut id = NcclUniqueId([0; NCCL_UNIQUE_ID_BYTES]);
+        // It may load NCCL into the context's backend state: serialized like other changes.
+        let _lock = self.lock();
         // SAFETY: live context, 128 writable bytes.
         check(unsafe { sys::lh_nccl_get_unique_id(self.as_raw(), id.0.as_mut_ptr().cast()) })?;
         Ok(id)

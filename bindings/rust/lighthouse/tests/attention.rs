@@ -5,11 +5,12 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use lighthouse::{Context, Error, Mode, Plan, Status};
 
 /// A GQA Lighthouse plan (2 query heads on 1 kv head) small enough for a test.
-fn plan(ctx: &Context) -> lighthouse::PlanBuilder<'_> {
+fn plan(ctx: &Arc<Context>) -> lighthouse::PlanBuilder {
     ctx.plan()
         .batch(1)
         .seq_len(2048)
@@ -28,7 +29,7 @@ struct Inputs {
     dout: Vec<f32>,
 }
 
-fn inputs(plan: &Plan<'_>, seed: u64) -> Inputs {
+fn inputs(plan: &Plan, seed: u64) -> Inputs {
     let info = plan.info();
     Inputs {
         q: common::random(info.q_len(), seed),
@@ -56,7 +57,7 @@ impl std::fmt::Debug for Grads {
     }
 }
 
-fn forward_backward(plan: &mut Plan<'_>, x: &Inputs) -> lighthouse::Result<Grads> {
+fn forward_backward(plan: &mut Plan, x: &Inputs) -> lighthouse::Result<Grads> {
     let info = *plan.info();
     let mut g = Grads {
         out: vec![0f32; info.q_len()],
@@ -225,17 +226,20 @@ fn check_hook_equals_no_hook(mode: Mode, kv_heads: usize, kv_tolerance: f64) {
     let ctx = Context::cpu().unwrap();
     let make = || plan(&ctx).mode(mode).kv_heads(kv_heads);
     let mut plain = make().build().unwrap();
-    let (fwd_calls, bwd_calls) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    // The plan owns its closures ('static): they count through shared counters.
+    let fwd_calls = Arc::new(AtomicUsize::new(0));
+    let bwd_calls = Arc::new(AtomicUsize::new(0));
+    let (fwd_seen, bwd_seen) = (Arc::clone(&fwd_calls), Arc::clone(&bwd_calls));
     let mut hooked = make()
         .attention_hooks(
-            |call| {
-                fwd_calls.fetch_add(1, Ordering::SeqCst);
+            move |call| {
+                fwd_seen.fetch_add(1, Ordering::SeqCst);
                 assert_eq!(call.info().chunks, 1);
                 assert!(call.stream.is_null(), "CPU plans run without a stream");
                 call.run_library()
             },
-            |call| {
-                bwd_calls.fetch_add(1, Ordering::SeqCst);
+            move |call| {
+                bwd_seen.fetch_add(1, Ordering::SeqCst);
                 call.run_library()
             },
         )
@@ -332,7 +336,7 @@ fn hook_host_views_cover_the_buffers() {
 #[test]
 fn hook_errors_and_panics_become_errors() {
     let ctx = Context::cpu().unwrap();
-    let calls = AtomicUsize::new(0);
+    let calls = Arc::new(AtomicUsize::new(0));
     let mut failing = plan(&ctx)
         .attention_hooks(
             |_| Err(Error::new(Status::Communication, "my ring is down")),
@@ -347,7 +351,7 @@ fn hook_errors_and_panics_become_errors() {
 
     let mut panicking = plan(&ctx)
         .attention_hooks(
-            |call| {
+            move |call| {
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                     panic!("hook bug {}", 42);
                 }

@@ -36,9 +36,7 @@ fn every_status_round_trips() {
     assert_eq!(future.code(), 1000);
 }
 
-fn build_err(
-    configure: impl FnOnce(lighthouse::PlanBuilder<'_>) -> lighthouse::PlanBuilder<'_>,
-) -> Error {
+fn build_err(configure: impl FnOnce(lighthouse::PlanBuilder) -> lighthouse::PlanBuilder) -> Error {
     let ctx = Context::cpu().expect("CPU context");
     let builder = configure(
         ctx.plan()
@@ -197,7 +195,12 @@ fn recompute_subseq_plan_builds() {
 #[test]
 fn stage_timing_is_refused_on_the_cpu() {
     let err = build_err(|b| b.stage_timing(true));
-    assert_eq!(err.status(), Status::Unsupported, "message: {}", err.message());
+    assert_eq!(
+        err.status(),
+        Status::Unsupported,
+        "message: {}",
+        err.message()
+    );
     assert!(err.message().contains("STAGE_TIMING"), "{}", err.message());
     let ctx = Context::cpu().unwrap();
     let plan = ctx
@@ -210,7 +213,10 @@ fn stage_timing_is_refused_on_the_cpu() {
         .unwrap();
     let err = plan.stage_ms(Stage::Scores).expect_err("timing is off");
     assert_eq!(err.status(), Status::BadState, "message: {}", err.message());
-    assert_eq!(Stage::from_raw(sys::LH_STAGE_POOL_GRAD).unwrap(), Stage::PoolGrad);
+    assert_eq!(
+        Stage::from_raw(sys::LH_STAGE_POOL_GRAD).unwrap(),
+        Stage::PoolGrad
+    );
     assert!(Stage::from_raw(sys::LH_STAGE_COUNT).is_err());
 }
 

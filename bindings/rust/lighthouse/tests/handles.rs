@@ -4,7 +4,7 @@
 
 mod common;
 
-use lighthouse::{live_handles, Context, Mode};
+use lighthouse::{live_handles, AttentionOp, Context, HostAllocator, Mode, Stream};
 
 const ROUNDS: usize = 50;
 
@@ -12,7 +12,7 @@ const ROUNDS: usize = 50;
 fn create_destroy_cycles_leave_nothing_behind() {
     assert_eq!(live_handles(), (0, 0));
     for round in 0..ROUNDS {
-        let mut ctx = Context::cpu().expect("CPU context");
+        let ctx = Context::cpu().expect("CPU context");
         ctx.set_num_threads(1 + round % 2).unwrap();
         assert_eq!(live_handles(), (1, 0));
         {
@@ -61,7 +61,8 @@ fn create_destroy_cycles_leave_nothing_behind() {
         assert_eq!(live_handles(), (0, 0), "round {round}");
     }
 
-    // A plan moved to another thread is destroyed there.
+    // A plan owns its context: the caller's Arc may go first; the plan, moved to another
+    // thread, destroys its C plan and then the context there.
     let ctx = Context::cpu().unwrap();
     let plan = ctx
         .plan()
@@ -73,10 +74,30 @@ fn create_destroy_cycles_leave_nothing_behind() {
         .topk(128)
         .build()
         .unwrap();
-    std::thread::scope(|scope| {
-        scope.spawn(move || drop(plan));
-    });
-    assert_eq!(live_handles(), (1, 0));
     drop(ctx);
+    assert_eq!(live_handles(), (1, 1));
+    std::thread::spawn(move || drop(plan)).join().unwrap();
     assert_eq!(live_handles(), (0, 0));
+
+    // An op and the state of its forward: `saved` lives with the state, the plan with the op;
+    // the state may outlive the op.
+    let ctx = Context::cpu().unwrap();
+    let op = AttentionOp::new(
+        ctx.plan()
+            .seq_len(512)
+            .heads(1)
+            .head_dim(8)
+            .levels(2)
+            .pooling(2)
+            .topk(128)
+            .build()
+            .unwrap(),
+        HostAllocator,
+    );
+    drop(ctx);
+    let q = common::random(op.info().q_len(), 1);
+    let (out, state) = op.forward(&q, &q, &q, Stream::null()).unwrap();
+    drop(op);
+    assert_eq!(live_handles(), (0, 0));
+    assert!(state.saved().is_some() && out.as_f32().iter().all(|v| v.is_finite()));
 }

@@ -1,5 +1,6 @@
-//! Rings: creation and destruction, the statuses of misuse, and the threading promises (a ring
-//! is shared by the threads of its ranks, a plan bound to it moves to one of them).
+//! Rings: creation and destruction, the statuses of misuse, the threading promises (a ring is
+//! shared by the threads of its ranks, a plan bound to it moves to one of them) and ownership (a
+//! plan keeps its ring alive).
 //! One test function that counts rings, so no other test of this binary changes the count.
 
 mod common;
@@ -11,10 +12,11 @@ fn assert_sync<T: Sync>() {}
 
 #[test]
 fn threading_promises() {
-    assert_send::<Ring<'static>>();
-    assert_sync::<Ring<'static>>();
-    assert_send::<Plan<'static>>(); // also when bound to a ring: the plan holds &Ring
-    assert_send::<&Ring<'static>>();
+    assert_send::<Ring>();
+    assert_sync::<Ring>();
+    assert_send::<Plan>(); // also when bound to a ring: the plan holds an Arc<Ring>
+    assert_send::<std::sync::Arc<Ring>>();
+    assert_sync::<std::sync::Arc<Ring>>();
 }
 
 #[test]
@@ -65,7 +67,7 @@ fn ring_lifecycle_and_errors() {
     assert_eq!(err.status(), Status::InvalidValue, "{err}");
     assert_eq!(lighthouse::live_handles(), (1, 0));
 
-    // The C rule the borrow checker enforces for the safe types: a ring with a plan bound to it
+    // The C rule that the plans' Arc enforces for the safe types: a ring with a plan bound to it
     // cannot be destroyed (checked on the raw ABI, where nothing stops the caller).
     // SAFETY: raw handles used in the order the header allows, each freed once.
     unsafe {
@@ -105,8 +107,10 @@ fn ring_lifecycle_and_errors() {
         assert_eq!((info.world, info.rank, info.chunks), (2, 1, 2));
         assert_eq!(info.local_seq_len, 1024);
     }
-    drop(built);
+    // The plan holds the ring: dropping the caller's Arc first leaves it alive until then.
     drop(ring);
+    assert_eq!(live_rings(), usize::from(built.is_ok()));
+    drop(built);
     drop(ctx);
     assert_eq!(live_rings(), 0);
     assert_eq!(lighthouse::live_handles(), (0, 0));

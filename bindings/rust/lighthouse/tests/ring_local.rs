@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use lighthouse::{Context, Plan, Ring};
 
 const WORLD: usize = 2;
@@ -17,7 +19,7 @@ struct RankResult {
     dv: Vec<f32>,
 }
 
-fn run_rank(plan: &mut Plan<'_>, rank: usize) -> lighthouse::Result<RankResult> {
+fn run_rank(plan: &mut Plan, rank: usize) -> lighthouse::Result<RankResult> {
     let info = *plan.info();
     let seed = 1000 * (rank as u64 + 1);
     let q = common::random(info.q_len(), seed);
@@ -48,8 +50,8 @@ fn run_rank(plan: &mut Plan<'_>, rank: usize) -> lighthouse::Result<RankResult> 
 
 /// One forward+backward of every rank, each on its own thread, all at once. With `hooked`, each
 /// plan's attention hooks run the library's own ring attention step from inside the hook.
-fn run_ring(ctx: &Context, ring: &Ring<'_>, hooked: bool) -> Vec<RankResult> {
-    let plans: Vec<Plan<'_>> = (0..WORLD)
+fn run_ring(ctx: &Arc<Context>, ring: &Arc<Ring>, hooked: bool) -> Vec<RankResult> {
+    let plans: Vec<Plan> = (0..WORLD)
         .map(|rank| {
             let builder = ctx
                 .plan()

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod cuda;
+
 /// The golden vectors: $LIGHTHOUSE_GOLDEN_DIR, else <repo>/tests/golden.
 pub fn golden_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LIGHTHOUSE_GOLDEN_DIR").filter(|d| !d.is_empty()) {
