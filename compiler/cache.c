@@ -1,9 +1,9 @@
 /*
  * cache.c - lhc_compile: memory cache, then disk cache, then MLIR.
  *
- * The key of a kernel hashes everything that can change its PTX: the template text, the
- * constants, the chip, the PTX features, the pass pipeline, the LLVM version and the library
- * version. So a new library or LLVM never reuses stale PTX, and no manual invalidation exists.
+ * The key of a kernel hashes everything that can change its PTX: the specialised text (the
+ * template with the shared pieces it includes and its constants pasted in), the chip, the PTX
+ * features, the pass pipeline, the LLVM version and the library version. So a new library or LLVM never reuses stale PTX, and no manual invalidation exists.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -101,16 +101,14 @@ static lh_status check_chip(const char *chip) {
     return LH_OK;
 }
 
-static void compute_key(const char *kernel, const char *source, const lhc_constants *c,
-                        const char *chip, char out[33]) {
-    char canonical[LHC_MAX_KEYS * (LHC_MAX_KEY_LEN + LHC_MAX_VALUE_LEN + 2)];
+/* `text` is the specialised kernel: the template with its shared pieces and constants pasted in. */
+static void compute_key(const char *kernel, const char *text, const char *chip, char out[33]) {
     char version[32];
     snprintf(version, sizeof version, "%d.%d.%d", LH_VERSION_MAJOR, LH_VERSION_MINOR, LH_VERSION_PATCH);
-    lhc_constants_canonical(c, canonical, sizeof canonical);
     lhc_hash128 h;
     lhc_hash128_init(&h);
-    const char *parts[] = {"liblighthouse kernel v1", version, lhc_llvm_version(), lhc_pipeline_text(),
-                           LHC_PTX_FEATURES, chip, kernel, canonical, source};
+    const char *parts[] = {"liblighthouse kernel v2", version, lhc_llvm_version(), lhc_pipeline_text(),
+                           LHC_PTX_FEATURES, chip, kernel, text};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) lhc_hash128_string(&h, parts[i]);
     lhc_hash128_hex(&h, out);
 }
@@ -163,8 +161,7 @@ static void untrusted(lhc_cache *c, const char *why) {
 }
 
 /* Disk, then MLIR. Runs with the cache locked. `ptx` receives a malloc'd text. */
-static lh_status load_or_build(lhc_cache *c, const char *kernel, const char *source,
-                               const lhc_constants *consts, int user_count, const char *chip,
+static lh_status load_or_build(lhc_cache *c, const char *kernel, const char *mlir, const char *chip,
                                const char *key, char **ptx) {
     size_t size = 0;
     char why[LHC_CACHE_DIR_CAP + 160];
@@ -178,11 +175,7 @@ static lh_status load_or_build(lhc_cache *c, const char *kernel, const char *sou
         if (r == -2) untrusted(c, why);
         else if (r != 0) c->stats.disk_rejects++;
     }
-    char *mlir = NULL;
-    lh_status st = lhc_template_expand(kernel, source, consts, user_count, &mlir);
-    if (st != LH_OK) return st;
-    st = lhc_mlir_to_ptx(kernel, mlir, chip, ptx);
-    free(mlir);
+    lh_status st = lhc_mlir_to_ptx(kernel, mlir, chip, ptx);
     if (st != LH_OK) return st;
     c->stats.compiles++;
     if (c->disk_enabled && c->dir[0]) {
@@ -212,8 +205,14 @@ lh_status lhc_compile(lhc_cache *c, const char *kernel, const char *constants, c
     st = lhc_constants_add(&consts, "TARGET", target);
     if (st != LH_OK) return st;
 
+    /* Specialised first, so that the key covers every byte MLIR would read (shared pieces
+     * included) and bad constants fail the same way whether or not the kernel is cached. */
+    char *mlir = NULL;
+    st = lhc_template_expand(kernel, source, lhc_template_pieces, lhc_template_piece_total, &consts,
+                             user_count, &mlir);
+    if (st != LH_OK) return st;
     char key[33];
-    compute_key(kernel, source, &consts, chip, key);
+    compute_key(kernel, mlir, chip, key);
 
     pthread_mutex_lock(&c->lock);
     cache_entry *e = find_entry(c, key);
@@ -221,15 +220,18 @@ lh_status lhc_compile(lhc_cache *c, const char *kernel, const char *constants, c
         c->stats.memory_hits++;
         *out = &e->kernel;
         pthread_mutex_unlock(&c->lock);
+        free(mlir);
         return LH_OK;
     }
     e = calloc(1, sizeof *e);
     if (!e) {
         pthread_mutex_unlock(&c->lock);
+        free(mlir);
         return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "kernel cache: out of host memory");
     }
     memcpy(e->key, key, sizeof e->key);
-    st = load_or_build(c, kernel, source, &consts, user_count, chip, key, &e->ptx);
+    st = load_or_build(c, kernel, mlir, chip, key, &e->ptx);
+    free(mlir);
     if (st == LH_OK && list_entries(e) != 0)
         st = lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "kernel cache: out of host memory");
     if (st != LH_OK) {

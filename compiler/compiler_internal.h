@@ -22,19 +22,25 @@ typedef struct lhc_constants {
 } lhc_constants;
 
 /* Parses "KEY=VALUE ..." (keys [A-Z_][A-Z0-9_]*, values [A-Za-z0-9_.+-]+, no duplicates) and
- * sorts by key, so equal sets of constants have one canonical form whatever the order given. */
+ * sorts by key, so the checks and their messages do not depend on the order given. */
 lh_status lhc_constants_parse(const char *text, lhc_constants *out);
 /* Appends KEY=VALUE (the compiler's own constants, e.g. TARGET; value may hold any text). */
 lh_status lhc_constants_add(lhc_constants *c, const char *key, const char *value);
-/* "KEY=VALUE\n..." in key order: what the cache key hashes. */
-void lhc_constants_canonical(const lhc_constants *c, char *buf, size_t cap);
 
-/* Replaces every {{expression}} of `source` (see docs/compiler.md: integers, constants,
- * + - * / %, parentheses, min(a,b), max(a,b), log2(a); a lone non-integer constant is pasted as
- * text). Every constant whose index is below `checked_count` must be used at least once.
- * Returns a malloc'd NUL-terminated text in *out. */
-lh_status lhc_template_expand(const char *name, const char *source, const lhc_constants *c,
-                              int checked_count, char **out);
+/* The text of a kernel template or of a shared piece (kernels_mlir/shared/NAME.mlir). */
+typedef struct lhc_template {
+    const char *name;
+    const char *source;
+} lhc_template;
+
+/* Replaces every {{...}} of `source` (see docs/compiler.md): {{include NAME}} by the shared piece
+ * NAME of `pieces` (expanded the same way; an unknown piece, a cycle or a second include of one
+ * piece is an error), anything else as an expression (integers, constants, + - * / %,
+ * parentheses, min(a,b), max(a,b), log2(a); a lone non-integer constant is pasted as text).
+ * Every constant whose index is below `checked_count` must be used at least once, in the
+ * kernel or its pieces. Returns a malloc'd NUL-terminated text in *out. */
+lh_status lhc_template_expand(const char *name, const char *source, const lhc_template *pieces,
+                              int piece_count, const lhc_constants *c, int checked_count, char **out);
 
 /* ---- hashing (hash.c) --------------------------------------------------------------------- */
 
@@ -82,12 +88,10 @@ const char *lhc_pipeline_text(void);
 
 /* ---- the kernel templates (kernel_registry.c + generated kernels_embedded.c) -------------- */
 
-typedef struct lhc_template {
-    const char *name;
-    const char *source;
-} lhc_template;
-
 extern const lhc_template lhc_templates[];
 extern const int lhc_template_total;
+/* The shared pieces that templates include: kernels_mlir/shared/, one file each. */
+extern const lhc_template lhc_template_pieces[];
+extern const int lhc_template_piece_total;
 
 #endif /* LH_COMPILER_INTERNAL_H */

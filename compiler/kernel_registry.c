@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "algorithm.h"
 #include "compiler_internal.h"
 #include "kernels.h"
 #include "runtime.h"
@@ -141,10 +142,12 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     if (!pp || !out || !count) return lh_fail(LH_ERROR_NULL_POINTER, "lhc_plan_kernels: NULL argument");
     *count = 0;
     const int p = pp->pooling, levels = pp->levels, d = pp->head_dim;
-    if (!is_pow2(p) || p < 2 || p > 64)
-        return lh_fail(LH_ERROR_UNSUPPORTED, "GPU kernels need POOLING a power of two in 2..64 (got %d)", p);
-    if (levels < 2 || levels > LH_MAX_LEVELS)
-        return lh_fail(LH_ERROR_UNSUPPORTED, "GPU kernels need LEVELS in 2..%d (got %d)", LH_MAX_LEVELS, levels);
+    if (!is_pow2(p) || p < LH_MIN_POOLING || p > LH_MAX_POOLING)
+        return lh_fail(LH_ERROR_UNSUPPORTED, "GPU kernels need POOLING a power of two in %d..%d (got %d)",
+                       LH_MIN_POOLING, LH_MAX_POOLING, p);
+    if (levels < LH_MIN_LEVELS || levels > LH_MAX_LEVELS)
+        return lh_fail(LH_ERROR_UNSUPPORTED, "GPU kernels need LEVELS in %d..%d (got %d)", LH_MIN_LEVELS,
+                       LH_MAX_LEVELS, levels);
     if (d % 8 != 0 || !is_pow2(d / 8) || d / 8 > 32)
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "GPU kernels need HEAD_DIM in {8, 16, 32, 64, 128, 256}: 8 * a power of two "
@@ -187,10 +190,10 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
      * costs ~14 more registers per thread. */
     const int run = 4;
     const int tokens = tokens_per_pass * run;
-    /* Selection and order: one block per (tile, head, batch); THREADS >= 128 (one thread per
+    /* Selection and order: one block per (tile, head, batch); THREADS >= REFINED (one thread per
      * refined entry of a level) and shared memory fixed by L alone, whatever the tile length. */
-    st = add_request(out, count, LHK_TEMPLATE_SELECT, threads, 0, "P=%d L=%d THREADS=%d", p, levels,
-                     threads);
+    st = add_request(out, count, LHK_TEMPLATE_SELECT, threads, 0, "P=%d L=%d THREADS=%d SET=%d REFINED=%d",
+                     p, levels, threads, LH_SET_SIZE, LH_TILE_REFINED);
     if (st != LH_OK) return st;
     /* Gather (and the backward's dout sums): 64 sub-sequence rows per block. */
     const int rows = tokens_per_pass > 64 ? tokens_per_pass : 64;

@@ -42,14 +42,17 @@ void LLVMInitializeNVPTXTargetMC(void);
 
 /* mlir_shim.cpp */
 void lhc_shim_register_nvvm(MlirDialectRegistry registry);
+void lhc_shim_register_passes(void);
 int lhc_shim_chip_known(const char *chip);
 
 /* Kernel bodies are lowered inside their gpu.module; then the module becomes a gpu.binary
  * holding PTX text (format=isa: no ptxas, no CUDA toolkit needed at run time). Math ops are left
- * to convert-gpu-to-nvvm, which would call libdevice: kernels use nvvm/inline PTX instead. */
+ * to convert-gpu-to-nvvm, which would call libdevice: kernels use nvvm/inline PTX instead.
+ * lhc-inline-helpers (mlir_shim.cpp) first puts the body of every func.func helper in place of
+ * its calls and drops the helpers, so the lowering sees the code as if written out in place. */
 static const char pipeline[] =
-    "builtin.module(gpu.module(convert-scf-to-cf,convert-vector-to-llvm,convert-arith-to-llvm,"
-    "convert-index-to-llvm,convert-gpu-to-nvvm),convert-cf-to-llvm,"
+    "builtin.module(gpu.module(lhc-inline-helpers,convert-scf-to-cf,convert-vector-to-llvm,"
+    "convert-arith-to-llvm,convert-index-to-llvm,convert-gpu-to-nvvm),convert-cf-to-llvm,"
     "gpu.module(canonicalize,cse,reconcile-unrealized-casts),gpu-module-to-binary{format=isa})";
 
 static atomic_llong compile_count;
@@ -57,6 +60,7 @@ static pthread_once_t passes_once = PTHREAD_ONCE_INIT;
 static char llvm_version[32];
 
 static void register_passes(void) {
+    lhc_shim_register_passes();
     mlirRegisterConversionSCFToControlFlowPass();
     mlirRegisterConversionConvertVectorToLLVMPass();
     mlirRegisterConversionArithToLLVMConversionPass();

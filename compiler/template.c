@@ -6,6 +6,8 @@
  * and lets shapes, vector widths and loop bounds be compile-time constants that LLVM folds.
  * Expressions are small integer arithmetic over the constants, so a template can say
  * {{D / 8}} or {{log2(P)}} without the runtime precomputing every derived number.
+ * {{include NAME}} pastes a shared piece (kernels_mlir/shared/NAME.mlir, specialised with the
+ * same constants), so kernels share helper functions instead of repeating them.
  */
 #include <ctype.h>
 #include <stdint.h>
@@ -86,16 +88,6 @@ lh_status lhc_constants_parse(const char *text, lhc_constants *out) {
             memcpy(out->value[j - 1], tv, sizeof tv);
         }
     return LH_OK;
-}
-
-void lhc_constants_canonical(const lhc_constants *c, char *buf, size_t cap) {
-    size_t used = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < c->count && used < cap; i++) {
-        int n = snprintf(buf + used, cap - used, "%s=%s\n", c->key[i], c->value[i]);
-        if (n < 0) break;
-        used += (size_t)n;
-    }
 }
 
 /* ---- {{expression}} evaluation: recursive descent over one placeholder ------------------- */
@@ -241,65 +233,150 @@ static int line_of(const char *source, const char *at) {
     return line;
 }
 
-/* One placeholder's text: a lone constant name pastes its value, anything else is evaluated. */
-static lh_status expand_one(const char *name, const char *source, const char *open,
-                            const char *start, const char *end, const lhc_constants *c, int *used,
-                            text_buf *out) {
+/* ---- one kernel's text: placeholders and the shared pieces it includes ---------------------- */
+
+#define LHC_MAX_INCLUDES 32
+
+typedef struct expansion {
+    const char *kernel;
+    const lhc_constants *c;
+    int used[LHC_MAX_KEYS];
+    const lhc_template *pieces;
+    int piece_count;
+    const char *open[LHC_MAX_INCLUDES]; /* the pieces being expanded, outermost first */
+    int depth;
+    const char *done[LHC_MAX_INCLUDES]; /* every piece included so far */
+    int done_count;
+    text_buf out;
+} expansion;
+
+/* "kernel K" or "kernel K, shared piece P", then ", line N" where the error is. */
+static void where(const expansion *x, const char *piece, const char *source, const char *at, char *buf,
+                  size_t cap) {
+    snprintf(buf, cap, "kernel %s%s%s, line %d", x->kernel, piece ? ", shared piece " : "",
+             piece ? piece : "", line_of(source, at));
+}
+
+static lh_status expand_text(expansion *x, const char *piece, const char *source);
+
+/* {{include NAME}}: the named shared piece, expanded with the same constants, in its place. A
+ * piece holds definitions (helper functions), so a second include of one piece is an error, and
+ * so is a cycle (reported as such: it is the likelier mistake). */
+static lh_status expand_include(expansion *x, const char *piece, const char *source, const char *open,
+                                const char *name, size_t len) {
+    char at[160];
+    where(x, piece, source, open, at, sizeof at);
+    int ok = len > 0;
+    for (size_t i = 0; i < len; i++)
+        ok = ok && (islower((unsigned char)name[i]) || isdigit((unsigned char)name[i]) || name[i] == '_');
+    if (!ok)
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "%s: {{include %.*s}} needs the name of a shared piece ([a-z0-9_]+)", at,
+                       (int)len, name);
+    const lhc_template *t = NULL;
+    for (int i = 0; i < x->piece_count && !t; i++)
+        if (strlen(x->pieces[i].name) == len && memcmp(x->pieces[i].name, name, len) == 0) t = &x->pieces[i];
+    if (!t) {
+        char known[512] = "";
+        for (int i = 0; i < x->piece_count; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
+                     x->pieces[i].name);
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "%s: {{include %.*s}} names no shared piece (kernels_mlir/shared/ holds: %s)", at,
+                       (int)len, name, x->piece_count ? known : "none");
+    }
+    for (int i = 0; i < x->depth; i++)
+        if (x->open[i] == t->name) {
+            char chain[512] = "";
+            for (int j = i; j < x->depth; j++)
+                snprintf(chain + strlen(chain), sizeof chain - strlen(chain), "%s -> ", x->open[j]);
+            return lh_fail(LH_ERROR_INVALID_VALUE, "%s: {{include %s}} is a cycle (%s%s)", at, t->name, chain,
+                           t->name);
+        }
+    for (int i = 0; i < x->done_count; i++)
+        if (x->done[i] == t->name)
+            return lh_fail(LH_ERROR_INVALID_VALUE,
+                           "%s: {{include %s}} includes that shared piece a second time (its "
+                           "definitions would be repeated: include it once)", at, t->name);
+    if (x->depth == LHC_MAX_INCLUDES || x->done_count == LHC_MAX_INCLUDES)
+        return lh_fail(LH_ERROR_INVALID_VALUE, "%s: more than %d shared pieces included", at, LHC_MAX_INCLUDES);
+    x->done[x->done_count++] = t->name;
+    x->open[x->depth++] = t->name;
+    lh_status st = expand_text(x, t->name, t->source);
+    x->depth--;
+    return st;
+}
+
+/* One placeholder's text: an include, a lone constant name (its value is pasted), or integer
+ * arithmetic (evaluated). */
+static lh_status expand_one(expansion *x, const char *piece, const char *source, const char *open,
+                            const char *start, const char *end) {
     const char *a = start, *b = end;
     while (a < b && isspace((unsigned char)*a)) a++;
     while (b > a && isspace((unsigned char)b[-1])) b--;
-    int idx = find_key(c, a, (size_t)(b - a));
-    if (idx >= 0) {
-        used[idx] = 1;
-        return text_append(out, c->value[idx], strlen(c->value[idx])) ? LH_ERROR_OUT_OF_HOST_MEMORY : LH_OK;
+    if (b - a > 7 && memcmp(a, "include", 7) == 0 && isspace((unsigned char)a[7])) {
+        const char *name = a + 7;
+        while (name < b && isspace((unsigned char)*name)) name++;
+        return expand_include(x, piece, source, open, name, (size_t)(b - name));
     }
-    expr_state e = {start, end, c, used, NULL};
+    int idx = find_key(x->c, a, (size_t)(b - a));
+    if (idx >= 0) {
+        x->used[idx] = 1;
+        return text_append(&x->out, x->c->value[idx], strlen(x->c->value[idx])) ? LH_ERROR_OUT_OF_HOST_MEMORY
+                                                                                 : LH_OK;
+    }
+    expr_state e = {start, end, x->c, x->used, NULL};
     int64_t v = parse_sum(&e);
     skip_space(&e);
     if (!e.error && e.p != e.end) e.error = "has trailing text";
-    if (e.error)
-        return lh_fail(LH_ERROR_INVALID_VALUE, "kernel %s, line %d: placeholder {{%.*s}} %s",
-                       name, line_of(source, open), (int)(end - start), start, e.error);
+    if (e.error) {
+        char at[160];
+        where(x, piece, source, open, at, sizeof at);
+        return lh_fail(LH_ERROR_INVALID_VALUE, "%s: placeholder {{%.*s}} %s", at, (int)(end - start), start,
+                       e.error);
+    }
     char num[32];
     int n = snprintf(num, sizeof num, "%lld", (long long)v);
-    return text_append(out, num, (size_t)n) ? LH_ERROR_OUT_OF_HOST_MEMORY : LH_OK;
+    return text_append(&x->out, num, (size_t)n) ? LH_ERROR_OUT_OF_HOST_MEMORY : LH_OK;
 }
 
-lh_status lhc_template_expand(const char *name, const char *source, const lhc_constants *c,
-                              int checked_count, char **out) {
-    text_buf t = {0};
-    int used[LHC_MAX_KEYS] = {0};
+/* Appends `source` (the kernel's text, or the shared piece `piece`) with its placeholders
+ * replaced. */
+static lh_status expand_text(expansion *x, const char *piece, const char *source) {
     const char *s = source;
-    lh_status st = LH_OK;
-    while (st == LH_OK) {
+    for (;;) {
         const char *open = strstr(s, "{{");
-        if (!open) {
-            if (text_append(&t, s, strlen(s))) st = LH_ERROR_OUT_OF_HOST_MEMORY;
-            break;
-        }
+        if (!open) return text_append(&x->out, s, strlen(s)) ? LH_ERROR_OUT_OF_HOST_MEMORY : LH_OK;
         const char *close = strstr(open + 2, "}}");
         if (!close) {
-            st = lh_fail(LH_ERROR_INVALID_VALUE, "kernel %s, line %d: '{{' without '}}'", name,
-                         line_of(source, open));
-            break;
+            char at[160];
+            where(x, piece, source, open, at, sizeof at);
+            return lh_fail(LH_ERROR_INVALID_VALUE, "%s: '{{' without '}}'", at);
         }
-        if (text_append(&t, s, (size_t)(open - s))) {
-            st = LH_ERROR_OUT_OF_HOST_MEMORY;
-            break;
-        }
-        st = expand_one(name, source, open, open + 2, close, c, used, &t);
+        if (text_append(&x->out, s, (size_t)(open - s))) return LH_ERROR_OUT_OF_HOST_MEMORY;
+        lh_status st = expand_one(x, piece, source, open, open + 2, close);
+        if (st != LH_OK) return st;
         s = close + 2;
     }
+}
+
+lh_status lhc_template_expand(const char *name, const char *source, const lhc_template *pieces,
+                              int piece_count, const lhc_constants *c, int checked_count, char **out) {
+    expansion *x = calloc(1, sizeof *x);
+    if (!x) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "kernel %s: out of host memory", name);
+    x->kernel = name;
+    x->c = c;
+    x->pieces = pieces;
+    x->piece_count = pieces ? piece_count : 0;
+    lh_status st = expand_text(x, NULL, source);
     for (int i = 0; st == LH_OK && i < checked_count && i < c->count; i++)
-        if (!used[i])
+        if (!x->used[i])
             st = lh_fail(LH_ERROR_INVALID_VALUE, "kernel %s has no constant named %s (given %s=%s)",
                          name, c->key[i], c->key[i], c->value[i]);
     if (st == LH_ERROR_OUT_OF_HOST_MEMORY)
         lh_fail(st, "kernel %s: out of host memory while specialising the template", name);
-    if (st != LH_OK) {
-        free(t.data);
-        return st;
-    }
-    *out = t.data;
-    return LH_OK;
+    if (st == LH_OK) *out = x->out.data;
+    else free(x->out.data);
+    free(x);
+    return st;
 }

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "algorithm.h"
 #include "ffi_internal.h"
 
 static bool is_pow2(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
@@ -64,19 +65,19 @@ static lh_status check_value(lh_param param, int64_t v) {
                            "MODE must be LIGHTHOUSE (0) or DENSE (1) (got %lld)", (long long)v);
         return LH_OK;
     case LH_PARAM_LEVELS:
-        if (v < 2 || v > LH_MAX_LEVELS)
-            return lh_fail(LH_ERROR_LEVELS, "LEVELS must be in 2..%d (got %lld)", LH_MAX_LEVELS,
-                           (long long)v);
+        if (v < LH_MIN_LEVELS || v > LH_MAX_LEVELS)
+            return lh_fail(LH_ERROR_LEVELS, "LEVELS must be in %d..%d (got %lld)", LH_MIN_LEVELS,
+                           LH_MAX_LEVELS, (long long)v);
         return LH_OK;
     case LH_PARAM_POOLING:
-        if (v < 2 || v > 64 || !is_pow2(v))
-            return lh_fail(LH_ERROR_POOLING,
-                           "POOLING must be a power of two in 2..64 (got %lld)", (long long)v);
+        if (v < LH_MIN_POOLING || v > LH_MAX_POOLING || !is_pow2(v))
+            return lh_fail(LH_ERROR_POOLING, "POOLING must be a power of two in %d..%d (got %lld)",
+                           LH_MIN_POOLING, LH_MAX_POOLING, (long long)v);
         return LH_OK;
     case LH_PARAM_TOPK:
-        if (v <= 0 || v % 128 != 0)
-            return lh_fail(LH_ERROR_TOPK,
-                           "TOPK must be a positive multiple of 128 (got %lld)", (long long)v);
+        if (v <= 0 || v % LH_TILE_REFINED != 0)
+            return lh_fail(LH_ERROR_TOPK, "TOPK must be a positive multiple of %d (got %lld)",
+                           LH_TILE_REFINED, (long long)v);
         return LH_OK;
     case LH_PARAM_SOFTMAX_SCALE:
         return lh_fail(LH_ERROR_INVALID_VALUE,
@@ -189,7 +190,7 @@ LH_API lh_status lh_plan_get_param_f64(const lh_plan *plan, lh_param param, doub
         return lh_fail(LH_ERROR_INVALID_VALUE,
                        "lh_plan_get_param_f64: only SOFTMAX_SCALE is a floating-point parameter");
     if (plan->scale_set) *out_value = plan->cfg.scale;
-    else *out_value = plan->cfg.head_dim > 0 ? 1.0 / sqrt((double)plan->cfg.head_dim) : 0.0;
+    else *out_value = plan->cfg.head_dim > 0 ? lh_default_softmax_scale(plan->cfg.head_dim) : 0.0;
     return LH_OK;
 }
 
@@ -211,7 +212,7 @@ static lh_status validate(lh_plan *plan) {
     if (elems > 9.0e15)
         return lh_fail(LH_ERROR_INVALID_VALUE,
                        "BATCH * SEQ_LEN * HEADS * HEAD_DIM = %.3g elements is too large", elems);
-    if (!plan->scale_set) c->scale = 1.0 / sqrt((double)c->head_dim);
+    if (!plan->scale_set) c->scale = lh_default_softmax_scale(c->head_dim);
 
     /* On a ring every rule below applies to one chunk: N/(2W) tokens with TOPK/(2W). */
     int64_t parts = c->ring ? 2 * c->cp_world : 1;
@@ -221,11 +222,12 @@ static lh_status validate(lh_plan *plan) {
                        "%lld (got SEQ_LEN = %lld)",
                        (long long)c->cp_world, (long long)parts, (long long)c->seq_len);
     if (c->mode == LH_MODE_DENSE) return LH_OK;
-    if (c->ring && c->topk % (128 * parts) != 0)
+    if (c->ring && c->topk % (LH_TILE_REFINED * parts) != 0)
         return lh_fail(LH_ERROR_TOPK,
-                       "on a ring of WORLD = %lld ranks TOPK must be a multiple of 128 * 2 * WORLD "
-                       "= %lld, so every chunk selects a multiple of 128 (got TOPK = %lld)",
-                       (long long)c->cp_world, (long long)(128 * parts), (long long)c->topk);
+                       "on a ring of WORLD = %lld ranks TOPK must be a multiple of %d * 2 * WORLD "
+                       "= %lld, so every chunk selects a multiple of %d (got TOPK = %lld)",
+                       (long long)c->cp_world, LH_TILE_REFINED, (long long)(LH_TILE_REFINED * parts),
+                       LH_TILE_REFINED, (long long)c->topk);
     int64_t seq = c->seq_len / parts, topk = c->topk / parts;
 
     int64_t width = 1;
@@ -234,23 +236,23 @@ static lh_status validate(lh_plan *plan) {
             break;
         width *= c->pooling;
     }
-    int64_t tiles = topk / 128;
+    int64_t tiles = topk / LH_TILE_REFINED;
     const char *what = c->ring ? "the chunk length SEQ_LEN/(2*WORLD)" : "SEQ_LEN";
     const char *tk = c->ring ? "TOPK/(2*WORLD)" : "TOPK";
     if (width > seq || seq % width != 0 || (seq / width) % tiles != 0)
         return lh_fail(LH_ERROR_SEQ_DIVISIBILITY,
-                       "%s must be a multiple of POOLING^(LEVELS-1) * %s/128 = %lld^%lld * "
+                       "%s must be a multiple of POOLING^(LEVELS-1) * %s/%d = %lld^%lld * "
                        "%lld (got %s = %lld)",
-                       what, tk, (long long)c->pooling, (long long)(c->levels - 1), (long long)tiles,
+                       what, tk, LH_TILE_REFINED, (long long)c->pooling, (long long)(c->levels - 1), (long long)tiles,
                        c->ring ? "SEQ_LEN/(2*WORLD)" : "SEQ_LEN", (long long)seq);
     int64_t per_tile = seq / width / tiles;
-    if (per_tile < 128)
+    if (per_tile < LH_TILE_REFINED)
         return lh_fail(LH_ERROR_TILE_TOO_SMALL,
-                       "each of the %s/128 = %lld tiles of the coarsest level must hold at least "
-                       "128 entries, but %s / POOLING^(LEVELS-1) / (%s/128) = %lld / %lld / "
+                       "each of the %s/%d = %lld tiles of the coarsest level must hold at least "
+                       "%d entries, but %s / POOLING^(LEVELS-1) / (%s/%d) = %lld / %lld / "
                        "%lld = %lld",
-                       tk, (long long)tiles, c->ring ? "SEQ_LEN/(2*WORLD)" : "SEQ_LEN", tk,
-                       (long long)seq, (long long)width, (long long)tiles, (long long)per_tile);
+                       tk, LH_TILE_REFINED, (long long)tiles, LH_TILE_REFINED,
+                       c->ring ? "SEQ_LEN/(2*WORLD)" : "SEQ_LEN", tk, LH_TILE_REFINED, (long long)seq, (long long)width, (long long)tiles, (long long)per_tile);
     return LH_OK;
 }
 

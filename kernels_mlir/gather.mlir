@@ -31,6 +31,53 @@
 // groups), so every output element is written once by one thread.
 module attributes {gpu.container_module} {
 gpu.module @gather [{{TARGET}}] {
+  {{include grid}}
+  {{include lanes}}
+
+  // Row s of this block's pass `it`: s = s0 + it * rows-per-pass + row, and whether s < s_sel.
+  func.func private @pass_row(%s0: i64, %it: i64, %row: i64, %s_sel: i64) -> (i64, i1) {
+    %cRpp = arith.constant {{THREADS / (D / 8)}} : i64
+    %itr = arith.muli %it, %cRpp : i64
+    %sr = arith.addi %itr, %row : i64
+    %s = arith.addi %s0, %sr : i64
+    %in = arith.cmpi ult, %s, %s_sel : i64
+    return %s, %in : i64, i1
+  }
+
+  // The pyramid entry at indices[ii]: its position pos, the width f of its level (its window
+  // is tokens [i f, (i + 1) f)), its index i in that level, the coarsest level's width F and
+  // where that level starts. The level is the last one whose offset pos reaches.
+  func.func private @entry_at(%indices: !llvm.ptr<1>, %ii: i64, %n: i64) -> (i64, i64, i64, i64, i64) {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %cP = arith.constant {{P}} : i64
+    %cL = arith.constant {{L}} : i64
+    %ip = llvm.getelementptr %indices[%ii] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
+    %pos32 = llvm.load %ip : !llvm.ptr<1> -> i32
+    %pos = arith.extsi %pos32 : i32 to i64
+    %loc:4 = scf.for %l = %c1 to %cL step %c1
+        iter_args(%f = %c1, %off = %c0, %lf = %c1, %loff = %c0) -> (i64, i64, i64, i64) : i64 {
+      %nprev = arith.divui %n, %f : i64
+      %off2 = arith.addi %off, %nprev : i64
+      %f2 = arith.muli %f, %cP : i64
+      %here = arith.cmpi uge, %pos, %off2 : i64
+      %lf2 = arith.select %here, %f2, %lf : i64
+      %loff2 = arith.select %here, %off2, %loff : i64
+      scf.yield %f2, %off2, %lf2, %loff2 : i64, i64, i64, i64
+    }
+    %i = arith.subi %pos, %loc#3 : i64
+    return %pos, %loc#2, %i, %loc#0, %loc#1 : i64, i64, i64, i64, i64
+  }
+
+  // Whether position pos is inside the pyramid (caller-supplied indices may not be; then
+  // nothing of it may be read), from the coarsest level's width F and offset; and N / F.
+  func.func private @in_pyramid(%pos: i64, %n: i64, %cF: i64, %off_last: i64) -> (i64, i1) {
+    %n_last = arith.divui %n, %cF : i64
+    %s_total = arith.addi %off_last, %n_last : i64
+    %valid = arith.cmpi ult, %pos, %s_total : i64
+    return %n_last, %valid : i64, i1
+  }
+
   // Launch bounds (.maxntid / .minnctapersm): THREADS-thread blocks, at least half of the SM's
   // 2048 threads resident (4 blocks, at most 64 registers at THREADS = 256), as before the
   // pooled-row branch existed: without the bound ptxas takes 65 registers at D = 128 and one
@@ -44,79 +91,37 @@ gpu.module @gather [{{TARGET}}] {
       attributes {nvvm.maxntid = array<i32: {{THREADS}}, 1, 1>, nvvm.minctasm = {{2048 / THREADS / 2 - D / 256}} : i32} {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
-    %c8 = arith.constant 8 : i64
     %cD = arith.constant {{D}} : i64
-    %cP = arith.constant {{P}} : i64
-    %cL = arith.constant {{L}} : i64
-    %cLanes = arith.constant {{D / 8}} : i64
-    %cRpp = arith.constant {{THREADS / (D / 8)}} : i64
     %cRows = arith.constant {{ROWS}} : i64
     %cPasses = arith.constant {{ROWS / (THREADS / (D / 8))}} : i64
     %one = arith.constant 1.0 : f32
     %vzero = arith.constant dense<0.0> : vector<8xf32>
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
-    %lane = arith.remui %tid, %cLanes : i64
-    %row = arith.divui %tid, %cLanes : i64
-    %lane_off = arith.muli %lane, %c8 : i64
+    %lane, %row, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
     %group = arith.divui %heads, %kv_heads : i64
     %hk = arith.divui %h, %group : i64
-    %bh0 = arith.muli %b, %heads : i64
-    %bh = arith.addi %bh0, %h : i64
-    %ind_base = arith.muli %bh, %s_sel : i64
-    %qb1 = arith.muli %b, %q_sb : i64
-    %qb2 = arith.muli %h, %q_sh : i64
-    %qb3 = arith.addi %qb1, %qb2 : i64
-    %q_base = arith.addi %qb3, %lane_off : i64
-    %kb1 = arith.muli %b, %kv_sb : i64
-    %kb2 = arith.muli %hk, %kv_sh : i64
-    %kb3 = arith.addi %kb1, %kb2 : i64
-    %kv_base = arith.addi %kb3, %lane_off : i64
+    %bh, %ind_base = func.call @head_row(%b, %h, %heads, %s_sel) : (i64, i64, i64, i64) -> (i64, i64)
+    %q_base = func.call @strided_row(%b, %h, %q_sb, %q_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
+    %kv_base = func.call @strided_row(%b, %hk, %kv_sb, %kv_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
     %s0 = arith.muli %bx, %cRows : i64
     %up = arith.cmpi ne, %use_pooled, %c0 : i64
 
     scf.for %it = %c0 to %cPasses step %c1 : i64 {
-      %itr = arith.muli %it, %cRpp : i64
-      %sr = arith.addi %itr, %row : i64
-      %s = arith.addi %s0, %sr : i64
-      %in = arith.cmpi ult, %s, %s_sel : i64
+      %s, %in = func.call @pass_row(%s0, %it, %row, %s_sel) : (i64, i64, i64, i64) -> (i64, i1)
       scf.if %in {
         %ii = arith.addi %ind_base, %s : i64
-        %ip = llvm.getelementptr %indices[%ii] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
-        %pos32 = llvm.load %ip : !llvm.ptr<1> -> i32
-        %pos = arith.extsi %pos32 : i32 to i64
-        // level of the position: the last level whose offset it reaches
-        %loc:4 = scf.for %l = %c1 to %cL step %c1
-            iter_args(%f = %c1, %off = %c0, %lf = %c1, %loff = %c0) -> (i64, i64, i64, i64) : i64 {
-          %nprev = arith.divui %n, %f : i64
-          %off2 = arith.addi %off, %nprev : i64
-          %f2 = arith.muli %f, %cP : i64
-          %here = arith.cmpi uge, %pos, %off2 : i64
-          %lf2 = arith.select %here, %f2, %lf : i64
-          %loff2 = arith.select %here, %off2, %loff : i64
-          scf.yield %f2, %off2, %lf2, %loff2 : i64, i64, i64, i64
-        }
-        %width = arith.addi %loc#2, %c0 : i64
-        %i = arith.subi %pos, %loc#3 : i64
+        %pos, %width, %i, %cF, %off_last = func.call @entry_at(%indices, %ii, %n) : (!llvm.ptr<1>, i64, i64) -> (i64, i64, i64, i64, i64)
         %t0 = arith.muli %i, %width : i64
         // a position outside the pyramid (caller-supplied indices) gives a zero row, no read
-        %n_last = arith.divui %n, %loc#0 : i64
-        %s_total = arith.addi %loc#1, %n_last : i64
-        %valid = arith.cmpi ult, %pos, %s_total : i64
+        %n_last, %valid = func.call @in_pyramid(%pos, %n, %cF, %off_last) : (i64, i64, i64, i64) -> (i64, i1)
         %count = arith.select %valid, %width, %c0 : i64
         %wf = arith.uitofp %width : i64 to f32
         %inv_w = arith.divf %one, %wf : f32
         %scale = vector.broadcast %inv_w : f32 to vector<8xf32>
-        // a coarsest-level entry (its width is F = loc#0) with the pooled rows at hand
-        %coarse = arith.cmpi eq, %width, %loc#0 : i64
+        // a coarsest-level entry (its width is F) with the pooled rows at hand
+        %coarse = arith.cmpi eq, %width, %cF : i64
         %cv = arith.andi %coarse, %valid : i1
         %from_pooled = arith.andi %cv, %up : i1
         %oi = arith.muli %ii, %cD : i64
@@ -135,9 +140,7 @@ gpu.module @gather [{{TARGET}}] {
           %pqo = arith.addi %pq3, %lane_off : i64
           %pqp = llvm.getelementptr %pq[%pqo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
           %pqv = llvm.load %pqp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-          %bkh0 = arith.muli %b, %kv_heads : i64
-          %bkh = arith.addi %bkh0, %hk : i64
-          %pk1 = arith.muli %bkh, %n_last : i64
+          %bkh, %pk1 = func.call @head_row(%b, %hk, %kv_heads, %n_last) : (i64, i64, i64, i64) -> (i64, i64)
           %pk2 = arith.addi %pk1, %i : i64
           %pk3 = arith.muli %pk2, %cD : i64
           %pko = arith.addi %pk3, %lane_off : i64
@@ -147,9 +150,7 @@ gpu.module @gather [{{TARGET}}] {
             %t = arith.addi %t0, %c : i64
             %vt = arith.muli %t, %kv_st : i64
             %vo = arith.addi %kv_base, %vt : i64
-            %vp = llvm.getelementptr %v[%vo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-            %vv = llvm.load %vp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-            %vf = arith.extf %vv : vector<8x{{DTYPE}}> to vector<8xf32>
+            %vf = func.call @load_f32(%v, %vo) : (!llvm.ptr<1>, i64) -> vector<8xf32>
             %av2 = arith.addf %av, %vf : vector<8xf32>
             scf.yield %av2 : vector<8xf32>
           }
@@ -200,75 +201,35 @@ gpu.module @gather [{{TARGET}}] {
                            %d_sb: i64, %d_st: i64, %d_sh: i64) kernel {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
-    %c8 = arith.constant 8 : i64
     %cD = arith.constant {{D}} : i64
-    %cP = arith.constant {{P}} : i64
-    %cL = arith.constant {{L}} : i64
-    %cLanes = arith.constant {{D / 8}} : i64
-    %cRpp = arith.constant {{THREADS / (D / 8)}} : i64
     %cRows = arith.constant {{ROWS}} : i64
     %cPasses = arith.constant {{ROWS / (THREADS / (D / 8))}} : i64
     %vzero = arith.constant dense<0.0> : vector<8xf32>
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
-    %lane = arith.remui %tid, %cLanes : i64
-    %row = arith.divui %tid, %cLanes : i64
-    %lane_off = arith.muli %lane, %c8 : i64
-    %bh0 = arith.muli %b, %heads : i64
-    %bh = arith.addi %bh0, %h : i64
-    %ind_base = arith.muli %bh, %s_sel : i64
-    %db1 = arith.muli %b, %d_sb : i64
-    %db2 = arith.muli %h, %d_sh : i64
-    %db3 = arith.addi %db1, %db2 : i64
-    %d_base = arith.addi %db3, %lane_off : i64
+    %lane, %row, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
+    %bh, %ind_base = func.call @head_row(%b, %h, %heads, %s_sel) : (i64, i64, i64, i64) -> (i64, i64)
+    %d_base = func.call @strided_row(%b, %h, %d_sb, %d_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
     %s0 = arith.muli %bx, %cRows : i64
 
     scf.for %it = %c0 to %cPasses step %c1 : i64 {
-      %itr = arith.muli %it, %cRpp : i64
-      %sr = arith.addi %itr, %row : i64
-      %s = arith.addi %s0, %sr : i64
-      %in = arith.cmpi ult, %s, %s_sel : i64
+      %s, %in = func.call @pass_row(%s0, %it, %row, %s_sel) : (i64, i64, i64, i64) -> (i64, i1)
       scf.if %in {
         %ii = arith.addi %ind_base, %s : i64
-        %ip = llvm.getelementptr %indices[%ii] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
-        %pos32 = llvm.load %ip : !llvm.ptr<1> -> i32
-        %pos = arith.extsi %pos32 : i32 to i64
-        %loc:4 = scf.for %l = %c1 to %cL step %c1
-            iter_args(%f = %c1, %off = %c0, %lf = %c1, %loff = %c0) -> (i64, i64, i64, i64) : i64 {
-          %nprev = arith.divui %n, %f : i64
-          %off2 = arith.addi %off, %nprev : i64
-          %f2 = arith.muli %f, %cP : i64
-          %here = arith.cmpi uge, %pos, %off2 : i64
-          %lf2 = arith.select %here, %f2, %lf : i64
-          %loff2 = arith.select %here, %off2, %loff : i64
-          scf.yield %f2, %off2, %lf2, %loff2 : i64, i64, i64, i64
-        }
-        %width = arith.addi %loc#2, %c0 : i64
-        %i = arith.subi %pos, %loc#3 : i64
+        %pos, %width, %i, %cF, %off_last = func.call @entry_at(%indices, %ii, %n) : (!llvm.ptr<1>, i64, i64) -> (i64, i64, i64, i64, i64)
         // the shifted window [i f + f - 1, i f + 2 f - 1) cut at N
         %i1 = arith.addi %i, %c1 : i64
         %w0 = arith.muli %i1, %width : i64
         %t0 = arith.subi %w0, %c1 : i64
         %t1a = arith.addi %t0, %width : i64
         %t1b = arith.minui %t1a, %n : i64
-        %n_last = arith.divui %n, %loc#0 : i64
-        %s_total = arith.addi %loc#1, %n_last : i64
-        %valid = arith.cmpi ult, %pos, %s_total : i64
+        %n_last, %valid = func.call @in_pyramid(%pos, %n, %cF, %off_last) : (i64, i64, i64, i64) -> (i64, i1)
         %t1 = arith.select %valid, %t1b, %t0 : i64
         %acc = scf.for %t = %t0 to %t1 step %c1 iter_args(%a = %vzero) -> (vector<8xf32>) : i64 {
           %dt = arith.muli %t, %d_st : i64
           %dof = arith.addi %d_base, %dt : i64
-          %dp = llvm.getelementptr %dout[%dof] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-          %dv = llvm.load %dp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-          %df = arith.extf %dv : vector<8x{{DTYPE}}> to vector<8xf32>
+          %df = func.call @load_f32(%dout, %dof) : (!llvm.ptr<1>, i64) -> vector<8xf32>
           %a2 = arith.addf %a, %df : vector<8xf32>
           scf.yield %a2 : vector<8xf32>
         }

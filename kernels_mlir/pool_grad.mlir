@@ -33,7 +33,9 @@
 //      to sink them behind, and a side effect so that they stay ahead of pass C;
 //   C. per token, per level, the row of its entry added when selected: the same fp32 operations
 //      (extend, multiply by 1 / f, add) in the same order as one token at a time.
-// So per run and query head all loads are in flight together, in two dependent steps.
+// So per run and query head all loads are in flight together, in two dependent steps. Passes A
+// and B are @load_slots and @load_rows of the shared piece runs, with this kernel's @loads_at,
+// @slot_at and @row_offset.
 // The per-token sums of a run stay in registers across the query heads of a kv group (query
 // heads outer, levels inner, as for one token).
 // Registers decide the speed: the kernel is bound by the two dependent load steps per run, so
@@ -45,6 +47,76 @@
 #unroll_full = #llvm.loop_annotation<unroll = #llvm.loop_unroll<full = true>>
 module attributes {gpu.container_module} {
 gpu.module @pool_grad [{{TARGET}}] {
+  {{include runs}}
+
+  // The slot of the entry token t uses at the level at off_l (windows of f tokens): inv at
+  // i = t / f (-1 where the entry was not selected).
+  func.func private @slot_at(%inv: !llvm.ptr<1>, %inv_base: i64, %off_l: i64, %t: i64, %f: i64) -> i32 {
+    %i = arith.divui %t, %f : i64
+    %p1 = arith.addi %inv_base, %off_l : i64
+    %p2 = arith.addi %p1, %i : i64
+    %ip = llvm.getelementptr %inv[%p2] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
+    %slot32 = llvm.load %ip : !llvm.ptr<1> -> i32
+    return %slot32 : i32
+  }
+
+  // Whether level l (windows of f tokens) loads its slot and row at run position j: token
+  // t0 + j uses entry (t0 + j) / f, which changes where j % f == 0 (see How).
+  func.func private @loads_at(%j: i64, %f: i64) -> i1 {
+    %c0 = arith.constant 0 : i64
+    %jm = arith.remui %j, %f : i64
+    %starts = arith.cmpi eq, %jm, %c0 : i64
+    return %starts : i1
+  }
+
+  // Token j's 8 sums in a run's sums (token j at 8 j .. 8 j + 7).
+  func.func private @sums_of(%acc: vector<{{RUN * 8}}xf32>, %j: i64) -> vector<8xf32> {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %c8 = arith.constant 8 : i64
+    %vzero = arith.constant dense<0.0> : vector<8xf32>
+    %j8 = arith.muli %j, %c8 : i64
+    %aj = scf.for %e = %c0 to %c8 step %c1
+        iter_args(%v = %vzero) -> (vector<8xf32>) : i64 {
+      %je = arith.addi %j8, %e : i64
+      %jei = arith.index_cast %je : i64 to index
+      %ei = arith.index_cast %e : i64 to index
+      %x = vector.extract %acc[%jei] : f32 from vector<{{RUN * 8}}xf32>
+      %v2 = vector.insert %x, %v[%ei] : f32 into vector<8xf32>
+      scf.yield %v2 : vector<8xf32>
+    } {loop_annotation = #unroll_full}
+    return %aj : vector<8xf32>
+  }
+
+  // A run's sums with token j's replaced by `sums`.
+  func.func private @with_sums(%acc: vector<{{RUN * 8}}xf32>, %j: i64, %sums: vector<8xf32>)
+      -> vector<{{RUN * 8}}xf32> {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %c8 = arith.constant 8 : i64
+    %j8 = arith.muli %j, %c8 : i64
+    %out = scf.for %e = %c0 to %c8 step %c1
+        iter_args(%ab = %acc) -> (vector<{{RUN * 8}}xf32>) : i64 {
+      %je = arith.addi %j8, %e : i64
+      %jei = arith.index_cast %je : i64 to index
+      %ei = arith.index_cast %e : i64 to index
+      %x = vector.extract %sums[%ei] : f32 from vector<8xf32>
+      %ab2 = vector.insert %x, %ab[%jei] : f32 into vector<{{RUN * 8}}xf32>
+      scf.yield %ab2 : vector<{{RUN * 8}}xf32>
+    } {loop_annotation = #unroll_full}
+    return %out : vector<{{RUN * 8}}xf32>
+  }
+
+  // Where the row of `slot` of this head (rows from sel_base) starts in a gradient, plus the
+  // thread's lane offset (elements).
+  func.func private @row_offset(%slot: i64, %sel_base: i64, %lane_off: i64) -> i64 {
+    %cD = arith.constant {{D}} : i64
+    %row = arith.addi %sel_base, %slot : i64
+    %ro = arith.muli %row, %cD : i64
+    %go = arith.addi %ro, %lane_off : i64
+    return %go : i64
+  }
+
   gpu.func @lh_pool_grad(%g_q: !llvm.ptr<1>, %g_k: !llvm.ptr<1>, %g_v: !llvm.ptr<1>, %inv: !llvm.ptr<1>,
                          %dq: !llvm.ptr<1>, %dk: !llvm.ptr<1>, %dv: !llvm.ptr<1>,
                          %n: i64, %heads: i64, %kv_heads: i64, %s_total: i64, %s_sel: i64,
@@ -53,38 +125,18 @@ gpu.module @pool_grad [{{TARGET}}] {
       attributes {nvvm.maxntid = array<i32: {{THREADS}}, 1, 1>, nvvm.minctasm = {{MINCTA}} : i32} {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
-    %c2 = arith.constant 2 : i64
-    %c4 = arith.constant 4 : i64
-    %c8 = arith.constant 8 : i64
-    %c0_i32 = arith.constant 0 : i32
-    %cD = arith.constant {{D}} : i64
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
-    %cLanes = arith.constant {{D / 8}} : i64
-    %cGroups = arith.constant {{THREADS / (D / 8)}} : i64
     %cRun = arith.constant {{RUN}} : i64
     %cTokens = arith.constant {{TOKENS}} : i64
     %cRounds = arith.constant {{TOKENS / (THREADS / (D / 8) * RUN)}} : i64
     %one = arith.constant 1.0 : f32
-    %vzero = arith.constant dense<0.0> : vector<8xf32>
-    // a run's sums (RUN rows of 8), slots (RUN x L, -1 where nothing loads) and row words
+    // a run's sums (RUN rows of 8)
     %acc0 = arith.constant dense<0.0> : vector<{{RUN * 8}}xf32>
-    %slots0 = arith.constant dense<-1> : vector<{{RUN * L}}xi32>
-    %words0 = arith.constant dense<0> : vector<{{RUN * L * 4}}xi32>
-    %offs0 = arith.constant dense<0> : vector<{{L}}xi64>
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %hy = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %hy, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
-    %lane = arith.remui %tid, %cLanes : i64
-    %grp = arith.divui %tid, %cLanes : i64
-    %lane_off = arith.muli %lane, %c8 : i64
+    %lane, %grp, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
     %is_q = arith.cmpi ult, %hy, %heads : i64
     %cG = arith.constant {{GROUP}} : i64
     %g_fixed = arith.cmpi ne, %cG, %c0 : i64
@@ -117,23 +169,10 @@ gpu.module @pool_grad [{{TARGET}}] {
     %gsrc = llvm.select %is_v, %g_v, %ga : i1, !llvm.ptr<1>
     %out = llvm.select %is_v, %dv, %out_a : i1, !llvm.ptr<1>
 
-    // off_l = n_0 + ... + n_{l-1}, n_l = N / f_l: where level l starts in a row of inv
-    %offs:3 = scf.for %l = %c0 to %cL step %c1
-        iter_args(%f = %c1, %off = %c0, %ov = %offs0) -> (i64, i64, vector<{{L}}xi64>) : i64 {
-      %li = arith.index_cast %l : i64 to index
-      %ov2 = vector.insert %off, %ov[%li] : i64 into vector<{{L}}xi64>
-      %n_l = arith.divui %n, %f : i64
-      %off2 = arith.addi %off, %n_l : i64
-      %f2 = arith.muli %f, %cP : i64
-      scf.yield %f2, %off2, %ov2 : i64, i64, vector<{{L}}xi64>
-    } {loop_annotation = #unroll_full}
+    %offs = func.call @level_offsets(%n) : (i64) -> vector<{{L}}xi64>
 
     scf.for %r = %c0 to %cRounds step %c1 : i64 {
-      %rg = arith.muli %r, %cGroups : i64
-      %run = arith.addi %rg, %grp : i64
-      %run_t = arith.muli %run, %cRun : i64
-      %t0 = arith.addi %tok0, %run_t : i64
-      %live = arith.cmpi ult, %t0, %n : i64
+      %t0, %live = func.call @run_start(%r, %grp, %tok0, %n) : (i64, i64, i64, i64) -> (i64, i1)
       scf.if %live {
         %acc = scf.for %hi = %c0 to %h_count step %c1
             iter_args(%acc_h = %acc0) -> (vector<{{RUN * 8}}xf32>) : i64 {
@@ -144,118 +183,27 @@ gpu.module @pool_grad [{{TARGET}}] {
 
           // A. slots, loaded at the run positions j where level l's entry starts (j % f == 0).
           // Positions past N read the entry of token N - 1 (valid memory, result unused).
-          %slots = scf.for %j = %c0 to %cRun step %c1
-              iter_args(%sa = %slots0) -> (vector<{{RUN * L}}xi32>) : i64 {
-            %tj0 = arith.addi %t0, %j : i64
-            %tj = arith.minui %tj0, %n_last : i64
-            %jl = arith.muli %j, %cL : i64
-            %sa_j:2 = scf.for %l = %c0 to %cL step %c1
-                iter_args(%f = %c1, %sa1 = %sa) -> (i64, vector<{{RUN * L}}xi32>) : i64 {
-              %jm = arith.remui %j, %f : i64
-              %starts = arith.cmpi eq, %jm, %c0 : i64
-              %sa2 = scf.if %starts -> (vector<{{RUN * L}}xi32>) {
-                %li = arith.index_cast %l : i64 to index
-                %off_l = vector.extract %offs#2[%li] : i64 from vector<{{L}}xi64>
-                %i = arith.divui %tj, %f : i64
-                %p1 = arith.addi %inv_base, %off_l : i64
-                %p2 = arith.addi %p1, %i : i64
-                %ip = llvm.getelementptr %inv[%p2] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
-                %slot32 = llvm.load %ip : !llvm.ptr<1> -> i32
-                %k = arith.addi %jl, %l : i64
-                %ki = arith.index_cast %k : i64 to index
-                %sa3 = vector.insert %slot32, %sa1[%ki] : i32 into vector<{{RUN * L}}xi32>
-                scf.yield %sa3 : vector<{{RUN * L}}xi32>
-              } else {
-                scf.yield %sa1 : vector<{{RUN * L}}xi32>
-              }
-              %f2 = arith.muli %f, %cP : i64
-              scf.yield %f2, %sa2 : i64, vector<{{RUN * L}}xi32>
-            } {loop_annotation = #unroll_full}
-            scf.yield %sa_j#1 : vector<{{RUN * L}}xi32>
-          } {loop_annotation = #unroll_full}
+          %slots = func.call @load_slots(%inv, %inv_base, %offs, %t0, %n_last)
+              : (!llvm.ptr<1>, i64, vector<{{L}}xi64>, i64, i64) -> vector<{{RUN * L}}xi32>
 
           // B. the rows of those slots, 4 words each; nothing is read where the slot is < 0
-          %words = scf.for %j = %c0 to %cRun step %c1
-              iter_args(%wa = %words0) -> (vector<{{RUN * L * 4}}xi32>) : i64 {
-            %jl = arith.muli %j, %cL : i64
-            %wa_j:2 = scf.for %l = %c0 to %cL step %c1
-                iter_args(%f = %c1, %wa1 = %wa) -> (i64, vector<{{RUN * L * 4}}xi32>) : i64 {
-              %jm = arith.remui %j, %f : i64
-              %starts = arith.cmpi eq, %jm, %c0 : i64
-              %wa2 = scf.if %starts -> (vector<{{RUN * L * 4}}xi32>) {
-                %k = arith.addi %jl, %l : i64
-                %ki = arith.index_cast %k : i64 to index
-                %slot32 = vector.extract %slots[%ki] : i32 from vector<{{RUN * L}}xi32>
-                %slot = arith.extsi %slot32 : i32 to i64
-                %row = arith.addi %sel_base, %slot : i64
-                %ro = arith.muli %row, %cD : i64
-                %go = arith.addi %ro, %lane_off : i64
-                %gp = llvm.getelementptr %gsrc[%go] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-                %ga_i = llvm.ptrtoint %gp : !llvm.ptr<1> to i64
-                %ld = llvm.inline_asm has_side_effects "{ .reg .pred lhsel; setp.ge.s32 lhsel, $5, 0; @lhsel ld.global.v4.b32 {$0, $1, $2, $3}, [$4]; @!lhsel mov.b32 $0, 0; @!lhsel mov.b32 $1, 0; @!lhsel mov.b32 $2, 0; @!lhsel mov.b32 $3, 0; }", "=r,=r,=r,=r,l,r" %ga_i, %slot32 : (i64, i32) -> !llvm.struct<(i32, i32, i32, i32)>
-                %x0 = llvm.extractvalue %ld[0] : !llvm.struct<(i32, i32, i32, i32)>
-                %x1 = llvm.extractvalue %ld[1] : !llvm.struct<(i32, i32, i32, i32)>
-                %x2 = llvm.extractvalue %ld[2] : !llvm.struct<(i32, i32, i32, i32)>
-                %x3 = llvm.extractvalue %ld[3] : !llvm.struct<(i32, i32, i32, i32)>
-                %lw = vector.from_elements %x0, %x1, %x2, %x3 : vector<4xi32>
-                %k4 = arith.muli %k, %c4 : i64
-                %wa3 = scf.for %w = %c0 to %c4 step %c1
-                    iter_args(%wa4 = %wa1) -> (vector<{{RUN * L * 4}}xi32>) : i64 {
-                  %wi = arith.index_cast %w : i64 to index
-                  %x = vector.extract %lw[%wi] : i32 from vector<4xi32>
-                  %kw = arith.addi %k4, %w : i64
-                  %kwi = arith.index_cast %kw : i64 to index
-                  %wa5 = vector.insert %x, %wa4[%kwi] : i32 into vector<{{RUN * L * 4}}xi32>
-                  scf.yield %wa5 : vector<{{RUN * L * 4}}xi32>
-                } {loop_annotation = #unroll_full}
-                scf.yield %wa3 : vector<{{RUN * L * 4}}xi32>
-              } else {
-                scf.yield %wa1 : vector<{{RUN * L * 4}}xi32>
-              }
-              %f2 = arith.muli %f, %cP : i64
-              scf.yield %f2, %wa2 : i64, vector<{{RUN * L * 4}}xi32>
-            } {loop_annotation = #unroll_full}
-            scf.yield %wa_j#1 : vector<{{RUN * L * 4}}xi32>
-          } {loop_annotation = #unroll_full}
+          %words = func.call @load_rows(%slots, %gsrc, %sel_base, %lane_off)
+              : (vector<{{RUN * L}}xi32>, !llvm.ptr<1>, i64, i64) -> vector<{{RUN * L * 4}}xi32>
 
           // C. per token, levels in order: its entry's row (loaded at jo = j - j % f), scaled
           // by 1 / f and added when selected; exactly the operations of one token at a time.
           %acc_run = scf.for %j = %c0 to %cRun step %c1
               iter_args(%aa = %acc_h) -> (vector<{{RUN * 8}}xf32>) : i64 {
-            %j8 = arith.muli %j, %c8 : i64
-            %aj = scf.for %e = %c0 to %c8 step %c1
-                iter_args(%v = %vzero) -> (vector<8xf32>) : i64 {
-              %je = arith.addi %j8, %e : i64
-              %jei = arith.index_cast %je : i64 to index
-              %ei = arith.index_cast %e : i64 to index
-              %x = vector.extract %aa[%jei] : f32 from vector<{{RUN * 8}}xf32>
-              %v2 = vector.insert %x, %v[%ei] : f32 into vector<8xf32>
-              scf.yield %v2 : vector<8xf32>
-            } {loop_annotation = #unroll_full}
+            %aj = func.call @sums_of(%aa, %j) : (vector<{{RUN * 8}}xf32>, i64) -> vector<8xf32>
             %lv:2 = scf.for %l = %c0 to %cL step %c1
                 iter_args(%f = %c1, %a1 = %aj) -> (i64, vector<8xf32>) : i64 {
               %jm = arith.remui %j, %f : i64
               %jo = arith.subi %j, %jm : i64
               %jol = arith.muli %jo, %cL : i64
               %k = arith.addi %jol, %l : i64
-              %ki = arith.index_cast %k : i64 to index
-              %slot32 = vector.extract %slots[%ki] : i32 from vector<{{RUN * L}}xi32>
-              %selected = arith.cmpi sge, %slot32, %c0_i32 : i32
+              %slot32, %selected = func.call @slot_of(%slots, %k) : (vector<{{RUN * L}}xi32>, i64) -> (i32, i1)
               %a2 = scf.if %selected -> (vector<8xf32>) {
-                %k4 = arith.muli %k, %c4 : i64
-                %k4i = arith.index_cast %k4 : i64 to index
-                %k4p1 = arith.addi %k4, %c1 : i64
-                %k4p1i = arith.index_cast %k4p1 : i64 to index
-                %k4p2 = arith.addi %k4, %c2 : i64
-                %k4p2i = arith.index_cast %k4p2 : i64 to index
-                %k4p3 = arith.addi %k4p2, %c1 : i64
-                %k4p3i = arith.index_cast %k4p3 : i64 to index
-                %w0 = vector.extract %words[%k4i] : i32 from vector<{{RUN * L * 4}}xi32>
-                %w1 = vector.extract %words[%k4p1i] : i32 from vector<{{RUN * L * 4}}xi32>
-                %w2 = vector.extract %words[%k4p2i] : i32 from vector<{{RUN * L * 4}}xi32>
-                %w3 = vector.extract %words[%k4p3i] : i32 from vector<{{RUN * L * 4}}xi32>
-                %wv = vector.from_elements %w0, %w1, %w2, %w3 : vector<4xi32>
-                %gv = vector.bitcast %wv : vector<4xi32> to vector<8x{{DTYPE}}>
+                %gv = func.call @row_at(%words, %k) : (vector<{{RUN * L * 4}}xi32>, i64) -> vector<8x{{DTYPE}}>
                 %ff = arith.uitofp %f : i64 to f32
                 %rf = arith.divf %one, %ff : f32
                 %scale = vector.broadcast %rf : f32 to vector<8xf32>
@@ -269,15 +217,8 @@ gpu.module @pool_grad [{{TARGET}}] {
               %f2 = arith.muli %f, %cP : i64
               scf.yield %f2, %a2 : i64, vector<8xf32>
             } {loop_annotation = #unroll_full}
-            %aa2 = scf.for %e = %c0 to %c8 step %c1
-                iter_args(%ab = %aa) -> (vector<{{RUN * 8}}xf32>) : i64 {
-              %je = arith.addi %j8, %e : i64
-              %jei = arith.index_cast %je : i64 to index
-              %ei = arith.index_cast %e : i64 to index
-              %x = vector.extract %lv#1[%ei] : f32 from vector<8xf32>
-              %ab2 = vector.insert %x, %ab[%jei] : f32 into vector<{{RUN * 8}}xf32>
-              scf.yield %ab2 : vector<{{RUN * 8}}xf32>
-            } {loop_annotation = #unroll_full}
+            %aa2 = func.call @with_sums(%aa, %j, %lv#1)
+                : (vector<{{RUN * 8}}xf32>, i64, vector<8xf32>) -> vector<{{RUN * 8}}xf32>
             scf.yield %aa2 : vector<{{RUN * 8}}xf32>
           } {loop_annotation = #unroll_full}
           scf.yield %acc_run : vector<{{RUN * 8}}xf32>
@@ -288,16 +229,7 @@ gpu.module @pool_grad [{{TARGET}}] {
           %t = arith.addi %t0, %j : i64
           %in = arith.cmpi ult, %t, %n : i64
           scf.if %in {
-            %j8 = arith.muli %j, %c8 : i64
-            %aj = scf.for %e = %c0 to %c8 step %c1
-                iter_args(%v = %vzero) -> (vector<8xf32>) : i64 {
-              %je = arith.addi %j8, %e : i64
-              %jei = arith.index_cast %je : i64 to index
-              %ei = arith.index_cast %e : i64 to index
-              %x = vector.extract %acc[%jei] : f32 from vector<{{RUN * 8}}xf32>
-              %v2 = vector.insert %x, %v[%ei] : f32 into vector<8xf32>
-              scf.yield %v2 : vector<8xf32>
-            } {loop_annotation = #unroll_full}
+            %aj = func.call @sums_of(%acc, %j) : (vector<{{RUN * 8}}xf32>, i64) -> vector<8xf32>
             %ts = arith.muli %t, %w_st : i64
             %wo = arith.addi %w_base, %ts : i64
             %rr = arith.truncf %aj : vector<8xf32> to vector<8x{{DTYPE}}>

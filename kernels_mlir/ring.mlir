@@ -29,23 +29,30 @@
 // relative error (2^-22) is far below the bf16/f16 rounding of the result.
 module attributes {gpu.container_module} {
 gpu.module @ring [{{TARGET}}] {
+  {{include grid}}
+  {{include lanes}}
+
+  // The 8-element vector this thread of lh_ring_add and lh_ring_convert handles, and whether it
+  // is one of the `vecs` there are.
+  func.func private @vector_index(%vecs: i64) -> (i64, i1) {
+    %cT = arith.constant {{THREADS}} : i64
+    %tid, %bx, %by_unused, %bz_unused = func.call @grid_ids() : () -> (i64, i64, i64, i64)
+    %b0 = arith.muli %bx, %cT : i64
+    %i = arith.addi %b0, %tid : i64
+    %in = arith.cmpi ult, %i, %vecs : i64
+    return %i, %in : i64, i1
+  }
+
   gpu.func @lh_ring_merge(%o_part: !llvm.ptr<1>, %lse_part: !llvm.ptr<1>, %acc: !llvm.ptr<1>,
                           %lse_in: !llvm.ptr<1>, %lse_out: !llvm.ptr<1>, %rows: i64) kernel {
     %c0 = arith.constant 0 : i64
     %c8 = arith.constant 8 : i64
     %cLanes = arith.constant {{D / 8}} : i64
-    %cRpb = arith.constant {{THREADS / (D / 8)}} : i64
     %log2e = arith.constant 1.4426950408889634 : f32
     %ln2 = arith.constant 0.6931471805599453 : f32
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %lane = arith.remui %tid, %cLanes : i64
-    %rl = arith.divui %tid, %cLanes : i64
-    %r0 = arith.muli %bx, %cRpb : i64
-    %r = arith.addi %r0, %rl : i64
-    %in = arith.cmpi ult, %r, %rows : i64
+    %tid, %bx, %by_unused, %bz_unused = func.call @grid_ids() : () -> (i64, i64, i64, i64)
+    %lane, %rl, %lane_off_unused = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
+    %r, %in = func.call @block_row(%bx, %rl, %rows) : (i64, i64, i64) -> (i64, i1)
     scf.if %in {
       %lip = llvm.getelementptr %lse_in[%r] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
       %la = llvm.load %lip : !llvm.ptr<1> -> f32
@@ -66,9 +73,7 @@ gpu.module @ring [{{TARGET}}] {
       %rowoff = arith.muli %r, %cLanes : i64
       %vi = arith.addi %rowoff, %lane : i64
       %e = arith.muli %vi, %c8 : i64
-      %op = llvm.getelementptr %o_part[%e] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-      %ov = llvm.load %op {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-      %of = arith.extf %ov : vector<8x{{DTYPE}}> to vector<8xf32>
+      %of = func.call @load_f32(%o_part, %e) : (!llvm.ptr<1>, i64) -> vector<8xf32>
       %ap = llvm.getelementptr %acc[%e] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
       %av = llvm.load %ap {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8xf32>
       %cav = vector.broadcast %ca : f32 to vector<8xf32>
@@ -91,19 +96,10 @@ gpu.module @ring [{{TARGET}}] {
 
   gpu.func @lh_ring_add(%part: !llvm.ptr<1>, %acc: !llvm.ptr<1>, %vecs: i64) kernel {
     %c8 = arith.constant 8 : i64
-    %cT = arith.constant {{THREADS}} : i64
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %b0 = arith.muli %bx, %cT : i64
-    %i = arith.addi %b0, %tid : i64
-    %in = arith.cmpi ult, %i, %vecs : i64
+    %i, %in = func.call @vector_index(%vecs) : (i64) -> (i64, i1)
     scf.if %in {
       %e = arith.muli %i, %c8 : i64
-      %pp = llvm.getelementptr %part[%e] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-      %pv = llvm.load %pp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-      %pf = arith.extf %pv : vector<8x{{DTYPE}}> to vector<8xf32>
+      %pf = func.call @load_f32(%part, %e) : (!llvm.ptr<1>, i64) -> vector<8xf32>
       %ap = llvm.getelementptr %acc[%e] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
       %av = llvm.load %ap {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8xf32>
       %sum = arith.addf %av, %pf : vector<8xf32>
@@ -114,14 +110,7 @@ gpu.module @ring [{{TARGET}}] {
 
   gpu.func @lh_ring_convert(%acc: !llvm.ptr<1>, %out: !llvm.ptr<1>, %vecs: i64) kernel {
     %c8 = arith.constant 8 : i64
-    %cT = arith.constant {{THREADS}} : i64
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %b0 = arith.muli %bx, %cT : i64
-    %i = arith.addi %b0, %tid : i64
-    %in = arith.cmpi ult, %i, %vecs : i64
+    %i, %in = func.call @vector_index(%vecs) : (i64) -> (i64, i1)
     scf.if %in {
       %e = arith.muli %i, %c8 : i64
       %ap = llvm.getelementptr %acc[%e] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
@@ -139,22 +128,11 @@ gpu.module @ring [{{TARGET}}] {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
     %c8 = arith.constant 8 : i64
-    %cLanes = arith.constant {{D / 8}} : i64
-    %cTpb = arith.constant {{THREADS / (D / 8)}} : i64
     %vzero = arith.constant dense<0.0> : vector<8xf32>
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
-    %lane = arith.remui %tid, %cLanes : i64
-    %tl = arith.divui %tid, %cLanes : i64
-    %t0 = arith.muli %bx, %cTpb : i64
-    %t = arith.addi %t0, %tl : i64
-    %in = arith.cmpi ult, %t, %tokens : i64
+    %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
+    // (the lane's element offset is formed inside the branch, where it is used)
+    %lane, %tl, %lane_off_unused = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
+    %t, %in = func.call @block_row(%bx, %tl, %tokens) : (i64, i64, i64) -> (i64, i1)
     scf.if %in {
       %lo = arith.muli %lane, %c8 : i64
       %sb = arith.muli %b, %s_sb : i64
@@ -167,9 +145,7 @@ gpu.module @ring [{{TARGET}}] {
         %hs = arith.divui %hs0, %expand : i64
         %sho = arith.muli %hs, %s_sh : i64
         %so = arith.addi %sbase, %sho : i64
-        %sp = llvm.getelementptr %src[%so] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-        %sv = llvm.load %sp {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8x{{DTYPE}}>
-        %sf = arith.extf %sv : vector<8x{{DTYPE}}> to vector<8xf32>
+        %sf = func.call @load_f32(%src, %so) : (!llvm.ptr<1>, i64) -> vector<8xf32>
         %a2 = arith.addf %a, %sf : vector<8xf32>
         scf.yield %a2 : vector<8xf32>
       }

@@ -29,170 +29,95 @@
 //   B. their rows, predicated inline-PTX loads (nothing read for -1), kept ahead of pass C;
 //   C. per token, levels 0 .. L-1: a + (row or +0): the same fp32 additions as one token at a
 //      time (which read row 0 and added +0 for an entry that does not contribute).
-// Per run all loads are in flight together, in two dependent steps.
+// Per run all loads are in flight together, in two dependent steps. Passes A and B are
+// @load_slots and @load_rows of the shared piece runs, with this kernel's @loads_at, @slot_at
+// and @row_offset.
 #unroll_full = #llvm.loop_annotation<unroll = #llvm.loop_unroll<full = true>>
 module attributes {gpu.container_module} {
 gpu.module @scatter [{{TARGET}}] {
+  {{include runs}}
+
+  // Whether level l (windows of f tokens) loads its slot and row at run position j: token
+  // t0 + j uses entry (t0 + j + 1) / f - 1, which changes where (j + 1) % f == 0, and a run also
+  // loads at its first and last position (see How).
+  func.func private @loads_at(%j: i64, %f: i64) -> i1 {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %cRunLast = arith.constant {{RUN - 1}} : i64
+    %j1 = arith.addi %j, %c1 : i64
+    %at0 = arith.cmpi eq, %j, %c0 : i64
+    %atl = arith.cmpi eq, %j, %cRunLast : i64
+    %ends = arith.ori %at0, %atl : i1
+    %jm = arith.remui %j1, %f : i64
+    %edge = arith.cmpi eq, %jm, %c0 : i64
+    %loads = arith.ori %ends, %edge : i1
+    return %loads : i1
+  }
+
+  // The slot of the entry token t uses at the level at off_l (windows of f tokens, shifted
+  // right by f - 1): i = (t + 1) / f - 1, -1 where i < 0 or the entry was not selected.
+  func.func private @slot_at(%inv: !llvm.ptr<1>, %inv_base: i64, %off_l: i64, %t: i64, %f: i64) -> i32 {
+    %c0_i32 = arith.constant 0 : i32
+    %cm1_i32 = arith.constant -1 : i32
+    %c1 = arith.constant 1 : i64
+    %t1 = arith.addi %t, %c1 : i64
+    %qt = arith.divui %t1, %f : i64
+    %covered = arith.cmpi uge, %qt, %c1 : i64
+    %i = arith.subi %qt, %c1 : i64
+    %p1 = arith.addi %inv_base, %off_l : i64
+    %p2 = arith.addi %p1, %i : i64
+    %ip = llvm.getelementptr %inv[%p2] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
+    %slot32 = llvm.load %ip : !llvm.ptr<1> -> i32
+    %selected = arith.cmpi sge, %slot32, %c0_i32 : i32
+    %use = arith.andi %covered, %selected : i1
+    %eff = arith.select %use, %slot32, %cm1_i32 : i32
+    return %eff : i32
+  }
+
+  // Where the row of `slot` starts in o_sel (elements): o_base + slot * o_ss.
+  func.func private @row_offset(%slot: i64, %o_base: i64, %o_ss: i64) -> i64 {
+    %so = arith.muli %slot, %o_ss : i64
+    %oo = arith.addi %o_base, %so : i64
+    return %oo : i64
+  }
+
   gpu.func @lh_scatter(%o_sel: !llvm.ptr<1>, %inv: !llvm.ptr<1>, %out: !llvm.ptr<1>,
                        %n: i64, %heads: i64, %s_total: i64,
                        %o_sb: i64, %o_sh: i64, %o_ss: i64,
                        %out_sb: i64, %out_st: i64, %out_sh: i64) kernel {
     %c0 = arith.constant 0 : i64
     %c1 = arith.constant 1 : i64
-    %c2 = arith.constant 2 : i64
-    %c4 = arith.constant 4 : i64
-    %c8 = arith.constant 8 : i64
-    %c0_i32 = arith.constant 0 : i32
-    %cm1_i32 = arith.constant -1 : i32
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
-    %cLanes = arith.constant {{D / 8}} : i64
-    %cGroups = arith.constant {{THREADS / (D / 8)}} : i64
     %cRun = arith.constant {{RUN}} : i64
     %cRunLast = arith.constant {{RUN - 1}} : i64
     %cTokens = arith.constant {{TOKENS}} : i64
     %cRounds = arith.constant {{TOKENS / (THREADS / (D / 8) * RUN)}} : i64
     %vzero = arith.constant dense<0.0> : vector<8xf32>
-    // a run's slots (RUN x L, -1 where nothing contributes) and row words
-    %slots0 = arith.constant dense<-1> : vector<{{RUN * L}}xi32>
-    %words0 = arith.constant dense<0> : vector<{{RUN * L * 4}}xi32>
-    %offs0 = arith.constant dense<0> : vector<{{L}}xi64>
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
-    %lane = arith.remui %tid, %cLanes : i64
-    %grp = arith.divui %tid, %cLanes : i64
-    %lane_off = arith.muli %lane, %c8 : i64
-    %bh = arith.muli %b, %heads : i64
-    %bh_h = arith.addi %bh, %h : i64
-    %inv_base = arith.muli %bh_h, %s_total : i64
-    %ob1 = arith.muli %b, %o_sb : i64
-    %ob2 = arith.muli %h, %o_sh : i64
-    %ob3 = arith.addi %ob1, %ob2 : i64
-    %o_base = arith.addi %ob3, %lane_off : i64
-    %wb1 = arith.muli %b, %out_sb : i64
-    %wb2 = arith.muli %h, %out_sh : i64
-    %wb3 = arith.addi %wb1, %wb2 : i64
-    %w_base = arith.addi %wb3, %lane_off : i64
+    %lane, %grp, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
+    %bh_h, %inv_base = func.call @head_row(%b, %h, %heads, %s_total) : (i64, i64, i64, i64) -> (i64, i64)
+    %o_base = func.call @strided_row(%b, %h, %o_sb, %o_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
+    %w_base = func.call @strided_row(%b, %h, %out_sb, %out_sh, %lane_off) : (i64, i64, i64, i64, i64) -> i64
     %tok0 = arith.muli %bx, %cTokens : i64
     %n_last = arith.subi %n, %c1 : i64
 
-    // off_l = n_0 + ... + n_{l-1}, n_l = N / f_l: where level l starts in a row of inv
-    %offs:3 = scf.for %l = %c0 to %cL step %c1
-        iter_args(%f = %c1, %off = %c0, %ov = %offs0) -> (i64, i64, vector<{{L}}xi64>) : i64 {
-      %li = arith.index_cast %l : i64 to index
-      %ov2 = vector.insert %off, %ov[%li] : i64 into vector<{{L}}xi64>
-      %n_l = arith.divui %n, %f : i64
-      %off2 = arith.addi %off, %n_l : i64
-      %f2 = arith.muli %f, %cP : i64
-      scf.yield %f2, %off2, %ov2 : i64, i64, vector<{{L}}xi64>
-    } {loop_annotation = #unroll_full}
+    %offs = func.call @level_offsets(%n) : (i64) -> vector<{{L}}xi64>
 
     scf.for %r = %c0 to %cRounds step %c1 : i64 {
-      %rg = arith.muli %r, %cGroups : i64
-      %run = arith.addi %rg, %grp : i64
-      %run_t = arith.muli %run, %cRun : i64
-      %t0 = arith.addi %tok0, %run_t : i64
-      %live = arith.cmpi ult, %t0, %n : i64
+      %t0, %live = func.call @run_start(%r, %grp, %tok0, %n) : (i64, i64, i64, i64) -> (i64, i1)
       scf.if %live {
         // A. slots at the load positions; -1 where the entry does not contribute (i < 0 or
         // not selected). Positions past N read as token N - 1 (valid memory, result unused).
         // (i = -1 happens only for l >= 1, where inv[off_l - 1] is still inside this row.)
-        %slots = scf.for %j = %c0 to %cRun step %c1
-            iter_args(%sa = %slots0) -> (vector<{{RUN * L}}xi32>) : i64 {
-          %tj0 = arith.addi %t0, %j : i64
-          %tj = arith.minui %tj0, %n_last : i64
-          %t1 = arith.addi %tj, %c1 : i64
-          %jl = arith.muli %j, %cL : i64
-          %j1 = arith.addi %j, %c1 : i64
-          %at0 = arith.cmpi eq, %j, %c0 : i64
-          %atl = arith.cmpi eq, %j, %cRunLast : i64
-          %ends = arith.ori %at0, %atl : i1
-          %sa_j:2 = scf.for %l = %c0 to %cL step %c1
-              iter_args(%f = %c1, %sa1 = %sa) -> (i64, vector<{{RUN * L}}xi32>) : i64 {
-            %jm = arith.remui %j1, %f : i64
-            %edge = arith.cmpi eq, %jm, %c0 : i64
-            %loads = arith.ori %ends, %edge : i1
-            %sa2 = scf.if %loads -> (vector<{{RUN * L}}xi32>) {
-              %li = arith.index_cast %l : i64 to index
-              %off_l = vector.extract %offs#2[%li] : i64 from vector<{{L}}xi64>
-              %qt = arith.divui %t1, %f : i64
-              %covered = arith.cmpi uge, %qt, %c1 : i64
-              %i = arith.subi %qt, %c1 : i64
-              %p1 = arith.addi %inv_base, %off_l : i64
-              %p2 = arith.addi %p1, %i : i64
-              %ip = llvm.getelementptr %inv[%p2] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
-              %slot32 = llvm.load %ip : !llvm.ptr<1> -> i32
-              %selected = arith.cmpi sge, %slot32, %c0_i32 : i32
-              %use = arith.andi %covered, %selected : i1
-              %eff = arith.select %use, %slot32, %cm1_i32 : i32
-              %k = arith.addi %jl, %l : i64
-              %ki = arith.index_cast %k : i64 to index
-              %sa3 = vector.insert %eff, %sa1[%ki] : i32 into vector<{{RUN * L}}xi32>
-              scf.yield %sa3 : vector<{{RUN * L}}xi32>
-            } else {
-              scf.yield %sa1 : vector<{{RUN * L}}xi32>
-            }
-            %f2 = arith.muli %f, %cP : i64
-            scf.yield %f2, %sa2 : i64, vector<{{RUN * L}}xi32>
-          } {loop_annotation = #unroll_full}
-          scf.yield %sa_j#1 : vector<{{RUN * L}}xi32>
-        } {loop_annotation = #unroll_full}
+        %slots = func.call @load_slots(%inv, %inv_base, %offs, %t0, %n_last)
+            : (!llvm.ptr<1>, i64, vector<{{L}}xi64>, i64, i64) -> vector<{{RUN * L}}xi32>
 
         // B. the rows of those slots, 4 words each; nothing is read where the slot is -1
-        %words = scf.for %j = %c0 to %cRun step %c1
-            iter_args(%wa = %words0) -> (vector<{{RUN * L * 4}}xi32>) : i64 {
-          %jl = arith.muli %j, %cL : i64
-          %j1 = arith.addi %j, %c1 : i64
-          %at0 = arith.cmpi eq, %j, %c0 : i64
-          %atl = arith.cmpi eq, %j, %cRunLast : i64
-          %ends = arith.ori %at0, %atl : i1
-          %wa_j:2 = scf.for %l = %c0 to %cL step %c1
-              iter_args(%f = %c1, %wa1 = %wa) -> (i64, vector<{{RUN * L * 4}}xi32>) : i64 {
-            %jm = arith.remui %j1, %f : i64
-            %edge = arith.cmpi eq, %jm, %c0 : i64
-            %loads = arith.ori %ends, %edge : i1
-            %wa2 = scf.if %loads -> (vector<{{RUN * L * 4}}xi32>) {
-              %k = arith.addi %jl, %l : i64
-              %ki = arith.index_cast %k : i64 to index
-              %slot32 = vector.extract %slots[%ki] : i32 from vector<{{RUN * L}}xi32>
-              %slot = arith.extsi %slot32 : i32 to i64
-              %so = arith.muli %slot, %o_ss : i64
-              %oo = arith.addi %o_base, %so : i64
-              %op = llvm.getelementptr %o_sel[%oo] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, {{DTYPE}}
-              %oa = llvm.ptrtoint %op : !llvm.ptr<1> to i64
-              %ld = llvm.inline_asm has_side_effects "{ .reg .pred lhsel; setp.ge.s32 lhsel, $5, 0; @lhsel ld.global.v4.b32 {$0, $1, $2, $3}, [$4]; @!lhsel mov.b32 $0, 0; @!lhsel mov.b32 $1, 0; @!lhsel mov.b32 $2, 0; @!lhsel mov.b32 $3, 0; }", "=r,=r,=r,=r,l,r" %oa, %slot32 : (i64, i32) -> !llvm.struct<(i32, i32, i32, i32)>
-              %x0 = llvm.extractvalue %ld[0] : !llvm.struct<(i32, i32, i32, i32)>
-              %x1 = llvm.extractvalue %ld[1] : !llvm.struct<(i32, i32, i32, i32)>
-              %x2 = llvm.extractvalue %ld[2] : !llvm.struct<(i32, i32, i32, i32)>
-              %x3 = llvm.extractvalue %ld[3] : !llvm.struct<(i32, i32, i32, i32)>
-              %lw = vector.from_elements %x0, %x1, %x2, %x3 : vector<4xi32>
-              %k4 = arith.muli %k, %c4 : i64
-              %wa3 = scf.for %w = %c0 to %c4 step %c1
-                  iter_args(%wa4 = %wa1) -> (vector<{{RUN * L * 4}}xi32>) : i64 {
-                %wi = arith.index_cast %w : i64 to index
-                %x = vector.extract %lw[%wi] : i32 from vector<4xi32>
-                %kw = arith.addi %k4, %w : i64
-                %kwi = arith.index_cast %kw : i64 to index
-                %wa5 = vector.insert %x, %wa4[%kwi] : i32 into vector<{{RUN * L * 4}}xi32>
-                scf.yield %wa5 : vector<{{RUN * L * 4}}xi32>
-              } {loop_annotation = #unroll_full}
-              scf.yield %wa3 : vector<{{RUN * L * 4}}xi32>
-            } else {
-              scf.yield %wa1 : vector<{{RUN * L * 4}}xi32>
-            }
-            %f2 = arith.muli %f, %cP : i64
-            scf.yield %f2, %wa2 : i64, vector<{{RUN * L * 4}}xi32>
-          } {loop_annotation = #unroll_full}
-          scf.yield %wa_j#1 : vector<{{RUN * L * 4}}xi32>
-        } {loop_annotation = #unroll_full}
+        %words = func.call @load_rows(%slots, %o_sel, %o_base, %o_ss)
+            : (vector<{{RUN * L}}xi32>, !llvm.ptr<1>, i64, i64) -> vector<{{RUN * L * 4}}xi32>
 
         // C. per token, levels in order: a + (row or +0), the row loaded at the last load
         // position jo <= j: jo = RUN - 1 for the last token, else (j + 1) / f * f - 1, or 0
@@ -210,23 +135,8 @@ gpu.module @scatter [{{TARGET}}] {
             %jo = arith.select %atl, %cRunLast, %jo_in : i64
             %jol = arith.muli %jo, %cL : i64
             %k = arith.addi %jol, %l : i64
-            %ki = arith.index_cast %k : i64 to index
-            %slot32 = vector.extract %slots[%ki] : i32 from vector<{{RUN * L}}xi32>
-            %use = arith.cmpi sge, %slot32, %c0_i32 : i32
-            %k4 = arith.muli %k, %c4 : i64
-            %k4i = arith.index_cast %k4 : i64 to index
-            %k4p1 = arith.addi %k4, %c1 : i64
-            %k4p1i = arith.index_cast %k4p1 : i64 to index
-            %k4p2 = arith.addi %k4, %c2 : i64
-            %k4p2i = arith.index_cast %k4p2 : i64 to index
-            %k4p3 = arith.addi %k4p2, %c1 : i64
-            %k4p3i = arith.index_cast %k4p3 : i64 to index
-            %w0 = vector.extract %words[%k4i] : i32 from vector<{{RUN * L * 4}}xi32>
-            %w1 = vector.extract %words[%k4p1i] : i32 from vector<{{RUN * L * 4}}xi32>
-            %w2 = vector.extract %words[%k4p2i] : i32 from vector<{{RUN * L * 4}}xi32>
-            %w3 = vector.extract %words[%k4p3i] : i32 from vector<{{RUN * L * 4}}xi32>
-            %wv = vector.from_elements %w0, %w1, %w2, %w3 : vector<4xi32>
-            %v = vector.bitcast %wv : vector<4xi32> to vector<8x{{DTYPE}}>
+            %slot32, %use = func.call @slot_of(%slots, %k) : (vector<{{RUN * L}}xi32>, i64) -> (i32, i1)
+            %v = func.call @row_at(%words, %k) : (vector<{{RUN * L * 4}}xi32>, i64) -> vector<8x{{DTYPE}}>
             %vf = arith.extf %v : vector<8x{{DTYPE}}> to vector<8xf32>
             %vz = arith.select %use, %vf, %vzero : vector<8xf32>
             %a2 = arith.addf %a, %vz : vector<8xf32>

@@ -56,9 +56,37 @@
 // without the bound the stage's extra addressing takes 39 registers and two blocks per SM less.
 module attributes {gpu.container_module} {
 gpu.module @pyramid_scores [{{TARGET}}] {
+  {{include grid}}
+  {{include lanes}}
+
   llvm.mlir.global internal @slice_buf() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * SLICE}} x f32>
   llvm.mlir.global internal @coarse_acc() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L}} x f32>
   llvm.mlir.global internal @pool_stage() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{2 * KPASS * THREADS * 8}} x {{DTYPE}}>
+
+  // The largest of the `count` squared norms at slice_buf[base ..] (from +0: they are >= 0).
+  func.func private @slice_max(%base: i64, %count: i64) -> f32 {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %zero = arith.constant 0.0 : f32
+    %buf = llvm.mlir.addressof @slice_buf : !llvm.ptr<3>
+    %m = scf.for %j = %c0 to %count step %c1 iter_args(%mx = %zero) -> (f32) : i64 {
+      %ij = arith.addi %base, %j : i64
+      %pp = llvm.getelementptr %buf[%ij] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
+      %x = llvm.load %pp : !llvm.ptr<3> -> f32
+      %mm = arith.maximumf %mx, %x : f32
+      scf.yield %mm : f32
+    }
+    return %m : f32
+  }
+
+  // A norm into the scores: sqrt(sq) (correctly rounded, like the CPU's) at dst[base + i].
+  func.func private @store_norm(%sq: f32, %dst: !llvm.ptr<1>, %base: i64, %i: i64) {
+    %nx = llvm.inline_asm "sqrt.rn.f32 $0, $1;", "=f,f" %sq : (f32) -> f32
+    %o = arith.addi %base, %i : i64
+    %op = llvm.getelementptr %dst[%o] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+    llvm.store %nx, %op : f32, !llvm.ptr<1>
+    return
+  }
 
   gpu.func @lh_pyramid_scores(%q: !llvm.ptr<1>, %k: !llvm.ptr<1>, %sq: !llvm.ptr<1>, %sk: !llvm.ptr<1>,
                               %pq: !llvm.ptr<1>, %pk: !llvm.ptr<1>,
@@ -72,7 +100,6 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %c8 = arith.constant 8 : i64
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
-    %cLanes = arith.constant {{D / 8}} : i64
     %cThreads = arith.constant {{THREADS}} : i64
     %cSlice = arith.constant {{SLICE}} : i64
     %cChunk = arith.constant {{CHUNK}} : i64
@@ -101,14 +128,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %cSlots = arith.constant {{2 * KPASS}} : i64
     %cKm1 = arith.constant {{KPASS - 1}} : i64
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %hy = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %hy, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
 
     // q head or k head
     %is_q = arith.cmpi ult, %hy, %heads : i64
@@ -123,9 +143,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %bsb = arith.muli %b, %sb : i64
     %hsh = arith.muli %h, %sh : i64
     %row_base = arith.addi %bsb, %hsh : i64
-    %bnh = arith.muli %b, %nh : i64
-    %bnh_h = arith.addi %bnh, %h : i64
-    %out_base = arith.muli %bnh_h, %s_total : i64
+    %bnh_h, %out_base = func.call @head_row(%b, %h, %nh, %s_total) : (i64, i64, i64, i64) -> (i64, i64)
     %wp = arith.cmpi ne, %write_pooled, %c0 : i64
     %pdst = llvm.select %is_q, %pq, %pk : i1, !llvm.ptr<1>
     %n_f = arith.divui %n, %cF : i64
@@ -135,9 +153,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
     %inv_f = arith.divf %one, %fw : f32
     %pscale = vector.broadcast %inv_f : f32 to vector<8xf32>
 
-    %lane = arith.remui %tid, %cLanes : i64
-    %tok = arith.divui %tid, %cLanes : i64
-    %lane_off = arith.muli %lane, %c8 : i64
+    %lane, %tok, %lane_off = func.call @row_lanes(%tid) : (i64) -> (i64, i64, i64)
     %is_lane0 = arith.cmpi eq, %lane, %c0 : i64
     %is_t0 = arith.cmpi eq, %tid, %c0 : i64
     %chunk0 = arith.muli %bx, %cChunk : i64
@@ -280,10 +296,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
           scf.if %in {
             %bp = llvm.getelementptr %buf[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
             %x = llvm.load %bp : !llvm.ptr<3> -> f32
-            %nx = llvm.inline_asm "sqrt.rn.f32 $0, $1;", "=f,f" %x : (f32) -> f32
-            %o = arith.addi %out_base, %t : i64
-            %op = llvm.getelementptr %dst[%o] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-            llvm.store %nx, %op : f32, !llvm.ptr<1>
+            func.call @store_norm(%x, %dst, %out_base, %t) : (f32, !llvm.ptr<1>, i64, i64) -> ()
           }
         }
 
@@ -301,24 +314,15 @@ gpu.module @pyramid_scores [{{TARGET}}] {
             scf.for %e = %tid to %entries step %cThreads : i64 {
               %ep = arith.muli %e, %cP : i64
               %base = arith.addi %src_off, %ep : i64
-              %m = scf.for %j = %c0 to %cP step %c1 iter_args(%mx = %zero) -> (f32) : i64 {
-                %ij = arith.addi %base, %j : i64
-                %pp = llvm.getelementptr %buf[%ij] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
-                %x = llvm.load %pp : !llvm.ptr<3> -> f32
-                %mm = arith.maximumf %mx, %x : f32
-                scf.yield %mm : f32
-              }
+              %m = func.call @slice_max(%base, %cP) : (i64, i64) -> f32
               %de = arith.addi %dst_off, %e : i64
               %dp = llvm.getelementptr %buf[%de] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
               llvm.store %m, %dp : f32, !llvm.ptr<3>
               %gi = arith.addi %first, %e : i64
               %in = arith.cmpi ult, %gi, %n_l : i64
               scf.if %in {
-                %nx = llvm.inline_asm "sqrt.rn.f32 $0, $1;", "=f,f" %m : (f32) -> f32
                 %o1 = arith.addi %out_base, %off_l : i64
-                %o = arith.addi %o1, %gi : i64
-                %op = llvm.getelementptr %dst[%o] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-                llvm.store %nx, %op : f32, !llvm.ptr<1>
+                func.call @store_norm(%m, %dst, %o1, %gi) : (f32, !llvm.ptr<1>, i64, i64) -> ()
               }
             }
             gpu.barrier
@@ -328,13 +332,7 @@ gpu.module @pyramid_scores [{{TARGET}}] {
             // fewer than P entries of the last level that fit in a slice) into the running max.
             scf.if %is_t0 {
               %cnt = arith.divui %cSlice, %f : i64
-              %m = scf.for %j = %c0 to %cnt step %c1 iter_args(%mx = %zero) -> (f32) : i64 {
-                %ij = arith.addi %src_off, %j : i64
-                %pp = llvm.getelementptr %buf[%ij] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
-                %x = llvm.load %pp : !llvm.ptr<3> -> f32
-                %mm = arith.maximumf %mx, %x : f32
-                scf.yield %mm : f32
-              }
+              %m = func.call @slice_max(%src_off, %cnt) : (i64, i64) -> f32
               %ap = llvm.getelementptr %acc[%l] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, f32
               %old = llvm.load %ap : !llvm.ptr<3> -> f32
               %new = arith.maximumf %old, %m : f32

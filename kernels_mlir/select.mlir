@@ -5,9 +5,11 @@
 // scores_k [B, Hkv, S_total] of kv head h / (H / Hkv) (fp32), writes the tile's slots
 // [t * per_tile, (t + 1) * per_tile) of indices [B, H, S_sel] (pyramid positions, int32) and, for
 // every kept entry, inv [B, H, S_total] = its slot (the runtime clears inv to -1 first; entries
-// never kept stay -1), per_tile = tile_len + (L - 1) * 128 * P.
+// never kept stay -1), per_tile = tile_len + (L - 1) * REFINED * P.
 //
-// Constants: P (pooling), L (levels), THREADS (block size, >= 128).
+// Constants: P (pooling), L (levels), SET (|A| = |B|, 64), REFINED (entries refined per level of
+//   a tile: 2 SET = 128; a power of two), THREADS (block size, >= REFINED); SET and REFINED
+//   come from runtime/algorithm.h.
 // Arguments: scores_q, scores_k, indices, inv : !llvm.ptr<1>;
 //   n (N), heads (H), kv_heads (Hkv), s_total, s_sel, tile_len : i64.
 // Launch: grid (T, H, B), block (THREADS), no dynamic shared memory.
@@ -15,17 +17,17 @@
 // How. Candidates of a level are kept in position order as a list: at the coarsest level the
 // tile's entries, below it the children of the refined entries, the r-th refined parent's
 // children being list entries r*P .. r*P+P-1. Nothing per candidate is stored:
-//  - A (64 highest scores_q, ties to the lower position) is found by a radix select over the
+//  - A (SET highest scores_q, ties to the lower position) is found by a radix select over the
 //    order-preserving integer image of the scores (4 passes of 8 bits with a shared
 //    histogram); it leaves a threshold key and how many candidates equal to it belong to A, and
 //    the list index of the last of those (found by counting per thread over contiguous ranges)
 //    closes the definition: A = {key > thr} + {key == thr and index <= cut}. B is the same over
 //    the candidates outside A with scores_k. Counts are exact integers, so the result does not
 //    depend on thread timing.
-//  - The 128 refined entries of every level (their list index and position) are compacted in
+//  - The REFINED entries of every level (their list index and position) are compacted in
 //    list order by a per-thread count and an exclusive scan.
 //  - Order: a refined entry's subtree holds 1 + sum of its children's subtree sizes (a child
-//    that is not refined counts 1); sizes go bottom-up over the 128 refined entries per level
+//    that is not refined counts 1); sizes go bottom-up over the REFINED entries per level
 //    with E[r] = sum over refined r' < r of (size - 1). A list entry j then starts at
 //    j + E[#refined before j] relative to its list, its parent's subtree starts where the
 //    parent's first child does, and every entry's slot is start + size - 1 (children first,
@@ -33,14 +35,211 @@
 // Scores are assumed finite or +-inf (they are norms): NaN orders above +inf here.
 module attributes {gpu.container_module} {
 gpu.module @select_order [{{TARGET}}] {
+  {{include grid}}
+
   llvm.mlir.global internal @hist() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<256 x i32>
   llvm.mlir.global internal @cnt() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{THREADS}} x i32>
   llvm.mlir.global internal @ctl() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<4 x i32>
-  llvm.mlir.global internal @refcand() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * 128}} x i32>
-  llvm.mlir.global internal @refpos() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * 128}} x i32>
-  llvm.mlir.global internal @rsize() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * 128}} x i32>
-  llvm.mlir.global internal @rstart() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * 128}} x i32>
-  llvm.mlir.global internal @epre() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * 129}} x i32>
+  llvm.mlir.global internal @refcand() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * REFINED}} x i32>
+  llvm.mlir.global internal @refpos() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * REFINED}} x i32>
+  llvm.mlir.global internal @rsize() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * REFINED}} x i32>
+  llvm.mlir.global internal @rstart() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * REFINED}} x i32>
+  llvm.mlir.global internal @epre() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * (REFINED + 1)}} x i32>
+
+  // ---- helpers (inlined where they are called) -----------------------------------------------
+
+  // off_l = n_0 + ... + n_(l-1), n_i = N / P^i: where level l starts in a row of the scores.
+  func.func private @level_offset(%n: i64, %l: i64) -> i64 {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %cP = arith.constant {{P}} : i64
+    %offs:2 = scf.for %j = %c0 to %l step %c1 iter_args(%o = %c0, %f = %c1) -> (i64, i64) : i64 {
+      %nl = arith.divui %n, %f : i64
+      %o2 = arith.addi %o, %nl : i64
+      %f2 = arith.muli %f, %cP : i64
+      scf.yield %o2, %f2 : i64, i64
+    }
+    return %offs#0 : i64
+  }
+
+  // The level li-th from the coarsest: l, whether it is the coarsest (its list is the tile's
+  // entries, else the children of the refined entries above), its list's length, where it starts
+  // in a row of the scores, and where the refined list of level l + 1 starts.
+  func.func private @level_list(%li: i64, %n: i64, %tile_len: i64) -> (i64, i1, i64, i64, i64) {
+    %c1 = arith.constant 1 : i64
+    %cC = arith.constant {{L - 1}} : i64
+    %cFine = arith.constant {{REFINED * P}} : i64
+    %cRefined = arith.constant {{REFINED}} : i64
+    %l = arith.subi %cC, %li : i64
+    %is_c = arith.cmpi eq, %l, %cC : i64
+    %m = arith.select %is_c, %tile_len, %cFine : i64
+    %off_l = func.call @level_offset(%n, %l) : (i64, i64) -> i64
+    %lp1 = arith.addi %l, %c1 : i64
+    %par_base = arith.muli %lp1, %cRefined : i64
+    return %l, %is_c, %m, %off_l, %par_base : i64, i1, i64, i64, i64
+  }
+
+  // Entry j of a finer level's candidate list is child j % P of the (j / P)-th refined entry of
+  // the level above, whose refined list starts at par_base: the child's position inside its
+  // level, and the parent's index into the refined lists (refpos, rstart, ...).
+  func.func private @child_pos(%j: i64, %par_base: i64) -> (i64, i64) {
+    %cP = arith.constant {{P}} : i64
+    %refpos = llvm.mlir.addressof @refpos : !llvm.ptr<3>
+    %par = arith.divui %j, %cP : i64
+    %jj = arith.remui %j, %cP : i64
+    %pi = arith.addi %par_base, %par : i64
+    %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+    %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
+    %pv = arith.extsi %pv32 : i32 to i64
+    %pvp = arith.muli %pv, %cP : i64
+    %pf = arith.addi %pvp, %jj : i64
+    return %pf, %pi : i64, i64
+  }
+
+  // The position inside its level of candidate j: the tile's entry j at the coarsest level
+  // (is_c, the tile starting at tile_pos0), else a child as in @child_pos.
+  func.func private @list_pos(%j: i64, %is_c: i1, %tile_pos0: i64, %par_base: i64) -> i64 {
+    %pos = scf.if %is_c -> (i64) {
+      %pc = arith.addi %tile_pos0, %j : i64
+      scf.yield %pc : i64
+    } else {
+      %pf, %pi = func.call @child_pos(%j, %par_base) : (i64, i64) -> (i64, i64)
+      scf.yield %pf : i64
+    }
+    return %pos : i64
+  }
+
+  // The score at scores[base + pos] as an order-preserving unsigned key: a higher score has a
+  // higher key, -0 and +0 are one key, NaN sorts above +inf.
+  func.func private @score_key(%scores: !llvm.ptr<1>, %base: i64, %pos: i64) -> i32 {
+    %i0 = arith.constant 0 : i32
+    %iabs = arith.constant 2147483647 : i32
+    %isign = arith.constant -2147483648 : i32
+    %iones = arith.constant -1 : i32
+    %i = arith.addi %base, %pos : i64
+    %p = llvm.getelementptr %scores[%i] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
+    %x = llvm.load %p : !llvm.ptr<1> -> f32
+    %bits = arith.bitcast %x : f32 to i32
+    %abs = arith.andi %bits, %iabs : i32
+    %zero = arith.cmpi eq, %abs, %i0 : i32
+    %neg = arith.cmpi slt, %bits, %i0 : i32
+    %flipped = arith.xori %bits, %iones : i32
+    %signed = arith.ori %bits, %isign : i32
+    %key0 = arith.select %neg, %flipped, %signed : i32
+    %key = arith.select %zero, %isign, %key0 : i32
+    return %key : i32
+  }
+
+  // Whether candidate j with this key is in the set found with threshold key thr and cut: a
+  // higher key, or the threshold key at a list index up to the cut (ties go to lower indices).
+  func.func private @in_set(%key: i32, %thr: i32, %j: i64, %cut: i64) -> i1 {
+    %gt = arith.cmpi ugt, %key, %thr : i32
+    %eq = arith.cmpi eq, %key, %thr : i32
+    %le = arith.cmpi sle, %j, %cut : i64
+    %tie = arith.andi %eq, %le : i1
+    %in = arith.ori %gt, %tie : i1
+    return %in : i1
+  }
+
+  // Candidate j while set A (is_b false) or set B (is_b true) is selected: the key it is ranked
+  // by (its scores_q's, or its scores_k's for B) and whether it competes (for B: not in A, whose
+  // threshold and cut are thr_a, cut_a).
+  func.func private @candidate(%j: i64, %is_c: i1, %tile_pos0: i64, %par_base: i64,
+                               %sq: !llvm.ptr<1>, %qlev: i64, %sk: !llvm.ptr<1>, %klev: i64,
+                               %thr_a: i32, %cut_a: i64, %is_b: i1) -> (i32, i1) {
+    %true = arith.constant true
+    %pos = func.call @list_pos(%j, %is_c, %tile_pos0, %par_base) : (i64, i1, i64, i64) -> i64
+    %kq = func.call @score_key(%sq, %qlev, %pos) : (!llvm.ptr<1>, i64, i64) -> i32
+    %in_a = func.call @in_set(%kq, %thr_a, %j, %cut_a) : (i32, i32, i64, i64) -> i1
+    %in_a_b = arith.andi %in_a, %is_b : i1
+    %elig = arith.xori %in_a_b, %true : i1
+    %key = scf.if %is_b -> (i32) {
+      %kk = func.call @score_key(%sk, %klev, %pos) : (!llvm.ptr<1>, i64, i64) -> i32
+      scf.yield %kk : i32
+    } else {
+      scf.yield %kq : i32
+    }
+    return %key, %elig : i32, i1
+  }
+
+  // One step of a scan for the first entry at which a running count reaches `need`: the count
+  // with this entry's `count` added, and whether this entry is that first one (none was found
+  // before: `found` is false).
+  func.func private @first_reaching(%cum: i32, %count: i32, %need: i32, %found: i1) -> (i32, i1) {
+    %true = arith.constant true
+    %cum2 = arith.addi %cum, %count : i32
+    %reach = arith.cmpi sge, %cum2, %need : i32
+    %nf = arith.xori %found, %true : i1
+    %take = arith.andi %reach, %nf : i1
+    return %cum2, %take : i32, i1
+  }
+
+  // Counting the candidates tied at the threshold key: whether this one is a competing tie
+  // (`hit`), and the count with it.
+  func.func private @count_tie(%key: i32, %elig: i1, %thr: i32, %cc: i32) -> (i32, i1) {
+    %eqt = arith.cmpi eq, %key, %thr : i32
+    %hit = arith.andi %eqt, %elig : i1
+    %inc = arith.extui %hit : i1 to i32
+    %cc2 = arith.addi %cc, %inc : i32
+    return %cc2, %hit : i32, i1
+  }
+
+  // refcand[i]: a refined entry's index in its level's candidate list.
+  func.func private @refcand_at(%base: i64, %r: i64) -> i32 {
+    %refcand = llvm.mlir.addressof @refcand : !llvm.ptr<3>
+    %i = arith.addi %base, %r : i64
+    %p = llvm.getelementptr %refcand[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+    %v = llvm.load %p : !llvm.ptr<3> -> i32
+    return %v : i32
+  }
+
+  // How many entries of the refined list at refcand[base ..] (REFINED list indices, increasing,
+  // unused slots INT_MAX) are below x: a binary search of log2(REFINED) + 1 steps.
+  func.func private @refined_below(%base: i64, %x: i32) -> i64 {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %c2 = arith.constant 2 : i64
+    %cSteps = arith.constant {{log2(REFINED) + 1}} : i64
+    %cRefined = arith.constant {{REFINED}} : i64
+    %true = arith.constant true
+    %lb:2 = scf.for %it = %c0 to %cSteps step %c1 iter_args(%lo = %c0, %hi = %cRefined) -> (i64, i64) : i64 {
+      %open = arith.cmpi ult, %lo, %hi : i64
+      %s = arith.addi %lo, %hi : i64
+      %mid = arith.divui %s, %c2 : i64
+      %midx = arith.select %open, %mid, %c0 : i64
+      %av = func.call @refcand_at(%base, %midx) : (i64, i64) -> i32
+      %less = arith.cmpi slt, %av, %x : i32
+      %go_r = arith.andi %open, %less : i1
+      %nless = arith.xori %less, %true : i1
+      %go_l = arith.andi %open, %nless : i1
+      %mid1 = arith.addi %mid, %c1 : i64
+      %lo2 = arith.select %go_r, %mid1, %lo : i64
+      %hi2 = arith.select %go_l, %mid, %hi : i64
+      scf.yield %lo2, %hi2 : i64, i64
+    }
+    return %lb#0 : i64
+  }
+
+  // E[r] of the level whose E prefix starts at epre[ebase], as i64.
+  func.func private @e_at(%ebase: i64, %r: i64) -> i64 {
+    %epre = llvm.mlir.addressof @epre : !llvm.ptr<3>
+    %i = arith.addi %ebase, %r : i64
+    %p = llvm.getelementptr %epre[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+    %e32 = llvm.load %p : !llvm.ptr<3> -> i32
+    %e = arith.extsi %e32 : i32 to i64
+    return %e : i64
+  }
+
+  // @refined_below for two list indices x and y.
+  func.func private @refined_below2(%cbase: i64, %x: i64, %y: i64) -> (i64, i64) {
+    %x32 = arith.trunci %x : i64 to i32
+    %y32 = arith.trunci %y : i64 to i32
+    %lbx = func.call @refined_below(%cbase, %x32) : (i64, i32) -> i64
+    %lby = func.call @refined_below(%cbase, %y32) : (i64, i32) -> i64
+    return %lbx, %lby : i64, i64
+  }
+
+  // ---- the kernels -----------------------------------------------------------------------------
 
   gpu.func @lh_select_order(%sq: !llvm.ptr<1>, %sk: !llvm.ptr<1>, %indices: !llvm.ptr<1>, %inv: !llvm.ptr<1>,
                             %n: i64, %heads: i64, %kv_heads: i64, %s_total: i64, %s_sel: i64,
@@ -49,46 +248,31 @@ gpu.module @select_order [{{TARGET}}] {
     %c1 = arith.constant 1 : i64
     %c2 = arith.constant 2 : i64
     %c4 = arith.constant 4 : i64
-    %c8 = arith.constant 8 : i64
-    %c128 = arith.constant 128 : i64
-    %c129 = arith.constant 129 : i64
     %c256 = arith.constant 256 : i64
+    %cRefined = arith.constant {{REFINED}} : i64
+    %cRefined1 = arith.constant {{REFINED + 1}} : i64
     %cP = arith.constant {{P}} : i64
     %cL = arith.constant {{L}} : i64
     %cC = arith.constant {{L - 1}} : i64
-    %cFine = arith.constant {{128 * P}} : i64
+    %cFine = arith.constant {{REFINED * P}} : i64
     %cThreads = arith.constant {{THREADS}} : i64
     %i0 = arith.constant 0 : i32
     %i1 = arith.constant 1 : i32
     %i8 = arith.constant 8 : i32
     %i24 = arith.constant 24 : i32
-    %i64c = arith.constant 64 : i32
+    %iSet = arith.constant {{SET}} : i32
     %i255 = arith.constant 255 : i32
-    %iabs = arith.constant 2147483647 : i32
-    %isign = arith.constant -2147483648 : i32
-    %iones = arith.constant -1 : i32
     %imax = arith.constant 2147483647 : i32
     %false = arith.constant false
     %true = arith.constant true
 
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %t = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %t, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
     %is_t0 = arith.cmpi eq, %tid, %c0 : i64
 
     %group = arith.divui %heads, %kv_heads : i64
     %hk = arith.divui %h, %group : i64
-    %bh0 = arith.muli %b, %heads : i64
-    %bh = arith.addi %bh0, %h : i64
-    %q_base = arith.muli %bh, %s_total : i64
-    %bk0 = arith.muli %b, %kv_heads : i64
-    %bk = arith.addi %bk0, %hk : i64
-    %k_base = arith.muli %bk, %s_total : i64
+    %bh, %q_base = func.call @head_row(%b, %h, %heads, %s_total) : (i64, i64, i64, i64) -> (i64, i64)
+    %bk, %k_base = func.call @head_row(%b, %hk, %kv_heads, %s_total) : (i64, i64, i64, i64) -> (i64, i64)
     %ind_base = arith.muli %bh, %s_sel : i64
     %fine_all0 = arith.muli %cC, %cFine : i64
     %per_tile = arith.addi %tile_len, %fine_all0 : i64
@@ -105,11 +289,11 @@ gpu.module @select_order [{{TARGET}}] {
     %epre = llvm.mlir.addressof @epre : !llvm.ptr<3>
 
     // Level 0 has no refined entries: an empty list (all slots past any index) and E = 0.
-    scf.for %i = %tid to %c128 step %cThreads : i64 {
+    scf.for %i = %tid to %cRefined step %cThreads : i64 {
       %p = llvm.getelementptr %refcand[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
       llvm.store %imax, %p : i32, !llvm.ptr<3>
     }
-    scf.for %i = %tid to %c129 step %cThreads : i64 {
+    scf.for %i = %tid to %cRefined1 step %cThreads : i64 {
       %p = llvm.getelementptr %epre[%i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
       llvm.store %i0, %p : i32, !llvm.ptr<3>
     }
@@ -117,19 +301,7 @@ gpu.module @select_order [{{TARGET}}] {
 
     // ---- 1. the cascade, coarsest level first ----------------------------------------------
     scf.for %li = %c0 to %cC step %c1 : i64 {
-      %l = arith.subi %cC, %li : i64
-      %is_c = arith.cmpi eq, %l, %cC : i64
-      %m = arith.select %is_c, %tile_len, %cFine : i64
-      // off_l = n_0 + ... + n_(l-1)
-      %offs:2 = scf.for %j = %c0 to %l step %c1 iter_args(%o = %c0, %f = %c1) -> (i64, i64) : i64 {
-        %nl = arith.divui %n, %f : i64
-        %o2 = arith.addi %o, %nl : i64
-        %f2 = arith.muli %f, %cP : i64
-        scf.yield %o2, %f2 : i64, i64
-      }
-      %off_l = arith.addi %offs#0, %c0 : i64
-      %lp1 = arith.addi %l, %c1 : i64
-      %par_base = arith.muli %lp1, %c128 : i64   // refined lists of level l + 1
+      %l, %is_c, %m, %off_l, %par_base = func.call @level_list(%li, %n, %tile_len) : (i64, i64, i64) -> (i64, i1, i64, i64, i64)
       %qlev = arith.addi %q_base, %off_l : i64
       %klev = arith.addi %k_base, %off_l : i64
       // contiguous range of list entries per thread (for counts that must respect list order)
@@ -149,8 +321,8 @@ gpu.module @select_order [{{TARGET}}] {
         %cut_a32 = llvm.load %ap1 : !llvm.ptr<3> -> i32
         %cut_a = arith.extsi %cut_a32 : i32 to i64
 
-        // radix select of the 64-th best key among the eligible candidates
-        %rs:3 = scf.for %d = %c0 to %c4 step %c1 iter_args(%prefix = %i0, %mask = %i0, %rem = %i64c) -> (i32, i32, i32) : i64 {
+        // radix select of the SET-th best key among the eligible candidates
+        %rs:3 = scf.for %d = %c0 to %c4 step %c1 iter_args(%prefix = %i0, %mask = %i0, %rem = %iSet) -> (i32, i32, i32) : i64 {
           %d32 = arith.trunci %d : i64 to i32
           %d8 = arith.muli %d32, %i8 : i32
           %shift = arith.subi %i24, %d8 : i32
@@ -161,54 +333,8 @@ gpu.module @select_order [{{TARGET}}] {
           gpu.barrier
           scf.for %j = %tid to %m step %cThreads : i64 {
             // position of list entry j inside level l
-            %pos = scf.if %is_c -> (i64) {
-              %pc = arith.addi %tile_pos0, %j : i64
-              scf.yield %pc : i64
-            } else {
-              %par = arith.divui %j, %cP : i64
-              %jj = arith.remui %j, %cP : i64
-              %pi = arith.addi %par_base, %par : i64
-              %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-              %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
-              %pv = arith.extsi %pv32 : i32 to i64
-              %pvp = arith.muli %pv, %cP : i64
-              %pf = arith.addi %pvp, %jj : i64
-              scf.yield %pf : i64
-            }
-            %qi = arith.addi %qlev, %pos : i64
-            %qp = llvm.getelementptr %sq[%qi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-            %xq = llvm.load %qp : !llvm.ptr<1> -> f32
-            %bq = arith.bitcast %xq : f32 to i32
-            %aq = arith.andi %bq, %iabs : i32
-            %zq = arith.cmpi eq, %aq, %i0 : i32
-            %nq = arith.cmpi slt, %bq, %i0 : i32
-            %fq = arith.xori %bq, %iones : i32
-            %oq = arith.ori %bq, %isign : i32
-            %kq0 = arith.select %nq, %fq, %oq : i32
-            %kq = arith.select %zq, %isign, %kq0 : i32
-            %gt_a = arith.cmpi ugt, %kq, %thr_a : i32
-            %eq_a = arith.cmpi eq, %kq, %thr_a : i32
-            %le_a = arith.cmpi sle, %j, %cut_a : i64
-            %tie_a = arith.andi %eq_a, %le_a : i1
-            %in_a = arith.ori %gt_a, %tie_a : i1
-            %in_a_b = arith.andi %in_a, %is_b : i1
-            %elig = arith.xori %in_a_b, %true : i1
-            %key = scf.if %is_b -> (i32) {
-              %ki = arith.addi %klev, %pos : i64
-              %kp = llvm.getelementptr %sk[%ki] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-              %xk = llvm.load %kp : !llvm.ptr<1> -> f32
-              %bk_ = arith.bitcast %xk : f32 to i32
-              %ak = arith.andi %bk_, %iabs : i32
-              %zk = arith.cmpi eq, %ak, %i0 : i32
-              %nk = arith.cmpi slt, %bk_, %i0 : i32
-              %fk = arith.xori %bk_, %iones : i32
-              %ok = arith.ori %bk_, %isign : i32
-              %kk0 = arith.select %nk, %fk, %ok : i32
-              %kk = arith.select %zk, %isign, %kk0 : i32
-              scf.yield %kk : i32
-            } else {
-              scf.yield %kq : i32
-            }
+            %key, %elig = func.call @candidate(%j, %is_c, %tile_pos0, %par_base, %sq, %qlev, %sk, %klev, %thr_a, %cut_a, %is_b)
+              : (i64, i1, i64, i64, !llvm.ptr<1>, i64, !llvm.ptr<1>, i64, i32, i64, i1) -> (i32, i1)
             %masked = arith.andi %key, %mask : i32
             %pm = arith.cmpi eq, %masked, %prefix : i32
             %hit = arith.andi %pm, %elig : i1
@@ -227,10 +353,7 @@ gpu.module @select_order [{{TARGET}}] {
             %gi1 = arith.subi %gi, %c1 : i64
             %hp = llvm.getelementptr %hist[%gi1] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
             %hc = llvm.load %hp : !llvm.ptr<3> -> i32
-            %cum2 = arith.addi %cum, %hc : i32
-            %reach = arith.cmpi sge, %cum2, %rem : i32
-            %nf = arith.xori %found, %true : i1
-            %take = arith.andi %reach, %nf : i1
+            %cum2, %take = func.call @first_reaching(%cum, %hc, %rem, %found) : (i32, i32, i32, i1) -> (i32, i1)
             %gi32 = arith.trunci %gi1 : i64 to i32
             %gsel2 = arith.select %take, %gi32, %gsel : i32
             %above2 = arith.select %take, %cum, %above : i32
@@ -250,58 +373,9 @@ gpu.module @select_order [{{TARGET}}] {
 
         // how many eligible candidates equal the threshold, per thread over its own range
         %ties = scf.for %j = %j_lo to %j_hi step %c1 iter_args(%cc = %i0) -> (i32) : i64 {
-          %pos = scf.if %is_c -> (i64) {
-            %pc = arith.addi %tile_pos0, %j : i64
-            scf.yield %pc : i64
-          } else {
-            %par = arith.divui %j, %cP : i64
-            %jj = arith.remui %j, %cP : i64
-            %pi = arith.addi %par_base, %par : i64
-            %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-            %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
-            %pv = arith.extsi %pv32 : i32 to i64
-            %pvp = arith.muli %pv, %cP : i64
-            %pf = arith.addi %pvp, %jj : i64
-            scf.yield %pf : i64
-          }
-          %qi = arith.addi %qlev, %pos : i64
-          %qp = llvm.getelementptr %sq[%qi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-          %xq = llvm.load %qp : !llvm.ptr<1> -> f32
-          %bq = arith.bitcast %xq : f32 to i32
-          %aq = arith.andi %bq, %iabs : i32
-          %zq = arith.cmpi eq, %aq, %i0 : i32
-          %nq = arith.cmpi slt, %bq, %i0 : i32
-          %fq = arith.xori %bq, %iones : i32
-          %oq = arith.ori %bq, %isign : i32
-          %kq0 = arith.select %nq, %fq, %oq : i32
-          %kq = arith.select %zq, %isign, %kq0 : i32
-          %gt_a = arith.cmpi ugt, %kq, %thr_a : i32
-          %eq_a = arith.cmpi eq, %kq, %thr_a : i32
-          %le_a = arith.cmpi sle, %j, %cut_a : i64
-          %tie_a = arith.andi %eq_a, %le_a : i1
-          %in_a = arith.ori %gt_a, %tie_a : i1
-          %in_a_b = arith.andi %in_a, %is_b : i1
-          %elig = arith.xori %in_a_b, %true : i1
-          %key = scf.if %is_b -> (i32) {
-            %ki = arith.addi %klev, %pos : i64
-            %kp = llvm.getelementptr %sk[%ki] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-            %xk = llvm.load %kp : !llvm.ptr<1> -> f32
-            %bk_ = arith.bitcast %xk : f32 to i32
-            %ak = arith.andi %bk_, %iabs : i32
-            %zk = arith.cmpi eq, %ak, %i0 : i32
-            %nk = arith.cmpi slt, %bk_, %i0 : i32
-            %fk = arith.xori %bk_, %iones : i32
-            %ok = arith.ori %bk_, %isign : i32
-            %kk0 = arith.select %nk, %fk, %ok : i32
-            %kk = arith.select %zk, %isign, %kk0 : i32
-            scf.yield %kk : i32
-          } else {
-            scf.yield %kq : i32
-          }
-          %eqt = arith.cmpi eq, %key, %thr : i32
-          %hit = arith.andi %eqt, %elig : i1
-          %inc = arith.extui %hit : i1 to i32
-          %cc2 = arith.addi %cc, %inc : i32
+          %key, %elig = func.call @candidate(%j, %is_c, %tile_pos0, %par_base, %sq, %qlev, %sk, %klev, %thr_a, %cut_a, %is_b)
+            : (i64, i1, i64, i64, !llvm.ptr<1>, i64, !llvm.ptr<1>, i64, i32, i64, i1) -> (i32, i1)
+          %cc2, %hit = func.call @count_tie(%key, %elig, %thr, %cc) : (i32, i1, i32, i32) -> (i32, i1)
           scf.yield %cc2 : i32
         }
         %cp_own = llvm.getelementptr %cnt[%tid] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
@@ -312,10 +386,7 @@ gpu.module @select_order [{{TARGET}}] {
           %who:4 = scf.for %u = %c0 to %cThreads step %c1 iter_args(%cum = %i0, %found = %false, %uu = %c0, %before = %i0) -> (i32, i1, i64, i32) : i64 {
             %up = llvm.getelementptr %cnt[%u] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
             %uc = llvm.load %up : !llvm.ptr<3> -> i32
-            %cum2 = arith.addi %cum, %uc : i32
-            %reach = arith.cmpi sge, %cum2, %need : i32
-            %nf = arith.xori %found, %true : i1
-            %take = arith.andi %reach, %nf : i1
+            %cum2, %take = func.call @first_reaching(%cum, %uc, %need, %found) : (i32, i32, i32, i1) -> (i32, i1)
             %uu2 = arith.select %take, %u, %uu : i64
             %before2 = arith.select %take, %cum, %before : i32
             %found2 = arith.ori %found, %take : i1
@@ -327,58 +398,9 @@ gpu.module @select_order [{{TARGET}}] {
           %u_hi0 = arith.addi %u_lo0, %range : i64
           %u_hi = arith.minui %u_hi0, %m : i64
           %walk:2 = scf.for %j = %u_lo to %u_hi step %c1 iter_args(%cc = %i0, %cut = %c0) -> (i32, i64) : i64 {
-            %pos = scf.if %is_c -> (i64) {
-              %pc = arith.addi %tile_pos0, %j : i64
-              scf.yield %pc : i64
-            } else {
-              %par = arith.divui %j, %cP : i64
-              %jj = arith.remui %j, %cP : i64
-              %pi = arith.addi %par_base, %par : i64
-              %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-              %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
-              %pv = arith.extsi %pv32 : i32 to i64
-              %pvp = arith.muli %pv, %cP : i64
-              %pf = arith.addi %pvp, %jj : i64
-              scf.yield %pf : i64
-            }
-            %qi = arith.addi %qlev, %pos : i64
-            %qp = llvm.getelementptr %sq[%qi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-            %xq = llvm.load %qp : !llvm.ptr<1> -> f32
-            %bq = arith.bitcast %xq : f32 to i32
-            %aq = arith.andi %bq, %iabs : i32
-            %zq = arith.cmpi eq, %aq, %i0 : i32
-            %nq = arith.cmpi slt, %bq, %i0 : i32
-            %fq = arith.xori %bq, %iones : i32
-            %oq = arith.ori %bq, %isign : i32
-            %kq0 = arith.select %nq, %fq, %oq : i32
-            %kq = arith.select %zq, %isign, %kq0 : i32
-            %gt_a = arith.cmpi ugt, %kq, %thr_a : i32
-            %eq_a = arith.cmpi eq, %kq, %thr_a : i32
-            %le_a = arith.cmpi sle, %j, %cut_a : i64
-            %tie_a = arith.andi %eq_a, %le_a : i1
-            %in_a = arith.ori %gt_a, %tie_a : i1
-            %in_a_b = arith.andi %in_a, %is_b : i1
-            %elig = arith.xori %in_a_b, %true : i1
-            %key = scf.if %is_b -> (i32) {
-              %ki = arith.addi %klev, %pos : i64
-              %kp = llvm.getelementptr %sk[%ki] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-              %xk = llvm.load %kp : !llvm.ptr<1> -> f32
-              %bk_ = arith.bitcast %xk : f32 to i32
-              %ak = arith.andi %bk_, %iabs : i32
-              %zk = arith.cmpi eq, %ak, %i0 : i32
-              %nk = arith.cmpi slt, %bk_, %i0 : i32
-              %fk = arith.xori %bk_, %iones : i32
-              %ok = arith.ori %bk_, %isign : i32
-              %kk0 = arith.select %nk, %fk, %ok : i32
-              %kk = arith.select %zk, %isign, %kk0 : i32
-              scf.yield %kk : i32
-            } else {
-              scf.yield %kq : i32
-            }
-            %eqt = arith.cmpi eq, %key, %thr : i32
-            %hit = arith.andi %eqt, %elig : i1
-            %inc = arith.extui %hit : i1 to i32
-            %cc2 = arith.addi %cc, %inc : i32
+            %key, %elig = func.call @candidate(%j, %is_c, %tile_pos0, %par_base, %sq, %qlev, %sk, %klev, %thr_a, %cut_a, %is_b)
+              : (i64, i1, i64, i64, !llvm.ptr<1>, i64, !llvm.ptr<1>, i64, i32, i64, i1) -> (i32, i1)
+            %cc2, %hit = func.call @count_tie(%key, %elig, %thr, %cc) : (i32, i1, i32, i32) -> (i32, i1)
             %is_target = arith.cmpi eq, %cc2, %target : i32
             %now = arith.andi %hit, %is_target : i1
             %cut2 = arith.select %now, %j, %cut : i64
@@ -406,7 +428,7 @@ gpu.module @select_order [{{TARGET}}] {
       %cut_b32 = llvm.load %cq3 : !llvm.ptr<3> -> i32
       %cut_a = arith.extsi %cut_a32 : i32 to i64
       %cut_b = arith.extsi %cut_b32 : i32 to i64
-      %lbase = arith.muli %l, %c128 : i64
+      %lbase = arith.muli %l, %cRefined : i64
       // two passes over the thread's range: count, then (after the scan) write
       scf.for %pass = %c0 to %c2 step %c1 : i64 {
         %writing = arith.cmpi eq, %pass, %c1 : i64
@@ -418,52 +440,11 @@ gpu.module @select_order [{{TARGET}}] {
           scf.yield %i0 : i32
         }
         %found = scf.for %j = %j_lo to %j_hi step %c1 iter_args(%cc = %start) -> (i32) : i64 {
-          %pos = scf.if %is_c -> (i64) {
-            %pc = arith.addi %tile_pos0, %j : i64
-            scf.yield %pc : i64
-          } else {
-            %par = arith.divui %j, %cP : i64
-            %jj = arith.remui %j, %cP : i64
-            %pi = arith.addi %par_base, %par : i64
-            %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-            %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
-            %pv = arith.extsi %pv32 : i32 to i64
-            %pvp = arith.muli %pv, %cP : i64
-            %pf = arith.addi %pvp, %jj : i64
-            scf.yield %pf : i64
-          }
-          %qi = arith.addi %qlev, %pos : i64
-          %qp = llvm.getelementptr %sq[%qi] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-          %xq = llvm.load %qp : !llvm.ptr<1> -> f32
-          %bq = arith.bitcast %xq : f32 to i32
-          %aq = arith.andi %bq, %iabs : i32
-          %zq = arith.cmpi eq, %aq, %i0 : i32
-          %nq = arith.cmpi slt, %bq, %i0 : i32
-          %fq = arith.xori %bq, %iones : i32
-          %oq = arith.ori %bq, %isign : i32
-          %kq0 = arith.select %nq, %fq, %oq : i32
-          %kq = arith.select %zq, %isign, %kq0 : i32
-          %ki = arith.addi %klev, %pos : i64
-          %kp = llvm.getelementptr %sk[%ki] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, f32
-          %xk = llvm.load %kp : !llvm.ptr<1> -> f32
-          %bk_ = arith.bitcast %xk : f32 to i32
-          %ak = arith.andi %bk_, %iabs : i32
-          %zk = arith.cmpi eq, %ak, %i0 : i32
-          %nk = arith.cmpi slt, %bk_, %i0 : i32
-          %fk = arith.xori %bk_, %iones : i32
-          %ok = arith.ori %bk_, %isign : i32
-          %kk0 = arith.select %nk, %fk, %ok : i32
-          %kk = arith.select %zk, %isign, %kk0 : i32
-          %gt_a = arith.cmpi ugt, %kq, %thr_a : i32
-          %eq_a = arith.cmpi eq, %kq, %thr_a : i32
-          %le_a = arith.cmpi sle, %j, %cut_a : i64
-          %tie_a = arith.andi %eq_a, %le_a : i1
-          %in_a = arith.ori %gt_a, %tie_a : i1
-          %gt_b = arith.cmpi ugt, %kk, %thr_b : i32
-          %eq_b = arith.cmpi eq, %kk, %thr_b : i32
-          %le_b = arith.cmpi sle, %j, %cut_b : i64
-          %tie_b = arith.andi %eq_b, %le_b : i1
-          %in_b = arith.ori %gt_b, %tie_b : i1
+          %pos = func.call @list_pos(%j, %is_c, %tile_pos0, %par_base) : (i64, i1, i64, i64) -> i64
+          %kq = func.call @score_key(%sq, %qlev, %pos) : (!llvm.ptr<1>, i64, i64) -> i32
+          %kk = func.call @score_key(%sk, %klev, %pos) : (!llvm.ptr<1>, i64, i64) -> i32
+          %in_a = func.call @in_set(%kq, %thr_a, %j, %cut_a) : (i32, i32, i64, i64) -> i1
+          %in_b = func.call @in_set(%kk, %thr_b, %j, %cut_b) : (i32, i32, i64, i64) -> i1
           %refd = arith.ori %in_a, %in_b : i1
           %store = arith.andi %refd, %writing : i1
           scf.if %store {
@@ -504,51 +485,16 @@ gpu.module @select_order [{{TARGET}}] {
     // ---- 2. subtree sizes, finest refined level first ---------------------------------------
     scf.for %l = %c1 to %cL step %c1 : i64 {
       %lm1 = arith.subi %l, %c1 : i64
-      %cbase = arith.muli %lm1, %c128 : i64
-      %ebase = arith.muli %lm1, %c129 : i64
-      %lbase = arith.muli %l, %c128 : i64
-      scf.for %k = %tid to %c128 step %cThreads : i64 {
+      %cbase = arith.muli %lm1, %cRefined : i64
+      %ebase = arith.muli %lm1, %cRefined1 : i64
+      %lbase = arith.muli %l, %cRefined : i64
+      scf.for %k = %tid to %cRefined step %cThreads : i64 {
         %kp = arith.muli %k, %cP : i64
         %k1p = arith.addi %kp, %cP : i64
-        %x0 = arith.trunci %kp : i64 to i32
-        %x1 = arith.trunci %k1p : i64 to i32
         // lower bounds of the children's range in the refined list of level l - 1
-        %lb0:2 = scf.for %it = %c0 to %c8 step %c1 iter_args(%lo = %c0, %hi = %c128) -> (i64, i64) : i64 {
-          %open = arith.cmpi ult, %lo, %hi : i64
-          %s = arith.addi %lo, %hi : i64
-          %mid = arith.divui %s, %c2 : i64
-          %midx = arith.select %open, %mid, %c0 : i64
-          %ai = arith.addi %cbase, %midx : i64
-          %ap = llvm.getelementptr %refcand[%ai] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-          %av = llvm.load %ap : !llvm.ptr<3> -> i32
-          %less = arith.cmpi slt, %av, %x0 : i32
-          %go_r = arith.andi %open, %less : i1
-          %nless = arith.xori %less, %true : i1
-          %go_l = arith.andi %open, %nless : i1
-          %mid1 = arith.addi %mid, %c1 : i64
-          %lo2 = arith.select %go_r, %mid1, %lo : i64
-          %hi2 = arith.select %go_l, %mid, %hi : i64
-          scf.yield %lo2, %hi2 : i64, i64
-        }
-        %lb1:2 = scf.for %it = %c0 to %c8 step %c1 iter_args(%lo = %c0, %hi = %c128) -> (i64, i64) : i64 {
-          %open = arith.cmpi ult, %lo, %hi : i64
-          %s = arith.addi %lo, %hi : i64
-          %mid = arith.divui %s, %c2 : i64
-          %midx = arith.select %open, %mid, %c0 : i64
-          %ai = arith.addi %cbase, %midx : i64
-          %ap = llvm.getelementptr %refcand[%ai] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-          %av = llvm.load %ap : !llvm.ptr<3> -> i32
-          %less = arith.cmpi slt, %av, %x1 : i32
-          %go_r = arith.andi %open, %less : i1
-          %nless = arith.xori %less, %true : i1
-          %go_l = arith.andi %open, %nless : i1
-          %mid1 = arith.addi %mid, %c1 : i64
-          %lo2 = arith.select %go_r, %mid1, %lo : i64
-          %hi2 = arith.select %go_l, %mid, %hi : i64
-          scf.yield %lo2, %hi2 : i64, i64
-        }
-        %e0i = arith.addi %ebase, %lb0#0 : i64
-        %e1i = arith.addi %ebase, %lb1#0 : i64
+        %lb0, %lb1 = func.call @refined_below2(%cbase, %kp, %k1p) : (i64, i64, i64) -> (i64, i64)
+        %e0i = arith.addi %ebase, %lb0 : i64
+        %e1i = arith.addi %ebase, %lb1 : i64
         %e0p = llvm.getelementptr %epre[%e0i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
         %e1p = llvm.getelementptr %epre[%e1i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
         %e0 = llvm.load %e0p : !llvm.ptr<3> -> i32
@@ -563,10 +509,10 @@ gpu.module @select_order [{{TARGET}}] {
       }
       gpu.barrier
       scf.if %is_t0 {
-        %eb = arith.muli %l, %c129 : i64
+        %eb = arith.muli %l, %cRefined1 : i64
         %e0p = llvm.getelementptr %epre[%eb] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
         llvm.store %i0, %e0p : i32, !llvm.ptr<3>
-        %tot = scf.for %r = %c0 to %c128 step %c1 iter_args(%acc = %i0) -> (i32) : i64 {
+        %tot = scf.for %r = %c0 to %cRefined step %c1 iter_args(%acc = %i0) -> (i32) : i64 {
           %ri = arith.addi %lbase, %r : i64
           %rp = llvm.getelementptr %rsize[%ri] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
           %sz = llvm.load %rp : !llvm.ptr<3> -> i32
@@ -586,20 +532,9 @@ gpu.module @select_order [{{TARGET}}] {
     // level c = L - 1 is the tile itself; levels below are the children lists (level 0 has no
     // refined entries, so its refined list is empty and every entry is a leaf).
     scf.for %li = %c0 to %cL step %c1 : i64 {
-      %l = arith.subi %cC, %li : i64
-      %is_c = arith.cmpi eq, %l, %cC : i64
-      %m = arith.select %is_c, %tile_len, %cFine : i64
-      %offs:2 = scf.for %j = %c0 to %l step %c1 iter_args(%o = %c0, %f = %c1) -> (i64, i64) : i64 {
-        %nl = arith.divui %n, %f : i64
-        %o2 = arith.addi %o, %nl : i64
-        %f2 = arith.muli %f, %cP : i64
-        scf.yield %o2, %f2 : i64, i64
-      }
-      %off_l = arith.addi %offs#0, %c0 : i64
-      %lp1 = arith.addi %l, %c1 : i64
-      %par_base = arith.muli %lp1, %c128 : i64
-      %cbase = arith.muli %l, %c128 : i64
-      %ebase = arith.muli %l, %c129 : i64
+      %l, %is_c, %m, %off_l, %par_base = func.call @level_list(%li, %n, %tile_len) : (i64, i64, i64) -> (i64, i1, i64, i64, i64)
+      %cbase = arith.muli %l, %cRefined : i64
+      %ebase = arith.muli %l, %cRefined1 : i64
       scf.for %j = %tid to %m step %cThreads : i64 {
         // the parent's subtree start and where the parent's first child starts in this list
         %par = arith.divui %j, %cP : i64
@@ -608,13 +543,7 @@ gpu.module @select_order [{{TARGET}}] {
           %pc = arith.addi %tile_pos0, %j : i64
           scf.yield %pc, %c0, %c0 : i64, i64, i64
         } else {
-          %jj = arith.remui %j, %cP : i64
-          %pi = arith.addi %par_base, %par : i64
-          %pp = llvm.getelementptr %refpos[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-          %pv32 = llvm.load %pp : !llvm.ptr<3> -> i32
-          %pv = arith.extsi %pv32 : i32 to i64
-          %pvp = arith.muli %pv, %cP : i64
-          %pf = arith.addi %pvp, %jj : i64
+          %pf, %pi = func.call @child_pos(%j, %par_base) : (i64, i64) -> (i64, i64)
           %sp = llvm.getelementptr %rstart[%pi] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
           %sv32 = llvm.load %sp : !llvm.ptr<3> -> i32
           %sv = arith.extsi %sv32 : i32 to i64
@@ -622,62 +551,21 @@ gpu.module @select_order [{{TARGET}}] {
         }
         %pos = arith.addi %geo#0, %c0 : i64
         %has_parent = arith.cmpi eq, %geo#2, %c1 : i64
+        %lbj, %lbf = func.call @refined_below2(%cbase, %j, %first) : (i64, i64, i64) -> (i64, i64)
         %j32 = arith.trunci %j : i64 to i32
-        %f32_ = arith.trunci %first : i64 to i32
-        %lbj:2 = scf.for %it = %c0 to %c8 step %c1 iter_args(%lo = %c0, %hi = %c128) -> (i64, i64) : i64 {
-          %open = arith.cmpi ult, %lo, %hi : i64
-          %s = arith.addi %lo, %hi : i64
-          %mid = arith.divui %s, %c2 : i64
-          %midx = arith.select %open, %mid, %c0 : i64
-          %ai = arith.addi %cbase, %midx : i64
-          %ap = llvm.getelementptr %refcand[%ai] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-          %av = llvm.load %ap : !llvm.ptr<3> -> i32
-          %less = arith.cmpi slt, %av, %j32 : i32
-          %go_r = arith.andi %open, %less : i1
-          %nless = arith.xori %less, %true : i1
-          %go_l = arith.andi %open, %nless : i1
-          %mid1 = arith.addi %mid, %c1 : i64
-          %lo2 = arith.select %go_r, %mid1, %lo : i64
-          %hi2 = arith.select %go_l, %mid, %hi : i64
-          scf.yield %lo2, %hi2 : i64, i64
-        }
-        %lbf:2 = scf.for %it = %c0 to %c8 step %c1 iter_args(%lo = %c0, %hi = %c128) -> (i64, i64) : i64 {
-          %open = arith.cmpi ult, %lo, %hi : i64
-          %s = arith.addi %lo, %hi : i64
-          %mid = arith.divui %s, %c2 : i64
-          %midx = arith.select %open, %mid, %c0 : i64
-          %ai = arith.addi %cbase, %midx : i64
-          %ap = llvm.getelementptr %refcand[%ai] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-          %av = llvm.load %ap : !llvm.ptr<3> -> i32
-          %less = arith.cmpi slt, %av, %f32_ : i32
-          %go_r = arith.andi %open, %less : i1
-          %nless = arith.xori %less, %true : i1
-          %go_l = arith.andi %open, %nless : i1
-          %mid1 = arith.addi %mid, %c1 : i64
-          %lo2 = arith.select %go_r, %mid1, %lo : i64
-          %hi2 = arith.select %go_l, %mid, %hi : i64
-          scf.yield %lo2, %hi2 : i64, i64
-        }
-        %r = arith.addi %lbj#0, %c0 : i64
-        %ejp_i = arith.addi %ebase, %r : i64
-        %ejp = llvm.getelementptr %epre[%ejp_i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-        %ej32 = llvm.load %ejp : !llvm.ptr<3> -> i32
-        %ej = arith.extsi %ej32 : i32 to i64
-        %efp_i = arith.addi %ebase, %lbf#0 : i64
-        %efp = llvm.getelementptr %epre[%efp_i] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-        %ef32 = llvm.load %efp : !llvm.ptr<3> -> i32
-        %ef = arith.extsi %ef32 : i32 to i64
+        %r = arith.addi %lbj, %c0 : i64
+        %ej = func.call @e_at(%ebase, %r) : (i64, i64) -> i64
+        %ef = func.call @e_at(%ebase, %lbf) : (i64, i64) -> i64
         %ls_j = arith.addi %j, %ej : i64
         %ls_f = arith.addi %first, %ef : i64
         %rel = arith.subi %ls_j, %ls_f : i64
         %with_parent = arith.addi %geo#1, %rel : i64
         %start = arith.select %has_parent, %with_parent, %ls_j : i64
-        // refined here? (r < 128 and refcand[r] == j)
-        %rin = arith.cmpi ult, %r, %c128 : i64
+        // refined here? (r < REFINED and refcand[r] == j)
+        %rin = arith.cmpi ult, %r, %cRefined : i64
         %rsafe = arith.select %rin, %r, %c0 : i64
+        %rcv = func.call @refcand_at(%cbase, %rsafe) : (i64, i64) -> i32
         %rci = arith.addi %cbase, %rsafe : i64
-        %rcp = llvm.getelementptr %refcand[%rci] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-        %rcv = llvm.load %rcp : !llvm.ptr<3> -> i32
         %same = arith.cmpi eq, %rcv, %j32 : i32
         %isref = arith.andi %rin, %same : i1
         %slot = scf.if %isref -> (i64) {
@@ -716,21 +604,12 @@ gpu.module @select_order [{{TARGET}}] {
   gpu.func @lh_invert_indices(%indices: !llvm.ptr<1>, %inv: !llvm.ptr<1>, %heads: i64,
                               %s_total: i64, %s_sel: i64) kernel {
     %cThreads = arith.constant {{THREADS}} : i64
-    %tid_ix = gpu.thread_id x
-    %bx_ix = gpu.block_id x
-    %by_ix = gpu.block_id y
-    %bz_ix = gpu.block_id z
-    %tid = arith.index_cast %tid_ix : index to i64
-    %bx = arith.index_cast %bx_ix : index to i64
-    %h = arith.index_cast %by_ix : index to i64
-    %b = arith.index_cast %bz_ix : index to i64
+    %tid, %bx, %h, %b = func.call @grid_ids() : () -> (i64, i64, i64, i64)
     %s0 = arith.muli %bx, %cThreads : i64
     %s = arith.addi %s0, %tid : i64
     %in = arith.cmpi ult, %s, %s_sel : i64
     scf.if %in {
-      %bh0 = arith.muli %b, %heads : i64
-      %bh = arith.addi %bh0, %h : i64
-      %ib = arith.muli %bh, %s_sel : i64
+      %bh, %ib = func.call @head_row(%b, %h, %heads, %s_sel) : (i64, i64, i64, i64) -> (i64, i64)
       %ii = arith.addi %ib, %s : i64
       %ip = llvm.getelementptr %indices[%ii] : (!llvm.ptr<1>, i64) -> !llvm.ptr<1>, i32
       %pos32 = llvm.load %ip : !llvm.ptr<1> -> i32

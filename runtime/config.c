@@ -1,5 +1,6 @@
 /* config.c - what follows from a validated plan configuration: its sizes (docs/spec.md sections
  * 1-2) and the schedule of its ring attention (section 8). */
+#include "algorithm.h"
 #include "runtime.h"
 
 void lh_config_derive(lh_config *cfg) {
@@ -25,7 +26,7 @@ void lh_config_derive(lh_config *cfg) {
         width *= cfg->pooling;
     }
     cfg->s_total = off;
-    cfg->tiles = topk_chunk / 128;
+    cfg->tiles = topk_chunk / LH_TILE_REFINED;
     int64_t coarse = cfg->level_len[cfg->levels - 1];
     cfg->tile_len = coarse / cfg->tiles;
     cfg->s_chunk = coarse + (cfg->levels - 1) * topk_chunk * cfg->pooling;

@@ -165,7 +165,7 @@ typedef struct lh_config {
     int64_t s_chunk;                     /* S_c: kept entries per chunk, n_c + (L-1) * topk_c * p
                                             (dense: chunk_len) */
     int64_t s_sel;                       /* C * S_c: the local sub-sequence */
-    int64_t tiles;                       /* T = topk_c / 128 */
+    int64_t tiles;                       /* T = topk_c / LH_TILE_REFINED (algorithm.h) */
     int64_t tile_len;                    /* coarsest entries per tile, n_c / T */
 } lh_config;
 

@@ -96,7 +96,7 @@ static lh_status cpu_plan_create(void *context_state, const lh_context_options *
                        sizeof *plan);
     plan->cfg = *cfg;
     if (!(plan->cfg.scale > 0.0))   /* the ffi layer sets the default; keep the SPEC's anyway */
-        plan->cfg.scale = 1.0 / __builtin_sqrt((double)cfg->head_dim);
+        plan->cfg.scale = lh_default_softmax_scale(cfg->head_dim);
     plan->nthreads = thread_count(options);
     size_t a = lh_cpu_attention_scratch_bytes(cfg), s = lh_cpu_select_scratch_bytes(cfg);
     plan->scratch_bytes = lh_cpu_round64(a > s ? a : s);

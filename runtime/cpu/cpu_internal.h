@@ -14,13 +14,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "algorithm.h"
 #include "pipeline.h"
 
 /* Rows (queries) and columns (keys) of one attention block. 64 keeps a block's transposed keys
  * and values in L1/L2 for head dims up to 128 and gives enough blocks for all cores at S = 2K. */
 #define LH_CPU_BLOCK 64
-/* Entries of set A and of set B at every level (docs/spec.md section 2). */
-#define LH_CPU_SET_SIZE 64
 
 typedef struct lh_cpu_plan {
     lh_pipeline pipeline;    /* first: lh_forward / lh_backward run the pipeline on this plan */

@@ -14,7 +14,7 @@
 
 /* Largest candidate list of any level of one tile. */
 static int64_t max_candidates(const lh_config *cfg) {
-    int64_t refined = 2 * LH_CPU_SET_SIZE * cfg->pooling;
+    int64_t refined = LH_TILE_REFINED * cfg->pooling;
     return cfg->tile_len > refined ? cfg->tile_len : refined;
 }
 
@@ -44,18 +44,18 @@ static inline int beats(float sa, int64_t ia, float sb, int64_t ib) {
     return ka > kb || (ka == kb && ia < ib);
 }
 
-/* Marks with `mark` the LH_CPU_SET_SIZE best unmarked candidates by `score` (candidates are
+/* Marks with `mark` the LH_SET_SIZE best unmarked candidates by `score` (candidates are
  * level-local indices in increasing order; score is the level's slice of the scores). Keeps the
  * best so far in a short sorted list: O(n * 64) at worst, O(n) for typical inputs. */
 static void mark_best(const int32_t *cand, int64_t n, const float *score, uint8_t *marks,
                       uint8_t mark) {
-    int64_t best[LH_CPU_SET_SIZE];  /* positions in cand, best first */
+    int64_t best[LH_SET_SIZE];  /* positions in cand, best first */
     int count = 0;
     for (int64_t c = 0; c < n; c++) {
         if (marks[c])
             continue;
         float s = score[cand[c]];
-        if (count == LH_CPU_SET_SIZE) {
+        if (count == LH_SET_SIZE) {
             int64_t last = best[count - 1];
             if (!beats(s, cand[c], score[cand[last]], cand[last]))
                 continue;
@@ -141,7 +141,7 @@ static void select_task(void *arg, int64_t task, int tid) {
         }
         st.count[l - 1] = next;
     }
-    int64_t per_tile = cfg->tile_len + (L - 1) * 2 * LH_CPU_SET_SIZE * p;
+    int64_t per_tile = cfg->tile_len + (L - 1) * LH_TILE_REFINED * p;
     st.out = job->indices + bh * cfg->s_sel + t * per_tile;
     emit(&st, c, 0, st.count[c]);
 }

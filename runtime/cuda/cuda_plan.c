@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "algorithm.h"
 #include "cuda_internal.h"
 
 static bool chunked(const lh_config *c) { return c->ring || c->forward_hook; }
@@ -148,7 +149,7 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
     p->cc = cc;
     p->cfg = *cfg;
-    if (!(p->cfg.scale > 0.0)) p->cfg.scale = 1.0 / __builtin_sqrt((double)cfg->head_dim);
+    if (!(p->cfg.scale > 0.0)) p->cfg.scale = lh_default_softmax_scale(cfg->head_dim);
     lh_config_chunk(&p->cfg, &p->chunk);
     p->dnn = dnn;
     st = cuda_enter(p);

@@ -88,9 +88,6 @@ START_TEST(constants_parse_sorted_and_checked) {
     ck_assert_str_eq(c.key[1], "DTYPE");
     ck_assert_str_eq(c.value[1], "bf16");
     ck_assert_str_eq(c.key[2], "P");
-    char canon[256];
-    lhc_constants_canonical(&c, canon, sizeof canon);
-    ck_assert_str_eq(canon, "D=128\nDTYPE=bf16\nP=4\n");
     ck_assert_int_eq(lhc_constants_parse("", &c), LH_OK);
     ck_assert_int_eq(c.count, 0);
     ck_assert_int_eq(lhc_constants_parse("P=4 P=2", &c), LH_ERROR_INVALID_VALUE);
@@ -107,23 +104,72 @@ START_TEST(template_expressions) {
     ck_assert_int_eq(lhc_constants_parse("X=3 Y=16 S=bf16", &c), LH_OK);
     char *out = NULL;
     ck_assert_int_eq(lhc_template_expand("t", "a {{X}} b {{ X * 2 + 1 }} c {{log2(Y)}} {{min(X, Y)}} "
-                                              "{{max(X,Y) / (X - 1)}} {{Y % 5}} {{S}}", &c, c.count, &out),
+                                              "{{max(X,Y) / (X - 1)}} {{Y % 5}} {{S}}", NULL, 0, &c, c.count, &out),
                      LH_OK);
     ck_assert_str_eq(out, "a 3 b 7 c 4 3 8 1 bf16");
     free(out);
 
-    ck_assert_int_eq(lhc_template_expand("t", "{{X}} {{S}}", &c, c.count, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{X}} {{S}}", NULL, 0, &c, c.count, &out), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "Y"));
-    ck_assert_int_eq(lhc_template_expand("t", "{{X}} {{Y}} {{S}} {{Z}}", &c, c.count, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{X}} {{Y}} {{S}} {{Z}}", NULL, 0, &c, c.count, &out), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "Z"));
-    ck_assert_int_eq(lhc_template_expand("t", "{{X / (Y - 16)}} {{S}}", &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{X / (Y - 16)}} {{S}}", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "zero"));
-    ck_assert_int_eq(lhc_template_expand("t", "{{S + 1}}", &c, 0, &out), LH_ERROR_INVALID_VALUE);
-    ck_assert_int_eq(lhc_template_expand("t", "{{X * 9223372036854775807}}", &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{S + 1}}", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{X * 9223372036854775807}}", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "overflows"));
-    ck_assert_int_eq(lhc_template_expand("t", "{{99999999999999999999}}", &c, 0, &out), LH_ERROR_INVALID_VALUE);
-    ck_assert_int_eq(lhc_template_expand("t", "line\n{{X", &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "{{99999999999999999999}}", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_int_eq(lhc_template_expand("t", "line\n{{X", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
     ck_assert_ptr_nonnull(strstr(lh_error_message(), "line 2"));
+}
+END_TEST
+
+/* {{include NAME}}: shared pieces expanded in place with the kernel's constants; unknown pieces,
+ * cycles and repeated pieces are errors that name the piece and the line. */
+START_TEST(template_includes) {
+    static const lhc_template pieces[] = {
+        {"twice", "x{{X * 2}}"},
+        {"outer", "[{{include twice}}|{{S}}]"},
+        {"loop_a", "a\n{{include loop_b}}"},
+        {"loop_b", "b\n{{include loop_a}}"},
+        {"broken", "line 1\n{{W}}"},
+    };
+    const int count = (int)(sizeof pieces / sizeof pieces[0]);
+    lhc_constants c;
+    ck_assert_int_eq(lhc_constants_parse("X=3 S=bf16", &c), LH_OK);
+    char *out = NULL;
+    /* constants used only inside a piece count as used */
+    ck_assert_int_eq(lhc_template_expand("t", "<{{ include outer }}>", pieces, count, &c, c.count, &out), LH_OK);
+    ck_assert_str_eq(out, "<[x6|bf16]>");
+    free(out);
+
+    ck_assert_int_eq(lhc_template_expand("t", "{{X}}\n{{include nope}} {{S}}", pieces, count, &c, c.count, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "kernel t, line 2: {{include nope}} names no shared piece"));
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "twice, outer"));
+    ck_assert_int_eq(lhc_template_expand("t", "{{include loop_a}}", pieces, count, &c, 0, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(),
+                                 "kernel t, shared piece loop_b, line 2: {{include loop_a}} is a cycle "
+                                 "(loop_a -> loop_b -> loop_a)"));
+    ck_assert_int_eq(lhc_template_expand("t", "{{include twice}} {{include outer}}", pieces, count, &c, 0, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "shared piece outer, line 1: {{include twice}} includes "
+                                                     "that shared piece a second time"));
+    ck_assert_int_eq(lhc_template_expand("t", "{{include broken}}", pieces, count, &c, 0, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "kernel t, shared piece broken, line 2: placeholder {{W}} "
+                                                     "names a constant that was not given"));
+    ck_assert_int_eq(lhc_template_expand("t", "{{include Twice}}", pieces, count, &c, 0, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "needs the name of a shared piece"));
+    /* a constant no text uses is still an error when only pieces are included */
+    ck_assert_int_eq(lhc_template_expand("t", "{{include twice}}", pieces, count, &c, c.count, &out),
+                     LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "no constant named S"));
+    /* no pieces at all */
+    ck_assert_int_eq(lhc_template_expand("t", "{{include twice}}", NULL, 0, &c, 0, &out), LH_ERROR_INVALID_VALUE);
+    ck_assert_ptr_nonnull(strstr(lh_error_message(), "holds: none"));
 }
 END_TEST
 
@@ -422,6 +468,57 @@ START_TEST(malformed_source_reports_mlir_diagnostic) {
 }
 END_TEST
 
+/* func.func helpers are inlined wherever they are called (a gpu.func's own body, scf regions,
+ * other helpers) and dropped: the PTX holds the kernel alone. A helper that calls itself is a
+ * clean error. */
+START_TEST(helpers_are_inlined_and_dropped) {
+    static const char head[] =
+        "module attributes {gpu.container_module} {\n"
+        "gpu.module @m [#nvvm.target<chip = \"sm_90\">] {\n"
+        "  func.func private @twice(%x: i64) -> i64 {\n"
+        "    %y = arith.addi %x, %x : i64\n"
+        "    return %y : i64\n"
+        "  }\n"
+        "  func.func private @unused() {\n"
+        "    return\n"
+        "  }\n";
+    static const char helper_calls_helper[] =
+        "  func.func private @four(%x: i64) -> i64 {\n"
+        "    %y = func.call @twice(%x) : (i64) -> i64\n"
+        "    %z = func.call @twice(%y) : (i64) -> i64\n"
+        "    return %z : i64\n"
+        "  }\n";
+    static const char kernel[] =
+        "  gpu.func @lh_f(%p: !llvm.ptr<1>, %n: i64) kernel {\n"
+        "    %c0 = arith.constant 0 : i64\n"
+        "    %a = func.call @four(%n) : (i64) -> i64\n"
+        "    %pos = arith.cmpi sgt, %a, %c0 : i64\n"
+        "    scf.if %pos {\n"
+        "      %b = func.call @twice(%a) : (i64) -> i64\n"
+        "      llvm.store %b, %p : i64, !llvm.ptr<1>\n"
+        "    }\n"
+        "    gpu.return\n  }\n}\n}\n";
+    char text[4096];
+    snprintf(text, sizeof text, "%s%s%s", head, helper_calls_helper, kernel);
+    char *ptx = NULL;
+    ck_assert_msg(lhc_mlir_to_ptx("helpers", text, "sm_90", &ptx) == LH_OK, "%s", lh_error_message());
+    ck_assert_ptr_nonnull(strstr(ptx, ".entry lh_f"));
+    ck_assert_ptr_null(strstr(ptx, ".func"));  /* no helper left behind, no call */
+    ck_assert_ptr_null(strstr(ptx, "call"));
+    free(ptx);
+
+    static const char recursive[] =
+        "  func.func private @four(%x: i64) -> i64 {\n"
+        "    %y = func.call @four(%x) : (i64) -> i64\n"
+        "    return %y : i64\n"
+        "  }\n";
+    snprintf(text, sizeof text, "%s%s%s", head, recursive, kernel);
+    ck_assert_int_eq(lhc_mlir_to_ptx("recursive", text, "sm_90", &ptx), LH_ERROR_COMPILE);
+    ck_assert_msg(strstr(lh_error_message(), "helper calls nest more than 16 deep") != NULL, "%s",
+                  lh_error_message());
+}
+END_TEST
+
 START_TEST(unknown_chip_is_a_clean_error) {
     lhc_cache *c = cache_at(dir);
     const lhc_kernel *k = NULL;
@@ -471,6 +568,7 @@ static Suite *compiler_suite(void) {
     TCase *t = tcase_create("templates");
     tcase_add_test(t, constants_parse_sorted_and_checked);
     tcase_add_test(t, template_expressions);
+    tcase_add_test(t, template_includes);
     tcase_add_test(t, templates_embedded_and_plan_kernels);
     tcase_add_test(t, default_cache_dir_follows_environment);
     suite_add_tcase(s, t);
@@ -491,6 +589,7 @@ static Suite *compiler_suite(void) {
         tcase_add_test(t, two_processes_compile_the_same_kernel);
         tcase_add_test(t, threads_share_one_cache);
         tcase_add_test(t, malformed_source_reports_mlir_diagnostic);
+        tcase_add_test(t, helpers_are_inlined_and_dropped);
         tcase_add_test(t, unknown_chip_is_a_clean_error);
         tcase_add_test(t, bad_constants_are_clean_errors);
     } else {
@@ -505,6 +604,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "matrix")) return run_matrix();
     if (argc > 1 && !strcmp(argv[1], "timing")) return run_timing();
     if (argc > 1 && !strcmp(argv[1], "gpu")) return run_gpu();
+    if (argc > 1 && !strcmp(argv[1], "ptx")) return run_ptx();
     SRunner *sr = srunner_create(compiler_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

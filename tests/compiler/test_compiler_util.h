@@ -10,6 +10,7 @@
 int run_matrix(void);
 int run_timing(void);
 int run_gpu(void);
+int run_ptx(void);
 
 /* The kernel descriptors against the templates (test_compiler_kernels.c). */
 TCase *kernels_tcase(void);
