@@ -2,6 +2,11 @@
 lh_add_check_test(test_golden test_golden.c test_util.c)
 lh_add_check_test(test_properties test_properties.c test_util.c)
 target_include_directories(test_golden PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# The dilated scorer against tests/golden-dilated (the same program on the other set).
+lh_add_check_test(test_golden_dilated test_golden.c test_util.c)
+target_include_directories(test_golden_dilated PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_compile_definitions(test_golden_dilated PRIVATE LH_GOLDEN_SET_DILATED
+                           LH_GOLDEN_DILATED_DIR="${LH_GOLDEN_DILATED_DIR}")
 target_include_directories(test_properties PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 # Context parallelism: W virtual ranks on local rings against a direct computation.
 lh_add_check_test(test_cp test_cp.c test_cp_direct.c test_util.c)
