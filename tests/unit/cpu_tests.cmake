@@ -24,3 +24,8 @@ target_include_directories(test_hostile PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 # Hostile numbers: non-finite input, NaN and infinite scores, large logits.
 lh_add_check_test(test_numerics test_numerics.c test_util.c)
 target_include_directories(test_numerics PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# The scorers (docs/spec.md section 10): external scores = the norm scorer bit for bit, the dilated
+# scorer's layouts, the errors of bad scorer parameters and calls.
+lh_add_check_test(test_scorers test_scorers.c test_util.c)
+target_include_directories(test_scorers PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+list(APPEND LH_MEMCHECK_TESTS test_scorers)
