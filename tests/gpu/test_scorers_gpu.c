@@ -15,7 +15,9 @@
  *        outputs      out, dq, dk, dv within the same bounds of the CPU pipeline given the GPU's
  *                     scores (SCORER = EXTERNAL), i.e. the same selection;
  *  (c) external scores equal to the norm scorer's own (lh_scores) reproduce the norm path bit for
- *      bit: out, saved (indices, O_sel, statistics, the kept sub-sequence), dq, dk, dv.
+ *      bit: out, saved (indices, O_sel, statistics, the kept sub-sequence), dq, dk, dv;
+ *  (d) the dilated scorer per chunk on a ring (section 8): a one-rank ring's two chunks select what
+ *      ring-less plans of one chunk select, and its outputs are the CPU ring's given those scores.
  * Outputs are poisoned (NaN) before every call. Exit 77 without a GPU.
  *
  *   test_scorers_gpu [--quick|--tiny]   (--quick: the smaller configurations; --tiny: one small
@@ -300,6 +302,88 @@ static void golden_dilated(int tiny) {
     }
 }
 
+/* ---- (d) the dilated scorer per chunk on a ring --------------------------------------------- */
+
+/* A one-rank local ring holds chunks 0 and 1 of the sequence in one BHND shard (the scorer's
+ * strided view then has the shard's batch stride, not the chunk's). Each chunk's selection must
+ * be that of a ring-less GPU plan of one chunk (N/2 tokens, TOPK/2) on the chunk's tokens
+ * (section 8), and the ring's out and gradients those of the CPU ring given the same scores. */
+static void dilated_ring_chunks(const scfg *c) {
+    lh_ring *ring = NULL, *cring = NULL;
+    LH_MUST(lh_ring_create_local(1, &ring));
+    LH_MUST(lh_ring_create_local(1, &cring));
+    lh_plan *gp, *cp;
+    LH_MUST(lh_plan_create(gpu_ctx, &gp));
+    LH_MUST(lh_plan_create(cpu_ctx, &cp));
+    const struct { lh_param k; int64_t v; } pv[] = {
+        {LH_PARAM_BATCH, c->B}, {LH_PARAM_SEQ_LEN, c->N}, {LH_PARAM_HEADS, c->H},
+        {LH_PARAM_HEAD_DIM, c->D}, {LH_PARAM_LAYOUT, c->layout}, {LH_PARAM_LEVELS, c->L},
+        {LH_PARAM_POOLING, c->p}, {LH_PARAM_TOPK, c->topk}};
+    for (size_t i = 0; i < sizeof pv / sizeof pv[0]; i++) {
+        LH_MUST(lh_plan_set_i64(gp, pv[i].k, pv[i].v));
+        LH_MUST(lh_plan_set_i64(cp, pv[i].k, pv[i].v));
+    }
+    LH_MUST(lh_plan_set_i64(gp, LH_PARAM_DTYPE, c->dtype));
+    LH_MUST(lh_plan_set_i64(gp, LH_PARAM_SCORER, LH_SCORER_DILATED));
+    LH_MUST(lh_plan_set_i64(gp, LH_PARAM_DILATION, c->d));
+    LH_MUST(lh_plan_set_i64(cp, LH_PARAM_SCORER, LH_SCORER_EXTERNAL));
+    LH_MUST(lh_plan_set_ring(gp, ring, 0));
+    LH_MUST(lh_plan_set_ring(cp, cring, 0));
+    LH_MUST(lh_plan_finalize(gp));
+    LH_MUST(lh_plan_finalize(cp));
+    inputs in = inputs_make(c, NULL);
+    gpu_run g = run_gpu(gp, c, &in, NULL, NULL);
+
+    /* each chunk through a ring-less plan of its own: its tokens copied out of the shard */
+    scfg half = *c;
+    half.N = c->N / 2, half.topk = c->topk / 2, half.B = c->B;
+    lh_plan *hp = plan_of(gpu_ctx, &half, c->dtype, LH_SCORER_DILATED);
+    size_t st = query(hp, LH_QUERY_PYRAMID_LEN), ss = query(hp, LH_QUERY_SUBSEQ_LEN);
+    size_t rows = (size_t)c->B * c->H * ss, nsc = (size_t)c->B * c->H * st;
+    size_t nh = in.n[0] / 2, D = (size_t)c->D;
+    float *scores = malloc(4 * nsc * 4); /* [C][B,H,S_t] q scores, then k scores */
+    int32_t *idx = malloc(rows * 4);
+    void *part[3], *dsq = gpu_alloc(&env, nsc * 4), *dsk = gpu_alloc(&env, nsc * 4), *didx = gpu_alloc(&env, rows * 4);
+    void *ws = dev_or_null(query(hp, LH_QUERY_STAGE_WORKSPACE_BYTES));
+    uint16_t *bits = malloc(in.n[0] * 2), *hbits = malloc(nh * 2);
+    size_t bad = 0;
+    for (int i = 0; i < 3; i++) part[i] = gpu_alloc(&env, nh * 2);
+    for (int64_t j = 0; j < 2; j++) {
+        for (int i = 0; i < 3; i++) {
+            gpu_download(&env, bits, in.dev[i], in.n[i] * 2);
+            /* BHND rows of chunk j: tokens [j N/2, (j+1) N/2) of every (b, h) */
+            for (size_t bh = 0; bh < (size_t)(c->B * c->H); bh++)
+                memcpy(hbits + bh * (nh / (size_t)(c->B * c->H)),
+                       bits + (bh * (size_t)c->N + (size_t)j * (size_t)half.N) * D, (size_t)half.N * D * 2);
+            gpu_upload(&env, part[i], hbits, nh * 2);
+        }
+        LH_MUST(lh_scores_qkv(hp, part[0], part[1], part[2], dsq, dsk, ws, NULL));
+        gpu_poison(&env, didx, rows * 4);
+        LH_MUST(lh_select(hp, dsq, dsk, didx, ws, NULL));
+        gpu_download(&env, idx, didx, rows * 4);
+        gpu_download(&env, scores + (size_t)j * nsc, dsq, nsc * 4);
+        gpu_download(&env, scores + (2 + (size_t)j) * nsc, dsk, nsc * 4);
+        for (size_t i = 0; i < rows; i++) bad += idx[i] != ((int32_t *)g.saved)[(size_t)j * rows + i];
+    }
+    check(bad == 0, "dilated_ring_chunks", "%s: %zu of %zu indices of the ring's two chunks differ from "
+          "ring-less plans of one chunk", c->name, bad, 2 * rows);
+    gpu_run ref = run_cpu(cp, &in, scores, scores + 2 * nsc);
+    double e[4] = {rel_error(g.out, ref.out, in.n[0]), rel_error(g.dq, ref.dq, in.n[0]),
+                   rel_error(g.dk, ref.dk, in.n[1]), rel_error(g.dv, ref.dv, in.n[1])};
+    bool ok = true;
+    for (int i = 0; i < 4; i++) ok = ok && e[i] <= bound_of(c->dtype);
+    check(ok, "dilated_ring_outputs", "%s: out %.2e dq %.2e dk %.2e dv %.2e against the CPU ring given the "
+          "same scores", c->name, e[0], e[1], e[2], e[3]);
+    gpu_run_free(&g), gpu_run_free(&ref);
+    for (int i = 0; i < 3; i++) gpu_free(&env, part[i]);
+    gpu_free(&env, dsq), gpu_free(&env, dsk), gpu_free(&env, didx);
+    if (ws) gpu_free(&env, ws);
+    free(scores), free(idx), free(bits), free(hbits);
+    inputs_free(&in);
+    lh_plan_destroy(hp), lh_plan_destroy(gp), lh_plan_destroy(cp);
+    lh_ring_destroy(ring), lh_ring_destroy(cring);
+}
+
 /* ---- (c) external scores = the norm scorer ------------------------------------------------- */
 
 static void external_equals_norm(const scfg *c) {
@@ -357,6 +441,9 @@ int main(int argc, char **argv) {
         free(check_dilated(&dilated[i], &in));
         inputs_free(&in);
     }
+    static const scfg ring = {"bf16_bhnd_b2_n8192_h2_d64_dil4_ring", LH_DTYPE_BFLOAT16, LH_LAYOUT_BHND,
+                              2, 8192, 2, 2, 64, 3, 4, 512, 4};
+    if (!tiny) dilated_ring_chunks(&ring);
     static const scfg external[] = {
         {"bf16_bnhd_b2_n4096_h4_kv2_d64", LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD, 2, 4096, 4, 2, 64, 3, 4, 256, 0},
         {"fp16_bhnd_b1_n2048_h2_kv1_d32", LH_DTYPE_FLOAT16, LH_LAYOUT_BHND, 1, 2048, 2, 1, 32, 2, 4, 128, 0},
