@@ -3,6 +3,9 @@
 //! (indices, out, dq, dk, dv); a dilated plan ranks with `scores_qkv`'s scores; bad scorer
 //! parameters fail at `build` with their status and sentence.
 
+mod common;
+
+use common::random as inputs;
 use lighthouse::{Context, Mode, Plan, Scorer, Status};
 
 const B: usize = 1;
@@ -21,19 +24,6 @@ fn plan(ctx: &std::sync::Arc<Context>, scorer: Scorer) -> lighthouse::Result<Pla
         .topk(128)
         .scorer(scorer)
         .build()
-}
-
-/// Deterministic inputs in [-1, 1).
-fn inputs(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 struct Run {
