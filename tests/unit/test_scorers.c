@@ -82,8 +82,9 @@ static int identical(const run *a, const run *b) {
 }
 
 static test_cfg small_cfg(void) {
-    return (test_cfg){.batch = 2, .seq_len = 2048, .heads = 4, .kv_heads = 2, .head_dim = 16,
-                      .levels = 3, .pooling = 4, .topk = 128, .mode = LH_MODE_LIGHTHOUSE};
+    /* small enough for valgrind (memcheck_test_scorers): a coarsest level of one 256-entry tile */
+    return (test_cfg){.batch = 2, .seq_len = 1024, .heads = 4, .kv_heads = 2, .head_dim = 16,
+                      .levels = 2, .pooling = 4, .topk = 128, .mode = LH_MODE_LIGHTHOUSE};
 }
 
 static int64_t plan_query(lh_plan *plan, lh_query q) {
@@ -218,7 +219,7 @@ START_TEST(test_scorer_errors) {
                  "needs HEADS == KV_HEADS (got HEADS = 4, KV_HEADS = 2)");
     c.kv_heads = 0;
     expect_error(finalize_with(c, LH_SCORER_DILATED, 3, NULL), LH_ERROR_SEQ_DIVISIBILITY,
-                 "SEQ_LEN = 2048 into DILATION = 3 strided sequences");
+                 "SEQ_LEN = 1024 into DILATION = 3 strided sequences");
     expect_error(finalize_with(c, LH_SCORER_DILATED, 4096, NULL), LH_ERROR_SEQ_DIVISIBILITY,
                  "multiple of DILATION");
     expect_error(finalize_with(c, LH_SCORER_NORM, 4, NULL), LH_ERROR_INVALID_VALUE,
