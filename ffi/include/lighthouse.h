@@ -190,7 +190,18 @@ typedef enum lh_query {
     LH_QUERY_CHUNKS = 8,              /* C: sequence chunks this plan holds: 2 on a ring, else 1 */
     LH_QUERY_ATTENTION_WORKSPACE_BYTES = 9, /* workspace of lh_attention_forward / _backward */
     LH_QUERY_WORLD = 10,              /* ranks of the plan's ring (1 without a ring) */
-    LH_QUERY_RANK = 11                /* this plan's rank on its ring (0 without a ring) */
+    LH_QUERY_RANK = 11,               /* this plan's rank on its ring (0 without a ring) */
+    /* Where lh_plan_finalize spent its time, in microseconds (0 where the backend has no such
+     * step, and for what came from a cache): */
+    LH_QUERY_SETUP_KERNELS_US = 12,   /* GPU kernels: compiled, or read from the disk cache, and
+                                         loaded */
+    LH_QUERY_SETUP_CUDNN_HANDLE_US = 13, /* opening cuDNN (once per process) and creating the
+                                            context's handle (once per context) */
+    LH_QUERY_SETUP_CUDNN_GRAPH_US = 14,  /* building cuDNN's attention operation graphs */
+    LH_QUERY_SETUP_CUDNN_HEURISTICS_US = 15, /* cuDNN's heuristics: engine configurations */
+    LH_QUERY_SETUP_CUDNN_PLAN_US = 16,   /* finalizing cuDNN's execution plans */
+    LH_QUERY_SETUP_CUDNN_REUSED = 17     /* cuDNN attention plans taken from the context, built
+                                            there by an earlier plan of the same shape */
 } lh_query;
 
 /* Context options, set with lh_context_set_i64 / lh_context_set_str. */

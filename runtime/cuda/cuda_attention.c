@@ -12,14 +12,14 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* ---- the step's plan ------------------------------------------------------------------------- */
 
-static lh_status build_sdpa(const lh_config *c, const lh_cudnn_api *dnn, cudnnHandle_t handle,
-                            bool full, lh_sdpa_plan **out) {
+static lh_status build_sdpa(cuda_context *cc, const lh_config *c, const lh_cudnn_api *dnn,
+                            bool full, cuda_setup *setup, lh_sdpa_plan **out) {
     int64_t s = c->s_chunk;
     lh_sdpa_shape shape = {.b = c->batch, .h = c->heads, .hkv = c->heads, .s = s,
                            .d = c->head_dim, .dtype = c->dtype, .scale = c->scale, .full = full};
     lh_sdpa_layout_strides(false, c->heads, s, c->head_dim, shape.q_strides);
     lh_sdpa_layout_strides(false, c->heads, s, c->head_dim, shape.kv_strides);
-    lh_status st = cuda_sdpa_plan_create(dnn, handle, &shape, out);
+    lh_status st = cuda_dnn_sdpa_get(cc, dnn, &shape, out, setup);
     return st == LH_OK ? st
                        : lh_fail_context(st, full ? "building the ring's full-block SDPA plan"
                                                   : "building the causal SDPA plan of a chunk");
@@ -65,19 +65,20 @@ static void layout(cuda_attention *a, const lh_config *c) {
     a->workspace_bytes = max64(a->fwd_bytes, a->bwd_bytes);
 }
 
-lh_status cuda_attention_create(const cuda_context *cc, const lh_cudnn_api *dnn,
-                                cudnnHandle_t handle, const lh_config *cfg,
-                                const cuda_kernels *kernels, cuda_attention **out) {
+lh_status cuda_attention_create(cuda_context *cc, const lh_cudnn_api *dnn, const lh_config *cfg,
+                                const cuda_kernels *kernels, cuda_setup *setup,
+                                cuda_attention **out) {
     cuda_attention *a = calloc(1, sizeof *a);
     if (!a) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating the attention step failed");
     const lh_cu_api *cu = cc->cu;
     a->cu = cu;
+    a->cc = cc;
     a->kernels = kernels;
     a->has_ring = cfg->ring != NULL;
     a->world = a->has_ring ? (int)cfg->cp_world : 1;
     a->rank = a->has_ring ? (int)cfg->cp_rank : 0;
-    lh_status st = build_sdpa(cfg, dnn, handle, false, &a->causal);
-    if (st == LH_OK && a->has_ring) st = build_sdpa(cfg, dnn, handle, true, &a->full);
+    lh_status st = build_sdpa(cc, cfg, dnn, false, setup, &a->causal);
+    if (st == LH_OK && a->has_ring) st = build_sdpa(cc, cfg, dnn, true, setup, &a->full);
     if (st == LH_OK && a->has_ring) {
         st = lh_cu_check(cu->StreamCreate(&a->comm, CU_STREAM_NON_BLOCKING),
                          "creating the ring's communication stream");
@@ -103,8 +104,8 @@ void cuda_attention_destroy(cuda_attention *a) {
     for (int i = 0; i < 5; i++)
         if (evs[i]) a->cu->EventDestroy(evs[i]);
     if (a->comm) a->cu->StreamDestroy(a->comm);
-    cuda_sdpa_plan_destroy(a->causal);
-    cuda_sdpa_plan_destroy(a->full);
+    cuda_dnn_sdpa_put(a->cc, a->causal);
+    cuda_dnn_sdpa_put(a->cc, a->full);
     free(a);
 }
 

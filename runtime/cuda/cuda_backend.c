@@ -82,6 +82,7 @@ static lh_status cuda_context_create(int device, const lh_context_options *optio
     }
     cc->ordinal = device;
     cc->cu->DeviceGetName(cc->name, (int)sizeof cc->name, cc->device);
+    cuda_dnn_init(&cc->dnn);
     *out_state = cc;
     return LH_OK;
 }
@@ -89,6 +90,7 @@ static lh_status cuda_context_create(int device, const lh_context_options *optio
 static void cuda_context_destroy(void *state) {
     cuda_context *cc = state;
     if (!cc) return;
+    cuda_dnn_destroy(cc);
     cc->cu->DevicePrimaryCtxRelease(cc->device);
     free(cc);
 }

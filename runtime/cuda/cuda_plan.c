@@ -10,6 +10,9 @@
 #include "algorithm.h"
 #include "cuda_internal.h"
 
+_Static_assert(CUDA_SETUP_PHASES == LH_QUERY_SETUP_CUDNN_PLAN_US - LH_QUERY_SETUP_KERNELS_US + 1,
+               "one setup phase per LH_QUERY_SETUP_*_US query, in their order");
+
 static bool chunked(const lh_config *c) { return c->ring || c->forward_hook; }
 
 static bool plain_dense(const lh_config *c) { return c->mode == LH_MODE_DENSE && !chunked(c); }
@@ -64,7 +67,7 @@ static lh_status build_dense(cuda_plan *p) {
     bool bnhd = c->layout == LH_LAYOUT_BNHD;
     lh_sdpa_layout_strides(bnhd, c->heads, c->seq_len, c->head_dim, shape.q_strides);
     lh_sdpa_layout_strides(bnhd, c->kv_heads, c->seq_len, c->head_dim, shape.kv_strides);
-    return cuda_sdpa_plan_create(p->dnn, p->handle, &shape, &p->dense);
+    return cuda_dnn_sdpa_get(p->cc, p->dnn, &shape, &p->dense, &p->setup);
 }
 
 /* Grid dimensions y and z are at most 65535 on every CUDA device. The library's kernels (all of
@@ -92,8 +95,7 @@ void cuda_plan_destroy(void *plan_state) {
     cuda_stage_timer_destroy(p->timer);
     cuda_attention_destroy(p->attn);
     cuda_kernels_unload(&p->kernels);
-    cuda_sdpa_plan_destroy(p->dense);
-    if (p->handle) p->dnn->Destroy(p->handle);
+    cuda_dnn_sdpa_put(p->cc, p->dense);
     if (pushed) cuda_leave(p);
     free(p);
 }
@@ -143,7 +145,9 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
                        "B * H * S_sel = %lld must stay below 2^31",
                        (long long)chunk.s_total, (long long)rows);
     const lh_cudnn_api *dnn;
-    st = lh_cudnn_load(&dnn);
+    int64_t load_start = lh_clock_us();
+    st = lh_cudnn_load(&dnn); /* the first call of the process opens cuDNN's libraries */
+    int64_t load_us = lh_clock_us() - load_start;
     if (st != LH_OK) return st;
     cuda_plan *p = calloc(1, sizeof *p);
     if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
@@ -152,17 +156,19 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     if (!(p->cfg.scale > 0.0)) p->cfg.scale = lh_default_softmax_scale(cfg->head_dim);
     lh_config_chunk(&p->cfg, &p->chunk);
     p->dnn = dnn;
+    p->setup.us[CUDA_SETUP_CUDNN_HANDLE] = load_us;
     st = cuda_enter(p);
     if (st != LH_OK) {
         free(p);
         return st;
     }
-    st = lh_cudnn_check(dnn->Create(&p->handle), "cudnnCreate");
     set_strides(p);
-    if (st == LH_OK) st = load_kernels(p, options);
+    int64_t t0 = lh_clock_us();
+    st = load_kernels(p, options);
+    p->setup.us[CUDA_SETUP_KERNELS] = lh_clock_us() - t0;
     if (st == LH_OK && plain_dense(cfg)) st = build_dense(p);
     if (st == LH_OK) {
-        st = cuda_attention_create(cc, dnn, p->handle, &p->cfg, &p->kernels, &p->attn);
+        st = cuda_attention_create(cc, dnn, &p->cfg, &p->kernels, &p->setup, &p->attn);
         /* Dense attention on the caller's tensors does not need the step: if its graph cannot be
          * built, only lh_attention_forward / _backward are refused. */
         if (st != LH_OK && plain_dense(cfg)) {
@@ -179,6 +185,8 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     }
     lh_backend_sizes own = own_sizes(p);
     lh_pipeline_init(&p->pipeline, ops, &p->cfg, &own, sizes);
+    for (int i = 0; i < CUDA_SETUP_PHASES; i++) sizes->setup_us[i] = p->setup.us[i];
+    sizes->setup_reused = p->setup.reused;
     if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
         fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
                 plain_dense(cfg) ? (cfg->layout == LH_LAYOUT_BNHD ? "BNHD" : "BHND")
