@@ -11,7 +11,8 @@
 # $LIGHTHOUSE_GPU_LOG_DIR (default /tmp/lh-gpu-logs). LIGHTHOUSE_GPU_QUICK=1 skips the N >= 16K dense cases and
 # the timing program. LIGHTHOUSE_GPU_ONLY=REGEX runs only the programs whose names match (e.g.
 # 'lighthouse|demo'; LIGHTHOUSE_GPU_ONLY=torch runs only the PyTorch layer's tests).
-# LIGHTHOUSE_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times).
+# LIGHTHOUSE_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times). LIGHTHOUSE_GPU_SHAPES=1 adds
+# the shape table (lighthouse-bench --shape-table 1; LIGHTHOUSE_SHAPES_ARGS are passed to it).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-${LIGHTHOUSE_GPU_BIN:-}}
@@ -149,6 +150,18 @@ if { [ "${LIGHTHOUSE_GPU_BENCH:-0}" = 1 ] || { [ "${LIGHTHOUSE_GPU_QUICK:-0}" !=
   python3 "$ROOT/tools/bench/plot_bench.py" "$LOGS/bench.json" "$LOGS/bench.png" 2>&1 | tail -1
   # copied at once, so that a run cut off later (variants, profile) still returns them
   [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOGS"/bench.json "$LOGS"/bench.png "$OUT"/ 2>/dev/null
+fi
+
+# The shape table (not a test), with LIGHTHOUSE_GPU_SHAPES=1: the shapes real models train with, B = 1
+# and 2, N = 64K and 256K, plan start-up first (LIGHTHOUSE_SHAPES_ARGS are passed on); JSON, plot and
+# the Markdown table next to the logs and in $OUT.
+if [ "${LIGHTHOUSE_GPU_SHAPES:-0}" = 1 ] && [ -x "$BIN/lighthouse-bench" ]; then
+  echo "== timing (not a test): lighthouse-bench --shape-table 1 ${LIGHTHOUSE_SHAPES_ARGS:-}"
+  timeout 420 "$BIN/lighthouse-bench" --shape-table 1 --json "$LOGS/shapes.json" ${LIGHTHOUSE_SHAPES_ARGS:-} 2>&1 |
+    tee "$LOGS/shapes.log"
+  python3 "$ROOT/tools/bench/plot_shapes.py" "$LOGS/shapes.json" "$LOGS/shapes.png" 2>&1 | tail -1
+  python3 "$ROOT/tools/bench/shape_table.py" "$LOGS/shapes.json" >"$LOGS/shapes.md" 2>&1 && cat "$LOGS/shapes.md"
+  [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOGS"/shapes.json "$LOGS"/shapes.png "$LOGS"/shapes.md "$OUT"/ 2>/dev/null
 fi
 
 # Other builds of the library against the packed one (scripts/gpu_pack_variant.sh), with
