@@ -242,13 +242,16 @@ static lh_status check_shape(const lh_sdpa_shape *sh) {
         return lh_fail(LH_ERROR_HEADS_MISMATCH, "HEADS (%lld) is not a multiple of KV_HEADS (%lld)",
                        (long long)sh->h, (long long)sh->hkv);
     /* The fused kernels index with 32-bit element offsets in places; until that is verified on
-     * tensors this large, refuse rather than risk wrong results. */
+     * tensors this large, refuse rather than risk wrong results. q is the largest tensor (H >=
+     * Hkv; the fp32 dQ accumulator has as many elements). */
     const int64_t limit = (int64_t)1 << 31;
     int64_t q_elems = sh->b * sh->h * sh->s * sh->d;
     if (q_elems >= limit)
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "the CUDA attention supports tensors of fewer than 2^31 elements; q has "
-                       "B*H*N*D = %lld*%lld*%lld*%lld = %lld",
+                       "B*H*N*D = %lld*%lld*%lld*%lld = %lld (run fewer sequences or heads per "
+                       "plan, or Lighthouse mode, whose attention runs on the shorter "
+                       "sub-sequence)",
                        (long long)sh->b, (long long)sh->h, (long long)sh->s, (long long)sh->d,
                        (long long)q_elems);
     return LH_OK;
