@@ -11,6 +11,9 @@
  * threads at once; plans that share it take `exec` from binding it to their stream until their
  * graph is enqueued (cuda_sdpa.c), so plans of one context still run from any thread.
  */
+#include <stdio.h>
+#include <string.h>
+
 #include "cuda_internal.h"
 
 static void destroy_sdpa(void *plan) { cuda_sdpa_plan_destroy(plan); }
@@ -90,4 +93,44 @@ void cuda_dnn_sdpa_put(cuda_context *cc, lh_sdpa_plan *plan) {
     bool cached = lh_plan_cache_release(&s->sdpa, plan);
     pthread_mutex_unlock(&s->lock);
     if (!cached) cuda_sdpa_plan_destroy(plan);
+}
+
+/* ---- opening cuDNN beside the kernels' compilation ------------------------------------------- */
+
+static void *open_run(void *arg) {
+    cuda_dnn_open *o = arg;
+    int64_t t0 = lh_clock_us();
+    o->st = lh_cudnn_load(&o->dnn); /* the first call of the process opens cuDNN's libraries */
+    o->setup.us[CUDA_SETUP_CUDNN_HANDLE] += lh_clock_us() - t0;
+    if (o->st == LH_OK) {
+        CUcontext ignored;
+        o->st = lh_cu_check(o->cc->cu->CtxPushCurrent(o->cc->primary),
+                            "making the device's context current");
+        if (o->st == LH_OK) {
+            cudnnHandle_t handle;
+            o->st = cuda_dnn_handle(o->cc, o->dnn, &handle, &o->setup);
+            o->cc->cu->CtxPopCurrent(&ignored);
+        }
+    }
+    if (o->st != LH_OK) snprintf(o->message, sizeof o->message, "%s", lh_error_message());
+    return NULL;
+}
+
+void cuda_dnn_open_begin(cuda_context *cc, cuda_dnn_open *o) {
+    memset(o, 0, sizeof *o);
+    o->cc = cc;
+    pthread_mutex_lock(&cc->dnn.lock);
+    bool open = cc->dnn.handle != NULL;
+    pthread_mutex_unlock(&cc->dnn.lock);
+    if (!open) o->threaded = pthread_create(&o->thread, NULL, open_run, o) == 0;
+    if (!o->threaded) open_run(o);
+}
+
+lh_status cuda_dnn_open_end(cuda_dnn_open *o, const lh_cudnn_api **dnn, cuda_setup *setup) {
+    if (o->threaded) pthread_join(o->thread, NULL);
+    o->threaded = false;
+    setup->us[CUDA_SETUP_CUDNN_HANDLE] += o->setup.us[CUDA_SETUP_CUDNN_HANDLE];
+    if (o->st != LH_OK) return lh_fail(o->st, "%s", o->message);
+    *dnn = o->dnn;
+    return LH_OK;
 }

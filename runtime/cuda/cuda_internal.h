@@ -43,6 +43,7 @@ typedef struct cuda_context {
     int sm; /* compute capability as 10 * major + minor */
     char name[128];
     cuda_dnn_shared dnn;
+    lhc_cache *kernel_cache;  /* the context's compiled kernels (memory, then its disk cache) */
 } cuda_context;
 
 /* Where a plan's creation spent its time, in microseconds, in the order of LH_QUERY_SETUP_*_US
@@ -111,6 +112,22 @@ lh_status cuda_dnn_handle(cuda_context *cc, const lh_cudnn_api *dnn, cudnnHandle
 lh_status cuda_dnn_sdpa_get(cuda_context *cc, const lh_cudnn_api *dnn, const lh_sdpa_shape *shape,
                             lh_sdpa_plan **out, cuda_setup *setup);
 void cuda_dnn_sdpa_put(cuda_context *cc, lh_sdpa_plan *plan);
+
+/* Opening cuDNN (its libraries, once per process) and the context's handle, on a thread of its
+ * own while the caller compiles the plan's kernels: the first plan of a process waits for the
+ * longer of the two instead of their sum. Begin starts it (or runs it at once where the
+ * context's handle exists); end waits for it, adds its time to `setup` and hands out the API. */
+typedef struct cuda_dnn_open {
+    cuda_context *cc;
+    pthread_t thread;
+    bool threaded;
+    lh_status st;
+    const lh_cudnn_api *dnn;
+    cuda_setup setup;
+    char message[1024];
+} cuda_dnn_open;
+void cuda_dnn_open_begin(cuda_context *cc, cuda_dnn_open *o);
+lh_status cuda_dnn_open_end(cuda_dnn_open *o, const lh_cudnn_api **dnn, cuda_setup *setup);
 
 /* The plan's context made current, and the previous one restored (cuda_backend.c). */
 lh_status cuda_enter(const cuda_plan *p);

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "algorithm.h"
 #include "cuda_internal.h"
@@ -49,14 +50,13 @@ static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
     if (st == LH_OK && chunked(&p->cfg))
         st = lhc_ring_kernel(dtype, (int)c->head_dim, &req[count++]);
     if (st != LH_OK || count == 0) return st;
-    lhc_cache *cache = NULL;
-    st = cuda_kernels_cache(options, &cache);
+    /* The context's cache: a second plan of the context takes its kernels from memory */
+    lhc_cache *cache = p->cc->kernel_cache;
+    st = cuda_kernels_cache_configure(cache, options);
     if (st != LH_OK) return st;
     char chip[16];
     cuda_kernels_chip(p->cc->sm, chip, sizeof chip);
-    st = cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count);
-    lhc_cache_destroy(cache);
-    return st;
+    return cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count);
 }
 
 /* Dense attention on the caller's tensors: their own layout, Hkv heads. */
@@ -144,31 +144,38 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
                        "Lighthouse on the CUDA backend keeps positions in int32: S_total = %lld and "
                        "B * H * S_sel = %lld must stay below 2^31",
                        (long long)chunk.s_total, (long long)rows);
-    const lh_cudnn_api *dnn;
-    int64_t load_start = lh_clock_us();
-    st = lh_cudnn_load(&dnn); /* the first call of the process opens cuDNN's libraries */
-    int64_t load_us = lh_clock_us() - load_start;
-    if (st != LH_OK) return st;
+    cuda_dnn_open open; /* cuDNN opens on a thread while the kernels compile */
+    cuda_dnn_open_begin(cc, &open);
     cuda_plan *p = calloc(1, sizeof *p);
-    if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
+    if (!p) {
+        cuda_setup ignored;
+        memset(&ignored, 0, sizeof ignored);
+        const lh_cudnn_api *unused;
+        cuda_dnn_open_end(&open, &unused, &ignored);
+        return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
+    }
     p->cc = cc;
     p->cfg = *cfg;
     if (!(p->cfg.scale > 0.0)) p->cfg.scale = lh_default_softmax_scale(cfg->head_dim);
     lh_config_chunk(&p->cfg, &p->chunk);
-    p->dnn = dnn;
-    p->setup.us[CUDA_SETUP_CUDNN_HANDLE] = load_us;
-    st = cuda_enter(p);
-    if (st != LH_OK) {
+    lh_status entered = cuda_enter(p);
+    st = entered;
+    if (st == LH_OK) {
+        set_strides(p);
+        int64_t t0 = lh_clock_us();
+        st = load_kernels(p, options);
+        p->setup.us[CUDA_SETUP_KERNELS] = lh_clock_us() - t0;
+    }
+    /* cuDNN's failure first (no cuDNN at all), as when it was opened before the kernels */
+    lh_status dnn_st = cuda_dnn_open_end(&open, &p->dnn, &p->setup);
+    if (dnn_st != LH_OK) st = dnn_st;
+    if (entered != LH_OK) {
         free(p);
         return st;
     }
-    set_strides(p);
-    int64_t t0 = lh_clock_us();
-    st = load_kernels(p, options);
-    p->setup.us[CUDA_SETUP_KERNELS] = lh_clock_us() - t0;
     if (st == LH_OK && plain_dense(cfg)) st = build_dense(p);
     if (st == LH_OK) {
-        st = cuda_attention_create(cc, dnn, &p->cfg, &p->kernels, &p->setup, &p->attn);
+        st = cuda_attention_create(cc, p->dnn, &p->cfg, &p->kernels, &p->setup, &p->attn);
         /* Dense attention on the caller's tensors does not need the step: if its graph cannot be
          * built, only lh_attention_forward / _backward are refused. */
         if (st != LH_OK && plain_dense(cfg)) {
