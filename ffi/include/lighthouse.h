@@ -264,8 +264,10 @@ LH_API lh_status lh_plan_get_param_f64(const lh_plan *plan, lh_param param, doub
  * configuration error is reported here, never later by forward or backward. That includes the
  * sizes the kernels index with 32 bits (LH_ERROR_UNSUPPORTED): a Lighthouse plan's pyramid (on a
  * ring: one chunk's) must have fewer than 2^31 positions (S_total); on the CUDA backend also
- * BATCH and HEADS + 2 * KV_HEADS at most 65535 (grid dimensions) and every attention tensor
- * fewer than 2^31 elements. A plan bound to a local ring also reads LIGHTHOUSE_RING_TIMEOUT_S
+ * BATCH and HEADS + 2 * KV_HEADS at most 65535 (grid dimensions), and cuDNN's attention runs
+ * on fewer than 2^31 elements per call: dense plans on larger tensors run in calls of whole
+ * sequences, or in LH_LAYOUT_BHND of whole key/value head groups, and are refused where one
+ * such piece is still too large (in LH_LAYOUT_BNHD: one sequence's N * HEADS * HEAD_DIM). A plan bound to a local ring also reads LIGHTHOUSE_RING_TIMEOUT_S
  * here (see lh_ring_create_local). */
 LH_API lh_status lh_plan_finalize(lh_plan *plan);
 

@@ -164,14 +164,52 @@ lh_status cuda_attention_backward_entry(void *plan, const void *q_sel, const voi
 
 /* ---- dense attention on the caller's tensors ------------------------------------------------- */
 
+/* Where piece (bg, hg) of a dense plan starts: sequences bg * nb .., query heads hg * nh .. (their
+ * key/value heads with them), as byte offsets into q-like and k-like tensors and a row offset
+ * into the [B, H, N] log-sum-exp. */
+typedef struct dense_piece { int64_t q, kv, lse; } dense_piece;
+
+static dense_piece piece_at(const cuda_plan *p, int64_t bg, int64_t hg) {
+    const lh_config *c = &p->cfg;
+    int64_t es = (int64_t)lh_dtype_size(c->dtype), group = c->heads / c->kv_heads;
+    int64_t b0 = bg * p->dense_nb, h0 = hg * p->dense_nh;
+    dense_piece d = {.q = (b0 * p->q_sb + h0 * p->q_sh) * es,
+                     .kv = (b0 * p->kv_sb + h0 / group * p->kv_sh) * es,
+                     .lse = (b0 * c->heads + h0) * c->seq_len};
+    return d;
+}
+
+static int64_t pieces(const cuda_plan *p, int64_t *nbg) {
+    *nbg = p->cfg.batch / p->dense_nb;
+    return *nbg * (p->cfg.heads / p->dense_nh);
+}
+
+#define AT(ptr, off) ((char *)(ptr) + (off))
+
 lh_status cuda_dense_forward(void *plan, const void *q, const void *k, const void *v, void *out,
                              float *lse, void *workspace, void *stream) {
-    return cuda_sdpa_forward(((cuda_plan *)plan)->dense, q, k, v, out, lse, workspace, stream);
+    cuda_plan *p = plan;
+    int64_t nbg, n = pieces(p, &nbg);
+    lh_status st = LH_OK;
+    for (int64_t i = 0; i < n && st == LH_OK; i++) {
+        dense_piece d = piece_at(p, i % nbg, i / nbg);
+        st = cuda_sdpa_forward(p->dense, AT(q, d.q), AT(k, d.kv), AT(v, d.kv), AT(out, d.q),
+                               lse + d.lse, workspace, stream);
+    }
+    return st;
 }
 
 lh_status cuda_dense_backward(void *plan, const void *q, const void *k, const void *v,
                               const void *out, const void *dout, const float *lse, void *dq,
                               void *dk, void *dv, void *workspace, void *stream) {
-    return cuda_sdpa_backward(((cuda_plan *)plan)->dense, q, k, v, out, dout, lse, dq, dk, dv,
-                              workspace, stream);
+    cuda_plan *p = plan;
+    int64_t nbg, n = pieces(p, &nbg);
+    lh_status st = LH_OK;
+    for (int64_t i = 0; i < n && st == LH_OK; i++) {
+        dense_piece d = piece_at(p, i % nbg, i / nbg);
+        st = cuda_sdpa_backward(p->dense, AT(q, d.q), AT(k, d.kv), AT(v, d.kv), AT(out, d.q),
+                                AT(dout, d.q), lse + d.lse, AT(dq, d.q), AT(dk, d.kv),
+                                AT(dv, d.kv), workspace, stream);
+    }
+    return st;
 }

@@ -64,12 +64,15 @@ lh_status cuda_dnn_sdpa_get(cuda_context *cc, const lh_cudnn_api *dnn, const lh_
     lh_plan_key key;
     cuda_sdpa_key(shape, &key);
     /* Built under the lock: threads making plans of one shape at once (the ranks of an
-     * in-process ring) build it once, and the others take it. */
+     * in-process ring) build it once, and the others take it. Building uses the handle, and so
+     * does destroying the plan it may evict: both also hold `exec`, so no other plan of the
+     * context runs on the handle meanwhile. */
     pthread_mutex_lock(&s->lock);
     lh_sdpa_plan *plan = lh_plan_cache_acquire(&s->sdpa, &key);
     if (plan) {
         setup->reused++;
     } else {
+        pthread_mutex_lock(&s->exec);
         st = cuda_sdpa_plan_create(dnn, handle, &s->exec, shape, &plan);
         if (st == LH_OK) {
             int64_t graph, heuristics, plans;
@@ -80,6 +83,7 @@ lh_status cuda_dnn_sdpa_get(cuda_context *cc, const lh_cudnn_api *dnn, const lh_
             /* a cache full of held plans keeps nothing: this plan then owns its SDPA plan */
             lh_plan_cache_insert(&s->sdpa, &key, plan);
         }
+        pthread_mutex_unlock(&s->exec);
     }
     pthread_mutex_unlock(&s->lock);
     if (st == LH_OK) *out = plan;
@@ -91,8 +95,12 @@ void cuda_dnn_sdpa_put(cuda_context *cc, lh_sdpa_plan *plan) {
     cuda_dnn_shared *s = &cc->dnn;
     pthread_mutex_lock(&s->lock);
     bool cached = lh_plan_cache_release(&s->sdpa, plan);
+    if (!cached) {
+        pthread_mutex_lock(&s->exec);
+        cuda_sdpa_plan_destroy(plan);
+        pthread_mutex_unlock(&s->exec);
+    }
     pthread_mutex_unlock(&s->lock);
-    if (!cached) cuda_sdpa_plan_destroy(plan);
 }
 
 /* ---- opening cuDNN beside the kernels' compilation ------------------------------------------- */

@@ -92,7 +92,10 @@ typedef struct cuda_plan {
     cuda_kernels kernels;     /* Lighthouse: the stages'; chunked plans: ring.mlir too */
     /* element strides (b, t, h) of q/out/dout/dq ([.., H, ..]) and of k/v/dk/dv ([.., Hkv, ..]) */
     int64_t q_sb, q_st, q_sh, kv_sb, kv_st, kv_sh;
-    lh_sdpa_plan *dense;      /* dense without ring or hooks: attention on the caller's tensors */
+    lh_sdpa_plan *dense;      /* dense without ring or hooks: attention on the caller's tensors,
+                                 dense_nb sequences and dense_nh query heads per cuDNN call
+                                 (fewer than all where the tensors pass 2^31 elements) */
+    int64_t dense_nb, dense_nh;
     cuda_attention *attn;     /* the attention step; NULL where it could not be built */
     char attn_error[512];     /* why (dense plans without ring or hooks only) */
     cuda_stage_timer *timer;  /* LH_PARAM_STAGE_TIMING, else NULL */

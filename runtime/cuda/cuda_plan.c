@@ -59,12 +59,19 @@ static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
     return cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count);
 }
 
-/* Dense attention on the caller's tensors: their own layout, Hkv heads. */
+/* Dense attention on the caller's tensors: their own layout, Hkv heads; tensors of 2^31 elements
+ * or more in pieces of whole sequences or head groups (cuda_sdpa_split), one cuDNN call each
+ * (cuda_attention.c). Where no piece fits, the whole shape is asked for, and refused with
+ * cuDNN's limit in the sentence. */
 static lh_status build_dense(cuda_plan *p) {
     const lh_config *c = &p->cfg;
-    lh_sdpa_shape shape = {.b = c->batch, .h = c->heads, .hkv = c->kv_heads, .s = c->seq_len,
-                           .d = c->head_dim, .dtype = c->dtype, .scale = c->scale};
     bool bnhd = c->layout == LH_LAYOUT_BNHD;
+    if (!cuda_sdpa_split(bnhd, c->batch, c->heads, c->kv_heads, c->seq_len, c->head_dim,
+                         &p->dense_nb, &p->dense_nh))
+        p->dense_nb = c->batch, p->dense_nh = c->heads;
+    lh_sdpa_shape shape = {.b = p->dense_nb, .h = p->dense_nh,
+                           .hkv = p->dense_nh / (c->heads / c->kv_heads), .s = c->seq_len,
+                           .d = c->head_dim, .dtype = c->dtype, .scale = c->scale};
     lh_sdpa_layout_strides(bnhd, c->heads, c->seq_len, c->head_dim, shape.q_strides);
     lh_sdpa_layout_strides(bnhd, c->kv_heads, c->seq_len, c->head_dim, shape.kv_strides);
     return cuda_dnn_sdpa_get(p->cc, p->dnn, &shape, &p->dense, &p->setup);
@@ -117,7 +124,7 @@ static lh_backend_sizes own_sizes(const cuda_plan *p) {
         s.attention_bwd_bytes = cuda_sdpa_bwd_workspace_bytes(plain);
     }
     if (p->attn) s.attention_step_bytes = p->attn->workspace_bytes;
-    if (p->dense) s.dense_lse_bytes = cuda_sdpa_stats_bytes(p->dense);
+    if (p->dense) s.dense_lse_bytes = c->batch * c->heads * c->seq_len * 4; /* every piece's */
     return s;
 }
 

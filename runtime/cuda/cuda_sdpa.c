@@ -266,6 +266,23 @@ static int bwd_preference(void) {
     return -1;
 }
 
+bool cuda_sdpa_split(bool bnhd, int64_t b, int64_t h, int64_t hkv, int64_t s, int64_t d,
+                     int64_t *nb, int64_t *nh) {
+    const int64_t limit = (int64_t)1 << 31, head = s * d, group = h / hkv;
+    for (int64_t n = b; n >= 1; n--)
+        if (b % n == 0 && n * h * head < limit) {
+            *nb = n, *nh = h;
+            return true;
+        }
+    if (bnhd) return false;
+    for (int64_t m = hkv; m >= 1; m--)
+        if (hkv % m == 0 && m * group * head < limit) {
+            *nb = 1, *nh = m * group;
+            return true;
+        }
+    return false;
+}
+
 void cuda_sdpa_key(const lh_sdpa_shape *sh, lh_plan_key *key) {
     memset(key, 0, sizeof *key);
     int64_t *w = key->w, scale_bits;

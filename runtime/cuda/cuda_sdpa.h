@@ -62,6 +62,16 @@ void cuda_sdpa_key(const lh_sdpa_shape *shape, lh_plan_key *key);
 void cuda_sdpa_setup_us(const lh_sdpa_plan *plan, int64_t *graph, int64_t *heuristics,
                         int64_t *plan_us);
 
+/* How dense attention on tensors of `b` sequences and `h` query heads (`hkv` key/value heads) of
+ * `s` tokens of `d` is cut into calls of fewer than 2^31 elements each, cuDNN's limit: *nb
+ * sequences (dividing b) and *nh query heads (dividing h, whole groups of h / hkv) per call.
+ * Whole sequences first; a head range only in the [B, H, S, D] layout, where a head's tokens
+ * are contiguous (in [B, S, H, D] every token of a sequence spans all its heads). false where
+ * no cut fits (one sequence of one group is already too large, or [B, S, H, D] with one
+ * sequence too large). */
+bool cuda_sdpa_split(bool bnhd, int64_t b, int64_t h, int64_t hkv, int64_t s, int64_t d,
+                     int64_t *nb, int64_t *nh);
+
 /* Bytes of the log-sum-exp buffer (fp32 [B, H, S]) and of the two workspaces. */
 int64_t cuda_sdpa_stats_bytes(const lh_sdpa_plan *plan);
 int64_t cuda_sdpa_fwd_workspace_bytes(const lh_sdpa_plan *plan);

@@ -1,6 +1,7 @@
 /* test_plan_cache.c - the context's cache of SDPA plans without a GPU: which shapes share a key,
  * and how the cache holds, releases, evicts and drops its values (runtime/plan_cache.c,
- * cuda_sdpa_key in runtime/cuda/cuda_sdpa.c). */
+ * cuda_sdpa_key in runtime/cuda/cuda_sdpa.c); and how dense attention on tensors past 2^31
+ * elements is cut into cuDNN calls (cuda_sdpa_split). */
 #include <check.h>
 #include <stdlib.h>
 
@@ -118,12 +119,35 @@ START_TEST(sdpa_key_names_every_field) {
 }
 END_TEST
 
+START_TEST(dense_split_pieces) {
+    int64_t nb = 0, nh = 0;
+    const int64_t m = 1 << 20, big = 2228224; /* 2M + 128K tokens */
+    /* fits whole */
+    ck_assert(cuda_sdpa_split(true, 2, 8, 2, 16384, 128, &nb, &nh));
+    ck_assert(nb == 2 && nh == 8);
+    /* [B, S, H, D]: whole sequences only */
+    ck_assert(cuda_sdpa_split(true, 4, 8, 8, m, 128, &nb, &nh)); /* 2^30 per sequence */
+    ck_assert(nb == 1 && nh == 8);
+    ck_assert(cuda_sdpa_split(true, 6, 8, 8, m / 2, 128, &nb, &nh)); /* 2^29: 3 of 6 fit */
+    ck_assert(nb == 3 && nh == 8);
+    ck_assert(!cuda_sdpa_split(true, 1, 8, 8, big, 128, &nb, &nh));
+    /* [B, H, S, D]: head groups where one sequence is too large */
+    ck_assert(cuda_sdpa_split(false, 1, 8, 8, big, 128, &nb, &nh));
+    ck_assert(nb == 1 && nh == 4); /* 8 heads: 2.3e9; 4: 1.1e9 (7 does not divide 8) */
+    ck_assert(cuda_sdpa_split(false, 2, 32, 8, m, 128, &nb, &nh)); /* GQA 4:1 */
+    ck_assert(nb == 1 && nh == 8); /* 16 heads are exactly 2^31: too many */
+    ck_assert(!cuda_sdpa_split(false, 1, 4, 1, 16 * m, 128, &nb, &nh)); /* one group of 4: 2^33 */
+    ck_assert(!cuda_sdpa_split(false, 1, 1, 1, 16 * m, 128, &nb, &nh)); /* one head: 2^31 */
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("plan_cache");
     TCase *tc = tcase_create("cache");
     tcase_add_test(tc, cache_hit_miss_release);
     tcase_add_test(tc, cache_full_evicts_least_recent_released);
     tcase_add_test(tc, sdpa_key_names_every_field);
+    tcase_add_test(tc, dense_split_pieces);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
