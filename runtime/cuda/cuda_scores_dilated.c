@@ -40,7 +40,7 @@ lh_status cuda_scorer_create(cuda_plan *p) {
         int64_t st[4] = {T * D, D, d * D, 1};
         for (int i = 0; i < 4; i++) shape.q_strides[i] = shape.kv_strides[i] = st[i];
     }
-    lh_status st = cuda_sdpa_plan_create(p->dnn, p->handle, &shape, &p->scorer);
+    lh_status st = cuda_dnn_sdpa_get(p->cc, p->dnn, &shape, &p->scorer, &p->setup);
     if (st != LH_OK) return lh_fail_context(st, "the dilated scorer's attention");
     int64_t end = 0, align = 256;
     lh_region_append(&end, output_elems(p) * (int64_t)lh_dtype_size(c->dtype), align);
