@@ -240,6 +240,7 @@ static const lh_pipeline_ops pipeline_ops = {
     .dense_forward = cuda_dense_forward,
     .dense_backward = cuda_dense_backward,
     .copy = copy,
+    .ring_check = cuda_ring_check,
     .timing_open = timing_open,
     .timing_mark = timing_mark,
 };
