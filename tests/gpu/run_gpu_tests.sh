@@ -94,6 +94,10 @@ fi
 # scaling timing (not a test; tests/gpu/run_cp_scaling.sh runs the whole set).
 # A rank that never arrives fails its peers after 30 s instead of the default 120.
 [ -x "$BIN/test_cp_gpu" ] && LIGHTHOUSE_RING_TIMEOUT_S=30 run context_parallel 420 "$BIN/test_cp_gpu"
+# Rings that fail mid-way (saved and out left as they were), CUDA-graph capture of a ring (an
+# in-process ring refuses it; a one-rank NCCL ring refuses its first call, then replays equal to
+# direct calls).
+[ -x "$BIN/test_ring_safety_gpu" ] && LIGHTHOUSE_RING_TIMEOUT_S=30 run ring_safety 300 "$BIN/test_ring_safety_gpu"
 ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
 if [ -x "$BIN/test_cp_nccl" ] && [ "$ngpu" -ge 2 ]; then
   run cp_nccl 420 "$BIN/test_cp_nccl"
