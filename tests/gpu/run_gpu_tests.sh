@@ -136,6 +136,8 @@ if [ -x "$SAN" ]; then
     LIGHTHOUSE_CUDNN_SDPA_BWD=accum '$SAN' --tool memcheck --error-exitcode 3 '$BIN/test_cuda_dense' \
       --case fp16_bhnd_b2_n256_h4_kv2_d128"
   run lighthouse_memcheck 300 "$SAN" --tool memcheck --error-exitcode 3 "$BIN/test_lighthouse_gpu" --tiny
+  # lh_backward on a saved that no forward wrote: nothing read or written outside the buffers
+  run hostile_memcheck 300 "$SAN" --tool memcheck --error-exitcode 3 "$BIN/test_hostile_gpu" --foreign-saved
   # racecheck on the library's own kernels (entry points lh_*); cuDNN's generated wgmma kernels
   # report hazards racecheck cannot model and are not ours to fix.
   run lighthouse_racecheck 300 "$SAN" --tool racecheck --kernel-name kns=lh_ --error-exitcode 3 \

@@ -11,6 +11,9 @@
  *      of the reference (dense: the CPU backend on the same bf16 inputs; Lighthouse: the CPU
  *      backend on the same sub-sequence rounded to bf16); beyond it LH_OK, valid indices and a
  *      finite out (dense: still within 2e-2), non-finite gradients counted and allowed.
+ *  (e) lh_backward on a saved that no forward wrote (zeros, 0xFF, random bytes, positions and
+ *      slots just outside their ranges): LH_OK and no device fault (`--foreign-saved` runs this
+ *      case alone, for compute-sanitizer).
  * Outputs are poisoned (NaN) before every call that must write them. Exit 77 without a GPU.
  */
 #include <math.h>
@@ -435,8 +438,62 @@ static void test_large_logits(lh_mode mode) {
     free_inputs(bits, vals);
 }
 
-int main(void) {
+/* ---- (e) a foreign saved ---------------------------------------------------------------------- */
+
+/* lh_backward given a saved that no forward of the plan wrote: the CUDA backend checks nothing
+ * in saved (docs/abi.md), but every kernel bounds what it loads from there, so the call returns
+ * LH_OK and the device reports no fault (run_gpu_tests.sh also runs this under
+ * compute-sanitizer's memcheck, which reports any access outside the buffers). The gradients
+ * are unspecified. */
+static void test_foreign_saved(void) {
+    hcfg c = {1, 2048, 2, 1, 64, 3, 4, 128, LH_MODE_LIGHTHOUSE, 0};
+    uint16_t *bits[4];
+    float *vals[4];
+    make_inputs(&c, bits, vals);
+    lh_plan *gp;
+    LH_MUST(make_plan(gpu_ctx, &c, &gp));
+    size_t nq = (size_t)(c.N * c.H * c.D) * 2, nk = (size_t)(c.N * c.Hkv * c.D) * 2;
+    size_t sb = (size_t)query(gp, LH_QUERY_SAVED_BYTES);
+    size_t n[4] = {nq, nk, nk, nq};
+    void *d[4], *out = dev_alloc(nq), *dq = dev_alloc(nq), *dk = dev_alloc(nk), *dv = dev_alloc(nk);
+    for (int i = 0; i < 4; i++) d[i] = dev_alloc(n[i]), gpu_upload(&env, d[i], bits[i], n[i]);
+    void *saved = dev_alloc(sb), *bws = dev_alloc((size_t)query(gp, LH_QUERY_BWD_WORKSPACE_BYTES));
+    unsigned char *h = host_alloc(sb);
+    const char *kinds[] = {"zeros", "0xFF bytes", "random bytes", "random positions"};
+    for (int kind = 0; kind < 4; kind++) {
+        uint64_t x = rng_state + (uint64_t)kind;
+        for (size_t i = 0; i < sb; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            h[i] = kind == 0 ? 0 : kind == 1 ? 0xFF : (unsigned char)(x >> 24);
+        }
+        if (kind == 3) /* every int32 of saved a position or slot just past its range */
+            for (size_t i = 0; i + 4 <= sb; i += 4) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                int32_t v = (int32_t)(x % 1000000) - 1000;
+                memcpy(h + i, &v, 4);
+            }
+        gpu_upload(&env, saved, h, sb);
+        gpu_poison(&env, dq, nq), gpu_poison(&env, dk, nk), gpu_poison(&env, dv, nk);
+        lh_status st = lh_backward(gp, d[0], d[1], d[2], out, d[3], saved, dq, dk, dv, bws, NULL);
+        CUresult r = env.cu->CtxSynchronize();
+        check(st == LH_OK && r == CUDA_SUCCESS, "foreign_saved",
+              "%s: lh_backward %s, device %s (the CUDA backend checks nothing in saved; its "
+              "kernels read nothing outside the buffers)", kinds[kind], lh_status_string(st),
+              r == CUDA_SUCCESS ? "without a fault" : "FAULTED");
+        if (r != CUDA_SUCCESS) break; /* the context is lost */
+    }
+    free(h);
+    for (int i = 0; i < 4; i++) gpu_free(&env, d[i]);
+    gpu_free(&env, out), gpu_free(&env, dq), gpu_free(&env, dk), gpu_free(&env, dv);
+    gpu_free(&env, saved), gpu_free(&env, bws);
+    lh_plan_destroy(gp);
+    free_inputs(bits, vals);
+}
+
+int main(int argc, char **argv) {
     const char *prog = "test_hostile_gpu";
+    /* --foreign-saved: that case alone (run_gpu_tests.sh runs it under compute-sanitizer) */
+    bool foreign_only = argc > 1 && strcmp(argv[1], "--foreign-saved") == 0;
     int rc = gpu_env_init(&env, prog);
     if (rc) return rc;
     lh_status st = lh_context_create(LH_BACKEND_CUDA, 0, &gpu_ctx);
@@ -446,6 +503,12 @@ int main(void) {
     }
     LH_MUST(st);
     LH_MUST(lh_context_create(LH_BACKEND_CPU, 0, &cpu_ctx));
+    if (foreign_only) {
+        test_foreign_saved();
+        lh_context_destroy(cpu_ctx);
+        lh_context_destroy(gpu_ctx);
+        return finish(prog);
+    }
     test_limits();
     test_select_non_finite();
     test_select_of_non_finite_input();
@@ -453,6 +516,7 @@ int main(void) {
     test_non_finite_input(LH_MODE_LIGHTHOUSE);
     test_large_logits(LH_MODE_DENSE);
     test_large_logits(LH_MODE_LIGHTHOUSE);
+    test_foreign_saved();
     lh_context_destroy(cpu_ctx);
     lh_context_destroy(gpu_ctx);
     return finish(prog);
