@@ -33,6 +33,9 @@ else
     trap 'git worktree remove --force "$src"' EXIT
   fi
   build="$PWD/build-variant-$name"
+  # a build directory remembers its source directory, and a GIT_REF's worktree is a new
+  # temporary one every time: start that build afresh
+  [ -n "$ref" ] && rm -rf "$build"
   cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLH_BUILD_TESTS=OFF >/dev/null
   ninja -C "$build" lighthouse >/dev/null
   rm -rf "$dst" && mkdir -p "$dst"
