@@ -347,6 +347,14 @@ LH_API lh_status lh_plan_get_i64(const lh_plan *plan, lh_query query, int64_t *o
         return LH_OK;
     case LH_QUERY_WORLD: *out_value = plan->cfg.cp_world; return LH_OK;
     case LH_QUERY_RANK: *out_value = plan->cfg.cp_rank; return LH_OK;
+    case LH_QUERY_SETUP_KERNELS_US:
+    case LH_QUERY_SETUP_CUDNN_HANDLE_US:
+    case LH_QUERY_SETUP_CUDNN_GRAPH_US:
+    case LH_QUERY_SETUP_CUDNN_HEURISTICS_US:
+    case LH_QUERY_SETUP_CUDNN_PLAN_US:
+        *out_value = plan->sizes.setup_us[query - LH_QUERY_SETUP_KERNELS_US];
+        return LH_OK;
+    case LH_QUERY_SETUP_CUDNN_REUSED: *out_value = plan->sizes.setup_reused; return LH_OK;
     }
     return lh_fail(LH_ERROR_INVALID_VALUE, "lh_plan_get_i64: unknown query %d", (int)query);
 }

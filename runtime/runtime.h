@@ -210,6 +210,11 @@ typedef struct lh_plan_sizes {
     int64_t bwd_workspace_bytes;
     int64_t stage_workspace_bytes;
     int64_t attention_workspace_bytes;
+    /* where creating the plan spent its time, microseconds, in the order of the queries from
+     * LH_QUERY_SETUP_KERNELS_US on (0 where a backend has no such step), and how many of its
+     * cuDNN attention plans came from its context's cache (LH_QUERY_SETUP_CUDNN_REUSED) */
+    int64_t setup_us[LH_QUERY_SETUP_CUDNN_PLAN_US - LH_QUERY_SETUP_KERNELS_US + 1];
+    int64_t setup_reused;
 } lh_plan_sizes;
 
 /* ---- backends ------------------------------------------------------------------------------ */

@@ -201,7 +201,18 @@ typedef enum lh_query {
     LH_QUERY_CHUNKS = 8,              /* C: sequence chunks this plan holds: 2 on a ring, else 1 */
     LH_QUERY_ATTENTION_WORKSPACE_BYTES = 9, /* workspace of lh_attention_forward / _backward */
     LH_QUERY_WORLD = 10,              /* ranks of the plan's ring (1 without a ring) */
-    LH_QUERY_RANK = 11                /* this plan's rank on its ring (0 without a ring) */
+    LH_QUERY_RANK = 11,               /* this plan's rank on its ring (0 without a ring) */
+    /* Where lh_plan_finalize spent its time, in microseconds (0 where the backend has no such
+     * step, and for what came from a cache): */
+    LH_QUERY_SETUP_KERNELS_US = 12,   /* GPU kernels: compiled, or read from the disk cache, and
+                                         loaded */
+    LH_QUERY_SETUP_CUDNN_HANDLE_US = 13, /* opening cuDNN (once per process) and creating the
+                                            context's handle (once per context) */
+    LH_QUERY_SETUP_CUDNN_GRAPH_US = 14,  /* building cuDNN's attention operation graphs */
+    LH_QUERY_SETUP_CUDNN_HEURISTICS_US = 15, /* cuDNN's heuristics: engine configurations */
+    LH_QUERY_SETUP_CUDNN_PLAN_US = 16,   /* finalizing cuDNN's execution plans */
+    LH_QUERY_SETUP_CUDNN_REUSED = 17     /* cuDNN attention plans taken from the context, built
+                                            there by an earlier plan of the same shape */
 } lh_query;
 
 /* Context options, set with lh_context_set_i64 / lh_context_set_str. */
@@ -264,8 +275,10 @@ LH_API lh_status lh_plan_get_param_f64(const lh_plan *plan, lh_param param, doub
  * configuration error is reported here, never later by forward or backward. That includes the
  * sizes the kernels index with 32 bits (LH_ERROR_UNSUPPORTED): a Lighthouse plan's pyramid (on a
  * ring: one chunk's) must have fewer than 2^31 positions (S_total); on the CUDA backend also
- * BATCH and HEADS + 2 * KV_HEADS at most 65535 (grid dimensions) and every attention tensor
- * fewer than 2^31 elements. A plan bound to a local ring also reads LIGHTHOUSE_RING_TIMEOUT_S
+ * BATCH and HEADS + 2 * KV_HEADS at most 65535 (grid dimensions), and cuDNN's attention runs
+ * on fewer than 2^31 elements per call: dense plans on larger tensors run in calls of whole
+ * sequences, or in LH_LAYOUT_BHND of whole key/value head groups, and are refused where one
+ * such piece is still too large (in LH_LAYOUT_BNHD: one sequence's N * HEADS * HEAD_DIM). A plan bound to a local ring also reads LIGHTHOUSE_RING_TIMEOUT_S
  * here (see lh_ring_create_local). */
 LH_API lh_status lh_plan_finalize(lh_plan *plan);
 

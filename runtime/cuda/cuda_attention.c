@@ -12,14 +12,14 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* ---- the step's plan ------------------------------------------------------------------------- */
 
-static lh_status build_sdpa(const lh_config *c, const lh_cudnn_api *dnn, cudnnHandle_t handle,
-                            bool full, lh_sdpa_plan **out) {
+static lh_status build_sdpa(cuda_context *cc, const lh_config *c, const lh_cudnn_api *dnn,
+                            bool full, cuda_setup *setup, lh_sdpa_plan **out) {
     int64_t s = c->s_chunk;
     lh_sdpa_shape shape = {.b = c->batch, .h = c->heads, .hkv = c->heads, .s = s,
                            .d = c->head_dim, .dtype = c->dtype, .scale = c->scale, .full = full};
     lh_sdpa_layout_strides(false, c->heads, s, c->head_dim, shape.q_strides);
     lh_sdpa_layout_strides(false, c->heads, s, c->head_dim, shape.kv_strides);
-    lh_status st = cuda_sdpa_plan_create(dnn, handle, &shape, out);
+    lh_status st = cuda_dnn_sdpa_get(cc, dnn, &shape, out, setup);
     return st == LH_OK ? st
                        : lh_fail_context(st, full ? "building the ring's full-block SDPA plan"
                                                   : "building the causal SDPA plan of a chunk");
@@ -65,19 +65,20 @@ static void layout(cuda_attention *a, const lh_config *c) {
     a->workspace_bytes = max64(a->fwd_bytes, a->bwd_bytes);
 }
 
-lh_status cuda_attention_create(const cuda_context *cc, const lh_cudnn_api *dnn,
-                                cudnnHandle_t handle, const lh_config *cfg,
-                                const cuda_kernels *kernels, cuda_attention **out) {
+lh_status cuda_attention_create(cuda_context *cc, const lh_cudnn_api *dnn, const lh_config *cfg,
+                                const cuda_kernels *kernels, cuda_setup *setup,
+                                cuda_attention **out) {
     cuda_attention *a = calloc(1, sizeof *a);
     if (!a) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating the attention step failed");
     const lh_cu_api *cu = cc->cu;
     a->cu = cu;
+    a->cc = cc;
     a->kernels = kernels;
     a->has_ring = cfg->ring != NULL;
     a->world = a->has_ring ? (int)cfg->cp_world : 1;
     a->rank = a->has_ring ? (int)cfg->cp_rank : 0;
-    lh_status st = build_sdpa(cfg, dnn, handle, false, &a->causal);
-    if (st == LH_OK && a->has_ring) st = build_sdpa(cfg, dnn, handle, true, &a->full);
+    lh_status st = build_sdpa(cc, cfg, dnn, false, setup, &a->causal);
+    if (st == LH_OK && a->has_ring) st = build_sdpa(cc, cfg, dnn, true, setup, &a->full);
     if (st == LH_OK && a->has_ring) {
         st = lh_cu_check(cu->StreamCreate(&a->comm, CU_STREAM_NON_BLOCKING),
                          "creating the ring's communication stream");
@@ -103,8 +104,8 @@ void cuda_attention_destroy(cuda_attention *a) {
     for (int i = 0; i < 5; i++)
         if (evs[i]) a->cu->EventDestroy(evs[i]);
     if (a->comm) a->cu->StreamDestroy(a->comm);
-    cuda_sdpa_plan_destroy(a->causal);
-    cuda_sdpa_plan_destroy(a->full);
+    cuda_dnn_sdpa_put(a->cc, a->causal);
+    cuda_dnn_sdpa_put(a->cc, a->full);
     free(a);
 }
 
@@ -163,14 +164,52 @@ lh_status cuda_attention_backward_entry(void *plan, const void *q_sel, const voi
 
 /* ---- dense attention on the caller's tensors ------------------------------------------------- */
 
+/* Where piece (bg, hg) of a dense plan starts: sequences bg * nb .., query heads hg * nh .. (their
+ * key/value heads with them), as byte offsets into q-like and k-like tensors and a row offset
+ * into the [B, H, N] log-sum-exp. */
+typedef struct dense_piece { int64_t q, kv, lse; } dense_piece;
+
+static dense_piece piece_at(const cuda_plan *p, int64_t bg, int64_t hg) {
+    const lh_config *c = &p->cfg;
+    int64_t es = (int64_t)lh_dtype_size(c->dtype), group = c->heads / c->kv_heads;
+    int64_t b0 = bg * p->dense_nb, h0 = hg * p->dense_nh;
+    dense_piece d = {.q = (b0 * p->q_sb + h0 * p->q_sh) * es,
+                     .kv = (b0 * p->kv_sb + h0 / group * p->kv_sh) * es,
+                     .lse = (b0 * c->heads + h0) * c->seq_len};
+    return d;
+}
+
+static int64_t pieces(const cuda_plan *p, int64_t *nbg) {
+    *nbg = p->cfg.batch / p->dense_nb;
+    return *nbg * (p->cfg.heads / p->dense_nh);
+}
+
+#define AT(ptr, off) ((char *)(ptr) + (off))
+
 lh_status cuda_dense_forward(void *plan, const void *q, const void *k, const void *v, void *out,
                              float *lse, void *workspace, void *stream) {
-    return cuda_sdpa_forward(((cuda_plan *)plan)->dense, q, k, v, out, lse, workspace, stream);
+    cuda_plan *p = plan;
+    int64_t nbg, n = pieces(p, &nbg);
+    lh_status st = LH_OK;
+    for (int64_t i = 0; i < n && st == LH_OK; i++) {
+        dense_piece d = piece_at(p, i % nbg, i / nbg);
+        st = cuda_sdpa_forward(p->dense, AT(q, d.q), AT(k, d.kv), AT(v, d.kv), AT(out, d.q),
+                               lse + d.lse, workspace, stream);
+    }
+    return st;
 }
 
 lh_status cuda_dense_backward(void *plan, const void *q, const void *k, const void *v,
                               const void *out, const void *dout, const float *lse, void *dq,
                               void *dk, void *dv, void *workspace, void *stream) {
-    return cuda_sdpa_backward(((cuda_plan *)plan)->dense, q, k, v, out, dout, lse, dq, dk, dv,
-                              workspace, stream);
+    cuda_plan *p = plan;
+    int64_t nbg, n = pieces(p, &nbg);
+    lh_status st = LH_OK;
+    for (int64_t i = 0; i < n && st == LH_OK; i++) {
+        dense_piece d = piece_at(p, i % nbg, i / nbg);
+        st = cuda_sdpa_backward(p->dense, AT(q, d.q), AT(k, d.kv), AT(v, d.kv), AT(out, d.q),
+                                AT(dout, d.q), lse + d.lse, AT(dq, d.q), AT(dk, d.kv),
+                                AT(dv, d.kv), workspace, stream);
+    }
+    return st;
 }

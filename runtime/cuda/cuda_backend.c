@@ -82,6 +82,13 @@ static lh_status cuda_context_create(int device, const lh_context_options *optio
     }
     cc->ordinal = device;
     cc->cu->DeviceGetName(cc->name, (int)sizeof cc->name, cc->device);
+    st = lhc_cache_create(&cc->kernel_cache);
+    if (st != LH_OK) {
+        cc->cu->DevicePrimaryCtxRelease(cc->device);
+        free(cc);
+        return st;
+    }
+    cuda_dnn_init(&cc->dnn);
     *out_state = cc;
     return LH_OK;
 }
@@ -89,6 +96,8 @@ static lh_status cuda_context_create(int device, const lh_context_options *optio
 static void cuda_context_destroy(void *state) {
     cuda_context *cc = state;
     if (!cc) return;
+    cuda_dnn_destroy(cc);
+    lhc_cache_destroy(cc->kernel_cache);
     cc->cu->DevicePrimaryCtxRelease(cc->device);
     free(cc);
 }

@@ -26,6 +26,15 @@
 #include "cudnn_api.h"
 #include "pipeline.h"
 
+/* The cuDNN state a context's plans share (cuda_dnn.c). */
+typedef struct cuda_dnn_shared {
+    pthread_mutex_t lock;     /* the handle's creation and the cache */
+    pthread_mutex_t exec;     /* held from binding the handle to a stream until the enqueue */
+    const lh_cudnn_api *api;  /* set with the handle */
+    cudnnHandle_t handle;     /* NULL until a plan needs it */
+    lh_plan_cache sdpa;       /* SDPA plans built in this context, by cuda_sdpa_key */
+} cuda_dnn_shared;
+
 typedef struct cuda_context {
     const lh_cu_api *cu;
     int ordinal;
@@ -33,13 +42,31 @@ typedef struct cuda_context {
     CUcontext primary;
     int sm; /* compute capability as 10 * major + minor */
     char name[128];
+    cuda_dnn_shared dnn;
+    lhc_cache *kernel_cache;  /* the context's compiled kernels (memory, then its disk cache) */
 } cuda_context;
+
+/* Where a plan's creation spent its time, in microseconds, in the order of LH_QUERY_SETUP_*_US
+ * (lighthouse.h), and how many of its SDPA plans came from the context's cache. */
+enum {
+    CUDA_SETUP_KERNELS = 0,     /* compiling or loading the kernels (the JIT and its disk cache) */
+    CUDA_SETUP_CUDNN_HANDLE,    /* creating the context's cuDNN handle */
+    CUDA_SETUP_CUDNN_GRAPH,     /* the SDPA operation graphs: descriptors and finalize */
+    CUDA_SETUP_CUDNN_HEURISTICS,/* cuDNN's heuristics: the engine configurations */
+    CUDA_SETUP_CUDNN_PLAN,      /* finalizing the execution plans */
+    CUDA_SETUP_PHASES
+};
+typedef struct cuda_setup {
+    int64_t us[CUDA_SETUP_PHASES];
+    int64_t reused;
+} cuda_setup;
 
 /* The attention step on chunk-major sub-sequences [C, B, H, S_c, D] (lse [C, B, H, S_c] fp32):
  * causal cuDNN SDPA without a ring, ring attention on one (cuda_ring.c). All memory is the
  * caller's workspace; the events and the communication stream are created with the plan. */
 typedef struct cuda_attention {
     const lh_cu_api *cu;
+    cuda_context *cc;              /* whose cache holds the SDPA plans */
     const cuda_kernels *kernels;   /* the plan's: ring.mlir's merge, add, convert */
     int world, rank;               /* 1, 0 without a ring */
     bool has_ring;
@@ -62,15 +89,48 @@ typedef struct cuda_plan {
     lh_config chunk;          /* one chunk as a plan of its own (lh_config_chunk; = cfg without
                                  a ring): what the stages' kernels see */
     const lh_cudnn_api *dnn;
-    cudnnHandle_t handle;
     cuda_kernels kernels;     /* Lighthouse: the stages'; chunked plans: ring.mlir too */
     /* element strides (b, t, h) of q/out/dout/dq ([.., H, ..]) and of k/v/dk/dv ([.., Hkv, ..]) */
     int64_t q_sb, q_st, q_sh, kv_sb, kv_st, kv_sh;
-    lh_sdpa_plan *dense;      /* dense without ring or hooks: attention on the caller's tensors */
+    lh_sdpa_plan *dense;      /* dense without ring or hooks: attention on the caller's tensors,
+                                 dense_nb sequences and dense_nh query heads per cuDNN call
+                                 (fewer than all where the tensors pass 2^31 elements) */
+    int64_t dense_nb, dense_nh;
     cuda_attention *attn;     /* the attention step; NULL where it could not be built */
     char attn_error[512];     /* why (dense plans without ring or hooks only) */
     cuda_stage_timer *timer;  /* LH_PARAM_STAGE_TIMING, else NULL */
+    cuda_setup setup;         /* where creating the plan spent its time */
 } cuda_plan;
+
+/* ---- the context's cuDNN state (cuda_dnn.c) ------------------------------------------------- */
+
+void cuda_dnn_init(cuda_dnn_shared *s);
+/* Drops the cached SDPA plans and the handle (no plan of the context is alive any more). */
+void cuda_dnn_destroy(cuda_context *cc);
+/* The context's cuDNN handle, created on first use (its time goes to setup). */
+lh_status cuda_dnn_handle(cuda_context *cc, const lh_cudnn_api *dnn, cudnnHandle_t *out,
+                          cuda_setup *setup);
+/* The SDPA plan of `shape` on the context's handle: from the context's cache, else built and
+ * cached. The plan's context must be current. Give it back with cuda_dnn_sdpa_put. */
+lh_status cuda_dnn_sdpa_get(cuda_context *cc, const lh_cudnn_api *dnn, const lh_sdpa_shape *shape,
+                            lh_sdpa_plan **out, cuda_setup *setup);
+void cuda_dnn_sdpa_put(cuda_context *cc, lh_sdpa_plan *plan);
+
+/* Opening cuDNN (its libraries, once per process) and the context's handle, on a thread of its
+ * own while the caller compiles the plan's kernels: the first plan of a process waits for the
+ * longer of the two instead of their sum. Begin starts it (or runs it at once where the
+ * context's handle exists); end waits for it, adds its time to `setup` and hands out the API. */
+typedef struct cuda_dnn_open {
+    cuda_context *cc;
+    pthread_t thread;
+    bool threaded;
+    lh_status st;
+    const lh_cudnn_api *dnn;
+    cuda_setup setup;
+    char message[1024];
+} cuda_dnn_open;
+void cuda_dnn_open_begin(cuda_context *cc, cuda_dnn_open *o);
+lh_status cuda_dnn_open_end(cuda_dnn_open *o, const lh_cudnn_api **dnn, cuda_setup *setup);
 
 /* The plan's context made current, and the previous one restored (cuda_backend.c). */
 lh_status cuda_enter(const cuda_plan *p);
@@ -111,11 +171,11 @@ static inline lh_status cuda_launch(const cuda_plan *p, lhk_kernel kernel, const
 /* ---- the attention (cuda_attention.c, cuda_ring.c) ---------------------------------------- */
 
 /* The step of `cfg`: its causal SDPA plan (and on a ring the full one, the communication stream,
- * events and transport). `kernels`: the plan's, holding ring.mlir on a ring. The plan's
- * context must be current. */
-lh_status cuda_attention_create(const cuda_context *cc, const lh_cudnn_api *dnn,
-                                cudnnHandle_t handle, const lh_config *cfg,
-                                const cuda_kernels *kernels, cuda_attention **out);
+ * events and transport), the SDPA plans from the context's cache where it has them.
+ * `kernels`: the plan's, holding ring.mlir on a ring. The plan's context must be current. */
+lh_status cuda_attention_create(cuda_context *cc, const lh_cudnn_api *dnn, const lh_config *cfg,
+                                const cuda_kernels *kernels, cuda_setup *setup,
+                                cuda_attention **out);
 void cuda_attention_destroy(cuda_attention *a);
 
 /* The step, for the pipeline (the plan's context already current), and for the ops table

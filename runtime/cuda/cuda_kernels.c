@@ -9,20 +9,10 @@ void cuda_kernels_chip(int sm, char *out, size_t cap) {
     else snprintf(out, cap, "sm_%d", sm);
 }
 
-lh_status cuda_kernels_cache(const lh_context_options *options, lhc_cache **out) {
-    lhc_cache *cache = NULL;
-    lh_status st = lhc_cache_create(&cache);
-    if (st != LH_OK) return st;
-    if (options) {
-        lhc_cache_set_disk_enabled(cache, options->cache_enabled);
-        st = lhc_cache_set_dir(cache, options->cache_dir);
-    }
-    if (st != LH_OK) {
-        lhc_cache_destroy(cache);
-        return st;
-    }
-    *out = cache;
-    return LH_OK;
+lh_status cuda_kernels_cache_configure(lhc_cache *cache, const lh_context_options *options) {
+    if (!options) return LH_OK;
+    lhc_cache_set_disk_enabled(cache, options->cache_enabled);
+    return lhc_cache_set_dir(cache, options->cache_dir);
 }
 
 lh_status cuda_kernels_load(cuda_kernels *k, const lh_cu_api *cu, lhc_cache *cache,

@@ -23,9 +23,10 @@ typedef struct cuda_kernels {
  * nothing specific, but that is what ptxas and the driver expect for them), else sm_NN. */
 void cuda_kernels_chip(int sm, char *out, size_t cap);
 
-/* A kernel cache with the context's options (directory, disk on or off; NULL: the defaults),
- * for the duration of a plan's creation. */
-lh_status cuda_kernels_cache(const lh_context_options *options, lhc_cache **out);
+/* Points a kernel cache at the context's options as they are now (directory, disk on or off;
+ * NULL: leaves the cache as it is). Kernels it holds in memory stay: they do not depend on the
+ * directory. */
+lh_status cuda_kernels_cache_configure(lhc_cache *cache, const lh_context_options *options);
 
 /* Compiles (through `cache`) the templates of `count` requests for `chip`, loads each into the
  * current context and looks up its kernels. Templates already loaded stay as they are. On

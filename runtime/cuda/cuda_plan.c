@@ -6,9 +6,13 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "algorithm.h"
 #include "cuda_internal.h"
+
+_Static_assert(CUDA_SETUP_PHASES == LH_QUERY_SETUP_CUDNN_PLAN_US - LH_QUERY_SETUP_KERNELS_US + 1,
+               "one setup phase per LH_QUERY_SETUP_*_US query, in their order");
 
 static bool chunked(const lh_config *c) { return c->ring || c->forward_hook; }
 
@@ -46,25 +50,31 @@ static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
     if (st == LH_OK && chunked(&p->cfg))
         st = lhc_ring_kernel(dtype, (int)c->head_dim, &req[count++]);
     if (st != LH_OK || count == 0) return st;
-    lhc_cache *cache = NULL;
-    st = cuda_kernels_cache(options, &cache);
+    /* The context's cache: a second plan of the context takes its kernels from memory */
+    lhc_cache *cache = p->cc->kernel_cache;
+    st = cuda_kernels_cache_configure(cache, options);
     if (st != LH_OK) return st;
     char chip[16];
     cuda_kernels_chip(p->cc->sm, chip, sizeof chip);
-    st = cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count);
-    lhc_cache_destroy(cache);
-    return st;
+    return cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count);
 }
 
-/* Dense attention on the caller's tensors: their own layout, Hkv heads. */
+/* Dense attention on the caller's tensors: their own layout, Hkv heads; tensors of 2^31 elements
+ * or more in pieces of whole sequences or head groups (cuda_sdpa_split), one cuDNN call each
+ * (cuda_attention.c). Where no piece fits, the whole shape is asked for, and refused with
+ * cuDNN's limit in the sentence. */
 static lh_status build_dense(cuda_plan *p) {
     const lh_config *c = &p->cfg;
-    lh_sdpa_shape shape = {.b = c->batch, .h = c->heads, .hkv = c->kv_heads, .s = c->seq_len,
-                           .d = c->head_dim, .dtype = c->dtype, .scale = c->scale};
     bool bnhd = c->layout == LH_LAYOUT_BNHD;
+    if (!cuda_sdpa_split(bnhd, c->batch, c->heads, c->kv_heads, c->seq_len, c->head_dim,
+                         &p->dense_nb, &p->dense_nh))
+        p->dense_nb = c->batch, p->dense_nh = c->heads;
+    lh_sdpa_shape shape = {.b = p->dense_nb, .h = p->dense_nh,
+                           .hkv = p->dense_nh / (c->heads / c->kv_heads), .s = c->seq_len,
+                           .d = c->head_dim, .dtype = c->dtype, .scale = c->scale};
     lh_sdpa_layout_strides(bnhd, c->heads, c->seq_len, c->head_dim, shape.q_strides);
     lh_sdpa_layout_strides(bnhd, c->kv_heads, c->seq_len, c->head_dim, shape.kv_strides);
-    return cuda_sdpa_plan_create(p->dnn, p->handle, &shape, &p->dense);
+    return cuda_dnn_sdpa_get(p->cc, p->dnn, &shape, &p->dense, &p->setup);
 }
 
 /* Grid dimensions y and z are at most 65535 on every CUDA device. The library's kernels (all of
@@ -92,8 +102,7 @@ void cuda_plan_destroy(void *plan_state) {
     cuda_stage_timer_destroy(p->timer);
     cuda_attention_destroy(p->attn);
     cuda_kernels_unload(&p->kernels);
-    cuda_sdpa_plan_destroy(p->dense);
-    if (p->handle) p->dnn->Destroy(p->handle);
+    cuda_dnn_sdpa_put(p->cc, p->dense);
     if (pushed) cuda_leave(p);
     free(p);
 }
@@ -117,7 +126,7 @@ static lh_backend_sizes own_sizes(const cuda_plan *p) {
         s.attention_bwd_bytes = cuda_sdpa_bwd_workspace_bytes(plain);
     }
     if (p->attn) s.attention_step_bytes = p->attn->workspace_bytes;
-    if (p->dense) s.dense_lse_bytes = cuda_sdpa_stats_bytes(p->dense);
+    if (p->dense) s.dense_lse_bytes = c->batch * c->heads * c->seq_len * 4; /* every piece's */
     return s;
 }
 
@@ -144,27 +153,38 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
                        "Lighthouse on the CUDA backend keeps positions in int32: S_total = %lld and "
                        "B * H * S_sel = %lld must stay below 2^31",
                        (long long)chunk.s_total, (long long)rows);
-    const lh_cudnn_api *dnn;
-    st = lh_cudnn_load(&dnn);
-    if (st != LH_OK) return st;
+    cuda_dnn_open open; /* cuDNN opens on a thread while the kernels compile */
+    cuda_dnn_open_begin(cc, &open);
     cuda_plan *p = calloc(1, sizeof *p);
-    if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
+    if (!p) {
+        cuda_setup ignored;
+        memset(&ignored, 0, sizeof ignored);
+        const lh_cudnn_api *unused;
+        cuda_dnn_open_end(&open, &unused, &ignored);
+        return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
+    }
     p->cc = cc;
     p->cfg = *cfg;
     if (!(p->cfg.scale > 0.0)) p->cfg.scale = lh_default_softmax_scale(cfg->head_dim);
     lh_config_chunk(&p->cfg, &p->chunk);
-    p->dnn = dnn;
-    st = cuda_enter(p);
-    if (st != LH_OK) {
+    lh_status entered = cuda_enter(p);
+    st = entered;
+    if (st == LH_OK) {
+        set_strides(p);
+        int64_t t0 = lh_clock_us();
+        st = load_kernels(p, options);
+        p->setup.us[CUDA_SETUP_KERNELS] = lh_clock_us() - t0;
+    }
+    /* cuDNN's failure first (no cuDNN at all), as when it was opened before the kernels */
+    lh_status dnn_st = cuda_dnn_open_end(&open, &p->dnn, &p->setup);
+    if (dnn_st != LH_OK) st = dnn_st;
+    if (entered != LH_OK) {
         free(p);
         return st;
     }
-    st = lh_cudnn_check(dnn->Create(&p->handle), "cudnnCreate");
-    set_strides(p);
-    if (st == LH_OK) st = load_kernels(p, options);
     if (st == LH_OK && plain_dense(cfg)) st = build_dense(p);
     if (st == LH_OK) {
-        st = cuda_attention_create(cc, dnn, p->handle, &p->cfg, &p->kernels, &p->attn);
+        st = cuda_attention_create(cc, p->dnn, &p->cfg, &p->kernels, &p->setup, &p->attn);
         /* Dense attention on the caller's tensors does not need the step: if its graph cannot be
          * built, only lh_attention_forward / _backward are refused. */
         if (st != LH_OK && plain_dense(cfg)) {
@@ -181,6 +201,8 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     }
     lh_backend_sizes own = own_sizes(p);
     lh_pipeline_init(&p->pipeline, ops, &p->cfg, &own, sizes);
+    for (int i = 0; i < CUDA_SETUP_PHASES; i++) sizes->setup_us[i] = p->setup.us[i];
+    sizes->setup_reused = p->setup.reused;
     if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
         fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
                 plain_dense(cfg) ? (cfg->layout == LH_LAYOUT_BNHD ? "BNHD" : "BHND")

@@ -26,7 +26,9 @@ struct lh_sdpa_plan {
     const lh_cudnn_api *dnn;
     const lh_cu_api *cu;
     cudnnHandle_t handle;
+    pthread_mutex_t *exec_lock;
     lh_gb fwd, bwd;
+    int64_t build_us;        /* creating the graphs' descriptors, before lh_gb_build_plan */
     lh_sdpa_bwd_kind bwd_kind;
     bool gqa;
     int64_t fwd_ws;
@@ -240,13 +242,16 @@ static lh_status check_shape(const lh_sdpa_shape *sh) {
         return lh_fail(LH_ERROR_HEADS_MISMATCH, "HEADS (%lld) is not a multiple of KV_HEADS (%lld)",
                        (long long)sh->h, (long long)sh->hkv);
     /* The fused kernels index with 32-bit element offsets in places; until that is verified on
-     * tensors this large, refuse rather than risk wrong results. */
+     * tensors this large, refuse rather than risk wrong results. q is the largest tensor (H >=
+     * Hkv; the fp32 dQ accumulator has as many elements). */
     const int64_t limit = (int64_t)1 << 31;
     int64_t q_elems = sh->b * sh->h * sh->s * sh->d;
     if (q_elems >= limit)
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "the CUDA attention supports tensors of fewer than 2^31 elements; q has "
-                       "B*H*N*D = %lld*%lld*%lld*%lld = %lld",
+                       "B*H*N*D = %lld*%lld*%lld*%lld = %lld (run fewer sequences or heads per "
+                       "plan, or Lighthouse mode, whose attention runs on the shorter "
+                       "sub-sequence)",
                        (long long)sh->b, (long long)sh->h, (long long)sh->s, (long long)sh->d,
                        (long long)q_elems);
     return LH_OK;
@@ -261,9 +266,52 @@ static int bwd_preference(void) {
     return -1;
 }
 
+bool cuda_sdpa_split(bool bnhd, int64_t b, int64_t h, int64_t hkv, int64_t s, int64_t d,
+                     int64_t *nb, int64_t *nh) {
+    const int64_t limit = (int64_t)1 << 31, head = s * d, group = h / hkv;
+    for (int64_t n = b; n >= 1; n--)
+        if (b % n == 0 && n * h * head < limit) {
+            *nb = n, *nh = h;
+            return true;
+        }
+    if (bnhd) return false;
+    for (int64_t m = hkv; m >= 1; m--)
+        if (hkv % m == 0 && m * group * head < limit) {
+            *nb = 1, *nh = m * group;
+            return true;
+        }
+    return false;
+}
+
+void cuda_sdpa_key(const lh_sdpa_shape *sh, lh_plan_key *key) {
+    memset(key, 0, sizeof *key);
+    int64_t *w = key->w, scale_bits;
+    memcpy(&scale_bits, &sh->scale, sizeof scale_bits);
+    int n = 0;
+    w[n++] = sh->b, w[n++] = sh->h, w[n++] = sh->hkv, w[n++] = sh->s, w[n++] = sh->d;
+    w[n++] = sh->dtype;
+    for (int i = 0; i < 4; i++) w[n++] = sh->q_strides[i];
+    for (int i = 0; i < 4; i++) w[n++] = sh->kv_strides[i];
+    w[n++] = scale_bits;
+    w[n++] = sh->full;
+    w[n++] = bwd_preference();
+}
+
+void cuda_sdpa_setup_us(const lh_sdpa_plan *p, int64_t *graph, int64_t *heuristics,
+                        int64_t *plan_us) {
+    *graph = p->build_us + p->fwd.graph_us + p->bwd.graph_us;
+    *heuristics = p->fwd.heuristics_us + p->bwd.heuristics_us;
+    *plan_us = p->fwd.plan_us + p->bwd.plan_us;
+}
+
 static lh_status build_bwd_plan(lh_sdpa_plan *p, lh_sdpa_bwd_kind kind) {
+    int64_t t0 = lh_clock_us(), graph_us = p->bwd.graph_us, heur_us = p->bwd.heuristics_us,
+            plan_us = p->bwd.plan_us;
     lh_gb_init(&p->bwd, p->dnn, p->handle);
+    /* a second attempt (the accumulator after the deterministic graph) adds to the first's */
+    p->bwd.graph_us = graph_us, p->bwd.heuristics_us = heur_us, p->bwd.plan_us = plan_us;
     build_backward(p, &p->bwd, kind);
+    p->build_us += lh_clock_us() - t0;
     lh_status st = lh_gb_build_plan(&p->bwd, kind == LH_SDPA_BWD_DETERMINISTIC,
                                     kind == LH_SDPA_BWD_ACCUM ? "SDPA backward (dQ accumulator)"
                                                               : "SDPA backward (deterministic)");
@@ -273,7 +321,8 @@ static lh_status build_bwd_plan(lh_sdpa_plan *p, lh_sdpa_bwd_kind kind) {
 }
 
 lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
-                                const lh_sdpa_shape *shape, lh_sdpa_plan **out_plan) {
+                                pthread_mutex_t *exec_lock, const lh_sdpa_shape *shape,
+                                lh_sdpa_plan **out_plan) {
     lh_status st = check_shape(shape);
     if (st != LH_OK) return st;
     const lh_cu_api *cu = NULL;
@@ -285,14 +334,17 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
     p->dnn = dnn;
     p->cu = cu;
     p->handle = handle;
+    p->exec_lock = exec_lock;
     p->gqa = shape->h != shape->hkv;
     p->scale = (float)shape->scale;
     p->one = 1.0f;
     p->neg_inf = -INFINITY;
     p->next_uid = UID_VIRTUAL;
 
+    int64_t t0 = lh_clock_us();
     lh_gb_init(&p->fwd, dnn, handle);
     build_forward(p, &p->fwd);
+    p->build_us = lh_clock_us() - t0;
     st = lh_gb_build_plan(&p->fwd, false, "SDPA forward");
     if (st != LH_OK) {
         lh_gb_destroy(&p->fwd);
@@ -356,24 +408,31 @@ int64_t cuda_sdpa_bwd_workspace_bytes(const lh_sdpa_plan *p) { return p->bwd_ws;
 lh_sdpa_bwd_kind cuda_sdpa_bwd_kind(const lh_sdpa_plan *p) { return p->bwd_kind; }
 const char *cuda_sdpa_describe(const lh_sdpa_plan *p) { return p->description; }
 
-lh_status cuda_sdpa_forward(lh_sdpa_plan *p, const void *q, const void *k, const void *v,
-                            void *out, float *stats, void *workspace, CUstream stream) {
+/* Binds the handle to `stream` and enqueues `gb`, under the handle's lock where it is shared. */
+static lh_status execute_on(const lh_sdpa_plan *p, const lh_gb *gb, CUstream stream, int count,
+                            const int64_t *uids, void *const *ptrs, void *workspace,
+                            const char *what) {
+    if (p->exec_lock) pthread_mutex_lock(p->exec_lock);
     lh_status st = lh_cudnn_check(p->dnn->SetStream(p->handle, (cudaStream_t)stream),
                                   "cudnnSetStream");
-    if (st != LH_OK) return st;
+    if (st == LH_OK) st = lh_gb_execute(gb, count, uids, ptrs, workspace, what);
+    if (p->exec_lock) pthread_mutex_unlock(p->exec_lock);
+    return st;
+}
+
+lh_status cuda_sdpa_forward(lh_sdpa_plan *p, const void *q, const void *k, const void *v,
+                            void *out, float *stats, void *workspace, CUstream stream) {
     const int64_t uids[] = {UID_Q, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE_S, UID_NEG_INF};
     void *const ptrs[] = {(void *)q, (void *)k, (void *)v, out, stats, &p->scale, &p->neg_inf};
     /* A full (unmasked) graph has no -inf scalar: bind only the uids the graph has. */
-    return lh_gb_execute(&p->fwd, p->shape.full ? 6 : 7, uids, ptrs, p->fwd_ws ? workspace : NULL,
-                         "running the cuDNN SDPA forward");
+    return execute_on(p, &p->fwd, stream, p->shape.full ? 6 : 7, uids, ptrs,
+                      p->fwd_ws ? workspace : NULL, "running the cuDNN SDPA forward");
 }
 
 lh_status cuda_sdpa_backward(lh_sdpa_plan *p, const void *q, const void *k, const void *v,
                              const void *out, const void *dout, const float *stats, void *dq,
                              void *dk, void *dv, void *workspace, CUstream stream) {
-    lh_status st = lh_cudnn_check(p->dnn->SetStream(p->handle, (cudaStream_t)stream),
-                                  "cudnnSetStream");
-    if (st != LH_OK) return st;
+    lh_status st;
     char *ws = workspace;
     int64_t uids[16] = {UID_Q, UID_K, UID_V, UID_O, UID_DO, UID_STATS, UID_DQ, UID_DK, UID_DV,
                         UID_SOFTMAX_SUM, UID_SCALE_S, UID_SCALE_DS, UID_ONE, UID_NEG_INF};
@@ -389,6 +448,6 @@ lh_status cuda_sdpa_backward(lh_sdpa_plan *p, const void *q, const void *k, cons
         uids[n] = UID_DQ_ACCUM;
         ptrs[n++] = ws + p->off_accum;
     }
-    return lh_gb_execute(&p->bwd, n, uids, ptrs, p->bwd.workspace_bytes ? workspace : NULL,
-                         "running the cuDNN SDPA backward");
+    return execute_on(p, &p->bwd, stream, n, uids, ptrs,
+                      p->bwd.workspace_bytes ? workspace : NULL, "running the cuDNN SDPA backward");
 }

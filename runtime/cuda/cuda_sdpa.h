@@ -12,11 +12,13 @@
 #ifndef LH_CUDA_SDPA_H
 #define LH_CUDA_SDPA_H
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #include <cuda.h>
 
 #include "cudnn_graph_build.h"
+#include "plan_cache.h"
 
 typedef struct lh_sdpa_shape {
     int64_t b, h, hkv, s, d;
@@ -42,10 +44,33 @@ void lh_sdpa_layout_strides(bool bnhd, int64_t heads, int64_t s, int64_t d, int6
 
 /* Builds the forward and backward graphs and their execution plans. The caller has pushed the
  * CUDA context the plan will run in; `handle` is a cuDNN handle of that context owned by the
- * caller and kept alive while the plan lives. */
+ * caller and kept alive while the plan lives. `exec_lock` (may be NULL) is held from binding the
+ * handle to the call's stream until the graph is enqueued: plans that share a handle run from
+ * any thread. */
 lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
-                                const lh_sdpa_shape *shape, lh_sdpa_plan **out_plan);
+                                pthread_mutex_t *exec_lock, const lh_sdpa_shape *shape,
+                                lh_sdpa_plan **out_plan);
 void cuda_sdpa_plan_destroy(lh_sdpa_plan *plan);
+
+/* Everything that decides what cuda_sdpa_plan_create builds for `shape` in this process (the
+ * shape, the scale's bits and the backward graph preferred by LIGHTHOUSE_CUDNN_SDPA_BWD), as a
+ * key of the context's plan cache. */
+void cuda_sdpa_key(const lh_sdpa_shape *shape, lh_plan_key *key);
+
+/* Where building the plan spent its time, in microseconds, forward and backward graphs together:
+ * the operation graphs (descriptors and finalize), the heuristics, the execution plans. */
+void cuda_sdpa_setup_us(const lh_sdpa_plan *plan, int64_t *graph, int64_t *heuristics,
+                        int64_t *plan_us);
+
+/* How dense attention on tensors of `b` sequences and `h` query heads (`hkv` key/value heads) of
+ * `s` tokens of `d` is cut into calls of fewer than 2^31 elements each, cuDNN's limit: *nb
+ * sequences (dividing b) and *nh query heads (dividing h, whole groups of h / hkv) per call.
+ * Whole sequences first; a head range only in the [B, H, S, D] layout, where a head's tokens
+ * are contiguous (in [B, S, H, D] every token of a sequence spans all its heads). false where
+ * no cut fits (one sequence of one group is already too large, or [B, S, H, D] with one
+ * sequence too large). */
+bool cuda_sdpa_split(bool bnhd, int64_t b, int64_t h, int64_t hkv, int64_t s, int64_t d,
+                     int64_t *nb, int64_t *nh);
 
 /* Bytes of the log-sum-exp buffer (fp32 [B, H, S]) and of the two workspaces. */
 int64_t cuda_sdpa_stats_bytes(const lh_sdpa_plan *plan);

@@ -44,6 +44,9 @@ lh_status lh_cudnn_load(const lh_cudnn_api **out_api);
  * CUDNN_STATUS_ALLOC_FAILED) with cuDNN's own last error text appended. */
 lh_status lh_cudnn_fail(cudnnStatus_t status, const char *what);
 
+/* Microseconds on the monotonic clock, to time the steps of building a plan. */
+int64_t lh_clock_us(void);
+
 static inline lh_status lh_cudnn_check(cudnnStatus_t status, const char *what) {
     return status == CUDNN_STATUS_SUCCESS ? LH_OK : lh_cudnn_fail(status, what);
 }

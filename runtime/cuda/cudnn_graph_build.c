@@ -216,7 +216,9 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
            &graph, "heuristics graph");
     gb_set(gb, heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heur mode");
     if (gb->status != LH_OK) return false;
+    int64_t t0 = lh_clock_us();
     cudnnStatus_t s = gb->dnn->BackendFinalize(heur);
+    gb->heuristics_us += lh_clock_us() - t0;
     if (s != CUDNN_STATUS_SUCCESS) {
         size_t used = strlen(notes);
         snprintf(notes + used, notes_size - used, " [heuristics mode %d: %s]", (int)mode,
@@ -253,7 +255,9 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
                                          1, &gb->handle);
             gb->dnn->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
                                          CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]);
+            int64_t t1 = lh_clock_us();
             s = gb->dnn->BackendFinalize(plan);
+            gb->plan_us += lh_clock_us() - t1;
             if (s != CUDNN_STATUS_SUCCESS) {
                 size_t used = strlen(notes);
                 snprintf(notes + used, notes_size - used, " [engine %lld: %s]",
@@ -287,7 +291,9 @@ lh_status lh_gb_build_plan(lh_gb *gb, bool prefer_deterministic, const char *wha
            "graph handle");
     gb_set(gb, graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, gb->op_count,
            gb->ops, "graph operations");
+    int64_t t0 = lh_clock_us();
     gb_finalize(gb, graph, "finalizing the operation graph");
+    gb->graph_us += lh_clock_us() - t0;
     char notes[768] = "";
     if (gb->status == LH_OK &&
         !try_mode(gb, graph, CUDNN_HEUR_MODE_A, prefer_deterministic, notes, sizeof notes) &&

@@ -33,6 +33,9 @@ typedef struct lh_gb {
     int64_t workspace_bytes;
     bool deterministic;   /* the chosen engine has no NONDETERMINISTIC note */
     int64_t engine_id;
+    /* where lh_gb_build_plan spent its time, in microseconds: finalizing the operation graph,
+     * the heuristics (engine configurations), finalizing execution plans */
+    int64_t graph_us, heuristics_us, plan_us;
 } lh_gb;
 
 void lh_gb_init(lh_gb *gb, const lh_cudnn_api *dnn, cudnnHandle_t handle);

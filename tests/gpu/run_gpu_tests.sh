@@ -11,7 +11,8 @@
 # $LIGHTHOUSE_GPU_LOG_DIR (default /tmp/lh-gpu-logs). LIGHTHOUSE_GPU_QUICK=1 skips the N >= 16K dense cases and
 # the timing program. LIGHTHOUSE_GPU_ONLY=REGEX runs only the programs whose names match (e.g.
 # 'lighthouse|demo'; LIGHTHOUSE_GPU_ONLY=torch runs only the PyTorch layer's tests).
-# LIGHTHOUSE_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times).
+# LIGHTHOUSE_GPU_PROFILE=1 adds tests/gpu/profile_kernels.sh (per-kernel times). LIGHTHOUSE_GPU_SHAPES=1 adds
+# the shape table (lighthouse-bench --shape-table 1; LIGHTHOUSE_SHAPES_ARGS are passed to it).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:-${LIGHTHOUSE_GPU_BIN:-}}
@@ -89,6 +90,15 @@ fi
 # Hostile sizes and numbers: 32-bit and grid limits at finalize, NaN/Inf scores and inputs, large
 # logits, against the CPU backend.
 [ -x "$BIN/test_hostile_gpu" ] && run hostile 300 "$BIN/test_hostile_gpu"
+# Plans sharing their context's cuDNN handle and attention plans (also from two threads at once)
+# against plans that built their own.
+[ -x "$BIN/test_plan_cache_gpu" ] && run plan_cache 300 "$BIN/test_plan_cache_gpu"
+# Tensors past 2^31 elements (2.2M tokens, H = 8, D = 128: 4.5 GB per tensor): dense [B,N,H,D]
+# refused at finalize, dense [B,H,N,D] in pieces of 4 heads against fp64 rows, Lighthouse against
+# one head alone. About 3 minutes; left out of quick runs unless named.
+if [ "${LIGHTHOUSE_GPU_QUICK:-0}" != 1 ] || [ -n "${LIGHTHOUSE_GPU_ONLY:-}" ]; then
+  [ -x "$BIN/test_large_gpu" ] && run large 600 "$BIN/test_large_gpu"
+fi
 # Context parallelism: W = 2, 4 and 8 ranks of an in-process ring on this GPU against the CPU
 # ring; with two or more GPUs also one process per GPU over NCCL (W = every GPU), and the 1M-token
 # scaling timing (not a test; tests/gpu/run_cp_scaling.sh runs the whole set).
@@ -155,6 +165,18 @@ if { [ "${LIGHTHOUSE_GPU_BENCH:-0}" = 1 ] || { [ "${LIGHTHOUSE_GPU_QUICK:-0}" !=
   python3 "$ROOT/tools/bench/plot_bench.py" "$LOGS/bench.json" "$LOGS/bench.png" 2>&1 | tail -1
   # copied at once, so that a run cut off later (variants, profile) still returns them
   [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOGS"/bench.json "$LOGS"/bench.png "$OUT"/ 2>/dev/null
+fi
+
+# The shape table (not a test), with LIGHTHOUSE_GPU_SHAPES=1: the shapes real models train with, B = 1
+# and 2, N = 64K and 256K, plan start-up first (LIGHTHOUSE_SHAPES_ARGS are passed on); JSON, plot and
+# the Markdown table next to the logs and in $OUT.
+if [ "${LIGHTHOUSE_GPU_SHAPES:-0}" = 1 ] && [ -x "$BIN/lighthouse-bench" ]; then
+  echo "== timing (not a test): lighthouse-bench --shape-table 1 ${LIGHTHOUSE_SHAPES_ARGS:-}"
+  timeout 420 "$BIN/lighthouse-bench" --shape-table 1 --json "$LOGS/shapes.json" ${LIGHTHOUSE_SHAPES_ARGS:-} 2>&1 |
+    tee "$LOGS/shapes.log"
+  python3 "$ROOT/tools/bench/plot_shapes.py" "$LOGS/shapes.json" "$LOGS/shapes.png" 2>&1 | tail -1
+  python3 "$ROOT/tools/bench/shape_table.py" "$LOGS/shapes.json" >"$LOGS/shapes.md" 2>&1 && cat "$LOGS/shapes.md"
+  [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$LOGS"/shapes.json "$LOGS"/shapes.png "$LOGS"/shapes.md "$OUT"/ 2>/dev/null
 fi
 
 # Other builds of the library against the packed one (scripts/gpu_pack_variant.sh), with

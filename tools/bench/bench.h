@@ -3,6 +3,7 @@
 #define LH_BENCH_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "host_device.h"
 #include "lighthouse.h"
@@ -20,6 +21,9 @@ typedef struct bench_options {
     int lighthouse_only;       /* --lighthouse-only 1: only the Lighthouse plan's runs (profiling) */
     int recompute;             /* --recompute 1: LH_PARAM_RECOMPUTE_SUBSEQ (smaller `saved`) */
     int stage_timing;          /* LH_PARAM_STAGE_TIMING of the plans bench_plan makes */
+    int shape_table;           /* --shape-table 1: the shapes of real models (bench_shapes.c) */
+    int64_t batches[4];        /* the shape table's batch sizes (--batches 1,2) */
+    int num_batches;
 } bench_options;
 
 /* One stage of the Lighthouse forward or backward, timed inside the pipeline (CUDA events around
@@ -32,13 +36,23 @@ typedef struct stage_result {
 
 #define BENCH_STAGES LH_STAGE_COUNT
 
+/* Plan start-up (bench_startup.c): a Lighthouse plan finalized cold (new context, empty kernel
+ * cache), from disk (new context, kernels cached) and from memory (second plan of a context). */
+enum { STARTUP_COLD = 0, STARTUP_DISK, STARTUP_MEMORY, STARTUP_CASES };
+#define BENCH_SETUP_PHASES (LH_QUERY_SETUP_CUDNN_PLAN_US - LH_QUERY_SETUP_KERNELS_US + 1)
+typedef struct startup_result {
+    double total_ms;                        /* the whole lh_plan_create .. finalize; < 0 = failed */
+    double phase_ms[BENCH_SETUP_PHASES];    /* LH_QUERY_SETUP_KERNELS_US .. _CUDNN_PLAN_US */
+    int64_t reused;                         /* LH_QUERY_SETUP_CUDNN_REUSED */
+} startup_result;
+
 typedef struct bench_row {
     int64_t seq, s_sel;
     double lh_fwd, lh_fwdbwd;           /* ms, median; < 0 = not run */
     double dense_fwd, dense_fwdbwd;
     double floor_fwd, floor_fwdbwd;     /* cuDNN (dense mode) on a sequence of length S_sel */
     double fwd_over_floor, fwdbwd_over_floor;   /* median of per-pair ratios; < 0 = not run */
-    double jit_cold_ms, jit_disk_ms, jit_memory_ms;
+    startup_result startup[STARTUP_CASES];
     int64_t saved_bytes;
     stage_result stages[BENCH_STAGES];
     const char *lh_error;               /* why Lighthouse did not run, or NULL */
@@ -66,6 +80,26 @@ int buffers_alloc(const bench_options *o, lh_plan *plan, int64_t seq, run_buffer
 void buffers_free(run_buffers *r);
 /* One forward (and backward) with input set `it % sets`: a bench_fn. */
 int run_once(void *arg, int it);
+
+/* Forward and forward+backward of `plan` alone (medians to *fwd, *fwdbwd; < 0 where not run). */
+void time_plan(const bench_options *o, lh_plan *plan, int64_t seq, double *fwd, double *fwdbwd);
+/* Lighthouse against its floor, forward and forward+backward, each pair of calls back to back:
+ * the ratios the targets are about come from calls made under the same clocks and heat, not
+ * from two medians taken minutes apart. Fills the row's LH, floor and ratio fields. */
+void time_against_floor(const bench_options *o, lh_plan *lh, int64_t seq, lh_plan *floor_plan,
+                        int64_t s_sel, bench_row *row);
+/* Device-to-device copy rate, GB/s counted as read + write. */
+double copy_bandwidth_gbs(const bench_options *o);
+
+/* Plan start-up at `seq` tokens, the three cases (bench_startup.c), and its table and JSON. */
+void bench_startup(const bench_options *o, int64_t seq, startup_result out[STARTUP_CASES]);
+void print_startup_header(void);
+void print_startup_rows(int64_t seq, const startup_result r[STARTUP_CASES]);
+void json_startup(FILE *f, const startup_result r[STARTUP_CASES]);
+
+/* The shape table (bench_shapes.c): the shapes of real models, B = 1 and 2, o->seqs, in one run;
+ * prints the table, writes o->json_path. 0 on success. */
+int bench_shape_table(const bench_options *o, lh_context *ctx, double copy_gbs);
 
 /* The per-stage measurement of one N (bench_stages.c). */
 void bench_stages(const bench_options *o, lh_context *ctx, int64_t seq, bench_row *row);

@@ -11,6 +11,10 @@
  *                    [--lighthouse-only 1|2] (for a profiler, see tests/gpu/profile_kernels.sh:
  *                                             1 runs Lighthouse alone, 2 Lighthouse and its
  *                                             floor in pairs; no copy, JIT, stages or dense)
+ *   lighthouse-bench --shape-table 1 [--seqs 65536,262144] [--batches 1,2] [--dense-max 131072]
+ *                    [--repeats 5] [--warmup 1] [--json lighthouse-shapes.json]
+ *                    the shapes real models train with, one run (bench_shapes.c); --heads,
+ *                    --kv-heads, --dim and --dtype do not apply there
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,15 +107,30 @@ int run_once(void *arg, int it) {
     return 0;
 }
 
-static void fill_random(void *dev, size_t elems, lh_dtype dtype, unsigned seed) {
-    float *h = malloc(elems * sizeof(float));
-    void *enc = malloc(elems * 2);
-    srand(seed);
-    for (size_t i = 0; i < elems; i++) h[i] = (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
-    hd_encode(dtype, h, enc, elems);
-    hd_upload(LH_BACKEND_CUDA, dev, enc, elems * 2);
+/* Random values in [-1, 1): one tile of TILE elements made on the host and uploaded, then copied
+ * on the device, doubling, until `elems` are filled. TILE is odd, so the repeat does not line up
+ * with rows, heads or tokens; a 2^31-element tensor fills in milliseconds instead of the minute
+ * rand() would take. */
+static int fill_random(void *dev, size_t elems, lh_dtype dtype, unsigned seed) {
+    enum { TILE = (1 << 22) + 15 };
+    size_t first = elems < TILE ? elems : TILE, es = 2;
+    float *h = malloc(first * sizeof(float));
+    void *enc = malloc(first * es);
+    int rc = !h || !enc;
+    if (!rc) {
+        srand(seed);
+        for (size_t i = 0; i < first; i++) h[i] = (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
+        hd_encode(dtype, h, enc, first);
+        rc = hd_upload(LH_BACKEND_CUDA, dev, enc, first * es);
+    }
+    for (size_t done = first; rc == 0 && done < elems;) {
+        size_t n = done < elems - done ? done : elems - done;
+        rc = hd_copy_d2d((char *)dev + done * es, dev, n * es);
+        done += n;
+    }
     free(h);
     free(enc);
+    return rc;
 }
 
 int buffers_alloc(const bench_options *o, lh_plan *plan, int64_t seq, run_buffers *r) {
@@ -129,11 +148,9 @@ int buffers_alloc(const bench_options *o, lh_plan *plan, int64_t seq, run_buffer
         r->k[s] = hd_alloc(LH_BACKEND_CUDA, kn * es);
         r->v[s] = hd_alloc(LH_BACKEND_CUDA, kn * es);
         ok = ok && r->q[s] && r->k[s] && r->v[s];
-        if (ok) {
-            fill_random(r->q[s], qn, o->dtype, 1 + 3 * s);
-            fill_random(r->k[s], kn, o->dtype, 2 + 3 * s);
-            fill_random(r->v[s], kn, o->dtype, 3 + 3 * s);
-        }
+        ok = ok && fill_random(r->q[s], qn, o->dtype, 1 + 3 * s) == 0 &&
+             fill_random(r->k[s], kn, o->dtype, 2 + 3 * s) == 0 &&
+             fill_random(r->v[s], kn, o->dtype, 3 + 3 * s) == 0;
     }
     r->out = hd_alloc(LH_BACKEND_CUDA, qn * es);
     r->dout = hd_alloc(LH_BACKEND_CUDA, qn * es);
@@ -143,8 +160,8 @@ int buffers_alloc(const bench_options *o, lh_plan *plan, int64_t seq, run_buffer
     r->saved = hd_alloc(LH_BACKEND_CUDA, (size_t)bench_query(plan, LH_QUERY_SAVED_BYTES));
     r->ws = ws > 0 ? hd_alloc(LH_BACKEND_CUDA, (size_t)ws) : NULL;
     ok = ok && r->out && r->dout && r->dq && r->dk && r->dv && r->saved && (ws == 0 || r->ws);
-    if (ok) fill_random(r->dout, qn, o->dtype, 99);
-    else fprintf(stderr, "  out of device memory for N=%lld\n", (long long)seq);
+    ok = ok && fill_random(r->dout, qn, o->dtype, 99) == 0;
+    if (!ok) fprintf(stderr, "  out of device memory for N=%lld\n", (long long)seq);
     return ok ? 0 : 1;
 }
 
@@ -157,8 +174,7 @@ void buffers_free(run_buffers *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* Times forward and forward+backward of `plan`; the results go to *fwd and *fwdbwd. */
-static void time_plan(const bench_options *o, lh_plan *plan, int64_t seq, double *fwd, double *fwdbwd) {
+void time_plan(const bench_options *o, lh_plan *plan, int64_t seq, double *fwd, double *fwdbwd) {
     *fwd = *fwdbwd = -1.0;
     run_buffers r;
     if (buffers_alloc(o, plan, seq, &r) == 0) {
@@ -171,10 +187,7 @@ static void time_plan(const bench_options *o, lh_plan *plan, int64_t seq, double
     buffers_free(&r);
 }
 
-/* Lighthouse against its floor, forward and forward+backward, each pair of calls back to back
- * (timed_runs): the ratios the targets are about come from calls made under the same clocks
- * and heat, not from two medians taken minutes apart. */
-static void time_against_floor(const bench_options *o, lh_plan *lh, int64_t seq, lh_plan *floor_plan,
+void time_against_floor(const bench_options *o, lh_plan *lh, int64_t seq, lh_plan *floor_plan,
                                int64_t s_sel, bench_row *row) {
     run_buffers a = {0}, b = {0};
     int ok = buffers_alloc(o, lh, seq, &a) == 0;
@@ -196,37 +209,6 @@ static void time_against_floor(const bench_options *o, lh_plan *lh, int64_t seq,
     buffers_free(&b);
 }
 
-/* ---- JIT: cold (empty cache), warm from disk (new context), warm from memory ------------ */
-
-static double finalize_ms(lh_context *ctx, const bench_options *o, int64_t seq) {
-    double t0 = hd_now();
-    lh_plan *plan = bench_plan(ctx, o, seq, LH_MODE_LIGHTHOUSE);
-    double ms = (hd_now() - t0) * 1e3;
-    lh_plan_destroy(plan);
-    return plan ? ms : -1.0;
-}
-
-static void measure_jit(const bench_options *o, int64_t seq, bench_row *row) {
-    char dir[] = "/tmp/lh-bench-cache-XXXXXX";
-    row->jit_cold_ms = row->jit_disk_ms = row->jit_memory_ms = -1.0;
-    if (!mkdtemp(dir)) return;
-    lh_context *ctx = NULL;
-    if (lh_context_create(LH_BACKEND_CUDA, 0, &ctx) == LH_OK) {
-        lh_context_set_str(ctx, LH_CONTEXT_CACHE_DIR, dir);
-        row->jit_cold_ms = finalize_ms(ctx, o, seq);
-        row->jit_memory_ms = finalize_ms(ctx, o, seq);
-        lh_context_destroy(ctx);
-    }
-    if (lh_context_create(LH_BACKEND_CUDA, 0, &ctx) == LH_OK) {
-        lh_context_set_str(ctx, LH_CONTEXT_CACHE_DIR, dir);
-        row->jit_disk_ms = finalize_ms(ctx, o, seq);
-        lh_context_destroy(ctx);
-    }
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "  could not remove %s\n", dir);
-}
-
 /* ---- copy bandwidth ------------------------------------------------------------------------ */
 
 typedef struct copy_arg { void *dst, *src; size_t bytes; } copy_arg;
@@ -236,7 +218,7 @@ static int copy_once(void *arg, int it) {
     return hd_copy_d2d(c->dst, c->src, c->bytes);
 }
 
-static double copy_bandwidth_gbs(const bench_options *o) {
+double copy_bandwidth_gbs(const bench_options *o) {
     copy_arg c = {NULL, NULL, (size_t)1 << 30};
     c.src = hd_alloc(LH_BACKEND_CUDA, c.bytes);
     c.dst = hd_alloc(LH_BACKEND_CUDA, c.bytes);
@@ -273,9 +255,11 @@ static void write_json(const bench_options *o, const bench_row *rows, int n, dou
         json_number(f, "floor_fwdbwd_ms", r->floor_fwdbwd, 0);
         json_number(f, "fwd_over_floor", r->fwd_over_floor, 0);
         json_number(f, "fwdbwd_over_floor", r->fwdbwd_over_floor, 0);
-        json_number(f, "jit_cold_ms", r->jit_cold_ms, 0);
-        json_number(f, "jit_disk_ms", r->jit_disk_ms, 0);
-        json_number(f, "jit_memory_ms", r->jit_memory_ms, 0);
+        json_number(f, "jit_cold_ms", r->startup[STARTUP_COLD].total_ms, 0);
+        json_number(f, "jit_disk_ms", r->startup[STARTUP_DISK].total_ms, 0);
+        json_number(f, "jit_memory_ms", r->startup[STARTUP_MEMORY].total_ms, 0);
+        json_startup(f, r->startup);
+        fprintf(f, ", ");
         fprintf(f, "\"saved_bytes\": %lld, \"stages\": [", (long long)r->saved_bytes);
         for (int s = 0; s < BENCH_STAGES; s++) {
             fprintf(f, "{\"name\": \"%s\", ", r->stages[s].name ? r->stages[s].name : "");
@@ -310,13 +294,14 @@ static void print_table(const bench_options *o, const bench_row *rows, int n, do
             printf(" %9.3f %9.0f %6.0f%%\n", st->bytes / 1e9, gbs,
                    copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0);
         }
-    printf("\nJIT (plan finalize, Lighthouse): cold = empty cache, disk = new context, memory = same context\n");
-    printf("%8s %9s %9s %9s %12s\n", "N", "cold ms", "disk ms", "mem ms", "saved MiB");
-    for (int i = 0; i < n; i++) {
-        printf("%8lld", (long long)rows[i].seq);
-        print_ms(rows[i].jit_cold_ms); print_ms(rows[i].jit_disk_ms); print_ms(rows[i].jit_memory_ms);
-        printf(" %12.1f\n", (double)rows[i].saved_bytes / (1 << 20));
-    }
+    printf("\nplan start-up (lh_plan_finalize, Lighthouse), ms: cold = new context, empty kernel cache\n"
+           "(first row: also the process's first plan); disk = new context, kernels cached; memory =\n"
+           "second plan of the cold plan's context; reused = cuDNN attention plans taken from the context\n");
+    print_startup_header();
+    for (int i = 0; i < n; i++) print_startup_rows(rows[i].seq, rows[i].startup);
+    printf("\n%8s %12s\n", "N", "saved MiB");
+    for (int i = 0; i < n; i++)
+        printf("%8lld %12.1f\n", (long long)rows[i].seq, (double)rows[i].saved_bytes / (1 << 20));
     printf("\n== %s | B=%lld H=%lld Hkv=%lld D=%lld %s L=%lld p=%lld topk=%lld | ms, median of %d\n",
            hd_gpu_name(), (long long)o->batch, (long long)o->heads, (long long)o->kv_heads, (long long)o->dim,
            o->dtype == LH_DTYPE_BFLOAT16 ? "bf16" : "fp16", (long long)o->levels, (long long)o->pooling,
@@ -340,12 +325,19 @@ static void print_table(const bench_options *o, const bench_row *rows, int n, do
 
 /* ---- main ---------------------------------------------------------------------------------- */
 
-static void parse_seqs(bench_options *o, const char *list) {
-    o->num_seqs = 0;
-    for (const char *p = list; *p && o->num_seqs < BENCH_MAX_SEQS;) {
-        o->seqs[o->num_seqs++] = strtoll(p, (char **)&p, 10);
+/* A comma-separated list of integers into out[0 .. max); returns how many. */
+static int parse_list(const char *list, int64_t *out, int max) {
+    int n = 0;
+    for (const char *p = list; *p && n < max;) {
+        out[n++] = strtoll(p, (char **)&p, 10);
         if (*p == ',') p++;
+        else if (*p) break;
     }
+    return n;
+}
+
+static void parse_seqs(bench_options *o, const char *list) {
+    o->num_seqs = parse_list(list, o->seqs, BENCH_MAX_SEQS);
 }
 
 static void parse_args(int argc, char **argv, bench_options *o) {
@@ -368,6 +360,8 @@ static void parse_args(int argc, char **argv, bench_options *o) {
         else if (!strcmp(a, "--json")) o->json_path = v;
         else if (!strcmp(a, "--lighthouse-only")) o->lighthouse_only = atoi(v);
         else if (!strcmp(a, "--recompute")) o->recompute = atoi(v) != 0;
+        else if (!strcmp(a, "--shape-table")) o->shape_table = atoi(v) != 0;
+        else if (!strcmp(a, "--batches")) o->num_batches = parse_list(v, o->batches, 4);
         else { fprintf(stderr, "unknown option %s (see the comment at the top of lighthouse_bench.c)\n", a); exit(2); }
     }
     if (o->repeats < 1) o->repeats = 1;
@@ -377,7 +371,17 @@ int main(int argc, char **argv) {
     bench_options o = {.batch = 1, .heads = 8, .kv_heads = 8, .dim = 128, .levels = 3, .pooling = 4,
                        .topk = 2048, .dtype = LH_DTYPE_BFLOAT16, .warmup = 2, .repeats = 7,
                        .dense_max_seq = 1 << 19, .json_path = "lighthouse-bench.json"};
-    parse_seqs(&o, "32768,65536,131072,262144,524288");
+    parse_seqs(&o, "32768,65536,131072,262144,524288,1048576,2097152");
+    o.num_batches = parse_list("1,2", o.batches, 4);
+    /* the shape table's defaults, unless given: N = 64K and 256K, dense to 128K, 5 repeats */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--shape-table") && i + 1 < argc && atoi(argv[i + 1])) {
+            parse_seqs(&o, "65536,262144");
+            o.dense_max_seq = 131072;
+            o.repeats = 5;
+            o.warmup = 1;
+            o.json_path = "lighthouse-shapes.json";
+        }
     parse_args(argc, argv, &o);
     if (hd_gpu_init(0) != 0) {
         printf("lighthouse-bench: no usable GPU (libcuda.so.1, device 0); nothing to measure\n");
@@ -391,6 +395,11 @@ int main(int argc, char **argv) {
     printf("lighthouse-bench %s on %s\n", lh_version_string(), hd_gpu_name());
     double copy_gbs = o.lighthouse_only ? 0.0 : copy_bandwidth_gbs(&o);
     printf("device-to-device copy: %.0f GB/s (read + write)\n", copy_gbs);
+    if (o.shape_table) {
+        int rc = bench_shape_table(&o, ctx, copy_gbs);
+        lh_context_destroy(ctx);
+        return rc;
+    }
     bench_row rows[BENCH_MAX_SEQS];
     memset(rows, 0, sizeof rows);
     for (int i = 0; i < o.num_seqs; i++) {
@@ -400,7 +409,8 @@ int main(int argc, char **argv) {
         r->fwd_over_floor = r->fwdbwd_over_floor = -1;
         printf("N = %lld\n", (long long)r->seq);
         fflush(stdout);
-        if (!o.lighthouse_only) measure_jit(&o, r->seq, r);
+        if (!o.lighthouse_only) bench_startup(&o, r->seq, r->startup);
+        else for (int c = 0; c < STARTUP_CASES; c++) r->startup[c].total_ms = -1.0;
         lh_plan *lh = bench_plan(ctx, &o, r->seq, LH_MODE_LIGHTHOUSE);
         if (lh) {
             r->s_sel = bench_query(lh, LH_QUERY_SUBSEQ_LEN);

@@ -107,6 +107,12 @@ pub const LH_QUERY_CHUNKS: lh_query = 8;
 pub const LH_QUERY_ATTENTION_WORKSPACE_BYTES: lh_query = 9;
 pub const LH_QUERY_WORLD: lh_query = 10;
 pub const LH_QUERY_RANK: lh_query = 11;
+pub const LH_QUERY_SETUP_KERNELS_US: lh_query = 12;
+pub const LH_QUERY_SETUP_CUDNN_HANDLE_US: lh_query = 13;
+pub const LH_QUERY_SETUP_CUDNN_GRAPH_US: lh_query = 14;
+pub const LH_QUERY_SETUP_CUDNN_HEURISTICS_US: lh_query = 15;
+pub const LH_QUERY_SETUP_CUDNN_PLAN_US: lh_query = 16;
+pub const LH_QUERY_SETUP_CUDNN_REUSED: lh_query = 17;
 
 pub type lh_context_option = c_int;
 pub const LH_CONTEXT_NUM_THREADS: lh_context_option = 0;

@@ -1,0 +1,204 @@
+/*
+ * test_plan_cache_gpu.c - plans that share their context's cuDNN handle and SDPA plans
+ * (runtime/cuda/cuda_dnn.c) compute what a plan that built its own computes:
+ *  (a) a second plan of the same shape in a context takes the first's SDPA plans (it reports them
+ *      reused and spends no time on cuDNN graphs, heuristics or execution plans); a plan of a new
+ *      context builds its own;
+ *  (b) forward out of the sharing plans is bit-identical to the first plan's, and the new
+ *      context's within 1e-2 (bit-identical where cuDNN picks the same engine); backward within
+ *      1e-2 (the dQ-accumulator engine sums with atomics);
+ *  (c) the two sharing plans run at once from two threads on two streams, 20 calls each, and give
+ *      the serial results bit for bit (the handle's stream binding is locked);
+ *  (d) a plan of the released shape, after both are destroyed, still finds it in the context.
+ * Outputs are poisoned before every call that must write them. Exit 77 without a GPU.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_common.h"
+
+enum { B = 2, N = 16384, H = 8, HKV = 2, D = 128 };
+static gpu_env env;
+
+static lh_plan *make_plan(lh_context *ctx) {
+    lh_plan *p;
+    LH_MUST(lh_plan_create(ctx, &p));
+    const struct { lh_param k; int64_t v; } params[] = {
+        {LH_PARAM_BATCH, B}, {LH_PARAM_SEQ_LEN, N}, {LH_PARAM_HEADS, H}, {LH_PARAM_KV_HEADS, HKV},
+        {LH_PARAM_HEAD_DIM, D}, {LH_PARAM_DTYPE, LH_DTYPE_BFLOAT16}, {LH_PARAM_LEVELS, 3},
+        {LH_PARAM_POOLING, 4}, {LH_PARAM_TOPK, 256}};
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        LH_MUST(lh_plan_set_i64(p, params[i].k, params[i].v));
+    LH_MUST(lh_plan_finalize(p));
+    return p;
+}
+
+static int64_t query(const lh_plan *p, lh_query q) {
+    int64_t v = -1;
+    LH_MUST(lh_plan_get_i64(p, q, &v));
+    return v;
+}
+
+typedef struct outputs { void *out, *dq, *dk, *dv, *saved, *ws; } outputs;
+static const size_t QN = (size_t)B * N * H * D, KN = (size_t)B * N * HKV * D;
+static void *q, *k, *v, *dout;
+
+static void outputs_alloc(const lh_plan *p, outputs *o) {
+    size_t ws = (size_t)fmax((double)query(p, LH_QUERY_FWD_WORKSPACE_BYTES),
+                             (double)query(p, LH_QUERY_BWD_WORKSPACE_BYTES));
+    o->out = gpu_alloc(&env, QN * 2), o->dq = gpu_alloc(&env, QN * 2);
+    o->dk = gpu_alloc(&env, KN * 2), o->dv = gpu_alloc(&env, KN * 2);
+    o->saved = gpu_alloc(&env, (size_t)query(p, LH_QUERY_SAVED_BYTES));
+    o->ws = gpu_alloc(&env, ws ? ws : 16);
+}
+
+static void outputs_free(outputs *o) {
+    void *all[] = {o->out, o->dq, o->dk, o->dv, o->saved, o->ws};
+    for (size_t i = 0; i < 6; i++) gpu_free(&env, all[i]);
+}
+
+/* forward + backward of p into o on `stream` */
+static lh_status run(lh_plan *p, outputs *o, CUstream stream) {
+    lh_status st = lh_forward(p, q, k, v, o->out, o->saved, o->ws, stream);
+    if (st == LH_OK)
+        st = lh_backward(p, q, k, v, o->out, dout, o->saved, o->dq, o->dk, o->dv, o->ws, stream);
+    return st;
+}
+
+static float *fetch(const void *dev, size_t n) {
+    uint16_t *bits = malloc(n * 2);
+    float *f = malloc(n * sizeof(float));
+    gpu_download(&env, bits, dev, n * 2);
+    for (size_t i = 0; i < n; i++) f[i] = half_bits_to_f32(bits[i], LH_DTYPE_BFLOAT16);
+    free(bits);
+    return f;
+}
+
+/* rel_error of each output of a against r; *bitwise: out identical bit for bit */
+static double worst(const outputs *a, const outputs *r, bool *bitwise) {
+    const void *pa[] = {a->out, a->dq, a->dk, a->dv}, *pr[] = {r->out, r->dq, r->dk, r->dv};
+    size_t n[] = {QN, QN, KN, KN};
+    double e = 0;
+    for (int i = 0; i < 4; i++) {
+        float *x = fetch(pa[i], n[i]), *y = fetch(pr[i], n[i]);
+        double ei = rel_error(x, y, n[i]);
+        if (i == 0) *bitwise = memcmp(x, y, n[i] * sizeof(float)) == 0;
+        e = isnan(ei) || ei > e ? ei : e;
+        free(x);
+        free(y);
+    }
+    return e;
+}
+
+static void poison(outputs *o) {
+    gpu_poison(&env, o->out, QN * 2), gpu_poison(&env, o->dq, QN * 2);
+    gpu_poison(&env, o->dk, KN * 2), gpu_poison(&env, o->dv, KN * 2);
+}
+
+typedef struct worker { lh_plan *plan; outputs *o; lh_status st; } worker;
+
+static void *work(void *arg) {
+    worker *w = arg;
+    CUstream s;
+    env.cu->CtxSetCurrent(env.ctx);
+    if (env.cu->StreamCreate(&s, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
+        w->st = LH_ERROR_DEVICE;
+        return NULL;
+    }
+    w->st = LH_OK;
+    for (int i = 0; i < 20 && w->st == LH_OK; i++) w->st = run(w->plan, w->o, s);
+    env.cu->StreamSynchronize(s);
+    env.cu->StreamDestroy(s);
+    return NULL;
+}
+
+int main(void) {
+    int rc = gpu_env_init(&env, "test_plan_cache_gpu");
+    if (rc) return rc;
+    lh_context *c1, *c2;
+    LH_MUST(lh_context_create(LH_BACKEND_CUDA, 0, &c1));
+    LH_MUST(lh_context_create(LH_BACKEND_CUDA, 0, &c2));
+    /* inputs */
+    uint64_t state = 12345;
+    uint16_t *h = malloc(QN * 2);
+    q = gpu_alloc(&env, QN * 2), k = gpu_alloc(&env, KN * 2), v = gpu_alloc(&env, KN * 2);
+    dout = gpu_alloc(&env, QN * 2);
+    void *ins[] = {q, k, v, dout};
+    size_t ns[] = {QN, KN, KN, QN};
+    for (int i = 0; i < 4; i++) {
+        cheap_inputs(&state, LH_DTYPE_BFLOAT16, ns[i], h);
+        gpu_upload(&env, ins[i], h, ns[i] * 2);
+    }
+    free(h);
+
+    /* (a) */
+    lh_plan *a = make_plan(c1), *b = make_plan(c1), *c = make_plan(c2);
+    int64_t built = query(a, LH_QUERY_SETUP_CUDNN_PLAN_US) + query(a, LH_QUERY_SETUP_CUDNN_HEURISTICS_US);
+    int64_t b_cudnn = query(b, LH_QUERY_SETUP_CUDNN_GRAPH_US) +
+                      query(b, LH_QUERY_SETUP_CUDNN_HEURISTICS_US) + query(b, LH_QUERY_SETUP_CUDNN_PLAN_US);
+    check(query(a, LH_QUERY_SETUP_CUDNN_REUSED) == 0 && built > 0, "first_plan_builds",
+          "reused %lld, cuDNN heuristics + plans %lld us, kernels %lld us, handle %lld us",
+          (long long)query(a, LH_QUERY_SETUP_CUDNN_REUSED), (long long)built,
+          (long long)query(a, LH_QUERY_SETUP_KERNELS_US),
+          (long long)query(a, LH_QUERY_SETUP_CUDNN_HANDLE_US));
+    check(query(b, LH_QUERY_SETUP_CUDNN_REUSED) >= 1 && b_cudnn == 0, "second_plan_reuses",
+          "reused %lld, cuDNN graphs + heuristics + plans %lld us",
+          (long long)query(b, LH_QUERY_SETUP_CUDNN_REUSED), (long long)b_cudnn);
+    check(query(c, LH_QUERY_SETUP_CUDNN_REUSED) == 0, "new_context_builds", "reused %lld",
+          (long long)query(c, LH_QUERY_SETUP_CUDNN_REUSED));
+
+    /* (b) */
+    outputs oa, ob, oc, ta, tb;
+    outputs_alloc(a, &oa), outputs_alloc(b, &ob), outputs_alloc(c, &oc);
+    outputs_alloc(a, &ta), outputs_alloc(b, &tb);
+    poison(&oa), poison(&ob), poison(&oc);
+    LH_MUST(run(a, &oa, NULL));
+    LH_MUST(run(b, &ob, NULL));
+    LH_MUST(run(c, &oc, NULL));
+    gpu_sync(&env);
+    bool same;
+    double e = worst(&ob, &oa, &same);
+    check(same && e <= 1e-2, "shared_plan_matches", "out bit-identical %d, worst rel error %.3g",
+          same, e);
+    e = worst(&oc, &oa, &same);
+    check(e <= 1e-2, "new_context_matches", "out bit-identical %d, worst rel error %.3g", same, e);
+
+    /* (c) */
+    poison(&ta), poison(&tb);
+    pthread_t t1, t2;
+    worker w1 = {a, &ta, LH_OK}, w2 = {b, &tb, LH_OK};
+    pthread_create(&t1, NULL, work, &w1);
+    pthread_create(&t2, NULL, work, &w2);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    check(w1.st == LH_OK && w2.st == LH_OK, "threads_run", "%s / %s", lh_status_string(w1.st),
+          lh_status_string(w2.st));
+    double e1 = worst(&ta, &oa, &same);
+    bool same2;
+    double e2 = worst(&tb, &oa, &same2);
+    check(same && same2 && e1 <= 1e-2 && e2 <= 1e-2, "threads_match_serial",
+          "out bit-identical %d %d, worst rel error %.3g %.3g", same, same2, e1, e2);
+
+    /* (d) */
+    outputs_free(&ta), outputs_free(&tb), outputs_free(&ob);
+    lh_plan_destroy(a);
+    poison(&oa);
+    LH_MUST(run(b, &oa, NULL)); /* b holds the shared plans after a is gone */
+    gpu_sync(&env);
+    e = worst(&oa, &oc, &same);
+    check(e <= 1e-2, "survives_first_plan", "worst rel error against the new context's %.3g", e);
+    lh_plan_destroy(b);
+    lh_plan *d = make_plan(c1);
+    check(query(d, LH_QUERY_SETUP_CUDNN_REUSED) >= 1, "released_plans_stay", "reused %lld",
+          (long long)query(d, LH_QUERY_SETUP_CUDNN_REUSED));
+    lh_plan_destroy(d);
+    lh_plan_destroy(c);
+    outputs_free(&oa), outputs_free(&oc);
+    for (int i = 0; i < 4; i++) gpu_free(&env, ins[i]);
+    LH_MUST(lh_context_destroy(c1));
+    LH_MUST(lh_context_destroy(c2));
+    return finish("test_plan_cache_gpu");
+}
