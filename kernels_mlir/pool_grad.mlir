@@ -170,6 +170,11 @@ gpu.module @pool_grad [{{TARGET}}] {
     %out = llvm.select %is_v, %dv, %out_a : i1, !llvm.ptr<1>
 
     %offs = func.call @level_offsets(%n) : (i64) -> vector<{{L}}xi64>
+    // Slots at or past S_sel count as not selected (-1): a `saved` that no forward of this plan
+    // wrote (its inverse map is read from there) then reads nothing outside dq/dk/dv_sel.
+    %s_sel32 = arith.trunci %s_sel : i64 to i32
+    %sel_lim = vector.broadcast %s_sel32 : i32 to vector<{{RUN * L}}xi32>
+    %no_slot = arith.constant dense<-1> : vector<{{RUN * L}}xi32>
 
     scf.for %r = %c0 to %cRounds step %c1 : i64 {
       %t0, %live = func.call @run_start(%r, %grp, %tok0, %n) : (i64, i64, i64, i64) -> (i64, i1)
@@ -183,8 +188,11 @@ gpu.module @pool_grad [{{TARGET}}] {
 
           // A. slots, loaded at the run positions j where level l's entry starts (j % f == 0).
           // Positions past N read the entry of token N - 1 (valid memory, result unused).
-          %slots = func.call @load_slots(%inv, %inv_base, %offs, %t0, %n_last)
+          %slots_in = func.call @load_slots(%inv, %inv_base, %offs, %t0, %n_last)
               : (!llvm.ptr<1>, i64, vector<{{L}}xi64>, i64, i64) -> vector<{{RUN * L}}xi32>
+          %in_sel = arith.cmpi slt, %slots_in, %sel_lim : vector<{{RUN * L}}xi32>
+          %slots = arith.select %in_sel, %slots_in, %no_slot
+              : vector<{{RUN * L}}xi1>, vector<{{RUN * L}}xi32>
 
           // B. the rows of those slots, 4 words each; nothing is read where the slot is < 0
           %words = func.call @load_rows(%slots, %gsrc, %sel_base, %lane_off)

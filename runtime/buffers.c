@@ -37,6 +37,8 @@ typedef enum condition {
     NOT_KEPT,        /* sub-sequence buffers that saved does not keep */
     LIGHTHOUSE_NOT_KEPT,
     STAGED,          /* chunked Lighthouse forward of a backend that stages its indices */
+    FORWARD_SUBSEQ,  /* the forward's q/k/v_sel: not kept, or kept but staged (chunked) */
+    FORWARD_INVERSE, /* the forward's inverse map: likewise */
     STAGE_CALLS,     /* Lighthouse without a ring: the stage entry points exist */
 } condition;
 
@@ -61,12 +63,12 @@ static const struct row {
     {LH_BUF_FORWARD, LH_REGION_SCORES_K, SCORES_K, SCORED},
     {LH_BUF_FORWARD, LH_REGION_SCORER, SCORER_WS, SCORED},
     {LH_BUF_FORWARD, LH_REGION_INDICES, ROWS, STAGED},
-    {LH_BUF_FORWARD, LH_REGION_INV, INVERSE, LIGHTHOUSE_NOT_KEPT},
+    {LH_BUF_FORWARD, LH_REGION_INV, INVERSE, FORWARD_INVERSE},
     {LH_BUF_FORWARD, LH_REGION_POOLED_Q, POOLED_Q, LIGHTHOUSE},
     {LH_BUF_FORWARD, LH_REGION_POOLED_K, POOLED_K, LIGHTHOUSE},
-    {LH_BUF_FORWARD, LH_REGION_Q_SEL, SUBSEQ, NOT_KEPT},
-    {LH_BUF_FORWARD, LH_REGION_K_SEL, SUBSEQ, NOT_KEPT},
-    {LH_BUF_FORWARD, LH_REGION_V_SEL, SUBSEQ, NOT_KEPT},
+    {LH_BUF_FORWARD, LH_REGION_Q_SEL, SUBSEQ, FORWARD_SUBSEQ},
+    {LH_BUF_FORWARD, LH_REGION_K_SEL, SUBSEQ, FORWARD_SUBSEQ},
+    {LH_BUF_FORWARD, LH_REGION_V_SEL, SUBSEQ, FORWARD_SUBSEQ},
     {LH_BUF_FORWARD, LH_REGION_ATTENTION, ATTENTION_FWD, ALWAYS},
     /* backward workspace */
     {LH_BUF_BACKWARD, LH_REGION_INV, INVERSE, LIGHTHOUSE_NOT_KEPT},
@@ -90,6 +92,10 @@ static bool holds(condition when, const lh_config *c, const lh_backend_sizes *s,
     bool lighthouse = c->mode == LH_MODE_LIGHTHOUSE;
     bool chunked = c->ring || c->forward_hook;
     bool plain_dense = !lighthouse && !chunked;
+    /* A chunked forward whose attention step can fail after the stages ran (a ring, a hook)
+     * writes what saved keeps into the workspace first; the pipeline copies it over once the
+     * step has succeeded, so a failing step leaves saved as it was. */
+    bool staged = lighthouse && chunked && s->stages_indices;
     switch (when) {
     case ALWAYS: return true;
     case LIGHTHOUSE: return lighthouse;
@@ -99,7 +105,9 @@ static bool holds(condition when, const lh_config *c, const lh_backend_sizes *s,
     case KEPT: return keep;
     case NOT_KEPT: return !plain_dense && !keep;
     case LIGHTHOUSE_NOT_KEPT: return lighthouse && !keep;
-    case STAGED: return lighthouse && chunked && s->stages_indices;
+    case STAGED: return staged;
+    case FORWARD_SUBSEQ: return !plain_dense && (!keep || staged);
+    case FORWARD_INVERSE: return lighthouse && (!keep || staged);
     case STAGE_CALLS: return lighthouse && !c->ring;
     }
     return false;
@@ -133,7 +141,7 @@ void lh_buffer_map_build(const lh_config *cfg, const lh_backend_sizes *sizes, lh
     *keep = cfg->mode == LH_MODE_LIGHTHOUSE && sizes->keeps_subsequence && !cfg->recompute_subseq;
     for (int b = 0; b < LH_BUF_COUNT; b++) {
         out->bytes[b] = 0;
-        for (int r = 0; r < LH_REGION_COUNT; r++) out->offset[b][r] = -1;
+        for (int r = 0; r < LH_REGION_COUNT; r++) out->offset[b][r] = -1, out->size[b][r] = 0;
     }
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         const struct row *row = &table[i];
@@ -144,5 +152,6 @@ void lh_buffer_map_build(const lh_config *cfg, const lh_backend_sizes *sizes, lh
         int64_t align = row->size == DENSE_LSE ? 1 : sizes->align;
         out->offset[row->buffer][row->region] =
             lh_region_append(&out->bytes[row->buffer], bytes, align);
+        out->size[row->buffer][row->region] = bytes;
     }
 }

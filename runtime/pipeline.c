@@ -60,6 +60,25 @@ static lh_status run_stage(lh_pipeline *p, lh_stage stage, lh_stage_fn *fn, cons
     return st;
 }
 
+/* ---- the ring -------------------------------------------------------------------------------- */
+
+/* Before a call of a ring plan enqueues or writes anything: the backend's checks, and at the
+ * plan's first call the comparison of the ranks' configurations. On a local ring the plan meets
+ * its peers once in a round of its own: a plan with hooks may never meet the library's
+ * rendezvous otherwise (its hooks run a ring of their own), and every plan of the ring does the
+ * same, so that hooks and built-in rings keep the same rounds. An NCCL ring compares in its
+ * backend's check. */
+static lh_status ring_ready(lh_pipeline *p, void *stream) {
+    const lh_config *c = p->cfg;
+    if (!c->ring) return LH_OK;
+    bool first = !p->ring_confirmed;
+    lh_status st = p->ops->ring_check ? p->ops->ring_check(p, first, stream) : LH_OK;
+    if (st == LH_OK && first && c->ring->kind == LH_RING_LOCAL)
+        st = lh_ring_local_confirm(c->ring, (int)c->cp_rank);
+    if (st == LH_OK) p->ring_confirmed = true;
+    return st;
+}
+
 /* ---- the chunks ------------------------------------------------------------------------------ */
 
 static void *region(const lh_pipeline *p, lh_buffer b, lh_region r, const void *base) {
@@ -71,6 +90,31 @@ static void *kept_or(const lh_pipeline *p, lh_region r, const void *saved, lh_bu
                      const void *ws) {
     void *kept = region(p, LH_BUF_SAVED, r, saved);
     return kept ? kept : region(p, ws_buffer, r, ws);
+}
+
+/* The forward's region: in the workspace where the forward stages it (or saved does not keep
+ * it), else in saved. */
+static void *staged_or_saved(const lh_pipeline *p, lh_region r, void *saved, void *ws) {
+    void *staged = region(p, LH_BUF_FORWARD, r, ws);
+    return staged ? staged : region(p, LH_BUF_SAVED, r, saved);
+}
+
+/* After a successful attention step: what the forward staged in the workspace and saved keeps
+ * reaches saved now, so a step that fails (a ring, a hook) leaves saved as it was. */
+static lh_status commit_staged(lh_pipeline *p, lh_chunk *all, void *saved, void *ws,
+                               void *stream) {
+    static const lh_region kept[] = {LH_REGION_INDICES, LH_REGION_Q_SEL, LH_REGION_K_SEL,
+                                     LH_REGION_V_SEL, LH_REGION_INV};
+    void **views[] = {(void **)&all->indices, &all->q_sel, &all->k_sel, &all->v_sel, &all->inv};
+    lh_status st = LH_OK;
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0] && st == LH_OK; i++) {
+        void *from = region(p, LH_BUF_FORWARD, kept[i], ws);
+        void *to = region(p, LH_BUF_SAVED, kept[i], saved);
+        if (!from || !to) continue;
+        st = p->ops->copy(p, to, from, (size_t)p->buffers.size[LH_BUF_SAVED][kept[i]], stream);
+        *views[i] = to;
+    }
+    return st;
 }
 
 static const void *shift(const void *base, int64_t bytes) {
@@ -139,7 +183,7 @@ typedef struct given_scores {
 } given_scores;
 
 static lh_status chunks_forward(lh_pipeline *p, const lh_stage_ops *stages, lh_chunk *all,
-                                const given_scores *given, int32_t *saved_indices, float *lse,
+                                const given_scores *given, void *saved, void *ws_base, float *lse,
                                 void *ws, void *stream) {
     const lh_config *c = p->cfg;
     lh_status st = LH_OK;
@@ -156,12 +200,7 @@ static lh_status chunks_forward(lh_pipeline *p, const lh_stage_ops *stages, lh_c
     if (st == LH_OK) st = timing_mark(p, LH_STAGE_ATTENTION_FORWARD, false, stream);
     if (st == LH_OK) st = attention_forward(p, all, lse, ws, stream);
     if (st == LH_OK) st = timing_mark(p, LH_STAGE_ATTENTION_FORWARD, true, stream);
-    /* Indices staged in the workspace reach saved only now that the step has succeeded. */
-    if (st == LH_OK && all->indices && all->indices != saved_indices) {
-        size_t bytes = (size_t)(c->chunks * c->batch * c->heads * c->s_chunk) * sizeof(int32_t);
-        st = p->ops->copy(p, saved_indices, all->indices, bytes, stream);
-        all->indices = saved_indices;
-    }
+    if (st == LH_OK) st = commit_staged(p, all, saved, ws_base, stream);
     for (int64_t j = 0; j < c->chunks && st == LH_OK; j++) {
         lh_chunk ch = chunk_of(p, all, j);
         st = run_stage(p, LH_STAGE_SCATTER, stages->scatter, &ch, stream);
@@ -178,31 +217,30 @@ static lh_status forward(void *plan, const void *q, const void *k, const void *v
     if (st != LH_OK) return st;
     void *attention_ws = region(p, LH_BUF_FORWARD, LH_REGION_ATTENTION, workspace);
     float *lse = region(p, LH_BUF_SAVED, LH_REGION_LSE, saved);
-    st = timing_open(p, LH_STAGE_SCORES, LH_STAGE_SCATTER, stream);
+    st = ring_ready(p, stream);
+    if (st == LH_OK) st = timing_open(p, LH_STAGE_SCORES, LH_STAGE_SCATTER, stream);
     if (st == LH_OK && plain_dense(c)) {
         st = timing_mark(p, LH_STAGE_ATTENTION_FORWARD, false, stream);
         if (st == LH_OK) st = p->ops->dense_forward(p, q, k, v, out, lse, attention_ws, stream);
         if (st == LH_OK) st = timing_mark(p, LH_STAGE_ATTENTION_FORWARD, true, stream);
     } else if (st == LH_OK) {
-        int32_t *saved_indices = region(p, LH_BUF_SAVED, LH_REGION_INDICES, saved);
-        int32_t *staged = region(p, LH_BUF_FORWARD, LH_REGION_INDICES, workspace);
         lh_chunk all = {
             .q = q, .k = k, .v = v, .out = out,
-            .indices = staged ? staged : saved_indices,
-            .inv = kept_or(p, LH_REGION_INV, saved, LH_BUF_FORWARD, workspace),
+            .indices = staged_or_saved(p, LH_REGION_INDICES, saved, workspace),
+            .inv = staged_or_saved(p, LH_REGION_INV, saved, workspace),
             .scores_q = region(p, LH_BUF_FORWARD, LH_REGION_SCORES_Q, workspace),
             .scores_k = region(p, LH_BUF_FORWARD, LH_REGION_SCORES_K, workspace),
             .pooled_q = region(p, LH_BUF_FORWARD, LH_REGION_POOLED_Q, workspace),
             .pooled_k = region(p, LH_BUF_FORWARD, LH_REGION_POOLED_K, workspace),
             .scorer = region(p, LH_BUF_FORWARD, LH_REGION_SCORER, workspace),
-            .q_sel = kept_or(p, LH_REGION_Q_SEL, saved, LH_BUF_FORWARD, workspace),
-            .k_sel = kept_or(p, LH_REGION_K_SEL, saved, LH_BUF_FORWARD, workspace),
-            .v_sel = kept_or(p, LH_REGION_V_SEL, saved, LH_BUF_FORWARD, workspace),
+            .q_sel = staged_or_saved(p, LH_REGION_Q_SEL, saved, workspace),
+            .k_sel = staged_or_saved(p, LH_REGION_K_SEL, saved, workspace),
+            .v_sel = staged_or_saved(p, LH_REGION_V_SEL, saved, workspace),
             .o_sel = region(p, LH_BUF_SAVED, LH_REGION_O_SEL, saved),
             .scratch = attention_ws, /* the stages run before the attention needs it */
         };
         const lh_stage_ops *stages = c->mode == LH_MODE_LIGHTHOUSE ? &p->lighthouse : p->ops->dense;
-        st = chunks_forward(p, stages, &all, given, saved_indices, lse, attention_ws, stream);
+        st = chunks_forward(p, stages, &all, given, saved, workspace, lse, attention_ws, stream);
     }
     if (st == LH_OK && p->ops->seal_saved) p->ops->seal_saved(p, saved);
     if (st != LH_OK && c->ring && c->ring->kind == LH_RING_LOCAL) lh_ring_local_abort(c->ring);
@@ -254,8 +292,10 @@ lh_status lh_pipeline_backward(void *plan, const void *q, const void *k, const v
     if (st != LH_OK) return st;
     void *attention_ws = region(p, LH_BUF_BACKWARD, LH_REGION_ATTENTION, workspace);
     const float *lse = region(p, LH_BUF_SAVED, LH_REGION_LSE, saved);
-    /* Before anything reads saved (and before any rendezvous: a refused rank aborts the ring). */
-    if (p->ops->check_saved) st = p->ops->check_saved(p, saved);
+    st = ring_ready(p, stream);
+    /* Before anything reads saved (and before the ring's exchanges: a refused rank aborts the
+     * ring). */
+    if (st == LH_OK && p->ops->check_saved) st = p->ops->check_saved(p, saved);
     if (st == LH_OK) st = timing_open(p, LH_STAGE_REGATHER, LH_STAGE_POOL_GRAD, stream);
     if (st == LH_OK && plain_dense(c)) {
         st = timing_mark(p, LH_STAGE_ATTENTION_BACKWARD, false, stream);

@@ -57,9 +57,10 @@ typedef struct lh_backend_sizes {
     int64_t align;                /* every region starts at a multiple of this */
     bool keeps_subsequence;       /* Lighthouse: saved may keep q/k/v_sel and the inverse map
                                      (unless RECOMPUTE_SUBSEQ), so backward gathers nothing */
-    bool stages_indices;          /* a chunked forward selects into the workspace and copies the
-                                     indices to saved after the attention step, so that a
-                                     failing ring leaves saved untouched */
+    bool stages_indices;          /* a chunked Lighthouse forward selects (and gathers what saved
+                                     keeps) into the workspace and copies it to saved after the
+                                     attention step, so that a failing ring or hook leaves saved
+                                     untouched */
     int64_t inv_bytes;            /* one chunk's inverse map (0: the backend has none) */
     int64_t pooled_q_bytes;       /* one chunk's coarsest pooled rows (0: none) */
     int64_t pooled_k_bytes;
@@ -77,6 +78,7 @@ typedef struct lh_backend_sizes {
 
 typedef struct lh_buffer_map {
     int64_t offset[LH_BUF_COUNT][LH_REGION_COUNT]; /* -1: the buffer has no such region */
+    int64_t size[LH_BUF_COUNT][LH_REGION_COUNT];   /* its bytes (without padding) */
     int64_t bytes[LH_BUF_COUNT];
 } lh_buffer_map;
 
@@ -147,13 +149,17 @@ typedef struct lh_pipeline_ops {
     lh_attention_backward_fn *attention_backward;
     lh_dense_forward_fn *dense_forward;
     lh_dense_backward_fn *dense_backward;
-    /* Copies staged indices to saved (backends with stages_indices). */
+    /* Copies staged regions to saved (backends with stages_indices). */
     lh_status (*copy)(void *plan, void *dst, const void *src, size_t bytes, void *stream);
     /* Backends that tag saved (saved_tag_bytes): seal_saved writes the tag once a forward has
      * succeeded; check_saved refuses, before a backward reads anything, a saved that a forward of
      * this plan did not write. NULL: no tag. */
     void (*seal_saved)(void *plan, void *saved);
     lh_status (*check_saved)(void *plan, const void *saved);
+    /* Before a forward or backward of a ring plan enqueues anything: what the backend checks
+     * of its ring (CUDA: a stream being captured, and on an NCCL ring at a plan's first call
+     * (`first`) the comparison of every rank's configuration). NULL: nothing. */
+    lh_status (*ring_check)(void *plan, bool first, void *stream);
     /* Stage timing (plans finalized with STAGE_TIMING): a forward or backward opens its stages
      * first..last, then each stage is bracketed. NULL where the backend cannot time. */
     lh_status (*timing_open)(void *plan, lh_stage first, lh_stage last, void *stream);
@@ -170,6 +176,7 @@ typedef struct lh_pipeline {
                                 for SCORER = EXTERNAL: the chunks read the caller's scores) */
     bool keep;            /* saved keeps the sub-sequence: backward gathers nothing again */
     int64_t inv_bytes;    /* one chunk's inverse map */
+    bool ring_confirmed;  /* a call of this plan has met its peers, configurations compared */
 } lh_pipeline;
 
 /* Fills `p` (the first member of a backend's plan state) and reports the plan's buffer sizes. */

@@ -8,7 +8,9 @@
  * rank (a bit per rank, not a count of arrivals) has arrived, so one plan used from two threads
  * cannot stand in for a missing rank. The first round after a rank's plan joined compares the
  * configurations of all ranks, so plans that differ fail with a sentence even where their buffers
- * happen to have equal sizes. Backends build send/receive on top (runtime/cpu and runtime/cuda). A
+ * happen to have equal sizes; a plan's first call compares at a round of its own
+ * (lh_ring_local_confirm), since attention hooks may never meet the library's rendezvous
+ * otherwise. Backends build send/receive on top (runtime/cpu and runtime/cuda). A
  * rank that fails aborts the ring so that no peer waits for it forever. */
 #include <errno.h>
 #include <math.h>
@@ -131,8 +133,22 @@ static void deadline_after(double seconds, struct timespec *deadline) {
     }
 }
 
-lh_status lh_ring_local_exchange(lh_ring_info *ring, int rank, const void *ptr, void *aux,
-                                 uint64_t *round) {
+/* With the mutex held, every rank arrived: 0 when every rank came for the same purpose (all to
+ * exchange, or all to compare configurations), else the ring is aborted with a sentence. */
+static int purposes_differ(lh_ring_info *ring) {
+    if (ring->confirming == 0 || ring->confirming == all_ranks(ring->world)) return 0;
+    int c = __builtin_ctzll(ring->confirming), x = __builtin_ctzll(~ring->confirming);
+    char reason[sizeof ring->abort_reason];
+    snprintf(reason, sizeof reason,
+             "the ranks are out of step: rank %d compares configurations at the first call of "
+             "its plan while rank %d exchanges data (every rank creates its plan of a ring at "
+             "the same time and calls it in the same order)", c, x);
+    abort_locked(ring, reason);
+    return 1;
+}
+
+static lh_status rendezvous(lh_ring_info *ring, int rank, const void *ptr, void *aux,
+                            uint64_t *round, bool confirm) {
     pthread_mutex_lock(&ring->mutex);
     uint64_t me = UINT64_C(1) << rank;
     if (!ring->aborted && (ring->arrived & me)) {
@@ -155,14 +171,17 @@ lh_status lh_ring_local_exchange(lh_ring_info *ring, int rank, const void *ptr, 
     ring->slot_aux[gen & 1][rank] = aux;
     *round = gen;
     ring->arrived |= me;
+    if (confirm) ring->confirming |= me;
     if (ring->arrived == all_ranks(ring->world)) {
-        /* Plans that differ abort the ring instead of completing the round: the waiting ranks
-         * wake to the abort and its reason. */
+        /* Plans that differ, or ranks out of step, abort the ring instead of completing the
+         * round: the waiting ranks wake to the abort and its reason (no rank reads a
+         * publication of a round that another rank entered for another purpose). */
         lh_status st = LH_OK;
-        if (ids_differ(ring)) {
+        if (purposes_differ(ring) || ids_differ(ring)) {
             st = lh_fail(LH_ERROR_COMMUNICATION, "ring rendezvous: %s", ring->abort_reason);
         } else {
             ring->arrived = 0;
+            ring->confirming = 0;
             ring->generation++;
             pthread_cond_broadcast(&ring->cond);
         }
@@ -196,6 +215,16 @@ lh_status lh_ring_local_exchange(lh_ring_info *ring, int rank, const void *ptr, 
     }
     pthread_mutex_unlock(&ring->mutex);
     return st;
+}
+
+lh_status lh_ring_local_exchange(lh_ring_info *ring, int rank, const void *ptr, void *aux,
+                                 uint64_t *round) {
+    return rendezvous(ring, rank, ptr, aux, round, false);
+}
+
+lh_status lh_ring_local_confirm(lh_ring_info *ring, int rank) {
+    uint64_t round;
+    return rendezvous(ring, rank, NULL, NULL, &round, true);
 }
 
 void lh_ring_local_peer(lh_ring_info *ring, uint64_t round, int peer, const void **ptr, void **aux) {

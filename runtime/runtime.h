@@ -61,6 +61,7 @@ typedef struct lh_ring_info {
     double timeout_s[LH_RING_MAX_WORLD];
     int ids_checked;               /* the ids were found equal since the last join */
     uint64_t arrived;              /* bit r: rank r is in the current rendezvous */
+    uint64_t confirming;           /* bit r: ... to compare configurations only */
     uint64_t generation;           /* completed rendezvous */
     int aborted;                   /* a rank failed mid-exchange: everyone returns an error */
     char abort_reason[512];        /* why, for every rank that finds the ring aborted */
@@ -101,6 +102,11 @@ void lh_ring_local_leave(lh_ring_info *ring, int rank);
 lh_status lh_ring_local_exchange(lh_ring_info *ring, int rank, const void *ptr, void *aux,
                                  uint64_t *round);
 void lh_ring_local_peer(lh_ring_info *ring, uint64_t round, int peer, const void **ptr, void **aux);
+/* A round that only compares the ranks' configurations (and publishes nothing): the first call of
+ * every plan of a local ring (attention hooks may run a ring of their own and never meet the
+ * library's rendezvous otherwise). LH_ERROR_COMMUNICATION with a sentence if the plans differ, or if another
+ * rank entered the round to exchange data instead (ranks out of step). */
+lh_status lh_ring_local_confirm(lh_ring_info *ring, int rank);
 /* Marks the ring failed and wakes every waiting rank (they return LH_ERROR_COMMUNICATION). The
  * calling thread's last error, if any, becomes the reason the peers report. */
 void lh_ring_local_abort(lh_ring_info *ring);

@@ -33,6 +33,17 @@
  *    weight; gradients follow. So an output is never a finite value computed from a non-finite
  *    one it depends on; outputs that do not depend on it may be non-finite too (within a block
  *    of rows, or through a pooled pyramid entry). Check inputs yourself where you must know.
+ *  - Large logits (|x| = |SOFTMAX_SCALE * q.k| large, from the scale or from |q|, |k|) are not
+ *    refused (that would need a pass over the inputs). The CPU backend stays within fp32
+ *    rounding of a float64 reference at any finite x. The CUDA backend promises its usual bounds
+ *    and finite outputs while max |x| <= 1e4 over the pairs a row attends to. Beyond that it
+ *    still returns LH_OK, selects valid positions and writes a finite out (dense: as accurate as
+ *    below 1e4), but cuDNN's backward recomputes the softmax from fp32 row statistics, whose
+ *    rounding grows as |x| * 2^-24: gradients lose accuracy and become non-finite at very large
+ *    |x| (seen at 5e10). In Lighthouse mode the pooled rows of the sub-sequence are rounded to
+ *    the dtype, which moves a logit by up to about 2^-8 |x| (bf16), so the output's distance
+ *    from an fp32 computation grows with |x| (bf16: about 1e-2 at |x| = 60, 1e-1 at 1e4) as for
+ *    any attention on bf16 rows.
  */
 #ifndef LIGHTHOUSE_H
 #define LIGHTHOUSE_H

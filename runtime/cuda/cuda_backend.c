@@ -221,6 +221,14 @@ static lh_status cuda_nccl_ring_init_op(void *context_state, lh_ring_info *ring,
 static lh_status enter(void *plan) { return cuda_enter(plan); }
 static void leave(void *plan) { cuda_leave(plan); }
 
+/* Staged regions to saved, on the caller's stream (runtime/pipeline.c, after the step). */
+static lh_status copy(void *plan, void *dst, const void *src, size_t bytes, void *stream) {
+    const lh_cu_api *cu = ((cuda_plan *)plan)->cc->cu;
+    return lh_cu_check(cu->MemcpyAsync((CUdeviceptr)(uintptr_t)dst, (CUdeviceptr)(uintptr_t)src,
+                                       bytes, (CUstream)stream),
+                       "copying the staged selection to saved (cuMemcpyAsync)");
+}
+
 static const lh_stage_ops lighthouse_stages = {
     .scores = cuda_scores_stage,
     .select = cuda_select_stage,
@@ -241,6 +249,8 @@ static const lh_pipeline_ops pipeline_ops = {
     .attention_backward = cuda_attention_backward,
     .dense_forward = cuda_dense_forward,
     .dense_backward = cuda_dense_backward,
+    .copy = copy,
+    .ring_check = cuda_ring_check,
     .timing_open = timing_open,
     .timing_mark = timing_mark,
 };

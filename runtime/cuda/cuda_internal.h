@@ -199,6 +199,11 @@ lh_attention_backward_fn cuda_attention_backward, cuda_attention_backward_entry;
 lh_dense_forward_fn cuda_dense_forward;
 lh_dense_backward_fn cuda_dense_backward;
 
+/* The pipeline's ring_check (cuda_ring.c): a local ring's built-in step refuses a stream being
+ * captured; an NCCL ring compares every rank's configuration at a plan's first call (refused
+ * while capturing). */
+lh_status cuda_ring_check(void *plan, bool first, void *stream);
+
 /* Ring attention, forward and backward (cuda_ring.c; see there for the algorithm). */
 lh_status cuda_ring_forward(cuda_attention *a, const void *q_sel, const void *k_sel,
                             const void *v_sel, void *o_sel, float *lse, void *workspace,

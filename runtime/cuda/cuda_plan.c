@@ -112,7 +112,9 @@ void cuda_plan_destroy(void *plan_state) {
 static lh_backend_sizes own_sizes(const cuda_plan *p) {
     const lh_config *c = &p->chunk;
     int64_t es = (int64_t)lh_dtype_size(c->dtype);
-    lh_backend_sizes s = {.align = 256, .keeps_subsequence = true};
+    /* stages_indices: a ring or a hook can fail after the stages have run; saved is written
+     * only once the attention step has succeeded. */
+    lh_backend_sizes s = {.align = 256, .keeps_subsequence = true, .stages_indices = true};
     if (c->mode == LH_MODE_LIGHTHOUSE) {
         int64_t coarse = c->level_len[c->levels - 1]; /* the coarsest level's entries per head */
         s.inv_bytes = c->batch * c->heads * c->s_total * 4;

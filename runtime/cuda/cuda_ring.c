@@ -38,6 +38,46 @@ static lh_status run_convert(cuda_attention *r, const void *acc, void *out, int6
 
 /* ---- the ring -------------------------------------------------------------------------------- */
 
+/* The built-in ring of a local ring cannot be captured into a CUDA graph: its ranks meet at a
+ * host rendezvous during the call (and copy from each other's buffers with events of that call),
+ * which a replay of the graph would not repeat. Refused before anything is enqueued. */
+static lh_status refuse_local_capture(const cuda_attention *r, CUstream stream) {
+    if (r->transport.kind != LH_RING_LOCAL) return LH_OK;
+    CUstreamCaptureStatus cs = CU_STREAM_CAPTURE_STATUS_NONE;
+    lh_status st = lh_cu_check(r->cu->StreamIsCapturing(stream, &cs),
+                               "asking whether the stream is being captured (cuStreamIsCapturing)");
+    if (st != LH_OK || cs == CU_STREAM_CAPTURE_STATUS_NONE) return st;
+    return lh_fail(LH_ERROR_UNSUPPORTED,
+                   "the stream is being captured into a CUDA graph, but the ring attention of a "
+                   "local ring cannot be captured: its ranks meet on the host during the call, "
+                   "which a replay would not repeat (run it outside capture, or capture a ring "
+                   "over NCCL)");
+}
+
+lh_status cuda_ring_check(void *plan, bool first, void *stream) {
+    cuda_plan *p = plan;
+    cuda_attention *a = p->attn;
+    if (!a || !a->has_ring) return LH_OK;
+    /* Hooks run the caller's step: only a hook that calls lh_attention_* meets the built-in
+     * ring, and cuda_ring_forward / _backward refuse capture there. */
+    if (a->transport.kind == LH_RING_LOCAL)
+        return p->cfg.forward_hook ? LH_OK : refuse_local_capture(a, stream);
+    if (!first) return LH_OK;
+    CUstreamCaptureStatus cs = CU_STREAM_CAPTURE_STATUS_NONE;
+    lh_status st = lh_cu_check(a->cu->StreamIsCapturing(stream, &cs),
+                               "asking whether the stream is being captured (cuStreamIsCapturing)");
+    if (st != LH_OK) return st;
+    if (cs != CU_STREAM_CAPTURE_STATUS_NONE)
+        return lh_fail(LH_ERROR_BAD_STATE,
+                       "the first call of a plan on an NCCL ring compares the configurations of "
+                       "all ranks and waits for that on the host, which a stream being captured "
+                       "into a CUDA graph does not allow: run one lh_forward of this plan outside "
+                       "capture first");
+    lh_config_id id;
+    lh_config_id_of(&p->cfg, &id);
+    return cuda_transport_confirm(&a->transport, &id, a->comm);
+}
+
 /* A driver call of the ring (the plan is named for symmetry with the other helpers). */
 static lh_status cu(const cuda_attention *r, CUresult res, const char *what) {
     (void)r;
@@ -92,7 +132,9 @@ lh_status cuda_ring_forward(cuda_attention *r, const void *q_sel, const void *k_
     char *acc = at(ws, r->f_acc);
     char *lse_buf = at(ws, r->f_lse); /* [chunk j][parity] */
     int parity[2] = {0, 0};
-    lh_status st = cu(r, api->MemsetD32Async((CUdeviceptr)(uintptr_t)acc, 0, (size_t)(2 * r->cb32 / 4), stream),
+    lh_status st = refuse_local_capture(r, stream);
+    if (st != LH_OK) goto fail;
+    st = cu(r, api->MemsetD32Async((CUdeviceptr)(uintptr_t)acc, 0, (size_t)(2 * r->cb32 / 4), stream),
                       "clearing the ring's accumulators");
     if (st == LH_OK)
         st = cu(r, api->MemsetD32Async((CUdeviceptr)(uintptr_t)lse_buf, 0xFF800000u,
@@ -143,7 +185,9 @@ lh_status cuda_ring_backward(cuda_attention *r, const void *q_sel, const void *k
     const int W = r->world, me = r->rank; /* this rank */
     char *dq_acc = at(ws, r->b_dq);
     char *dq_part = at(ws, r->b_part), *dk_part = dq_part + r->cb, *dv_part = dq_part + 2 * r->cb;
-    lh_status st = cu(r, api->MemsetD32Async((CUdeviceptr)(uintptr_t)dq_acc, 0, (size_t)(2 * r->cb32 / 4), stream),
+    lh_status st = refuse_local_capture(r, stream);
+    if (st != LH_OK) goto fail;
+    st = cu(r, api->MemsetD32Async((CUdeviceptr)(uintptr_t)dq_acc, 0, (size_t)(2 * r->cb32 / 4), stream),
                       "clearing the dQ accumulators");
     if (st == LH_OK)
         st = cu(r, api->MemsetD32Async((CUdeviceptr)(uintptr_t)at(ws, r->b_dkv[0]), 0,

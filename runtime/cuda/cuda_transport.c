@@ -15,7 +15,8 @@ lh_status cuda_transport_init(cuda_transport *t, const lh_cu_api *cu, lh_ring_in
         lh_status st = lh_nccl_load(&t->nccl);
         if (st != LH_OK) return st;
         t->comm = ring->nccl_comm;
-        return LH_OK;
+        return lh_cu_check(cu->MemAlloc(&t->ids, (size_t)t->world * sizeof(lh_config_id)),
+                           "allocating the ring's configuration exchange (cuMemAlloc)");
     }
     /* Events without timing: cheaper to record and to wait on. */
     lh_status st = lh_cu_check(cu->EventCreate(&t->ready, CU_EVENT_DISABLE_TIMING),
@@ -30,7 +31,56 @@ lh_status cuda_transport_init(cuda_transport *t, const lh_cu_api *cu, lh_ring_in
 void cuda_transport_destroy(cuda_transport *t) {
     if (t->ready) t->cu->EventDestroy(t->ready);
     if (t->done) t->cu->EventDestroy(t->done);
+    if (t->ids) t->cu->MemFree(t->ids);
     t->ready = t->done = NULL;
+    t->ids = 0;
+}
+
+lh_status cuda_transport_confirm(cuda_transport *t, const lh_config_id *id, CUstream comm) {
+    const lh_cu_api *cu = t->cu;
+    const lh_nccl_api *nc = t->nccl;
+    const size_t n = sizeof *id;
+    lh_config_id all[LH_RING_MAX_WORLD];
+    /* Every slot starts as this rank's own: a slot that no peer fills compares equal. */
+    for (int r = 0; r < t->world; r++) all[r] = *id;
+    char *ids = (char *)(uintptr_t)t->ids;
+    lh_status st = lh_cu_check(cu->MemcpyAsync(t->ids, (CUdeviceptr)(uintptr_t)all,
+                                               (size_t)t->world * n, comm),
+                               "uploading the configuration (cuMemcpyAsync)");
+    if (st == LH_OK) st = lh_nccl_check(nc, nc->GroupStart(), "ncclGroupStart");
+    if (st == LH_OK) {
+        for (int r = 0; r < t->world && st == LH_OK; r++) {
+            if (r == t->rank) continue;
+            st = lh_nccl_check(nc, nc->Send(ids + (size_t)t->rank * n, n, LH_NCCL_UINT8, r,
+                                            t->comm, comm),
+                               "ncclSend of the configuration");
+            if (st == LH_OK)
+                st = lh_nccl_check(nc, nc->Recv(ids + (size_t)r * n, n, LH_NCCL_UINT8, r, t->comm,
+                                                comm),
+                                   "ncclRecv of a peer's configuration");
+        }
+        lh_status end = lh_nccl_check(nc, nc->GroupEnd(), "ncclGroupEnd");
+        if (st == LH_OK) st = end;
+    }
+    if (st == LH_OK)
+        st = lh_cu_check(cu->MemcpyAsync((CUdeviceptr)(uintptr_t)all, t->ids,
+                                         (size_t)t->world * n, comm),
+                         "downloading the ranks' configurations (cuMemcpyAsync)");
+    /* Also on failure: nothing may still write `all` once it goes out of scope. */
+    lh_status sync = lh_cu_check(cu->StreamSynchronize(comm),
+                                 "waiting for the configuration exchange (cuStreamSynchronize)");
+    if (st == LH_OK) st = sync;
+    if (st != LH_OK) return lh_fail_context(st, "comparing the ranks' configurations");
+    char what[256];
+    /* Against rank 0's, as the local ring compares: every rank reports the same difference. */
+    for (int r = 1; r < t->world; r++) {
+        if (!lh_config_id_diff(&all[0], 0, &all[r], r, what, sizeof what)) continue;
+        return lh_fail(LH_ERROR_COMMUNICATION,
+                       "NCCL ring: the plans of this ring differ: %s (every rank of a ring runs "
+                       "plans of the same configuration)",
+                       what);
+    }
+    return LH_OK;
 }
 
 void cuda_transport_abort(cuda_transport *t) {

@@ -34,6 +34,7 @@ typedef struct cuda_transport {
     /* NCCL */
     const lh_nccl_api *nccl;
     lh_nccl_comm comm;
+    CUdeviceptr ids;  /* every rank's lh_config_id (cuda_transport_confirm) */
 } cuda_transport;
 
 /* Creates the transport of a plan bound to `ring` as `rank` (the plan's context current). */
@@ -45,6 +46,12 @@ void cuda_transport_destroy(cuda_transport *t);
  * rank's send buffers. On a failure after the ranks met, the ring is aborted so that no peer
  * waits forever. */
 lh_status cuda_transport_exchange(cuda_transport *t, const cuda_xfer *x, int n, CUstream comm);
+
+/* NCCL rings: every rank's configuration `id` gathered on `comm` (grouped send/recv of 96 bytes
+ * to and from every peer), `comm` synchronised, and compared on the host: LH_OK when all equal,
+ * else LH_ERROR_COMMUNICATION naming the first difference. Every rank calls it at its plan's
+ * first call, so the collective matches. Not while the caller's stream is being captured. */
+lh_status cuda_transport_confirm(cuda_transport *t, const lh_config_id *id, CUstream comm);
 
 /* Marks the ring failed (local rings: every waiting rank returns an error). */
 void cuda_transport_abort(cuda_transport *t);

@@ -110,6 +110,10 @@ fi
 # scaling timing (not a test; tests/gpu/run_cp_scaling.sh runs the whole set).
 # A rank that never arrives fails its peers after 30 s instead of the default 120.
 [ -x "$BIN/test_cp_gpu" ] && LIGHTHOUSE_RING_TIMEOUT_S=30 run context_parallel 420 "$BIN/test_cp_gpu"
+# Rings that fail mid-way (saved and out left as they were), CUDA-graph capture of a ring (an
+# in-process ring refuses it; a one-rank NCCL ring refuses its first call, then replays equal to
+# direct calls).
+[ -x "$BIN/test_ring_safety_gpu" ] && LIGHTHOUSE_RING_TIMEOUT_S=30 run ring_safety 300 "$BIN/test_ring_safety_gpu"
 ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
 if [ -x "$BIN/test_cp_nccl" ] && [ "$ngpu" -ge 2 ]; then
   run cp_nccl 420 "$BIN/test_cp_nccl"
@@ -148,6 +152,8 @@ if [ -x "$SAN" ]; then
     LIGHTHOUSE_CUDNN_SDPA_BWD=accum '$SAN' --tool memcheck --error-exitcode 3 '$BIN/test_cuda_dense' \
       --case fp16_bhnd_b2_n256_h4_kv2_d128"
   run lighthouse_memcheck 300 "$SAN" --tool memcheck --error-exitcode 3 "$BIN/test_lighthouse_gpu" --tiny
+  # lh_backward on a saved that no forward wrote: nothing read or written outside the buffers
+  run hostile_memcheck 300 "$SAN" --tool memcheck --error-exitcode 3 "$BIN/test_hostile_gpu" --foreign-saved
   # racecheck on the library's own kernels (entry points lh_*); cuDNN's generated wgmma kernels
   # report hazards racecheck cannot model and are not ours to fix.
   [ -x "$BIN/test_scorers_gpu" ] &&

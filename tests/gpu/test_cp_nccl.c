@@ -7,7 +7,9 @@
  * bf16 with grouped-query heads ([B,N,H,D]); Lighthouse fp16 in [B,H,N,D] with B = 2 and the
  * recompute switch, on a communicator the test makes itself (lh_ring_create_nccl, as a framework
  * passes its own); dense bf16 with grouped-query heads in [B,H,N,D]. The other two rings come from
- * lh_ring_create_nccl_from_id. NCCL_NVLS_ENABLE=0 (no NVLink multicast).
+ * lh_ring_create_nccl_from_id. Last, ranks whose plans differ in the softmax scale alone: every
+ * rank's first forward fails with LH_ERROR_COMMUNICATION naming it, before anything is written.
+ * NCCL_NVLS_ENABLE=0 (no NVLink multicast).
  *
  *   test_cp_nccl [--world=W]   (exit 77 with fewer than two GPUs, fewer than W, or no NCCL)
  */
@@ -43,6 +45,48 @@ static void compare_shard(const char *name, const rcfg *c, int W, int r, const r
     check(ok, full, "rank %d: out %.2e dq %.2e dk %.2e dv %.2e", r, e[0], e[1], e[2], e[3]);
 }
 
+/* Ranks whose plans differ only in the softmax scale (rank 1's is 0.5): every rank's first
+ * forward returns LH_ERROR_COMMUNICATION naming SOFTMAX_SCALE, with out still poisoned. */
+static void test_plans_differ(nccl_run *run, int rank, int round) {
+    const int W = run->world;
+    char id[128];
+    lh_ring *ring = NULL;
+    lh_status st = cp_share_id(gpu_ctx, &run->box, rank, round, 300, id);
+    if (st == LH_OK) st = lh_ring_create_nccl_from_id(gpu_ctx, id, rank, W, &ring);
+    if (st != LH_OK) {
+        check(false, "nccl plans differ", "rank %d: no ring: %s", rank, lh_last_error());
+        return;
+    }
+    const rcfg c = {"nccl plans differ", LH_MODE_LIGHTHOUSE, LH_DTYPE_BFLOAT16, LH_LAYOUT_BNHD,
+                    1, 8192 * W, 2, 2, 64, 3, 4, 512 * W, 0};
+    lh_plan *p = make_plan(gpu_ctx, &c, c.dtype, ring, rank);
+    if (rank == 1) LH_MUST(lh_plan_set_f64(p, LH_PARAM_SOFTMAX_SCALE, 0.5));
+    LH_MUST(lh_plan_finalize(p));
+    size_t nq = (size_t)(c.B * (c.N / W) * c.H * c.D) * 2;
+    void *q = gpu_alloc(&env, nq), *k = gpu_alloc(&env, nq), *v = gpu_alloc(&env, nq);
+    void *out = gpu_alloc(&env, nq);
+    void *saved = gpu_alloc(&env, (size_t)query(p, LH_QUERY_SAVED_BYTES));
+    void *fws = gpu_alloc(&env, (size_t)query(p, LH_QUERY_FWD_WORKSPACE_BYTES));
+    gpu_poison(&env, q, nq), gpu_poison(&env, k, nq), gpu_poison(&env, v, nq);
+    gpu_poison(&env, out, nq);
+    st = lh_forward(p, q, k, v, out, saved, fws, NULL);
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s", lh_last_error());
+    gpu_sync(&env);
+    unsigned char *h = malloc(nq);
+    gpu_download(&env, h, out, nq);
+    size_t wrote = 0;
+    for (size_t i = 0; i < nq; i++) wrote += h[i] != 0xFF;
+    free(h);
+    check(st == LH_ERROR_COMMUNICATION && strstr(msg, "SOFTMAX_SCALE") && wrote == 0,
+          "nccl plans differ", "rank %d: %s: %s; %zu bytes of out written", rank,
+          lh_status_string(st), msg, wrote);
+    void *bufs[] = {q, k, v, out, saved, fws};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu_free(&env, bufs[i]);
+    LH_MUST(lh_plan_destroy(p));
+    LH_MUST(lh_ring_destroy(ring));
+}
+
 static int rank_main(int rank, void *arg) {
     nccl_run *run = arg;
     const int W = run->world;
@@ -64,7 +108,8 @@ static int rank_main(int rank, void *arg) {
         {"nccl dense bf16 D=128 BHND GQA", LH_MODE_DENSE, LH_DTYPE_BFLOAT16, LH_LAYOUT_BHND, 1,
          4096 * W, 4, 2, 128, 3, 4, 2048, 0},
     };
-    for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+    size_t i = 0;
+    for (; i < sizeof cfgs / sizeof cfgs[0]; i++) {
         /* A unique id serves one communicator (NCCL's bootstrap root exits once all ranks have
          * joined): a fresh one per case. */
         char id[128];
@@ -99,6 +144,7 @@ static int rank_main(int rank, void *arg) {
         g_nccl_id = NULL, g_nccl_comm = NULL;
         if (!a) break; /* the peers' communicator may be broken too: stop rather than hang */
     }
+    if (i == sizeof cfgs / sizeof cfgs[0]) test_plans_differ(run, rank, (int)i + 1);
     lh_context_destroy(gpu_ctx);
     return finish(program);
 }
