@@ -21,6 +21,8 @@ LH_API lh_status lh_plan_create(lh_context *context, lh_plan **out_plan) {
     plan->cfg.levels = 3;
     plan->cfg.pooling = 4;
     plan->cfg.topk = 2048;
+    plan->cfg.scorer = LH_SCORER_NORM;
+    plan->cfg.dilation = LH_DEFAULT_DILATION;
     plan->cfg.cp_world = 1;
     context->live_plans++;
     *out_plan = plan;
@@ -94,6 +96,18 @@ static lh_status check_value(lh_param param, int64_t v) {
                            "STAGE_TIMING must be 0 (off) or 1 (CUDA events around each stage) "
                            "(got %lld)", (long long)v);
         return LH_OK;
+    case LH_PARAM_SCORER:
+        if (v != LH_SCORER_NORM && v != LH_SCORER_DILATED && v != LH_SCORER_EXTERNAL)
+            return lh_fail(LH_ERROR_INVALID_VALUE,
+                           "SCORER must be NORM (0), DILATED (1) or EXTERNAL (2) (got %lld)",
+                           (long long)v);
+        return LH_OK;
+    case LH_PARAM_DILATION:
+        if (v < 1 || v > (INT64_C(1) << 40))
+            return lh_fail(LH_ERROR_INVALID_VALUE,
+                           "DILATION (the dilated scorer's stride d) must be at least 1 and no "
+                           "larger than 2^40 (got %lld)", (long long)v);
+        return LH_OK;
     }
     return lh_fail(LH_ERROR_INVALID_VALUE, "unknown parameter %d", (int)param);
 }
@@ -129,6 +143,8 @@ LH_API lh_status lh_plan_set_i64(lh_plan *plan, lh_param param, int64_t value) {
     case LH_PARAM_SOFTMAX_SCALE: break; /* rejected by check_value */
     case LH_PARAM_RECOMPUTE_SUBSEQ: c->recompute_subseq = value != 0; break;
     case LH_PARAM_STAGE_TIMING: c->stage_timing = value != 0; break;
+    case LH_PARAM_SCORER: c->scorer = (lh_scorer)value; break;
+    case LH_PARAM_DILATION: c->dilation = value; break;
     }
     plan->set_mask |= 1u << param;
     return LH_OK;
@@ -176,6 +192,8 @@ LH_API lh_status lh_plan_get_param_i64(const lh_plan *plan, lh_param param, int6
     case LH_PARAM_SOFTMAX_SCALE: break;
     case LH_PARAM_RECOMPUTE_SUBSEQ: *out_value = c->recompute_subseq; return LH_OK;
     case LH_PARAM_STAGE_TIMING: *out_value = c->stage_timing; return LH_OK;
+    case LH_PARAM_SCORER: *out_value = c->scorer; return LH_OK;
+    case LH_PARAM_DILATION: *out_value = c->dilation; return LH_OK;
     }
     return lh_fail(LH_ERROR_INVALID_VALUE,
                    "lh_plan_get_param_i64: parameter %d is not an integer parameter", (int)param);
@@ -191,6 +209,36 @@ LH_API lh_status lh_plan_get_param_f64(const lh_plan *plan, lh_param param, doub
                        "lh_plan_get_param_f64: only SOFTMAX_SCALE is a floating-point parameter");
     if (plan->scale_set) *out_value = plan->cfg.scale;
     else *out_value = plan->cfg.head_dim > 0 ? lh_default_softmax_scale(plan->cfg.head_dim) : 0.0;
+    return LH_OK;
+}
+
+/* docs/spec.md section 10: the scorer's rules. Each broken rule has a sentence of its own. */
+static lh_status validate_scorer(const lh_plan *plan) {
+    const lh_config *c = &plan->cfg;
+    bool dilation_set = plan->set_mask & (1u << LH_PARAM_DILATION);
+    if (c->mode == LH_MODE_DENSE && c->scorer != LH_SCORER_NORM)
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "SCORER = %s chooses how Lighthouse ranks the pyramid; a DENSE plan has no "
+                       "pyramid and takes only SCORER = NORM (the default)",
+                       c->scorer == LH_SCORER_DILATED ? "DILATED" : "EXTERNAL");
+    if (dilation_set && c->scorer != LH_SCORER_DILATED)
+        return lh_fail(LH_ERROR_INVALID_VALUE,
+                       "DILATION = %lld is set, but it belongs to SCORER = DILATED and this plan's "
+                       "scorer is %s; set SCORER = DILATED (1) or leave DILATION unset",
+                       (long long)c->dilation, c->scorer == LH_SCORER_NORM ? "NORM" : "EXTERNAL");
+    if (c->scorer != LH_SCORER_DILATED) return LH_OK;
+    if (c->heads != c->kv_heads)
+        return lh_fail(LH_ERROR_HEADS_MISMATCH,
+                       "SCORER = DILATED runs attention with queries and keys swapped, so it needs "
+                       "HEADS == KV_HEADS (got HEADS = %lld, KV_HEADS = %lld)",
+                       (long long)c->heads, (long long)c->kv_heads);
+    int64_t parts = c->ring ? 2 * c->cp_world : 1, len = c->seq_len / parts;
+    if (len % c->dilation != 0)
+        return lh_fail(LH_ERROR_SEQ_DIVISIBILITY,
+                       "SCORER = DILATED splits %s = %lld into DILATION = %lld strided sequences, "
+                       "so it must be a multiple of DILATION",
+                       c->ring ? "each chunk of SEQ_LEN/(2*WORLD)" : "SEQ_LEN", (long long)len,
+                       (long long)c->dilation);
     return LH_OK;
 }
 
@@ -213,6 +261,7 @@ static lh_status validate(lh_plan *plan) {
         return lh_fail(LH_ERROR_INVALID_VALUE,
                        "BATCH * SEQ_LEN * HEADS * HEAD_DIM = %.3g elements is too large", elems);
     if (!plan->scale_set) c->scale = lh_default_softmax_scale(c->head_dim);
+    lh_status st;
 
     /* On a ring every rule below applies to one chunk: N/(2W) tokens with TOPK/(2W). */
     int64_t parts = c->ring ? 2 * c->cp_world : 1;
@@ -221,7 +270,8 @@ static lh_status validate(lh_plan *plan) {
                        "on a ring of WORLD = %lld ranks SEQ_LEN must be a multiple of 2 * WORLD = "
                        "%lld (got SEQ_LEN = %lld)",
                        (long long)c->cp_world, (long long)parts, (long long)c->seq_len);
-    if (c->mode == LH_MODE_DENSE) return LH_OK;
+    st = validate_scorer(plan);
+    if (st != LH_OK || c->mode == LH_MODE_DENSE) return st;
     if (c->ring && c->topk % (LH_TILE_REFINED * parts) != 0)
         return lh_fail(LH_ERROR_TOPK,
                        "on a ring of WORLD = %lld ranks TOPK must be a multiple of %d * 2 * WORLD "

@@ -49,6 +49,49 @@ static lh_status check_lighthouse(const lh_plan *plan, const char *fn) {
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+static const char *scorer_name(lh_scorer s) {
+    return s == LH_SCORER_NORM ? "NORM" : s == LH_SCORER_DILATED ? "DILATED" : "EXTERNAL";
+}
+
+/* lh_forward runs the plan's scorer; lh_forward_with_scores takes the caller's scores instead. */
+static lh_status check_scores_source(const lh_plan *plan, const char *fn, bool given) {
+    bool external = plan->cfg.scorer == LH_SCORER_EXTERNAL;
+    if (given && plan->cfg.mode != LH_MODE_LIGHTHOUSE)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "%s: a DENSE plan ranks nothing and takes no scores; call lh_forward", fn);
+    if (given && !external)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "%s: this plan computes its own scores (SCORER = %s); the caller's scores "
+                       "need a plan with SCORER = EXTERNAL (2), or call lh_forward",
+                       fn, scorer_name(plan->cfg.scorer));
+    if (!given && external)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "%s: this plan takes its scores from the caller (SCORER = EXTERNAL); call "
+                       "lh_forward_with_scores with scores_q and scores_k", fn);
+    return LH_OK;
+}
+
+/* The arguments of a forward: q, k, v, out, saved, workspace (with or without scores). */
+static lh_status forward_args(const lh_plan *plan, const char *fn, const void *q, const void *k,
+                              const void *v, const float *scores_q, const float *scores_k,
+                              void *out, void *saved, void *workspace, void *stream) {
+    const lh_config *c = &plan->cfg;
+    size_t es = lh_dtype_size(c->dtype);
+    bool given = plan->cfg.scorer == LH_SCORER_EXTERNAL;
+    size_t scores = (size_t)(c->chunks * c->batch * c->s_total) * 4;
+    const buffer_arg args[] = {
+        {q, tensor_bytes(c, c->heads, c->tensor_seq_len), es, "q", false},
+        {k, tensor_bytes(c, c->kv_heads, c->tensor_seq_len), es, "k", false},
+        {v, tensor_bytes(c, c->kv_heads, c->tensor_seq_len), es, "v", false},
+        {scores_q, given ? scores * (size_t)c->heads : 0, 4, "scores_q", !given},
+        {scores_k, given ? scores * (size_t)c->kv_heads : 0, 4, "scores_k", !given},
+        {out, tensor_bytes(c, c->heads, c->tensor_seq_len), es, "out", false},
+        {saved, (size_t)plan->sizes.saved_bytes, 16, "saved", false},
+        {workspace, (size_t)plan->sizes.fwd_workspace_bytes, 16, "workspace", false},
+    };
+    return check_buffers(plan, fn, args, COUNT(args), stream);
+}
+
 /* The result of a call that may have run attention hooks: on LH_OK the error channel is "" even
  * if a library call inside a hook failed (the hook decided that it did not matter); otherwise the
  * message is prefixed with the entry point. */
@@ -65,20 +108,27 @@ LH_API lh_status lh_forward(lh_plan *plan, const void *q, const void *k, const v
     lh_clear_error();
     const char *fn = "lh_forward";
     lh_status st = lh_check_plan_ready(plan, fn);
-    if (st != LH_OK) return st;
-    const lh_config *c = &plan->cfg;
-    size_t es = lh_dtype_size(c->dtype);
-    const buffer_arg args[] = {
-        {q, tensor_bytes(c, c->heads, c->tensor_seq_len), es, "q", false},
-        {k, tensor_bytes(c, c->kv_heads, c->tensor_seq_len), es, "k", false},
-        {v, tensor_bytes(c, c->kv_heads, c->tensor_seq_len), es, "v", false},
-        {out, tensor_bytes(c, c->heads, c->tensor_seq_len), es, "out", false},
-        {saved, (size_t)plan->sizes.saved_bytes, 16, "saved", false},
-        {workspace, (size_t)plan->sizes.fwd_workspace_bytes, 16, "workspace", false},
-    };
-    st = check_buffers(plan, fn, args, COUNT(args), stream);
+    if (st == LH_OK) st = check_scores_source(plan, fn, false);
+    if (st == LH_OK)
+        st = forward_args(plan, fn, q, k, v, NULL, NULL, out, saved, workspace, stream);
     if (st != LH_OK) return st;
     st = plan->context->ops->forward(plan->state, q, k, v, out, saved, workspace, stream);
+    return finish(st, fn);
+}
+
+LH_API lh_status lh_forward_with_scores(lh_plan *plan, const void *q, const void *k,
+                                        const void *v, const float *scores_q,
+                                        const float *scores_k, void *out, void *saved,
+                                        void *workspace, void *stream) {
+    lh_clear_error();
+    const char *fn = "lh_forward_with_scores";
+    lh_status st = lh_check_plan_ready(plan, fn);
+    if (st == LH_OK) st = check_scores_source(plan, fn, true);
+    if (st == LH_OK)
+        st = forward_args(plan, fn, q, k, v, scores_q, scores_k, out, saved, workspace, stream);
+    if (st != LH_OK) return st;
+    st = plan->context->ops->forward_with_scores(plan->state, q, k, v, scores_q, scores_k, out,
+                                                 saved, workspace, stream);
     return finish(st, fn);
 }
 
@@ -112,26 +162,51 @@ LH_API lh_status lh_backward(lh_plan *plan, const void *q, const void *k, const 
     return finish(st, fn);
 }
 
-LH_API lh_status lh_scores(lh_plan *plan, const void *q, const void *k, float *scores_q,
-                           float *scores_k, void *workspace, void *stream) {
-    lh_clear_error();
-    const char *fn = "lh_scores";
+/* lh_scores (v_used false: norm plans only) and lh_scores_qkv (any plan with a scorer). */
+static lh_status scores_call(lh_plan *plan, const char *fn, bool v_used, const void *q,
+                             const void *k, const void *v, float *scores_q, float *scores_k,
+                             void *workspace, void *stream) {
     lh_status st = lh_check_plan_ready(plan, fn);
     if (st == LH_OK) st = check_lighthouse(plan, fn);
     if (st != LH_OK) return st;
     const lh_config *c = &plan->cfg;
+    if (c->scorer == LH_SCORER_EXTERNAL)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "%s: this plan has no scorer (SCORER = EXTERNAL: its scores are the "
+                       "caller's)", fn);
+    if (!v_used && c->scorer != LH_SCORER_NORM)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "%s: SCORER = %s reads v as well, which lh_scores does not take; call "
+                       "lh_scores_qkv", fn, scorer_name(c->scorer));
     size_t es = lh_dtype_size(c->dtype);
+    bool reads_v = c->scorer == LH_SCORER_DILATED;
     const buffer_arg args[] = {
         {q, tensor_bytes(c, c->heads, c->seq_len), es, "q", false},
         {k, tensor_bytes(c, c->kv_heads, c->seq_len), es, "k", false},
+        {v, reads_v ? tensor_bytes(c, c->kv_heads, c->seq_len) : 0, es, "v", !reads_v},
         {scores_q, (size_t)(c->batch * c->heads * c->s_total) * 4, 4, "scores_q", false},
         {scores_k, (size_t)(c->batch * c->kv_heads * c->s_total) * 4, 4, "scores_k", false},
         {workspace, (size_t)plan->sizes.stage_workspace_bytes, 16, "workspace", false},
     };
     st = check_buffers(plan, fn, args, COUNT(args), stream);
     if (st != LH_OK) return st;
-    st = plan->context->ops->scores(plan->state, q, k, scores_q, scores_k, workspace, stream);
+    st = plan->context->ops->scores(plan->state, q, k, reads_v ? v : NULL, scores_q, scores_k,
+                                    workspace, stream);
     return st == LH_OK ? st : lh_fail_context(st, fn);
+}
+
+LH_API lh_status lh_scores(lh_plan *plan, const void *q, const void *k, float *scores_q,
+                           float *scores_k, void *workspace, void *stream) {
+    lh_clear_error();
+    return scores_call(plan, "lh_scores", false, q, k, NULL, scores_q, scores_k, workspace,
+                       stream);
+}
+
+LH_API lh_status lh_scores_qkv(lh_plan *plan, const void *q, const void *k, const void *v,
+                               float *scores_q, float *scores_k, void *workspace, void *stream) {
+    lh_clear_error();
+    return scores_call(plan, "lh_scores_qkv", true, q, k, v, scores_q, scores_k, workspace,
+                       stream);
 }
 
 LH_API lh_status lh_select(lh_plan *plan, const float *scores_q, const float *scores_k,

@@ -27,6 +27,9 @@
 #define LH_MIN_POOLING 2
 #define LH_MAX_POOLING 64
 
+/* Section 10: the dilated scorer's stride d where none is set. */
+#define LH_DEFAULT_DILATION 4
+
 /* "Inputs and parameters": the softmax scale where none is set, 1 / sqrt(D). */
 static inline double lh_default_softmax_scale(int64_t head_dim) {
     return 1.0 / __builtin_sqrt((double)head_dim);

@@ -18,6 +18,7 @@ typedef enum size_rule {
     SCORES_K,        /* fp32 [B,Hkv,S_total_c] */
     POOLED_Q,        /* the backend's */
     POOLED_K,
+    SCORER_WS,       /* the backend's, for the plan's scorer */
     ATTENTION_FWD,   /* the attention's workspaces: of a plan without chunks, or of the step */
     ATTENTION_BWD,
     ATTENTION_STEP,
@@ -29,6 +30,7 @@ typedef enum size_rule {
 typedef enum condition {
     ALWAYS,
     LIGHTHOUSE,
+    SCORED,          /* Lighthouse with a scorer of its own (not SCORER = EXTERNAL) */
     SUBSEQUENCE,     /* not plain dense: the pipeline has sub-sequence buffers */
     PLAIN_DENSE,
     KEPT,            /* Lighthouse, saved keeps q/k/v_sel and the inverse map */
@@ -57,8 +59,9 @@ static const struct row {
     {LH_BUF_SAVED, LH_REGION_INV, INVERSE, KEPT},
     {LH_BUF_SAVED, LH_REGION_TAG, SAVED_TAG, ALWAYS},
     /* forward workspace (scores and pooled rows serve one chunk at a time) */
-    {LH_BUF_FORWARD, LH_REGION_SCORES_Q, SCORES_Q, LIGHTHOUSE},
-    {LH_BUF_FORWARD, LH_REGION_SCORES_K, SCORES_K, LIGHTHOUSE},
+    {LH_BUF_FORWARD, LH_REGION_SCORES_Q, SCORES_Q, SCORED},
+    {LH_BUF_FORWARD, LH_REGION_SCORES_K, SCORES_K, SCORED},
+    {LH_BUF_FORWARD, LH_REGION_SCORER, SCORER_WS, SCORED},
     {LH_BUF_FORWARD, LH_REGION_INDICES, ROWS, STAGED},
     {LH_BUF_FORWARD, LH_REGION_INV, INVERSE, FORWARD_INVERSE},
     {LH_BUF_FORWARD, LH_REGION_POOLED_Q, POOLED_Q, LIGHTHOUSE},
@@ -80,6 +83,7 @@ static const struct row {
     /* the stage entry points (one chunk: the plan has no ring) */
     {LH_BUF_STAGE, LH_REGION_INV, INVERSE, STAGE_CALLS},
     {LH_BUF_STAGE, LH_REGION_SCRATCH, SCRATCH, STAGE_CALLS},
+    {LH_BUF_STAGE, LH_REGION_SCORER, SCORER_WS, STAGE_CALLS},
     /* the attention step alone */
     {LH_BUF_ATTENTION, LH_REGION_ATTENTION, ATTENTION_STEP, ALWAYS},
 };
@@ -95,6 +99,7 @@ static bool holds(condition when, const lh_config *c, const lh_backend_sizes *s,
     switch (when) {
     case ALWAYS: return true;
     case LIGHTHOUSE: return lighthouse;
+    case SCORED: return lighthouse && c->scorer != LH_SCORER_EXTERNAL;
     case SUBSEQUENCE: return !plain_dense;
     case PLAIN_DENSE: return plain_dense;
     case KEPT: return keep;
@@ -119,6 +124,7 @@ static int64_t size_of(size_rule rule, const lh_config *c, const lh_backend_size
     case SCORES_K: return c->batch * c->kv_heads * c->s_total * 4;
     case POOLED_Q: return s->pooled_q_bytes;
     case POOLED_K: return s->pooled_k_bytes;
+    case SCORER_WS: return s->scorer_bytes;
     /* A chunked plan's step also serves lh_attention_*: one workspace for both directions. */
     case ATTENTION_FWD: return chunked ? s->attention_step_bytes : s->attention_fwd_bytes;
     case ATTENTION_BWD: return chunked ? s->attention_step_bytes : s->attention_bwd_bytes;

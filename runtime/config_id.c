@@ -6,12 +6,12 @@
 
 #include "runtime.h"
 
-#define PARAM_COUNT (LH_PARAM_STAGE_TIMING + 1)
+#define PARAM_COUNT (LH_PARAM_DILATION + 1)
 
 static const char *const param_names[PARAM_COUNT] = {
     "BATCH", "SEQ_LEN", "HEADS", "KV_HEADS", "HEAD_DIM", "DTYPE",
     "LAYOUT", "LEVELS", "POOLING", "TOPK", "MODE", "SOFTMAX_SCALE", "RECOMPUTE_SUBSEQ",
-    "STAGE_TIMING"};
+    "STAGE_TIMING", "SCORER", "DILATION"};
 
 const char *lh_param_name(lh_param param) {
     return ((int)param >= 0 && param < PARAM_COUNT) ? param_names[param] : "UNKNOWN";
@@ -32,6 +32,8 @@ void lh_config_id_of(const lh_config *cfg, lh_config_id *id) {
         v[LH_PARAM_LEVELS] = cfg->levels;
         v[LH_PARAM_POOLING] = cfg->pooling;
         v[LH_PARAM_TOPK] = cfg->topk;
+        v[LH_PARAM_SCORER] = cfg->scorer;
+        if (cfg->scorer == LH_SCORER_DILATED) v[LH_PARAM_DILATION] = cfg->dilation;
     }
     id->scale = cfg->scale;
 }
@@ -39,11 +41,11 @@ void lh_config_id_of(const lh_config *cfg, lh_config_id *id) {
 int lh_config_id_diff(const lh_config_id *a, int rank_a, const lh_config_id *b, int rank_b,
                       char *out, size_t cap) {
     /* MODE first: it decides which of the others matter. */
-    static const lh_param order[LH_CONFIG_ID_PARAMS] = {
+    static const lh_param order[] = {
         LH_PARAM_MODE, LH_PARAM_BATCH, LH_PARAM_SEQ_LEN, LH_PARAM_HEADS, LH_PARAM_KV_HEADS,
         LH_PARAM_HEAD_DIM, LH_PARAM_DTYPE, LH_PARAM_LAYOUT, LH_PARAM_LEVELS, LH_PARAM_POOLING,
-        LH_PARAM_TOPK};
-    for (int i = 0; i < LH_CONFIG_ID_PARAMS; i++) {
+        LH_PARAM_TOPK, LH_PARAM_SCORER, LH_PARAM_DILATION};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         lh_param p = order[i];
         if (a->v[p] != b->v[p]) {
             snprintf(out, cap, "%s is %lld on rank %d but %lld on rank %d", lh_param_name(p),

@@ -21,6 +21,11 @@ void lh_pipeline_init(lh_pipeline *p, const lh_pipeline_ops *ops, const lh_confi
     p->ops = ops;
     p->cfg = cfg;
     p->inv_bytes = sizes->inv_bytes;
+    /* The scorer is the scores stage: the backend's norm scorer, its dilated one, or none (the
+     * caller's scores, lh_forward_with_scores). */
+    if (ops->lighthouse) p->lighthouse = *ops->lighthouse;
+    if (cfg->scorer == LH_SCORER_DILATED) p->lighthouse.scores = ops->dilated_scores;
+    if (cfg->scorer == LH_SCORER_EXTERNAL) p->lighthouse.scores = NULL;
     lh_buffer_map_build(cfg, sizes, &p->buffers, &p->keep);
     out->saved_bytes = p->buffers.bytes[LH_BUF_SAVED];
     out->fwd_workspace_bytes = p->buffers.bytes[LH_BUF_FORWARD];
@@ -172,12 +177,22 @@ static lh_status attention_backward(lh_pipeline *p, const lh_chunk *all, const f
 
 /* ---- forward --------------------------------------------------------------------------------- */
 
+/* The caller's scores [C, B, H(kv), S_total] (SCORER = EXTERNAL), or NULL. */
+typedef struct given_scores {
+    const float *q, *k;
+} given_scores;
+
 static lh_status chunks_forward(lh_pipeline *p, const lh_stage_ops *stages, lh_chunk *all,
-                                void *saved, void *ws_base, float *lse, void *ws, void *stream) {
+                                const given_scores *given, void *saved, void *ws_base, float *lse,
+                                void *ws, void *stream) {
     const lh_config *c = p->cfg;
     lh_status st = LH_OK;
     for (int64_t j = 0; j < c->chunks && st == LH_OK; j++) {
         lh_chunk ch = chunk_of(p, all, j);
+        if (given->q) {
+            ch.scores_q = (float *)given->q + j * c->batch * c->heads * c->s_total;
+            ch.scores_k = (float *)given->k + j * c->batch * c->kv_heads * c->s_total;
+        }
         st = run_stage(p, LH_STAGE_SCORES, stages->scores, &ch, stream);
         if (st == LH_OK) st = run_stage(p, LH_STAGE_SELECT, stages->select, &ch, stream);
         if (st == LH_OK) st = run_stage(p, LH_STAGE_GATHER, stages->gather, &ch, stream);
@@ -193,8 +208,9 @@ static lh_status chunks_forward(lh_pipeline *p, const lh_stage_ops *stages, lh_c
     return st;
 }
 
-lh_status lh_pipeline_forward(void *plan, const void *q, const void *k, const void *v, void *out,
-                              void *saved, void *workspace, void *stream) {
+static lh_status forward(void *plan, const void *q, const void *k, const void *v,
+                         const given_scores *given, void *out, void *saved, void *workspace,
+                         void *stream) {
     lh_pipeline *p = plan;
     const lh_config *c = p->cfg;
     lh_status st = p->ops->enter ? p->ops->enter(plan) : LH_OK;
@@ -216,20 +232,34 @@ lh_status lh_pipeline_forward(void *plan, const void *q, const void *k, const vo
             .scores_k = region(p, LH_BUF_FORWARD, LH_REGION_SCORES_K, workspace),
             .pooled_q = region(p, LH_BUF_FORWARD, LH_REGION_POOLED_Q, workspace),
             .pooled_k = region(p, LH_BUF_FORWARD, LH_REGION_POOLED_K, workspace),
+            .scorer = region(p, LH_BUF_FORWARD, LH_REGION_SCORER, workspace),
             .q_sel = staged_or_saved(p, LH_REGION_Q_SEL, saved, workspace),
             .k_sel = staged_or_saved(p, LH_REGION_K_SEL, saved, workspace),
             .v_sel = staged_or_saved(p, LH_REGION_V_SEL, saved, workspace),
             .o_sel = region(p, LH_BUF_SAVED, LH_REGION_O_SEL, saved),
             .scratch = attention_ws, /* the stages run before the attention needs it */
         };
-        const lh_stage_ops *stages =
-            c->mode == LH_MODE_LIGHTHOUSE ? p->ops->lighthouse : p->ops->dense;
-        st = chunks_forward(p, stages, &all, saved, workspace, lse, attention_ws, stream);
+        const lh_stage_ops *stages = c->mode == LH_MODE_LIGHTHOUSE ? &p->lighthouse : p->ops->dense;
+        st = chunks_forward(p, stages, &all, given, saved, workspace, lse, attention_ws, stream);
     }
     if (st == LH_OK && p->ops->seal_saved) p->ops->seal_saved(p, saved);
     if (st != LH_OK && c->ring && c->ring->kind == LH_RING_LOCAL) lh_ring_local_abort(c->ring);
     if (p->ops->leave) p->ops->leave(plan);
     return st;
+}
+
+lh_status lh_pipeline_forward(void *plan, const void *q, const void *k, const void *v, void *out,
+                              void *saved, void *workspace, void *stream) {
+    const given_scores none = {NULL, NULL};
+    return forward(plan, q, k, v, &none, out, saved, workspace, stream);
+}
+
+lh_status lh_pipeline_forward_with_scores(void *plan, const void *q, const void *k,
+                                          const void *v, const float *scores_q,
+                                          const float *scores_k, void *out, void *saved,
+                                          void *workspace, void *stream) {
+    const given_scores given = {scores_q, scores_k};
+    return forward(plan, q, k, v, &given, out, saved, workspace, stream);
 }
 
 /* ---- backward -------------------------------------------------------------------------------- */
@@ -288,8 +318,7 @@ lh_status lh_pipeline_backward(void *plan, const void *q, const void *k, const v
             .dv_sel = region(p, LH_BUF_BACKWARD, LH_REGION_DV_SEL, workspace),
             .scratch = attention_ws,
         };
-        const lh_stage_ops *stages =
-            c->mode == LH_MODE_LIGHTHOUSE ? p->ops->lighthouse : p->ops->dense;
+        const lh_stage_ops *stages = c->mode == LH_MODE_LIGHTHOUSE ? &p->lighthouse : p->ops->dense;
         st = chunks_backward(p, stages, &all, lse, attention_ws, stream);
     }
     if (st != LH_OK && c->ring && c->ring->kind == LH_RING_LOCAL) lh_ring_local_abort(c->ring);

@@ -39,6 +39,7 @@ typedef enum lh_region {
     LH_REGION_SCORES_K,  /* fp32 [B,Hkv,S_total_c] */
     LH_REGION_POOLED_Q,  /* DTYPE [B,H,n_c,D]: the coarsest level's pooled rows (CUDA) */
     LH_REGION_POOLED_K,  /* DTYPE [B,Hkv,n_c,D] */
+    LH_REGION_SCORER,    /* the scorer's own workspace (the dilated scorer's attention) */
     LH_REGION_DO_SEL,    /* DTYPE [C,B,H,S_c,D] each: backward */
     LH_REGION_DQ_SEL,
     LH_REGION_DK_SEL,
@@ -63,6 +64,7 @@ typedef struct lh_backend_sizes {
     int64_t inv_bytes;            /* one chunk's inverse map (0: the backend has none) */
     int64_t pooled_q_bytes;       /* one chunk's coarsest pooled rows (0: none) */
     int64_t pooled_k_bytes;
+    int64_t scorer_bytes;         /* the scorer's workspace, for one chunk (0: none) */
     int64_t attention_fwd_bytes;  /* the attention inside lh_forward / lh_backward of a plan */
     int64_t attention_bwd_bytes;  /*   without ring or hooks: Lighthouse's on the sub-sequence,
                                      plain dense's on the caller's tensors */
@@ -112,6 +114,7 @@ typedef struct lh_chunk {
     void *inv;
     float *scores_q, *scores_k;
     void *pooled_q, *pooled_k;
+    void *scorer;                        /* the scorer's workspace */
     void *q_sel, *k_sel, *v_sel, *o_sel;
     void *do_sel, *dq_sel, *dk_sel, *dv_sel;
     void *scratch;
@@ -138,7 +141,8 @@ typedef struct lh_pipeline_ops {
     /* Around a forward or backward (CUDA: the plan's context is current); NULL: nothing. */
     lh_status (*enter)(void *plan);
     void (*leave)(void *plan);
-    const lh_stage_ops *lighthouse; /* the stages of a Lighthouse chunk */
+    const lh_stage_ops *lighthouse; /* the stages of a Lighthouse chunk (scores: the norm scorer) */
+    lh_stage_fn *dilated_scores;    /* the scores stage of the dilated scorer */
     const lh_stage_ops *dense;      /* a dense chunk: its tokens packed in and out */
     /* The built-in attention step on chunk-major sub-sequences (the ring on a ring plan). */
     lh_attention_forward_fn *attention_forward;
@@ -168,6 +172,8 @@ typedef struct lh_pipeline {
     const lh_pipeline_ops *ops;
     const lh_config *cfg; /* the plan's, owned by the backend's plan state */
     lh_buffer_map buffers;
+    lh_stage_ops lighthouse; /* the backend's, with the plan's scorer as its scores stage (none
+                                for SCORER = EXTERNAL: the chunks read the caller's scores) */
     bool keep;            /* saved keeps the sub-sequence: backward gathers nothing again */
     int64_t inv_bytes;    /* one chunk's inverse map */
     bool ring_confirmed;  /* a call of this plan has met its peers, configurations compared */
@@ -180,5 +186,7 @@ void lh_pipeline_init(lh_pipeline *p, const lh_pipeline_ops *ops, const lh_confi
 /* lh_backend_ops.forward and .backward of every backend: `plan` begins with an lh_pipeline. */
 lh_forward_fn lh_pipeline_forward;
 lh_backward_fn lh_pipeline_backward;
+/* lh_backend_ops.forward_with_scores: the forward with the caller's scores (SCORER = EXTERNAL). */
+lh_forward_scores_fn lh_pipeline_forward_with_scores;
 
 #endif /* LH_PIPELINE_H */

@@ -35,9 +35,10 @@ const char *lh_error_message(void);
 typedef enum lh_ring_kind { LH_RING_LOCAL = 0, LH_RING_NCCL = 1 } lh_ring_kind;
 
 /* What must be equal on every rank of a ring: the parameters that decide what ranks exchange and
- * what it means (runtime/config_id.c). v[p] is parameter p for p = BATCH .. MODE (lh_param);
- * dense plans carry 0 for LEVELS, POOLING and TOPK, which they do not use. */
-#define LH_CONFIG_ID_PARAMS (LH_PARAM_MODE + 1)
+ * what it means (runtime/config_id.c). v[p] is parameter p for p = BATCH .. MODE and SCORER,
+ * DILATION (lh_param; the others are 0); dense plans carry 0 for LEVELS, POOLING, TOPK, SCORER
+ * and DILATION, which they do not use, and plans of another scorer 0 for DILATION. */
+#define LH_CONFIG_ID_PARAMS (LH_PARAM_DILATION + 1)
 typedef struct lh_config_id {
     int64_t v[LH_CONFIG_ID_PARAMS];
     double scale;
@@ -146,6 +147,8 @@ typedef struct lh_config {
     double scale;
     bool recompute_subseq;               /* LH_PARAM_RECOMPUTE_SUBSEQ: backward gathers again */
     bool stage_timing;                   /* LH_PARAM_STAGE_TIMING: events around each stage */
+    lh_scorer scorer;                    /* LH_PARAM_SCORER (docs/spec.md section 10) */
+    int64_t dilation;                    /* LH_PARAM_DILATION: the dilated scorer's d */
 
     /* Tokens of the tensors the caller's pointers point to: strides follow this, not seq_len
      * (equal without a ring; a chunk configuration has seq_len = N/(2W) inside a shard of N/W). */
@@ -229,9 +232,16 @@ typedef lh_status lh_backward_fn(void *plan_state, const void *q, const void *k,
                                  const void *out, const void *dout, const void *saved, void *dq,
                                  void *dk, void *dv, void *workspace, void *stream);
 
-/* The stage entry points (lh_scores, lh_select, lh_gather, lh_scatter). */
-typedef lh_status lh_scores_fn(void *plan_state, const void *q, const void *k, float *scores_q,
-                               float *scores_k, void *workspace, void *stream);
+/* lh_forward_with_scores: the pipeline with the caller's scores [C, B, H(kv), S_total]. */
+typedef lh_status lh_forward_scores_fn(void *plan_state, const void *q, const void *k,
+                                       const void *v, const float *scores_q,
+                                       const float *scores_k, void *out, void *saved,
+                                       void *workspace, void *stream);
+
+/* The stage entry points (lh_scores and lh_scores_qkv: the plan's scorer, v NULL for the norm
+ * scorer; lh_select, lh_gather, lh_scatter). */
+typedef lh_status lh_scores_fn(void *plan_state, const void *q, const void *k, const void *v,
+                               float *scores_q, float *scores_k, void *workspace, void *stream);
 typedef lh_status lh_select_fn(void *plan_state, const float *scores_q, const float *scores_k,
                                int32_t *indices, void *workspace, void *stream);
 typedef lh_status lh_gather_fn(void *plan_state, const void *q, const void *k, const void *v,
@@ -277,6 +287,7 @@ typedef struct lh_backend_ops {
     /* lh_pipeline_forward / lh_pipeline_backward on every backend (pipeline.h). */
     lh_forward_fn *forward;
     lh_backward_fn *backward;
+    lh_forward_scores_fn *forward_with_scores;
 
     /* The stage entry points, in the file of their stage in each backend. */
     lh_scores_fn *scores;

@@ -141,6 +141,21 @@ typedef enum lh_mode {
     LH_MODE_DENSE = 1       /* plain causal attention over all SEQ_LEN tokens */
 } lh_mode;
 
+/* Where the scores that rank the pyramid come from (docs/spec.md section 10). They decide only
+ * the selection; they carry no gradient, and everything after them is the same for every scorer. */
+typedef enum lh_scorer {
+    LH_SCORER_NORM = 0,     /* sq[t] = ||q[t]||, sk[t] = ||k[t]|| (section 1): the default */
+    LH_SCORER_DILATED = 1,  /* sq[t] = ||o_qk[t]||, sk[t] = ||o_kq[t]||: the outputs of causal
+                               attention (scale 1/sqrt(HEAD_DIM)) on the DILATION strided
+                               sequences t = j, j+d, j+2d, ... of each head, queries q and keys k
+                               (o_qk) or queries k and keys q (o_kq), values v. Costs two dense
+                               attentions over N tokens, DILATION times cheaper than one dense
+                               attention. HEADS == KV_HEADS; SEQ_LEN (on a ring: each chunk's
+                               length) a multiple of DILATION */
+    LH_SCORER_EXTERNAL = 2  /* the caller's own scores, given to lh_forward_with_scores each call
+                               (a learned scorer); lh_forward and lh_scores refuse such a plan */
+} lh_scorer;
+
 /* The most pyramid levels a plan may have (level 0 included). */
 #define LH_MAX_LEVELS 8
 
@@ -164,12 +179,16 @@ typedef enum lh_param {
                                       softmax statistics, and lh_backward re-gathers from q, k, v
                                       (less memory, one more read of q, k, v). Lighthouse mode on
                                       the CUDA backend; elsewhere accepted and without effect. */
-    LH_PARAM_STAGE_TIMING = 13 /* 0 (default) or 1: lh_forward and lh_backward record a CUDA event
+    LH_PARAM_STAGE_TIMING = 13, /* 0 (default) or 1: lh_forward and lh_backward record a CUDA event
                                   before and after each stage (lh_stage), and
                                   lh_plan_get_stage_ms reads the times back. For profiling: each
                                   stage adds two event records to the stream. CUDA backend, plans
                                   without a ring or attention hooks; lh_plan_finalize refuses it
                                   elsewhere (LH_ERROR_UNSUPPORTED). */
+    LH_PARAM_SCORER = 14,     /* lh_scorer; default LH_SCORER_NORM. Lighthouse mode; a dense plan
+                                 accepts only NORM */
+    LH_PARAM_DILATION = 15    /* d of LH_SCORER_DILATED, >= 1; default 4. Setting it for another
+                                 scorer is an error at lh_plan_finalize */
 } lh_param;
 
 /* The stages of one lh_forward / lh_backward, for lh_plan_get_stage_ms. Dense mode has only the
@@ -315,12 +334,27 @@ LH_API lh_status lh_plan_precompile(const lh_plan *plan, const char *chip, int64
  * Forward and backward
  * ------------------------------------------------------------------------------------------- */
 
-/* out = Lighthouse (or dense) causal attention of q, k, v.
+/* out = Lighthouse (or dense) causal attention of q, k, v. A plan of LH_SCORER_EXTERNAL needs
+ * its scores: lh_forward_with_scores (here LH_ERROR_UNSUPPORTED).
  * saved:     LH_QUERY_SAVED_BYTES bytes, written here, read by lh_backward; aligned to 16 bytes.
  * workspace: LH_QUERY_FWD_WORKSPACE_BYTES bytes (NULL allowed when that is 0); aligned to 16.
  * Every element of `out` is written. */
 LH_API lh_status lh_forward(lh_plan *plan, const void *q, const void *k, const void *v, void *out,
                             void *saved, void *workspace, void *stream);
+
+/* lh_forward with the caller's scores in place of a scorer, for plans of LH_SCORER_EXTERNAL (and
+ * only those): a learned scorer (gated linear attention, say) then trains through the whole
+ * pipeline. scores_q [C, B, H, S_total] ranks set A and scores_k [C, B, Hkv, S_total] set B, as
+ * lh_select reads them (query head h reads kv head h / (H/Hkv)), fp32, aligned to 4 bytes, with
+ * C = LH_QUERY_CHUNKS and S_total = LH_QUERY_PYRAMID_LEN: every position of every level filled
+ * in by the caller (level l entry i at off_l + i; the library max-pools nothing), one block per
+ * local chunk (on a ring chunk r, then chunk 2W-1-r, each scored as a sequence of its own: docs/
+ * spec.md section 8). The scores are only read and carry no gradient: lh_backward is the same
+ * for every scorer. Every other argument as lh_forward. */
+LH_API lh_status lh_forward_with_scores(lh_plan *plan, const void *q, const void *k,
+                                        const void *v, const float *scores_q,
+                                        const float *scores_k, void *out, void *saved,
+                                        void *workspace, void *stream);
 
 /* dq, dk, dv = gradients of sum(out * dout) with respect to q, k, v.
  * out:   the forward's output (read in dense mode; Lighthouse mode does not read it and accepts
@@ -342,9 +376,19 @@ LH_API lh_status lh_backward(lh_plan *plan, const void *q, const void *k, const 
  * ------------------------------------------------------------------------------------------- */
 
 /* Norm scores of the pyramid, fp32: scores_q [B, H, S_total] from q, scores_k [B, Hkv, S_total]
- * from k (level 0 = per-token L2 norm, level l = max over its window). */
+ * from k (level 0 = per-token L2 norm, level l = max over its window). Plans of LH_SCORER_NORM;
+ * the dilated scorer also reads v (lh_scores_qkv), and an external plan has no scorer
+ * (LH_ERROR_UNSUPPORTED for both). */
 LH_API lh_status lh_scores(lh_plan *plan, const void *q, const void *k, float *scores_q,
                            float *scores_k, void *workspace, void *stream);
+
+/* The scores of the plan's scorer (LH_PARAM_SCORER), exactly what lh_forward's first stage
+ * computes, in lh_scores' layout: level 0 = the scorer's per-token score (NORM: ||q[t]||, ||k[t]||;
+ * DILATED: ||o_qk[t]||, ||o_kq[t]||), level l = max over its window. v is read by the dilated
+ * scorer (NULL allowed for NORM, which reads none). LH_SCORER_EXTERNAL plans: LH_ERROR_UNSUPPORTED
+ * (their scores are the caller's). */
+LH_API lh_status lh_scores_qkv(lh_plan *plan, const void *q, const void *k, const void *v,
+                               float *scores_q, float *scores_k, void *workspace, void *stream);
 
 /* Selection on caller-supplied fp32 scores: scores_q [B, H, S_total] ranks set A, scores_k
  * [B, Hkv, S_total] set B (query head h reads kv head h / (H/Hkv)). Writes indices

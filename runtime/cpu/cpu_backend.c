@@ -65,6 +65,7 @@ static const lh_stage_ops lighthouse_stages = {
 
 static const lh_pipeline_ops pipeline_ops = {
     .lighthouse = &lighthouse_stages,
+    .dilated_scores = lh_cpu_scores_dilated_stage,
     .dense = &lh_cpu_dense_stages,
     .attention_forward = lh_cpu_attention_forward,
     .attention_backward = lh_cpu_attention_backward,
@@ -121,6 +122,9 @@ static lh_status cpu_plan_create(void *context_state, const lh_context_options *
         .attention_step_bytes = (int64_t)lh_cpu_attention_step_bytes(plan),
         .dense_lse_bytes = (int64_t)lh_cpu_round64((size_t)(c->batch * c->heads * c->s_sel) * 4),
         .scratch_bytes = (int64_t)scratch,
+        .scorer_bytes = c->scorer == LH_SCORER_DILATED
+                            ? plan->nthreads * (int64_t)lh_cpu_dilated_thread_bytes(c)
+                            : 0,
         .saved_tag_bytes = LH_CPU_SAVED_TAG_BYTES,
     };
     lh_pipeline_init(&plan->pipeline, &pipeline_ops, &plan->cfg, &own, sizes);
@@ -161,6 +165,7 @@ const lh_backend_ops lh_cpu_backend_ops = {
     .check_stream = cpu_check_stream,
     .forward = lh_pipeline_forward,
     .backward = lh_pipeline_backward,
+    .forward_with_scores = lh_pipeline_forward_with_scores,
     .scores = lh_cpu_scores_entry,
     .select = lh_cpu_select_entry,
     .gather = lh_cpu_gather_entry,

@@ -92,6 +92,17 @@ lh_status lh_cpu_check_indices(const lh_config *cfg, const int32_t *indices);
  * [B,Hkv,S_total] (cpu_scores.c). */
 void lh_cpu_scores(const lh_cpu_plan *plan, const float *q, const float *k, float *scores_q,
                    float *scores_k);
+/* The L2 norm of one row of D floats, in the GPU's order of additions (cpu_scores.c). */
+float lh_cpu_row_norm(const float *row, int64_t D);
+/* Levels 1.. of one head's scores s [S_total] for the windows of tokens [t0, t1), each the max
+ * of its children, from level 0 (cpu_scores.c). */
+void lh_cpu_max_pool_scores(const lh_config *cfg, int64_t t0, int64_t t1, float *s);
+
+/* Dilated scores (docs/spec.md section 10; H == Hkv) of all heads, into the same layout, with
+ * `scratch` lh_cpu_dilated_thread_bytes per thread (cpu_scores_dilated.c). */
+size_t lh_cpu_dilated_thread_bytes(const lh_config *cfg);
+void lh_cpu_scores_dilated(const lh_cpu_plan *plan, const float *q, const float *k,
+                           const float *v, float *scores_q, float *scores_k, void *scratch);
 
 /* Bytes of one thread's scratch for the selection (cpu_select.c). */
 size_t lh_cpu_select_scratch_bytes(const lh_config *cfg);
@@ -120,7 +131,7 @@ void lh_cpu_pool_grad(const lh_cpu_plan *plan, const int32_t *indices, const flo
 
 /* The pipeline's stage functions (lh_stage_ops; plan = the whole plan, which knows its chunk's)
  * and the stage entry points of the ops table, in the file of their stage. */
-lh_stage_fn lh_cpu_scores_stage, lh_cpu_select_stage, lh_cpu_gather_stage,
+lh_stage_fn lh_cpu_scores_stage, lh_cpu_scores_dilated_stage, lh_cpu_select_stage, lh_cpu_gather_stage,
     lh_cpu_gather_dout_stage, lh_cpu_scatter_stage, lh_cpu_pool_grad_stage;
 lh_scores_fn lh_cpu_scores_entry;
 lh_select_fn lh_cpu_select_entry;

@@ -23,7 +23,7 @@ typedef struct scores_job {
  * left to right; then, for off = D/16, D/32, .., 1, every lane adds lane j^off (a warp xor
  * butterfly); then a correctly rounded sqrt. Head dims that are not 8 times a power of two (the
  * GPU does not take them) accumulate in double. No FMA contraction, as on the GPU. */
-__attribute__((optimize("fp-contract=off"))) static float row_norm(const float *row, int64_t D) {
+__attribute__((optimize("fp-contract=off"))) float lh_cpu_row_norm(const float *row, int64_t D) {
     int64_t lanes = D / 8;
     if (D % 8 != 0 || lanes > 32 || (lanes & (lanes - 1)) != 0) {
         double acc = 0.0;
@@ -50,13 +50,7 @@ __attribute__((optimize("fp-contract=off"))) static float row_norm(const float *
     return sqrtf(v[0]);
 }
 
-/* Level-0 norms of tokens [t0, t1) of one head, then the max-pooled levels of their windows. */
-static void score_range(const lh_config *cfg, const float *x, int64_t heads, int64_t b, int64_t h,
-                        int64_t t0, int64_t t1, float *s) {
-    int64_t D = cfg->head_dim, stride = lh_cpu_token_stride(cfg, heads);
-    const float *row = x + lh_tensor_offset(cfg, heads, b, t0, h, 0);
-    for (int64_t t = t0; t < t1; t++, row += stride)
-        s[t] = row_norm(row, D);
+void lh_cpu_max_pool_scores(const lh_config *cfg, int64_t t0, int64_t t1, float *s) {
     int64_t p = cfg->pooling;
     for (int64_t l = 1; l < cfg->levels; l++) {
         const float *fine = s + cfg->level_off[l - 1];
@@ -72,6 +66,16 @@ static void score_range(const lh_config *cfg, const float *x, int64_t heads, int
             coarse[i] = m;
         }
     }
+}
+
+/* Level-0 norms of tokens [t0, t1) of one head, then the max-pooled levels of their windows. */
+static void score_range(const lh_config *cfg, const float *x, int64_t heads, int64_t b, int64_t h,
+                        int64_t t0, int64_t t1, float *s) {
+    int64_t D = cfg->head_dim, stride = lh_cpu_token_stride(cfg, heads);
+    const float *row = x + lh_tensor_offset(cfg, heads, b, t0, h, 0);
+    for (int64_t t = t0; t < t1; t++, row += stride)
+        s[t] = lh_cpu_row_norm(row, D);
+    lh_cpu_max_pool_scores(cfg, t0, t1, s);
 }
 
 static void scores_task(void *arg, int64_t task, int tid) {
@@ -115,10 +119,15 @@ lh_status lh_cpu_scores_stage(void *plan, const lh_chunk *ch, void *stream) {
     return LH_OK;
 }
 
-lh_status lh_cpu_scores_entry(void *plan_state, const void *q, const void *k, float *scores_q,
-                              float *scores_k, void *workspace, void *stream) {
-    (void)workspace;
+lh_status lh_cpu_scores_entry(void *plan_state, const void *q, const void *k, const void *v,
+                              float *scores_q, float *scores_k, void *workspace, void *stream) {
     (void)stream;
-    lh_cpu_scores(plan_state, q, k, scores_q, scores_k);
+    const lh_cpu_plan *plan = plan_state;
+    if (plan->cfg.scorer == LH_SCORER_DILATED)
+        lh_cpu_scores_dilated(plan, q, k, v, scores_q, scores_k,
+                              lh_buffer_at(&plan->pipeline.buffers, LH_BUF_STAGE, LH_REGION_SCORER,
+                                           workspace));
+    else
+        lh_cpu_scores(plan, q, k, scores_q, scores_k);
     return LH_OK;
 }

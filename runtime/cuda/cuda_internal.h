@@ -100,6 +100,11 @@ typedef struct cuda_plan {
     char attn_error[512];     /* why (dense plans without ring or hooks only) */
     cuda_stage_timer *timer;  /* LH_PARAM_STAGE_TIMING, else NULL */
     cuda_setup setup;         /* where creating the plan spent its time */
+    /* SCORER = DILATED: cuDNN's forward on the strided view of one chunk (cuda_scores_dilated.c;
+     * from the context's cache) and the byte offsets of its workspace: one output in q's layout,
+     * its lse, cuDNN's part. */
+    lh_sdpa_plan *scorer;
+    int64_t scorer_stats_off, scorer_sdpa_off, scorer_bytes;
 } cuda_plan;
 
 /* ---- the context's cuDNN state (cuda_dnn.c) ------------------------------------------------- */
@@ -146,7 +151,7 @@ void cuda_plan_destroy(void *plan_state);
 /* ---- the stages (one file each) ----------------------------------------------------------- */
 
 /* The pipeline's stage functions (lh_stage_ops) of a Lighthouse chunk. */
-lh_stage_fn cuda_scores_stage, cuda_select_stage, cuda_gather_stage, cuda_regather_stage,
+lh_stage_fn cuda_scores_stage, cuda_scores_dilated_stage, cuda_select_stage, cuda_gather_stage, cuda_regather_stage,
     cuda_gather_dout_stage, cuda_scatter_stage, cuda_pool_grad_stage;
 
 /* The stages of a dense chunk: its tokens packed in and out (cuda_pack.c). */
@@ -157,6 +162,12 @@ lh_scores_fn cuda_scores_entry;
 lh_select_fn cuda_select_entry;
 lh_gather_fn cuda_gather_entry;
 lh_scatter_fn cuda_scatter_entry;
+
+/* The dilated scorer (cuda_scores_dilated.c): its cuDNN plan and workspace layout at plan
+ * creation (the context current), and its scores of one chunk into sq, sk. */
+lh_status cuda_scorer_create(cuda_plan *p);
+lh_status cuda_scores_dilated(const cuda_plan *p, const void *q, const void *k, const void *v,
+                              float *sq, float *sk, void *workspace, CUstream stream);
 
 /* inv := -1, then the inverse map of `indices` (cuda_select.c; the regather and lh_scatter). */
 lh_status cuda_invert(const cuda_plan *p, const int32_t *indices, void *inv, CUstream stream);

@@ -103,6 +103,7 @@ void cuda_plan_destroy(void *plan_state) {
     cuda_attention_destroy(p->attn);
     cuda_kernels_unload(&p->kernels);
     cuda_dnn_sdpa_put(p->cc, p->dense);
+    cuda_dnn_sdpa_put(p->cc, p->scorer);
     if (pushed) cuda_leave(p);
     free(p);
 }
@@ -117,8 +118,12 @@ static lh_backend_sizes own_sizes(const cuda_plan *p) {
     if (c->mode == LH_MODE_LIGHTHOUSE) {
         int64_t coarse = c->level_len[c->levels - 1]; /* the coarsest level's entries per head */
         s.inv_bytes = c->batch * c->heads * c->s_total * 4;
-        s.pooled_q_bytes = c->batch * c->heads * coarse * c->head_dim * es;
-        s.pooled_k_bytes = c->batch * c->kv_heads * coarse * c->head_dim * es;
+        /* Only the norm scorer's kernel writes the pooled rows (others: the gather averages). */
+        if (c->scorer == LH_SCORER_NORM) {
+            s.pooled_q_bytes = c->batch * c->heads * coarse * c->head_dim * es;
+            s.pooled_k_bytes = c->batch * c->kv_heads * coarse * c->head_dim * es;
+        }
+        s.scorer_bytes = p->scorer_bytes;
     }
     const lh_sdpa_plan *plain = p->dense ? p->dense : p->attn ? p->attn->causal : NULL;
     if (plain) {
@@ -183,6 +188,8 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
         return st;
     }
     if (st == LH_OK && plain_dense(cfg)) st = build_dense(p);
+    if (st == LH_OK && cfg->mode == LH_MODE_LIGHTHOUSE && cfg->scorer == LH_SCORER_DILATED)
+        st = cuda_scorer_create(p);
     if (st == LH_OK) {
         st = cuda_attention_create(cc, p->dnn, &p->cfg, &p->kernels, &p->setup, &p->attn);
         /* Dense attention on the caller's tensors does not need the step: if its graph cannot be

@@ -20,13 +20,19 @@ lh_status cuda_scores_stage(void *plan, const lh_chunk *ch, void *stream) {
                          ch->pooled_k, stream);
 }
 
-lh_status cuda_scores_entry(void *plan, const void *q, const void *k, float *scores_q,
-                            float *scores_k, void *workspace, void *stream) {
-    (void)workspace;
-    lh_status st = cuda_enter(plan);
+lh_status cuda_scores_entry(void *plan, const void *q, const void *k, const void *v,
+                            float *scores_q, float *scores_k, void *workspace, void *stream) {
+    const cuda_plan *p = plan;
+    lh_status st = cuda_enter(p);
     if (st != LH_OK) return st;
     /* The stage workspace has no room for pooled rows; lh_gather averages instead. */
-    st = launch_scores(plan, q, k, scores_q, scores_k, NULL, NULL, stream);
+    if (p->cfg.scorer == LH_SCORER_DILATED)
+        st = cuda_scores_dilated(p, q, k, v, scores_q, scores_k,
+                                 lh_buffer_at(&p->pipeline.buffers, LH_BUF_STAGE,
+                                              LH_REGION_SCORER, workspace),
+                                 stream);
+    else
+        st = launch_scores(plan, q, k, scores_q, scores_k, NULL, NULL, stream);
     cuda_leave(plan);
     return st;
 }

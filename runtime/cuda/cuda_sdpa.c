@@ -294,6 +294,7 @@ void cuda_sdpa_key(const lh_sdpa_shape *sh, lh_plan_key *key) {
     for (int i = 0; i < 4; i++) w[n++] = sh->kv_strides[i];
     w[n++] = scale_bits;
     w[n++] = sh->full;
+    w[n++] = sh->forward_only;
     w[n++] = bwd_preference();
 }
 
@@ -356,6 +357,13 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
     int64_t b = shape->b, h = shape->h, s = shape->s, d = shape->d;
     int64_t accum_bytes = align_up(b * h * s * d * 4);
     int pref = bwd_preference();
+    if (shape->forward_only) {
+        snprintf(p->description, sizeof p->description,
+                 "cuDNN %zu: forward engine %lld (workspace %lld B), no backward", dnn->version,
+                 (long long)p->fwd.engine_id, (long long)p->fwd.workspace_bytes);
+        *out_plan = p;
+        return LH_OK;
+    }
     if (pref == LH_SDPA_BWD_ACCUM) {
         st = build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
     } else {

@@ -28,6 +28,7 @@ typedef struct lh_sdpa_shape {
     double scale;              /* softmax scale */
     bool full;                 /* no causal mask: every query sees every key (ring attention's
                                   blocks of earlier chunks); false = causal */
+    bool forward_only;         /* no backward graph (a scorer: its outputs carry no gradient) */
 } lh_sdpa_shape;
 
 /* Which backward graph a plan uses (LIGHTHOUSE_CUDNN_SDPA_BWD=accum|deterministic overrides the choice). */

@@ -124,12 +124,23 @@ static void op_forward(slot *sl, reader *r) {
     buf q = input(s.q, a.fill), k = input(s.kv, a.fill), v = input(s.kv, a.fill);
     buf out = fz_buf(s.q), saved = fz_buf(s.saved), ws = fz_buf(s.fwd_ws);
     fz_fill_random(&ws);   /* a workspace holds anything */
-    lh_status st = lh_forward(p, arg(&q, 0, &a), arg(&k, 1, &a), arg(&v, 2, &a), arg(&out, 3, &a),
-                              arg(&saved, 4, &a), arg(&ws, 5, &a), stream_of(&a));
+    /* the caller's scores (any plan: those of other scorers must refuse them), every chunk's */
+    int with_scores = param(p, LH_PARAM_SCORER) == LH_SCORER_EXTERNAL || (a.fill & 1);
+    size_t chunks = (size_t)q64(p, LH_QUERY_CHUNKS);
+    buf sq = input(with_scores ? chunks * s.scores_q : 0, a.fill);
+    buf sk = input(with_scores ? chunks * s.scores_k : 0, a.fill);
+    lh_status st = with_scores
+        ? lh_forward_with_scores(p, arg(&q, 0, &a), arg(&k, 1, &a), arg(&v, 2, &a), arg(&sq, 6, &a),
+                                 arg(&sk, 7, &a), arg(&out, 3, &a), arg(&saved, 4, &a),
+                                 arg(&ws, 5, &a), stream_of(&a))
+        : lh_forward(p, arg(&q, 0, &a), arg(&k, 1, &a), arg(&v, 2, &a), arg(&out, 3, &a),
+                     arg(&saved, 4, &a), arg(&ws, 5, &a), stream_of(&a));
     fz_check_status(st, "lh_forward");
-    const buf *all[] = {&q, &k, &v, &out, &saved, &ws};
-    const char *names[] = {"q", "k", "v", "out", "saved", "workspace"};
-    for (int i = 0; i < 6; i++) fz_check_canary(all[i], names[i], "lh_forward");
+    const buf *all[] = {&q, &k, &v, &out, &saved, &ws, &sq, &sk};
+    const char *names[] = {"q", "k", "v", "out", "saved", "workspace", "scores_q", "scores_k"};
+    for (int i = 0; i < 8; i++) fz_check_canary(all[i], names[i], "lh_forward");
+    fz_buf_free(&sq);
+    fz_buf_free(&sk);
     /* a failing hook may have written what it was given (o_sel, lse in saved) */
     if (st != LH_OK && (!fz_poisoned(&out) || (!sl->hooks && !fz_poisoned(&saved))))
         fz_fail("a failing call wrote an output", "lh_forward");
@@ -214,11 +225,15 @@ static void op_stage(slot *sl, reader *r) {
     const char *call;
     int64_t s_total = q64(p, LH_QUERY_PYRAMID_LEN);
     if (which == 0) {
-        call = "lh_scores";
-        in[0] = input(s.q, a.fill), in[1] = input(s.kv, a.fill);
+        /* lh_scores, or with a byte's choice lh_scores_qkv (the one a dilated plan takes) */
+        int qkv = source != 0;
+        call = qkv ? "lh_scores_qkv" : "lh_scores";
+        in[0] = input(s.q, a.fill), in[1] = input(s.kv, a.fill), in[2] = input(s.kv, a.fill);
         out[0] = fz_buf(s.scores_q), out[1] = fz_buf(s.scores_k);
-        st = lh_scores(p, arg(&in[0], 0, &a), arg(&in[1], 1, &a), arg(&out[0], 2, &a),
-                       arg(&out[1], 3, &a), ws_ptr, stream_of(&a));
+        st = qkv ? lh_scores_qkv(p, arg(&in[0], 0, &a), arg(&in[1], 1, &a), arg(&in[2], 4, &a),
+                                 arg(&out[0], 2, &a), arg(&out[1], 3, &a), ws_ptr, stream_of(&a))
+                 : lh_scores(p, arg(&in[0], 0, &a), arg(&in[1], 1, &a), arg(&out[0], 2, &a),
+                             arg(&out[1], 3, &a), ws_ptr, stream_of(&a));
     } else if (which == 1) {
         call = "lh_select";
         in[0] = input(s.scores_q, a.fill), in[1] = input(s.scores_k, a.fill);
@@ -402,7 +417,7 @@ void fz_run_op(fz_state *fs, reader *r) {
         sl->finalized = 0;
         return;
     case OP_SET_I64: {
-        int key = (int)(fz_u8(r) % 17) - 1;
+        int key = (int)(fz_u8(r) % 18) - 1;   /* -1 and 16: unknown */
         fz_check_status(lh_plan_set_i64(sl->plan, (lh_param)key, fz_value_i64(r)), "lh_plan_set_i64");
         return;
     }

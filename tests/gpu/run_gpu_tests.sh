@@ -87,6 +87,12 @@ if [ "${LIGHTHOUSE_GPU_QUICK:-0}" = 1 ]; then
 else
   run lighthouse 600 "$BIN/test_lighthouse_gpu"
 fi
+# The scorers: the dilated scorer (cuDNN on the strided view) against tests/golden-dilated and
+# the CPU on fresh inputs, external scores equal to the norm scorer's bit for bit.
+if [ -x "$BIN/test_scorers_gpu" ]; then
+  if [ "${LIGHTHOUSE_GPU_QUICK:-0}" = 1 ]; then run scorers 300 "$BIN/test_scorers_gpu" --quick
+  else run scorers 600 "$BIN/test_scorers_gpu"; fi
+fi
 # Hostile sizes and numbers: 32-bit and grid limits at finalize, NaN/Inf scores and inputs, large
 # logits, against the CPU backend.
 [ -x "$BIN/test_hostile_gpu" ] && run hostile 300 "$BIN/test_hostile_gpu"
@@ -150,6 +156,8 @@ if [ -x "$SAN" ]; then
   run hostile_memcheck 300 "$SAN" --tool memcheck --error-exitcode 3 "$BIN/test_hostile_gpu" --foreign-saved
   # racecheck on the library's own kernels (entry points lh_*); cuDNN's generated wgmma kernels
   # report hazards racecheck cannot model and are not ours to fix.
+  [ -x "$BIN/test_scorers_gpu" ] &&
+    run scorers_memcheck 300 "$SAN" --tool memcheck --error-exitcode 3 "$BIN/test_scorers_gpu" --tiny
   run lighthouse_racecheck 300 "$SAN" --tool racecheck --kernel-name kns=lh_ --error-exitcode 3 \
     "$BIN/test_lighthouse_gpu" --tiny
 else

@@ -2,6 +2,11 @@
 lh_add_check_test(test_golden test_golden.c test_util.c)
 lh_add_check_test(test_properties test_properties.c test_util.c)
 target_include_directories(test_golden PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# The dilated scorer against tests/golden-dilated (the same program on the other set).
+lh_add_check_test(test_golden_dilated test_golden.c test_util.c)
+target_include_directories(test_golden_dilated PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_compile_definitions(test_golden_dilated PRIVATE LH_GOLDEN_SET_DILATED
+                           LH_GOLDEN_DILATED_DIR="${LH_GOLDEN_DILATED_DIR}")
 target_include_directories(test_properties PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 # Context parallelism: W virtual ranks on local rings against a direct computation.
 lh_add_check_test(test_cp test_cp.c test_cp_direct.c test_util.c)
@@ -19,3 +24,8 @@ target_include_directories(test_hostile PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 # Hostile numbers: non-finite input, NaN and infinite scores, large logits.
 lh_add_check_test(test_numerics test_numerics.c test_util.c)
 target_include_directories(test_numerics PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# The scorers (docs/spec.md section 10): external scores = the norm scorer bit for bit, the dilated
+# scorer's layouts, the errors of bad scorer parameters and calls.
+lh_add_check_test(test_scorers test_scorers.c test_util.c)
+target_include_directories(test_scorers PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+list(APPEND LH_MEMCHECK_TESTS test_scorers)

@@ -67,6 +67,7 @@ typedef struct rank_job {
     test_cfg cfg;
     float *q, *k, *v, *out, *dout, *dq, *dk, *dv;
     void *saved, *fwd_ws, *bwd_ws;
+    const float *sq, *sk;  /* SCORER = EXTERNAL: this rank's scores of its two chunks */
     int grads;
     lh_status fwd_st, bwd_st;
     char err[512];
@@ -75,7 +76,11 @@ typedef struct rank_job {
 /* Never calls Check from here: this runs on the rank's own thread. */
 static void *rank_main(void *arg) {
     rank_job *j = arg;
-    j->fwd_st = lh_forward(j->plan, j->q, j->k, j->v, j->out, j->saved, j->fwd_ws, NULL);
+    if (j->sq)
+        j->fwd_st = lh_forward_with_scores(j->plan, j->q, j->k, j->v, j->sq, j->sk, j->out,
+                                           j->saved, j->fwd_ws, NULL);
+    else
+        j->fwd_st = lh_forward(j->plan, j->q, j->k, j->v, j->out, j->saved, j->fwd_ws, NULL);
     if (j->fwd_st != LH_OK) {
         snprintf(j->err, sizeof j->err, "forward: %s", lh_last_error());
         return NULL;
@@ -128,7 +133,9 @@ static void run_ring_ex(const problem *p, int W, const hooks *hk, int grads, pro
     rank_job jobs[8];
     pthread_t th[8];
     problem_results(res, p);
-    int64_t S_c = 0, rows = 0;
+    int64_t S_c = 0, rows = 0, St = 0;
+    float *sq = NULL, *sk = NULL;
+    if (c->scorer == LH_SCORER_EXTERNAL) chunk_norm_scores(p, W, &sq, &sk, &St);
     for (int r = 0; r < W; r++) {
         rank_job *j = &jobs[r];
         memset(j, 0, sizeof *j);
@@ -154,6 +161,11 @@ static void run_ring_ex(const problem *p, int W, const hooks *hk, int grads, pro
         j->saved = alloc_bytes(query(j->plan, LH_QUERY_SAVED_BYTES));
         j->fwd_ws = alloc_bytes(query(j->plan, LH_QUERY_FWD_WORKSPACE_BYTES));
         j->bwd_ws = alloc_bytes(query(j->plan, LH_QUERY_BWD_WORKSPACE_BYTES));
+        if (sq) {
+            ck_assert_int_eq(query(j->plan, LH_QUERY_PYRAMID_LEN), St);
+            j->sq = sq + 2 * r * c->batch * c->heads * St;
+            j->sk = sk + 2 * r * c->batch * kv_of(c) * St;
+        }
     }
     for (int r = 0; r < W; r++) ck_assert_int_eq(pthread_create(&th[r], NULL, rank_main, &jobs[r]), 0);
     for (int r = 0; r < W; r++) pthread_join(th[r], NULL);
@@ -186,6 +198,8 @@ static void run_ring_ex(const problem *p, int W, const hooks *hk, int grads, pro
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
         ck_assert_int_eq(lh_plan_destroy(j->plan), LH_OK);
     }
+    free(sq);
+    free(sk);
     ck_assert_int_eq(lh_ring_destroy(ring), LH_OK);
 }
 
@@ -290,8 +304,8 @@ static lh_status step_backward_hook(void *u, lh_plan *plan, const void *q, const
 static void expect_identical(const char *what, const problem *a, const problem *b) {
     int same = !memcmp(a->out, b->out, a->nq * 4) && !memcmp(a->dq, b->dq, a->nq * 4) &&
                !memcmp(a->dk, b->dk, a->nkv * 4) && !memcmp(a->dv, b->dv, a->nkv * 4);
-    printf("  %s: hook path %s the built-in path\n", what, same ? "bit-identical to" : "DIFFERS from");
-    ck_assert_msg(same, "%s: the hook path differs from the built-in path", what);
+    printf("  %s: outputs and gradients %s\n", what, same ? "bit-identical" : "DIFFER");
+    ck_assert_msg(same, "%s: outputs or gradients differ", what);
 }
 
 static void print_seed(void) { printf("seed %llu\n", (unsigned long long)seed); }
@@ -312,6 +326,41 @@ START_TEST(test_cp_lighthouse) {
     if (W == 2 || W == 8) c.kv_heads = 1;
     if (W >= 4) c.layout = LH_LAYOUT_BHND;
     check_lighthouse(&c, W);
+}
+END_TEST
+
+/* The dilated scorer per chunk (section 8 with section 10): the ring against the direct
+ * computation, whose chunk plans score with lh_scores_qkv. _i: W = 2 (BNHD), W = 4 (BHND). */
+START_TEST(test_cp_dilated) {
+    int W = _i == 0 ? 2 : 4;
+    print_seed();
+    test_cfg c = lighthouse_cfg(W);
+    c.scorer = LH_SCORER_DILATED;
+    c.dilation = W == 2 ? 4 : 8;
+    if (W == 4) c.layout = LH_LAYOUT_BHND;
+    printf("dilated scorer, d = %lld:\n", (long long)c.dilation);
+    check_lighthouse(&c, W);
+}
+END_TEST
+
+/* External scores per chunk: each rank given the norm scores of its two chunks reproduces the
+ * norm scorer's ring bit for bit (indices, outputs, gradients). W = 2 with GQA and BHND. */
+START_TEST(test_cp_external) {
+    print_seed();
+    test_cfg c = lighthouse_cfg(2);
+    c.kv_heads = 1;
+    c.layout = LH_LAYOUT_BHND;
+    problem p = problem_new(&c), norm = {0}, ext = {0};
+    run_ring(&p, 2, NULL, 1, &norm);
+    p.cfg.scorer = LH_SCORER_EXTERNAL;
+    run_ring(&p, 2, NULL, 1, &ext);
+    int same_idx = norm.nidx == ext.nidx && !memcmp(norm.idx, ext.idx, norm.nidx * 4);
+    printf("external scores, W = 2: indices %s\n", same_idx ? "identical" : "DIFFER");
+    ck_assert(same_idx);
+    expect_identical("external scores = norm scorer", &norm, &ext);
+    problem_free(&norm);
+    problem_free(&ext);
+    problem_free(&p);
 }
 END_TEST
 
@@ -434,6 +483,8 @@ int main(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_cp_lighthouse, 0, 4);
     tcase_add_loop_test(tc, test_cp_dense, 0, 4);
+    tcase_add_loop_test(tc, test_cp_dilated, 0, 2);
+    tcase_add_test(tc, test_cp_external);
     tcase_add_test(tc, test_cp_hooks);
     tcase_add_test(tc, test_cp_failing_rank);
     tcase_add_test(tc, test_cp_validation);

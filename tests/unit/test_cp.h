@@ -39,6 +39,11 @@ int64_t query(lh_plan *plan, lh_query q);
 void problem_results(problem *p, const problem *of);
 void problem_free(problem *p);
 
+/* The norm scores of every chunk of p as a sequence of its own (section 8), in rank order: rank
+ * r's two blocks [B,H,S_c] / [B,Hkv,S_c] (chunk r, then 2W-1-r) at sq + 2r blocks, sk alike;
+ * allocated here. What an external scorer hands each rank to reproduce the norm scorer. */
+void chunk_norm_scores(const problem *p, int W, float **sq, float **sk, int64_t *s_total);
+
 /* docs/spec.md section 8 computed directly for W ranks: results into res (BNHD), indices
  * [2W][B,H,S_c]; gradients when `grads`. */
 void run_direct(const problem *p, int W, int grads, problem *res);

@@ -26,6 +26,9 @@ lh_status make_plan(const test_cfg *c, lh_ring *ring, int rank, const hooks *hk,
     };
     for (size_t i = 0; i < sizeof params / sizeof params[0] && st == LH_OK; i++)
         st = lh_plan_set_i64(plan, params[i].p, params[i].v);
+    if (st == LH_OK && c->scorer != LH_SCORER_NORM)
+        st = lh_plan_set_i64(plan, LH_PARAM_SCORER, c->scorer);
+    if (st == LH_OK && c->dilation > 0) st = lh_plan_set_i64(plan, LH_PARAM_DILATION, c->dilation);
     if (st == LH_OK && ring) st = lh_plan_set_ring(plan, ring, rank);
     if (st == LH_OK && hk) st = lh_plan_set_attention_hooks(plan, hk->fwd, hk->bwd, hk->user);
     if (st == LH_OK) st = lh_plan_finalize(plan);
@@ -168,7 +171,9 @@ void run_direct(const problem *p, int W, int grads, problem *res) {
             memcpy(vc + b * cl * Hkv * D, grow(c, p->v, Hkv, b, g * cl, 0), (size_t)(cl * Hkv * D) * 4);
         }
         int32_t *idx = res->idx + g * rows;
-        ck_assert_int_eq(lh_scores(plan, qc, kc, sq, sk, ws, NULL), LH_OK);
+        /* The plan's scorer on the chunk as a sequence of its own (section 8). */
+        ck_assert_msg(lh_scores_qkv(plan, qc, kc, vc, sq, sk, ws, NULL) == LH_OK, "%s",
+                      lh_last_error());
         ck_assert_int_eq(lh_select(plan, sq, sk, idx, ws, NULL), LH_OK);
         ck_assert_int_eq(lh_gather(plan, qc, kc, vc, idx, qs + g * rows * D, ks + g * rows * D,
                                    vs + g * rows * D, ws, NULL), LH_OK);
@@ -228,3 +233,37 @@ void run_direct(const problem *p, int W, int grads, problem *res) {
     ck_assert_int_eq(lh_plan_destroy(plan), LH_OK);
 }
 
+
+void chunk_norm_scores(const problem *p, int W, float **sq, float **sk, int64_t *s_total) {
+    const test_cfg *c = &p->cfg;
+    int64_t C2 = 2 * W, cl = c->seq_len / C2, B = c->batch, H = c->heads, Hkv = kv_of(c);
+    int64_t D = c->head_dim;
+    test_cfg cc = *c;
+    cc.seq_len = cl;
+    cc.topk = c->topk / C2;
+    cc.layout = LH_LAYOUT_BNHD;
+    cc.scorer = LH_SCORER_NORM;
+    cc.dilation = 0;
+    lh_plan *plan = NULL;
+    ck_assert_msg(make_plan(&cc, NULL, 0, NULL, &plan) == LH_OK, "%s", lh_last_error());
+    int64_t St = query(plan, LH_QUERY_PYRAMID_LEN);
+    void *ws = alloc_bytes(query(plan, LH_QUERY_STAGE_WORKSPACE_BYTES));
+    float *qc = test_floats((size_t)(B * cl * H * D)), *kc = test_floats((size_t)(B * cl * Hkv * D));
+    *sq = test_floats((size_t)(C2 * B * H * St));
+    *sk = test_floats((size_t)(C2 * B * Hkv * St));
+    for (int64_t g = 0; g < C2; g++) {
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(qc + b * cl * H * D, grow(c, p->q, H, b, g * cl, 0), (size_t)(cl * H * D) * 4);
+            memcpy(kc + b * cl * Hkv * D, grow(c, p->k, Hkv, b, g * cl, 0), (size_t)(cl * Hkv * D) * 4);
+        }
+        /* Chunk g belongs to rank g (its first block) or rank 2W-1-g (its second). */
+        int64_t slot = g < W ? 2 * g : 2 * (C2 - 1 - g) + 1;
+        ck_assert_int_eq(lh_scores(plan, qc, kc, *sq + slot * B * H * St, *sk + slot * B * Hkv * St,
+                                   ws, NULL), LH_OK);
+    }
+    *s_total = St;
+    free(qc);
+    free(kc);
+    free(ws);
+    ck_assert_int_eq(lh_plan_destroy(plan), LH_OK);
+}

@@ -1,5 +1,7 @@
 /* test_golden.c - conformance of the CPU backend with the golden vectors (docs/spec.md section 9):
- * scores, selection (from raw inputs and from the stored scores), output and gradients.
+ * scores, selection (from raw inputs and from the stored scores), output and gradients. Built
+ * twice: test_golden (tests/golden, the norm scorer) and, with LH_GOLDEN_SET_DILATED,
+ * test_golden_dilated (tests/golden-dilated, the dilated scorer of section 10).
  * Golden `out` and `dout` are [B,H,N,D]; q, k, v, dq, dk, dv are [B,N,H,D]. The measured errors
  * are printed so they can be quoted. */
 #include <check.h>
@@ -14,15 +16,26 @@
 #define LH_GOLDEN_DIR "tests/golden"
 #endif
 
-/* The configurations of golden/README.md (and manifest.json). */
+/* The configurations of golden/README.md and golden-dilated/README.md (and manifest.json). */
 static const struct golden {
     const char *name;
-    int64_t B, N, H, D, L, p, topk, s_sel;
+    int64_t B, N, H, D, L, p, topk, s_sel, dilation; /* dilation 0: the norm scorer */
 } goldens[] = {
-    {"g1", 1, 2048, 2, 32, 2, 4, 128, 1024},
-    {"g2", 2, 2048, 1, 32, 3, 2, 128, 1024},
-    {"g3", 1, 8192, 1, 32, 3, 4, 256, 2560},
+#ifdef LH_GOLDEN_SET_DILATED
+    {"d1", 1, 4096, 2, 32, 3, 4, 256, 2304, 4},
+    {"d2", 2, 2048, 2, 16, 2, 8, 128, 1280, 4},
+    {"d3", 1, 8192, 1, 32, 3, 2, 256, 3072, 8},
+#else
+    {"g1", 1, 2048, 2, 32, 2, 4, 128, 1024, 0},
+    {"g2", 2, 2048, 1, 32, 3, 2, 128, 1024, 0},
+    {"g3", 1, 8192, 1, 32, 3, 4, 256, 2560, 0},
+#endif
 };
+
+#ifdef LH_GOLDEN_SET_DILATED
+#undef LH_GOLDEN_DIR
+#define LH_GOLDEN_DIR LH_GOLDEN_DILATED_DIR
+#endif
 
 #define TOL_REL 1e-5     /* README: out, dq, dk, dv within 1e-5 relative (Frobenius) */
 #define TOL_SCORES 1e-5  /* scores: max |ours - stored| / max(1, |stored|) */
@@ -39,7 +52,9 @@ static void load_golden(const struct golden *g, golden_data *d) {
     memset(d, 0, sizeof *d);
     d->cfg = (test_cfg){.batch = g->B, .seq_len = g->N, .heads = g->H, .kv_heads = g->H,
                         .head_dim = g->D, .levels = g->L, .pooling = g->p, .topk = g->topk,
-                        .layout = LH_LAYOUT_BNHD, .mode = LH_MODE_LIGHTHOUSE};
+                        .layout = LH_LAYOUT_BNHD, .mode = LH_MODE_LIGHTHOUSE,
+                        .scorer = g->dilation ? LH_SCORER_DILATED : LH_SCORER_NORM,
+                        .dilation = g->dilation};
     int64_t s_total = 0;
     for (int64_t l = 0, f = 1; l < g->L; l++, f *= g->p)
         s_total += g->N / f;
@@ -92,7 +107,7 @@ START_TEST(test_golden_selection) {
     float *sq = test_floats(d.scores_n), *sk = test_floats(d.scores_n);
     int32_t *idx = calloc(d.idx_n, sizeof(int32_t));
     ck_assert_ptr_nonnull(idx);
-    ck_assert_msg(lh_scores(plan, d.q, d.k, sq, sk, buf.stage_ws, NULL) == LH_OK, "%s",
+    ck_assert_msg(lh_scores_qkv(plan, d.q, d.k, d.v, sq, sk, buf.stage_ws, NULL) == LH_OK, "%s",
                   lh_last_error());
     double eq = test_max_err(sq, d.scores_q, d.scores_n), ek = test_max_err(sk, d.scores_k, d.scores_n);
     printf("%s scores: max err q %.2e, k %.2e\n", g->name, eq, ek);

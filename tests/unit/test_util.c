@@ -30,6 +30,10 @@ lh_plan *test_plan(lh_context *ctx, const test_cfg *c) {
     }
     if (c->scale > 0)
         ck_assert_int_eq(lh_plan_set_f64(plan, LH_PARAM_SOFTMAX_SCALE, c->scale), LH_OK);
+    if (c->scorer != LH_SCORER_NORM)
+        ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_SCORER, c->scorer), LH_OK);
+    if (c->dilation > 0)
+        ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_DILATION, c->dilation), LH_OK);
     ck_assert_msg(lh_plan_finalize(plan) == LH_OK, "finalize: %s", lh_last_error());
     return plan;
 }

@@ -16,6 +16,8 @@ typedef struct test_cfg {
     lh_layout layout;
     lh_mode mode;
     double scale;   /* 0 = the default */
+    lh_scorer scorer;   /* 0 = NORM, the default */
+    int64_t dilation;   /* 0 = leave LH_PARAM_DILATION unset (its default is 4) */
 } test_cfg;
 
 /* A finalized plan of `cfg` on `ctx` (fails the running Check test on any error). */

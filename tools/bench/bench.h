@@ -24,6 +24,8 @@ typedef struct bench_options {
     int shape_table;           /* --shape-table 1: the shapes of real models (bench_shapes.c) */
     int64_t batches[4];        /* the shape table's batch sizes (--batches 1,2) */
     int num_batches;
+    int64_t dilation;          /* --dilated D: also time the dilated scorer (bench_scorer.c) */
+    int dilated_plans;         /* bench_plan makes plans of the dilated scorer (dilation) */
 } bench_options;
 
 /* One stage of the Lighthouse forward or backward, timed inside the pipeline (CUDA events around
@@ -56,6 +58,9 @@ typedef struct bench_row {
     int64_t saved_bytes;
     stage_result stages[BENCH_STAGES];
     const char *lh_error;               /* why Lighthouse did not run, or NULL */
+    /* --dilated: the norm and the dilated scorer's Lighthouse, timed in pairs; < 0 = not run */
+    double norm_fwd, dilated_fwd, norm_fwdbwd, dilated_fwdbwd;
+    double dilated_scores_ms, norm_scores_ms; /* their scores stage (stage timing) */
 } bench_row;
 
 /* The median of v[0 .. n) (n >= 1; sorts v). */
@@ -64,6 +69,9 @@ double bench_median(double *v, int n);
 /* Runs `fn(arg)` warmup + repeats times between events; returns the median in ms (< 0 on error). */
 typedef int (*bench_fn)(void *arg, int iteration);
 double bench_median_ms(const bench_options *o, bench_fn fn, void *arg);
+/* Runs fns[0] and fns[1] back to back, warmup + repeats times: their medians in ms[0], ms[1].
+ * 0 on success. */
+int bench_pair_ms(const bench_options *o, const bench_fn fns[2], void *const args[2], double ms[2]);
 
 /* Device buffers for forward and backward runs of one plan: input sets rotated so that small N
  * does not run from L2, random inputs. */
@@ -100,6 +108,11 @@ void json_startup(FILE *f, const startup_result r[STARTUP_CASES]);
 /* The shape table (bench_shapes.c): the shapes of real models, B = 1 and 2, o->seqs, in one run;
  * prints the table, writes o->json_path. 0 on success. */
 int bench_shape_table(const bench_options *o, lh_context *ctx, double copy_gbs);
+/* The dilated scorer's cost at one N against the norm scorer's (bench_scorer.c), its table
+ * and its JSON keys. */
+void bench_scorer(const bench_options *o, lh_context *ctx, int64_t seq, bench_row *row);
+void bench_scorer_table(const bench_options *o, const bench_row *rows, int n);
+void bench_scorer_json(FILE *f, const bench_row *row);
 
 /* The per-stage measurement of one N (bench_stages.c). */
 void bench_stages(const bench_options *o, lh_context *ctx, int64_t seq, bench_row *row);

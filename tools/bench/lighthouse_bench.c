@@ -8,6 +8,8 @@
  *                    [--levels 3] [--pooling 4] [--topk 2048] [--dtype bf16|fp16] [--batch 1]
  *                    [--warmup 2] [--repeats 7] [--dense-max N] [--json FILE]
  *                    [--recompute 0|1]        (LH_PARAM_RECOMPUTE_SUBSEQ of the Lighthouse plans)
+ *                    [--dilated D]            (also the dilated scorer of dilation D against the
+ *                                             norm scorer, in pairs: its extra cost per N)
  *                    [--lighthouse-only 1|2] (for a profiler, see tests/gpu/profile_kernels.sh:
  *                                             1 runs Lighthouse alone, 2 Lighthouse and its
  *                                             floor in pairs; no copy, JIT, stages or dense)
@@ -69,6 +71,10 @@ double bench_median_ms(const bench_options *o, bench_fn fn, void *arg) {
     return timed_runs(o, 1, &fn, &arg, &ms, NULL) == 0 ? ms : -1.0;
 }
 
+int bench_pair_ms(const bench_options *o, const bench_fn fns[2], void *const args[2], double ms[2]) {
+    return timed_runs(o, 2, fns, args, ms, NULL);
+}
+
 lh_plan *bench_plan(lh_context *ctx, const bench_options *o, int64_t seq, lh_mode mode) {
     lh_plan *plan = NULL;
     if (lh_plan_create(ctx, &plan) != LH_OK) return NULL;
@@ -80,6 +86,10 @@ lh_plan *bench_plan(lh_context *ctx, const bench_options *o, int64_t seq, lh_mod
         {LH_PARAM_STAGE_TIMING, o->stage_timing}};
     for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
         if (lh_plan_set_i64(plan, params[i].p, params[i].v) != LH_OK) goto fail;
+    if (o->dilated_plans && mode == LH_MODE_LIGHTHOUSE &&
+        (lh_plan_set_i64(plan, LH_PARAM_SCORER, LH_SCORER_DILATED) != LH_OK ||
+         lh_plan_set_i64(plan, LH_PARAM_DILATION, o->dilation) != LH_OK))
+        goto fail;
     if (lh_plan_finalize(plan) != LH_OK) goto fail;
     return plan;
 fail:
@@ -260,6 +270,7 @@ static void write_json(const bench_options *o, const bench_row *rows, int n, dou
         json_number(f, "jit_memory_ms", r->startup[STARTUP_MEMORY].total_ms, 0);
         json_startup(f, r->startup);
         fprintf(f, ", ");
+        bench_scorer_json(f, r);
         fprintf(f, "\"saved_bytes\": %lld, \"stages\": [", (long long)r->saved_bytes);
         for (int s = 0; s < BENCH_STAGES; s++) {
             fprintf(f, "{\"name\": \"%s\", ", r->stages[s].name ? r->stages[s].name : "");
@@ -362,6 +373,7 @@ static void parse_args(int argc, char **argv, bench_options *o) {
         else if (!strcmp(a, "--recompute")) o->recompute = atoi(v) != 0;
         else if (!strcmp(a, "--shape-table")) o->shape_table = atoi(v) != 0;
         else if (!strcmp(a, "--batches")) o->num_batches = parse_list(v, o->batches, 4);
+        else if (!strcmp(a, "--dilated")) o->dilation = atoll(v);
         else { fprintf(stderr, "unknown option %s (see the comment at the top of lighthouse_bench.c)\n", a); exit(2); }
     }
     if (o->repeats < 1) o->repeats = 1;
@@ -424,6 +436,7 @@ int main(int argc, char **argv) {
             lh_plan_destroy(fl);
             lh_plan_destroy(lh);
             if (!o.lighthouse_only) bench_stages(&o, ctx, r->seq, r);
+            if (o.dilation > 0) bench_scorer(&o, ctx, r->seq, r);
         } else {
             static char why[BENCH_MAX_SEQS][512];
             snprintf(why[i], sizeof why[i], "%s", lh_last_error());
@@ -439,6 +452,7 @@ int main(int argc, char **argv) {
     }
     write_json(&o, rows, o.num_seqs, copy_gbs);
     print_table(&o, rows, o.num_seqs, copy_gbs);
+    if (o.dilation > 0) bench_scorer_table(&o, rows, o.num_seqs);
     lh_context_destroy(ctx);
     return 0;
 }

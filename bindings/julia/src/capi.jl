@@ -13,6 +13,7 @@ const lh_backend = Cint
 const lh_dtype = Cint
 const lh_layout = Cint
 const lh_mode = Cint
+const lh_scorer = Cint
 const lh_param = Cint
 const lh_query = Cint
 const lh_stage = Cint
@@ -83,6 +84,12 @@ const LH_PARAM_MODE = Cint(10)
 const LH_PARAM_SOFTMAX_SCALE = Cint(11)
 const LH_PARAM_RECOMPUTE_SUBSEQ = Cint(12)
 const LH_PARAM_STAGE_TIMING = Cint(13)
+const LH_PARAM_SCORER = Cint(14)
+const LH_PARAM_DILATION = Cint(15)
+
+const LH_SCORER_NORM = Cint(0)
+const LH_SCORER_DILATED = Cint(1)
+const LH_SCORER_EXTERNAL = Cint(2)
 
 const LH_STAGE_SCORES = Cint(0)
 const LH_STAGE_SELECT = Cint(1)
@@ -159,7 +166,7 @@ const FUNCTIONS = (
     :lh_context_set_str, :lh_plan_create, :lh_plan_destroy, :lh_plan_set_i64, :lh_plan_set_f64,
     :lh_plan_get_param_i64, :lh_plan_get_param_f64, :lh_plan_finalize, :lh_plan_get_i64,
     :lh_plan_get_stage_ms, :lh_plan_precompile,
-    :lh_forward, :lh_backward, :lh_scores, :lh_select, :lh_gather, :lh_scatter,
+    :lh_forward, :lh_forward_with_scores, :lh_backward, :lh_scores, :lh_scores_qkv, :lh_select, :lh_gather, :lh_scatter,
     :lh_attention_forward, :lh_attention_backward, :lh_ring_create_local, :lh_ring_create_nccl,
     :lh_nccl_get_unique_id, :lh_ring_create_nccl_from_id, :lh_ring_destroy, :lh_plan_set_ring,
     :lh_plan_set_attention_hooks,
@@ -248,6 +255,11 @@ lh_forward(plan, q, k, v, out, saved, workspace, stream) =
           (Ptr{lh_plan}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid},
            Ptr{Cvoid}),
           plan, q, k, v, out, saved, workspace, stream)
+lh_forward_with_scores(plan, q, k, v, scores_q, scores_k, out, saved, workspace, stream) =
+    ccall(libsym(:lh_forward_with_scores), lh_status,
+          (Ptr{lh_plan}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid},
+           Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}),
+          plan, q, k, v, scores_q, scores_k, out, saved, workspace, stream)
 lh_backward(plan, q, k, v, out, dout, saved, dq, dk, dv, workspace, stream) =
     ccall(libsym(:lh_backward), lh_status,
           (Ptr{lh_plan}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid},
@@ -258,6 +270,11 @@ lh_scores(plan, q, k, scores_q, scores_k, workspace, stream) =
     ccall(libsym(:lh_scores), lh_status,
           (Ptr{lh_plan}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid}, Ptr{Cvoid}),
           plan, q, k, scores_q, scores_k, workspace, stream)
+lh_scores_qkv(plan, q, k, v, scores_q, scores_k, workspace, stream) =
+    ccall(libsym(:lh_scores_qkv), lh_status,
+          (Ptr{lh_plan}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cvoid}, Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Cvoid},
+           Ptr{Cvoid}),
+          plan, q, k, v, scores_q, scores_k, workspace, stream)
 lh_select(plan, scores_q, scores_k, indices, workspace, stream) =
     ccall(libsym(:lh_select), lh_status,
           (Ptr{lh_plan}, Ptr{Cfloat}, Ptr{Cfloat}, Ptr{Int32}, Ptr{Cvoid}, Ptr{Cvoid}),

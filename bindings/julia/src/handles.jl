@@ -12,6 +12,8 @@ const DTYPES = Dict(:float32 => LH_DTYPE_FLOAT32, :float16 => LH_DTYPE_FLOAT16,
                     :bfloat16 => LH_DTYPE_BFLOAT16)
 const LAYOUTS = Dict(:bnhd => LH_LAYOUT_BNHD, :bhnd => LH_LAYOUT_BHND)
 const MODES = Dict(:lighthouse => LH_MODE_LIGHTHOUSE, :dense => LH_MODE_DENSE)
+const SCORERS = Dict(:norm => LH_SCORER_NORM, :dilated => LH_SCORER_DILATED,
+                     :external => LH_SCORER_EXTERNAL)
 
 function lookup(table::Dict{Symbol,Cint}, what::AbstractString, key::Symbol)
     haskey(table, key) && return table[key]
@@ -135,6 +137,8 @@ context, :float32 on the CPU (the library's own default, fp32, runs on the CPU o
 `recompute_subseq = true` makes `saved` smaller: the backward then gathers the sub-sequence's
 q/k/v again instead of reusing the forward's (default false). `stage_timing = true` (CUDA plans
 without a ring or hooks) records CUDA events around each stage of every call, for `stage_ms`.
+`scorer` ranks the pyramid: :norm (default), :dilated (with `dilation`, default 4; needs
+kv_heads == heads) or :external (the caller's scores, given to `unsafe_forward_with_scores!`).
 Use a plan from one thread at a time.
 
 `ring = r::Ring, rank = i` binds the plan to rank `i` of a context-parallel ring (`seq_len` is then
@@ -155,7 +159,7 @@ mutable struct Plan
                   batch = nothing, kv_heads = nothing, dtype = nothing, layout = nothing,
                   levels = nothing, pooling = nothing, topk = nothing, mode = nothing,
                   softmax_scale = nothing, recompute_subseq = nothing, stage_timing = nothing,
-                  ring::Union{Nothing,Ring} = nothing, rank::Integer = 0,
+                  scorer = nothing, dilation = nothing, ring::Union{Nothing,Ring} = nothing, rank::Integer = 0,
                   attention_hooks::Union{Nothing,AttentionHooks} = nothing)
         dtype === nothing && ctx.backend == :cuda && (dtype = :bfloat16)
         local plan   # try blocks open a scope of their own
@@ -172,7 +176,7 @@ mutable struct Plan
                 attention_hooks === nothing || set_hooks!(plan, attention_hooks)
                 configure!(plan, seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels,
                            pooling, topk, mode, softmax_scale, recompute_subseq;
-                           stage_timing = stage_timing)
+                           stage_timing = stage_timing, scorer = scorer, dilation = dilation)
             catch
                 close(plan)  # free it now rather than at the next GC
                 # The hooks may be given to another plan now.
@@ -195,7 +199,7 @@ const PLACEHOLDER_INFO = PlanInfo(0, 0, 0, 0, 0, :unknown, :unknown, :unknown, 0
 # Sets the parameters that were given, finalizes, reads the sizes back.
 function configure!(plan::Plan, seq_len, heads, head_dim, batch, kv_heads, dtype, layout, levels,
                     pooling, topk, mode, softmax_scale, recompute_subseq = nothing;
-                    stage_timing = nothing)
+                    stage_timing = nothing, scorer = nothing, dilation = nothing)
     ints = Any[(LH_PARAM_SEQ_LEN, seq_len), (LH_PARAM_HEADS, heads), (LH_PARAM_HEAD_DIM, head_dim),
                (LH_PARAM_BATCH, batch), (LH_PARAM_KV_HEADS, kv_heads), (LH_PARAM_LEVELS, levels),
                (LH_PARAM_POOLING, pooling), (LH_PARAM_TOPK, topk)]
@@ -206,6 +210,8 @@ function configure!(plan::Plan, seq_len, heads, head_dim, batch, kv_heads, dtype
         push!(ints, (LH_PARAM_RECOMPUTE_SUBSEQ, Bool(recompute_subseq) ? 1 : 0))
     stage_timing === nothing ||
         push!(ints, (LH_PARAM_STAGE_TIMING, Bool(stage_timing) ? 1 : 0))
+    scorer === nothing || push!(ints, (LH_PARAM_SCORER, lookup(SCORERS, "scorer", scorer)))
+    push!(ints, (LH_PARAM_DILATION, dilation))
     for (param, value) in ints
         value === nothing || check(lh_plan_set_i64(plan.handle, param, Int64(value)))
     end

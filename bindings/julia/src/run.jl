@@ -28,6 +28,21 @@ unsafe_forward!(plan::Plan, q, k, v, out, saved, workspace; stream = C_NULL) =
     check_run(plan, lh_forward(live_handle(plan), rawptr(q), rawptr(k), rawptr(v), rawptr(out), rawptr(saved),
                      rawptr(workspace), rawptr(stream)))
 
+"""
+    unsafe_forward_with_scores!(plan, q, k, v, scores_q, scores_k, out, saved, workspace; stream = C_NULL)
+
+`lh_forward_with_scores` on raw pointers, for plans made with `scorer = :external`: the caller's
+fp32 scores, scores_q [C, B, H, S_total] and scores_k [C, B, Hkv, S_total] (C = chunks, every
+level filled in), rank the pyramid in place of a scorer. They carry no gradient: the backward is
+`unsafe_backward!` as for every scorer.
+"""
+unsafe_forward_with_scores!(plan::Plan, q, k, v, scores_q, scores_k, out, saved, workspace;
+                            stream = C_NULL) =
+    check_run(plan, lh_forward_with_scores(live_handle(plan), rawptr(q), rawptr(k), rawptr(v),
+                                           Ptr{Cfloat}(rawptr(scores_q)),
+                                           Ptr{Cfloat}(rawptr(scores_k)), rawptr(out),
+                                           rawptr(saved), rawptr(workspace), rawptr(stream)))
+
 "`lh_backward` on raw pointers; `out` may be `C_NULL` in Lighthouse mode."
 unsafe_backward!(plan::Plan, q, k, v, out, dout, saved, dq, dk, dv, workspace; stream = C_NULL) =
     check_run(plan, lh_backward(live_handle(plan), rawptr(q), rawptr(k), rawptr(v), rawptr(out), rawptr(dout),
@@ -38,6 +53,12 @@ unsafe_backward!(plan::Plan, q, k, v, out, dout, saved, dq, dk, dv, workspace; s
 unsafe_scores!(plan::Plan, q, k, scores_q, scores_k, workspace; stream = C_NULL) =
     check(lh_scores(live_handle(plan), rawptr(q), rawptr(k), Ptr{Cfloat}(rawptr(scores_q)),
                     Ptr{Cfloat}(rawptr(scores_k)), rawptr(workspace), rawptr(stream)))
+
+"`lh_scores_qkv` on raw pointers: the plan's scorer (`v` is read by `scorer = :dilated`)."
+unsafe_scores_qkv!(plan::Plan, q, k, v, scores_q, scores_k, workspace; stream = C_NULL) =
+    check(lh_scores_qkv(live_handle(plan), rawptr(q), rawptr(k), rawptr(v),
+                        Ptr{Cfloat}(rawptr(scores_q)), Ptr{Cfloat}(rawptr(scores_k)),
+                        rawptr(workspace), rawptr(stream)))
 
 "`lh_select` on raw pointers (Int32 indices [B, H, S_sel])."
 unsafe_select!(plan::Plan, scores_q, scores_k, indices, workspace; stream = C_NULL) =
@@ -121,22 +142,35 @@ function expect_positions(indices::Array{Int32}, pyramid_len::Int)
 end
 
 """
-    forward!(plan, q, k, v, out, saved::Saved)
+    forward!(plan, q, k, v, out, saved::Saved; scores = nothing)
 
 out = attention(q, k, v) for a CPU plan. Arrays are Float32 of size (D, H, N, B) for q and out,
-(D, Hkv, N, B) for k and v (layout :bnhd), or flat vectors of the same length.
+(D, Hkv, N, B) for k and v (layout :bnhd), or flat vectors of the same length. A plan made with
+`scorer = :external` takes its scores: `scores = (sq, sk)` of size (S_total, H, B, C) and
+(S_total, Hkv, B, C), C = `info(plan).chunks` (no gradient flows into them).
 """
 function forward!(plan::Plan, q::Array{Float32}, k::Array{Float32}, v::Array{Float32},
-                  out::Array{Float32}, saved::Saved{Vector{UInt8}})
+                  out::Array{Float32}, saved::Saved{Vector{UInt8}};
+                  scores::Union{Nothing,Tuple{Array{Float32},Array{Float32}}} = nothing)
     i = host_plan(plan)
     expect("q", q, q_shape(i)); expect("k", k, kv_shape(i)); expect("v", v, kv_shape(i))
     expect("out", out, q_shape(i))
     length(saved.data) == i.saved_bytes || throw(LighthouseError(LH_ERROR_INVALID_VALUE,
         "saved has $(length(saved.data)) bytes but the plan needs $(i.saved_bytes): use Saved(plan)"))
+    if scores !== nothing   # a plan with scorer = :external: every local chunk's pyramid
+        expect("scores[1]", scores[1], (scores_q_shape(i)..., i.chunks))
+        expect("scores[2]", scores[2], (scores_k_shape(i)..., i.chunks))
+    end
     saved.written_by = 0
-    GC.@preserve q k v out saved plan begin
-        unsafe_forward!(plan, pointer(q), pointer(k), pointer(v), pointer(out), pointer(saved.data),
-                        host_workspace(plan))
+    GC.@preserve q k v out saved plan scores begin
+        if scores === nothing
+            unsafe_forward!(plan, pointer(q), pointer(k), pointer(v), pointer(out),
+                            pointer(saved.data), host_workspace(plan))
+        else
+            unsafe_forward_with_scores!(plan, pointer(q), pointer(k), pointer(v),
+                                        pointer(scores[1]), pointer(scores[2]), pointer(out),
+                                        pointer(saved.data), host_workspace(plan))
+        end
     end
     saved.written_by = plan.id
     return out

@@ -123,6 +123,28 @@ const G1 = (B = 1, N = 2048, H = 2, D = 32, levels = 2, pooling = 4, topk = 128,
         return out, dq, dk, dv
     end
 
+    @testset "external scores reproduce the norm scorer" begin
+        ctx = Context(:cpu)
+        norm = Plan(ctx; lh_kw...)
+        ext = Plan(ctx; scorer = :external, lh_kw...)
+        i = info(norm)
+        q = randn(Float32, 16, 2, 2048, 1); k = randn(Float32, 16, 1, 2048, 1)
+        v = randn(Float32, 16, 1, 2048, 1); dout = randn(Float32, size(q))
+        sq = zeros(Float32, i.pyramid_len, 2, 1); sk = zeros(Float32, i.pyramid_len, 1, 1)
+        scores!(norm, q, k, sq, sk)
+        want = fwd_bwd(norm, q, k, v, dout)
+        out = similar(q); saved = Saved(ext)
+        forward!(ext, q, k, v, out, saved; scores = (sq, sk))
+        dq, dk, dv = similar(q), similar(k), similar(v)
+        backward!(ext, q, k, v, out, dout, saved, dq, dk, dv)
+        @test (out, dq, dk, dv) == want
+        @test_throws LighthouseError forward!(ext, q, k, v, out, Saved(ext))
+        @test_throws LighthouseError Plan(ctx; scorer = :dilated, lh_kw...)  # kv_heads != heads
+        dil = Plan(ctx; scorer = :dilated, dilation = 8, merge(lh_kw, (kv_heads = 2,))...)
+        @test info(dil).pyramid_len == i.pyramid_len
+        close(dil); close(ext); close(norm); close(ctx)
+    end
+
     @testset "attention step reproduces forward!" begin
         ctx = Context(:cpu)
         plan = Plan(ctx; lh_kw...)

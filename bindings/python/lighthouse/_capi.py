@@ -15,6 +15,7 @@ lh_backend = c_int
 lh_dtype = c_int
 lh_layout = c_int
 lh_mode = c_int
+lh_scorer = c_int
 lh_param = c_int
 lh_stage = c_int
 lh_query = c_int
@@ -100,6 +101,12 @@ LH_PARAM_MODE = 10
 LH_PARAM_SOFTMAX_SCALE = 11
 LH_PARAM_RECOMPUTE_SUBSEQ = 12
 LH_PARAM_STAGE_TIMING = 13
+LH_PARAM_SCORER = 14
+LH_PARAM_DILATION = 15
+
+LH_SCORER_NORM = 0
+LH_SCORER_DILATED = 1
+LH_SCORER_EXTERNAL = 2
 
 LH_STAGE_SCORES = 0
 LH_STAGE_SELECT = 1
@@ -162,10 +169,14 @@ FUNCTIONS = (
     ("lh_plan_precompile", lh_status, (_plan, c_char_p, POINTER(c_int64))),
     ("lh_forward", lh_status,
      (_plan, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p)),
+    ("lh_forward_with_scores", lh_status,
+     (_plan, c_void_p, c_void_p, c_void_p, _f32, _f32, c_void_p, c_void_p, c_void_p, c_void_p)),
     ("lh_backward", lh_status,
      (_plan, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p, c_void_p,
       c_void_p, c_void_p, c_void_p)),
     ("lh_scores", lh_status, (_plan, c_void_p, c_void_p, _f32, _f32, c_void_p, c_void_p)),
+    ("lh_scores_qkv", lh_status,
+     (_plan, c_void_p, c_void_p, c_void_p, _f32, _f32, c_void_p, c_void_p)),
     ("lh_select", lh_status, (_plan, _f32, _f32, _i32, c_void_p, c_void_p)),
     ("lh_gather", lh_status,
      (_plan, c_void_p, c_void_p, c_void_p, _i32, c_void_p, c_void_p, c_void_p, c_void_p,

@@ -93,6 +93,19 @@ class HostMethods:
         self.forward_raw(*args, out.ctypes.data, saved.ctypes.data, self._workspace())
         return out, saved
 
+    def forward_with_scores(self, q, k, v, scores_q, scores_k, out=None, saved=None):
+        """-> (out, saved) of an EXTERNAL plan: the caller's fp32 scores, [C,B,H,S_total] and
+        [C,B,Hkv,S_total] (info.forward_scores_*_shape), rank the pyramid; no gradient flows into
+        them (backward is the same for every scorer)."""
+        dt, i = self._host_dtype(), self.info
+        args = (_checked("q", q, i.q_shape, dt), _checked("k", k, i.kv_shape, dt), _checked("v", v, i.kv_shape, dt),
+                _checked("scores_q", scores_q, i.forward_scores_q_shape, "float32"),
+                _checked("scores_k", scores_k, i.forward_scores_k_shape, "float32"))
+        out = self._out("out", out, i.q_shape, dt)
+        saved = self._out("saved", saved, (i.saved_bytes,), "uint8")
+        self.forward_with_scores_raw(*args, out.ctypes.data, saved.ctypes.data, self._workspace())
+        return out, saved
+
     def backward(self, q, k, v, out, dout, saved, dq=None, dk=None, dv=None):
         """-> (dq, dk, dv): gradients of sum(out * dout). `out` may be None in Lighthouse mode."""
         dt, i = self._host_dtype(), self.info
@@ -112,6 +125,16 @@ class HostMethods:
         sq = self._out("scores_q", scores_q, i.scores_q_shape, "float32")
         sk = self._out("scores_k", scores_k, i.scores_k_shape, "float32")
         self.scores_raw(*args, sq.ctypes.data, sk.ctypes.data, self._workspace())
+        return sq, sk
+
+    def scores_qkv(self, q, k, v, scores_q=None, scores_k=None):
+        """-> (scores_q, scores_k): the plan's own scorer (NORM or DILATED), what forward ranks
+        with."""
+        dt, i = self._host_dtype(), self.info
+        args = (_checked("q", q, i.q_shape, dt), _checked("k", k, i.kv_shape, dt), _checked("v", v, i.kv_shape, dt))
+        sq = self._out("scores_q", scores_q, i.scores_q_shape, "float32")
+        sk = self._out("scores_k", scores_k, i.scores_k_shape, "float32")
+        self.scores_qkv_raw(*args, sq.ctypes.data, sk.ctypes.data, self._workspace())
         return sq, sk
 
     def select(self, scores_q, scores_k, indices=None):

@@ -35,6 +35,13 @@ class Mode(enum.IntEnum):
     DENSE = _capi.LH_MODE_DENSE
 
 
+class Scorer(enum.IntEnum):
+    """Where the scores that rank the pyramid come from (docs/spec.md section 10)."""
+    NORM = _capi.LH_SCORER_NORM          # ||q[t]||, ||k[t]||: the default
+    DILATED = _capi.LH_SCORER_DILATED    # norms of attention on `dilation` strided sequences
+    EXTERNAL = _capi.LH_SCORER_EXTERNAL  # the caller's scores, given to forward_with_scores
+
+
 class Stage(enum.IntEnum):
     SCORES = _capi.LH_STAGE_SCORES
     SELECT = _capi.LH_STAGE_SELECT
@@ -62,6 +69,8 @@ _INT_PARAMS = {
     "mode": (_capi.LH_PARAM_MODE, lambda v: int(_enum(Mode, v, "mode"))),
     "recompute_subseq": (_capi.LH_PARAM_RECOMPUTE_SUBSEQ, lambda v: int(bool(v))),
     "stage_timing": (_capi.LH_PARAM_STAGE_TIMING, lambda v: int(bool(v))),
+    "scorer": (_capi.LH_PARAM_SCORER, lambda v: int(_enum(Scorer, v, "scorer"))),
+    "dilation": (_capi.LH_PARAM_DILATION, int),
 }
 _PARAM_NAMES = {param: name for name, (param, _) in _INT_PARAMS.items()}
 
@@ -82,6 +91,8 @@ class PlanInfo:
     mode: Mode
     softmax_scale: float
     recompute_subseq: bool
+    scorer: Scorer
+    dilation: int            # the dilated scorer's d (the library's default where unused)
     backend: Backend
     subseq_len: int          # S_sel (N in dense mode)
     pyramid_len: int         # S_total (N in dense mode)
@@ -116,6 +127,15 @@ class PlanInfo:
     @property
     def scores_k_shape(self):
         return (self.batch, self.kv_heads, self.pyramid_len)
+
+    @property
+    def forward_scores_q_shape(self):
+        """The scores an EXTERNAL plan's forward takes: [C, B, H, S_total], every local chunk."""
+        return (self.chunks,) + self.scores_q_shape
+
+    @property
+    def forward_scores_k_shape(self):
+        return (self.chunks,) + self.scores_k_shape
 
     @property
     def indices_shape(self):
@@ -154,7 +174,8 @@ def _typed(x, pointer_type):
 class Plan(HostMethods, Handle):
     """lh_plan. Keywords: batch, seq_len, heads, kv_heads, head_dim, dtype ("float32",
     "float16", "bfloat16"), layout ("bnhd", "bhnd"), levels, pooling, topk, mode ("lighthouse",
-    "dense"), softmax_scale, recompute_subseq, stage_timing; ring and rank (context
+    "dense"), softmax_scale, recompute_subseq, stage_timing, scorer ("norm", "dilated",
+    "external") and dilation (the dilated scorer's d, default 4); ring and rank (context
     parallelism, see Ring); attention_hooks (an AttentionHooks). Left out = the library's default.
 
     A plan is used by one thread at a time (lighthouse.h); `lock` is a threading.Lock that
@@ -219,6 +240,7 @@ class Plan(HostMethods, Handle):
             levels=self.param("levels"), pooling=self.param("pooling"), topk=self.param("topk"),
             mode=Mode(self.param("mode")), softmax_scale=self.param("softmax_scale"),
             recompute_subseq=bool(self.param("recompute_subseq")),
+            scorer=Scorer(self.param("scorer")), dilation=self.param("dilation"),
             backend=Backend(q(_capi.LH_QUERY_BACKEND)),
             subseq_len=q(_capi.LH_QUERY_SUBSEQ_LEN), pyramid_len=q(_capi.LH_QUERY_PYRAMID_LEN),
             saved_bytes=q(_capi.LH_QUERY_SAVED_BYTES),
@@ -253,6 +275,14 @@ class Plan(HostMethods, Handle):
         self._run("lh_forward", _addr(q), _addr(k), _addr(v), _addr(out), _addr(saved),
                   _addr(workspace), _addr(stream))
 
+    def forward_with_scores_raw(self, q, k, v, scores_q, scores_k, out, saved, workspace=None,
+                                stream=None):
+        """lh_forward_with_scores on addresses (an EXTERNAL plan): fp32 scores_q [C,B,H,S_total]
+        and scores_k [C,B,Hkv,S_total] rank the pyramid in place of a scorer."""
+        self._run("lh_forward_with_scores", _addr(q), _addr(k), _addr(v), _typed(scores_q, _F32),
+                  _typed(scores_k, _F32), _addr(out), _addr(saved), _addr(workspace),
+                  _addr(stream))
+
     def backward_raw(self, q, k, v, out, dout, saved, dq, dk, dv, workspace=None, stream=None):
         """lh_backward on addresses (`out` may be None in Lighthouse mode)."""
         self._run("lh_backward", _addr(q), _addr(k), _addr(v), _addr(out), _addr(dout), _addr(saved),
@@ -260,6 +290,11 @@ class Plan(HostMethods, Handle):
 
     def scores_raw(self, q, k, scores_q, scores_k, workspace=None, stream=None):
         self._run("lh_scores", _addr(q), _addr(k), _typed(scores_q, _F32),
+                  _typed(scores_k, _F32), _addr(workspace), _addr(stream))
+
+    def scores_qkv_raw(self, q, k, v, scores_q, scores_k, workspace=None, stream=None):
+        """lh_scores_qkv: the plan's scorer (v read by DILATED; None allowed for NORM)."""
+        self._run("lh_scores_qkv", _addr(q), _addr(k), _addr(v), _typed(scores_q, _F32),
                   _typed(scores_k, _F32), _addr(workspace), _addr(stream))
 
     def select_raw(self, scores_q, scores_k, indices, workspace=None, stream=None):

@@ -164,6 +164,24 @@ class Configuration(unittest.TestCase):
         e = self.refused(lh.Status.INVALID_VALUE, ["SOFTMAX_SCALE"], softmax_scale=-1.0)
         self.assertIsInstance(e, ValueError)
 
+    def test_scorer_rules_are_refused_with_sentences(self):
+        self.refused(lh.Status.INVALID_VALUE, ["DILATION", "at least 1"], scorer="dilated", dilation=0)
+        self.refused(lh.Status.SEQ_DIVISIBILITY, ["DILATION = 3"], scorer="dilated", dilation=3)
+        self.refused(lh.Status.HEADS_MISMATCH, ["HEADS == KV_HEADS"], scorer="dilated", kv_heads=1)
+        self.refused(lh.Status.INVALID_VALUE, ["belongs to SCORER = DILATED"], dilation=8)
+        self.refused(lh.Status.INVALID_VALUE, ["DENSE"], scorer="external", mode="dense")
+        for unknown in ("gla", 7):  # the binding knows the scorers
+            with self.assertRaises(ValueError):
+                self.ctx.plan(**G1, scorer=unknown)
+        plan = self.ctx.plan(**G1, scorer="dilated", dilation=8)
+        self.assertEqual((plan.info.scorer, plan.info.dilation), (lh.Scorer.DILATED, 8))
+        self.assertEqual(self.ctx.plan(**G1).info.scorer, lh.Scorer.NORM)
+        ext = self.ctx.plan(**G1, scorer=lh.Scorer.EXTERNAL)
+        self.assertEqual(ext.info.forward_scores_q_shape, (1, 1, 2, 2048 + 512))
+        with self.assertRaises(lh.UnsupportedError) as e:  # an external plan needs its scores
+            ext.forward_raw(1, 1, 1, 1, 1)
+        self.assertIn("lh_forward_with_scores", e.exception.message)
+
     def test_binding_refusals(self):
         with self.assertRaises(TypeError):
             self.ctx.plan(seq_length=2048)

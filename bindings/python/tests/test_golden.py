@@ -66,6 +66,48 @@ class Golden(unittest.TestCase):
                 for name, err in errors.items():
                     self.assertLess(err, TOLERANCE, f"{case['name']}: {name}")
 
+    def test_dilated_scorer(self):
+        """tests/golden-dilated: the dilated scorer's scores, selection, out and gradients."""
+        path = os.path.join(_support.GOLDEN_DIR, "..", "golden-dilated")
+        with open(os.path.join(path, "manifest.json")) as f:
+            dilated = json.load(f)
+        for case in dilated:
+            with self.subTest(case["name"]):
+                def get(what):
+                    spec = case["files"][what]
+                    dtype = np.int32 if what == "indices" else np.float32
+                    return np.fromfile(os.path.join(path, spec["file"]), dtype).reshape(spec["shape"])
+                plan = golden_plan(self.ctx, case, scorer="dilated", dilation=case["dilation"])
+                q, k, v = (get(x) for x in "qkv")
+                sq, sk = plan.scores_qkv(q, k, v)
+                self.assertLess(rel(sq, get("scores_qk")), TOLERANCE)
+                self.assertLess(rel(sk, get("scores_kq")), TOLERANCE)
+                np.testing.assert_array_equal(plan.select(sq, sk), get("indices"))
+                out, saved = plan.forward(q, k, v)
+                dout = np.ascontiguousarray(get("dout").transpose(0, 2, 1, 3))
+                dq, dk, dv = plan.backward(q, k, v, None, dout, saved)
+                self.assertLess(rel(out, np.ascontiguousarray(get("out").transpose(0, 2, 1, 3))), TOLERANCE)
+                for name, got in (("dq", dq), ("dk", dk), ("dv", dv)):
+                    self.assertLess(rel(got, get(name)), TOLERANCE, f"{case['name']}: {name}")
+
+    def test_external_scores_equal_the_norm_scorer(self):
+        """The norm scorer's own scores through forward_with_scores: bit-identical results."""
+        case = cases()[1]
+        norm = golden_plan(self.ctx, case)
+        ext = golden_plan(self.ctx, case, scorer="external")
+        q, k, v = (load(case, x) for x in "qkv")
+        dout = np.ascontiguousarray(load(case, "dout").transpose(0, 2, 1, 3))
+        sq, sk = norm.scores(q, k)
+        out, saved = norm.forward(q, k, v)
+        grads = norm.backward(q, k, v, None, dout, saved)
+        out2, saved2 = ext.forward_with_scores(q, k, v, sq[None], sk[None])
+        grads2 = ext.backward(q, k, v, None, dout, saved2)
+        np.testing.assert_array_equal(out2, out)
+        for a, b in zip(grads2, grads):
+            np.testing.assert_array_equal(a, b)
+        index_bytes = case["B"] * case["H"] * case["S_sel"] * 4  # the CPU keeps them first in saved
+        np.testing.assert_array_equal(saved2[:index_bytes], saved[:index_bytes])
+
     def test_stages_compose_to_forward(self):
         """scores -> select -> gather -> attention step -> scatter is forward taken apart."""
         case = cases()[0]

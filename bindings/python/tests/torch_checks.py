@@ -178,11 +178,68 @@ class AttentionChecks:
             for i, (g, w) in enumerate(zip(got_grads, want_grads)):
                 self.assertClose(g, w, bound, f"compiled {mode} grad {i}")
 
+    # ---- scorers (docs/spec.md section 10) ----
+
+    def plan_scores(self, q, k, v, scorer):
+        """The library's own scores of `scorer` for q, k, v (BNHD), through lh_scores_qkv."""
+        plan = lt.get_plan(q, k, v, scorer=scorer, **self.config)
+        i = plan.info
+        sq = torch.empty(i.scores_q_shape, dtype=torch.float32, device=q.device)
+        sk = torch.empty(i.scores_k_shape, dtype=torch.float32, device=q.device)
+        ws = None if i.stage_workspace_bytes == 0 else torch.empty(i.stage_workspace_bytes, dtype=torch.uint8,
+                                                                     device=q.device)
+        with plan.lock:
+            plan.scores_qkv_raw(q.data_ptr(), k.data_ptr(), v.data_ptr(), sq.data_ptr(), sk.data_ptr(),
+                                None if ws is None else ws.data_ptr(), lt._plans.stream_of(q.device))
+        self.sync()
+        return sq, sk
+
+    def test_external_scores_equal_norm(self):
+        """The norm scorer's own scores given as the caller's: the norm path's out and gradients."""
+        for dtype in self.dtypes:
+            q, k, v = self.qkv(1, self.seq, 4, 2, self.head_dim, dtype)
+            dout = self.randn(*q.shape, dtype=dtype)
+            sq, sk = self.plan_scores(q.detach(), k.detach(), v.detach(), "norm")
+            sq.requires_grad_()  # a learned scorer's scores: no gradient flows into them
+            want = lt.attention(q, k, v, **self.config)
+            got = lt.attention(q, k, v, scorer=(sq, sk), **self.config)
+            self.assertTrue(torch.equal(got, want), f"{dtype}: external scores change out")
+            for name, a, b in zip(("dq", "dk", "dv"), torch.autograd.grad(got, (q, k, v), dout),
+                                  torch.autograd.grad(want, (q, k, v), dout)):
+                self.assertSame(a, b, f"{dtype}: external {name}")
+            self.assertTrue(torch.equal(lt.selection(q, k, scorer=(sq, sk), **self.config),
+                                        lt.selection(q, k, **self.config)))
+
+    def test_dilated_scorer(self):
+        """The dilated scorer: its scores against plain PyTorch's (the reference's strided view), and
+        out and gradients against plain PyTorch on the selection it makes."""
+        cfg = self.config
+        for dtype in self.dtypes:
+            q, k, v = self.qkv(2, self.seq, 2, 2, self.head_dim, dtype)
+            dout = self.randn(*q.shape, dtype=dtype)
+            scorer = ("dilated", 8)
+            sq, sk = self.plan_scores(q.detach(), k.detach(), v.detach(), scorer)
+            wq, wk = ref.dilated_scores(q.detach(), k.detach(), v.detach(), cfg["levels"], cfg["pooling"], 8)
+            tag = f"{dtype} dilated d=8"
+            errs = [self.assertClose(sq, wq, self.bound[dtype], f"{tag}: scores_q"),
+                    self.assertClose(sk, wk, self.bound[dtype], f"{tag}: scores_k")]
+            out = lt.attention(q, k, v, scorer=scorer, **cfg)
+            grads = torch.autograd.grad(out, (q, k, v), dout)
+            indices = lt.selection(q.detach(), k.detach(), v.detach(), scorer=scorer, **cfg)
+            leaves = [x.detach().float().requires_grad_() for x in (q, k, v)]
+            want = ref.lighthouse(*leaves, indices, cfg["levels"], cfg["pooling"])
+            errs.append(self.assertClose(out, want, self.bound[dtype], f"{tag}: out"))
+            for name, got, w in zip(("dq", "dk", "dv"), grads, torch.autograd.grad(want, leaves, dout.float())):
+                errs.append(self.assertClose(got, w, self.bound[dtype], f"{tag}: {name}"))
+            print(f"  {tag}: scores_q/scores_k/out/dq/dk/dv errors " + " ".join(f"{e:.1e}" for e in errs),
+                  flush=True)
+
     # ---- errors carry the library's sentence ----
 
     def test_refusals(self):
         dtype = self.dtypes[0]
         q, k, v = self.qkv(1, self.seq, 2, 2, self.head_dim, dtype, grad=False)
+        q4 = torch.cat([q, q], 2)
         with self.assertRaises(lighthouse.InvalidArgumentError) as e:
             lt.attention(q, k, v, levels=2, pooling=4, topk=100)
         self.assertIn("TOPK must be a positive multiple of 128", str(e.exception))
@@ -204,9 +261,12 @@ class AttentionChecks:
         with self.assertRaises(ValueError) as e:
             lt.attention(q, k, v, scorer="gla2")
         self.assertIn("unknown scorer", str(e.exception))
-        with self.assertRaises(lighthouse.UnsupportedError) as e:
-            lt.attention(q, k, v, scorer="dilated")
-        self.assertIn("not available in the loaded liblighthouse", str(e.exception))
+        with self.assertRaises(lighthouse.LighthouseError) as e:  # H = 4, Hkv = 2
+            lt.attention(q4, k, v, scorer="dilated", **self.config)
+        self.assertEqual(e.exception.status, lighthouse.Status.HEADS_MISMATCH)
+        with self.assertRaises(ValueError) as e:
+            lt.attention(q, k, v, scorer=(torch.zeros(3), torch.zeros(3)), **self.config)
+        self.assertIn("scores_q must be float32", str(e.exception))
         # a dtype the backend does not run: the library's own refusal
         other = torch.bfloat16 if self.device.type == "cpu" else torch.float32
         with self.assertRaises(lighthouse.UnsupportedError) as e:

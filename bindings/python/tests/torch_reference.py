@@ -32,6 +32,23 @@ def lighthouse(q, k, v, indices, levels, pooling, softmax_scale=None):
     return scatter(o, idx, n, levels, pooling).transpose(1, 2)
 
 
+def dilated_scores(q, k, v, levels, pooling, dilation):
+    """The dilated scorer (docs/spec.md section 10) as the reference builds it: [B, N, H, D]
+    viewed as [B, N/d, d*H, D], causal SDPA with queries q / keys k and with queries k / keys q,
+    per-token norms, max-pooled per level: (scores_q, scores_k) [B, H, S_total] float32."""
+    q, k, v = (x.float() for x in (q, k, v))
+    b, n, h, d = q.shape
+
+    def norms(x, y):
+        view = [t.reshape(b, n // dilation, dilation * h, d).transpose(1, 2) for t in (x, y, v)]
+        o = F.scaled_dot_product_attention(*view, is_causal=True, scale=d ** -0.5)
+        s = o.transpose(1, 2).reshape(b, n, h, d).norm(dim=-1).transpose(1, 2)  # [B, H, N]
+        lv = [s] + [s.reshape(b, h, n // pooling ** l, pooling ** l).amax(-1) for l in range(1, levels)]
+        return torch.cat(lv, -1)
+
+    return norms(q, k), norms(k, q)
+
+
 def scatter(o, idx, n, levels, pooling):
     """o [B, H, S_sel, D] of entries at pyramid positions idx -> [B, H, N, D]: entry (l, i) is
     added to tokens i*f + f-1 + c, c < f = pooling**l, t < N (its window shifted right by f-1)."""

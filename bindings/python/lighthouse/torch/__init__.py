@@ -55,18 +55,20 @@ def _tag_compile_caches():
 _tag_compile_caches()
 
 
-def _scorer_name(scorer):
-    """The scorer keyword: a name ("norm"; "dilated" once the library has it), with room for
-    ("dilated", dilation) and a pair of caller-supplied score tensors (scores_q, scores_k) as the
-    library gains those scorers (docs/spec.md section 10)."""
+def _scorer_spec(scorer):
+    """The scorer keyword as the ops carry it: (name, scores_q, scores_k). "norm" and "dilated"
+    (dilation 4), ("dilated", d), or a pair of fp32 score tensors (scores_q, scores_k) for the
+    caller's own scorer (docs/spec.md section 10)."""
     if isinstance(scorer, str):
-        return scorer
+        return ("dilated:4" if scorer == "dilated" else scorer), None, None
     if isinstance(scorer, tuple) and len(scorer) == 2:
-        if isinstance(scorer[0], str):
-            return scorer[0]
+        if scorer[0] == "dilated" and isinstance(scorer[1], int) and not isinstance(scorer[1], bool):
+            return f"dilated:{scorer[1]}", None, None
         if isinstance(scorer[0], torch.Tensor) and isinstance(scorer[1], torch.Tensor):
-            return "external"
-    raise TypeError(f"scorer must be a name such as 'norm', a (name, option) pair or a pair of score "
+            return "external", scorer[0], scorer[1]
+        if isinstance(scorer[0], str):
+            return scorer[0], None, None
+    raise TypeError(f"scorer must be 'norm', 'dilated', ('dilated', dilation) or a pair of score "
                     f"tensors (scores_q, scores_k); got {type(scorer).__name__}")
 
 
@@ -82,8 +84,12 @@ def attention(q, k, v, *, mode="lighthouse", levels=3, pooling=4, topk=2048, sco
        "dense" (plain causal attention over all N tokens; levels/pooling/topk are then unused).
     levels, pooling, topk: the pyramid (docs/spec.md); N must be a multiple of
        pooling**(levels-1) * topk/128, and the coarsest level must hold 128 entries per tile.
-    scorer: "norm" (the parameter-free norm scorer). Other scorers of docs/spec.md section 10
-       are accepted when the loaded library has them; otherwise an UnsupportedError says so.
+    scorer: how the pyramid is ranked (docs/spec.md section 10): "norm" (||q||, ||k||, the
+       default); "dilated" or ("dilated", d) (norms of causal attention on d strided sequences,
+       d = 4 by default; needs Hkv == H); or (scores_q, scores_k), the caller's own fp32 scores
+       [B, H, S_total] and [B, Hkv, S_total] ([C, B, ..] on a ring: each rank's two chunks; see
+       get_plan(...).info), every pyramid level filled in, e.g. from a learned scorer. Scores
+       carry no gradient: none flows back into score tensors.
     softmax_scale: default 1/sqrt(D).
     recompute: keep only the selection and softmax statistics for backward and gather q, k, v
        again there (less memory, one more read of q, k, v; CUDA).
@@ -93,7 +99,7 @@ def attention(q, k, v, *, mode="lighthouse", levels=3, pooling=4, topk=2048, sco
     Configuration errors raise a lighthouse.LighthouseError (a ValueError for refused sizes)
     carrying the library's sentence.
     """
-    name = _scorer_name(scorer)
+    name, scores_q, scores_k = _scorer_spec(scorer)
     if name != "norm":
         _plans.check_scorer(name)
     if q.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
@@ -106,10 +112,12 @@ def attention(q, k, v, *, mode="lighthouse", levels=3, pooling=4, topk=2048, sco
         k = k.contiguous()
     if v.dim() == 4 and not v.is_contiguous():
         v = v.contiguous()
+    if scores_q is not None:
+        scores_q, scores_k = scores_q.detach(), scores_k.detach()
     out, _saved = torch.ops.lighthouse.attention_forward(
         q, k, v, mode, levels, pooling, topk, name, layout,
         None if softmax_scale is None else float(softmax_scale), bool(recompute),
-        0 if ring is None else ring.id)
+        0 if ring is None else ring.id, scores_q, scores_k)
     return out
 
 
@@ -119,27 +127,37 @@ def get_plan(q, k, v=None, *, mode="lighthouse", levels=3, pooling=4, topk=2048,
     (plan.info), or its raw entry points for a caller's own pipeline. Hold plan.lock around calls
     if other threads may use the same configuration."""
     cfg = _plans.config(q, k, k if v is None else v, mode=mode, levels=levels, pooling=pooling, topk=topk,
-                        scorer=_scorer_name(scorer), layout=layout, softmax_scale=softmax_scale,
+                        scorer=_scorer_spec(scorer)[0], layout=layout, softmax_scale=softmax_scale,
                         recompute=recompute, world=1 if ring is None else ring.world)
     return _plans.plan(cfg, q.device, ring)
 
 
-def selection(q, k, *, levels=3, pooling=4, topk=2048, scorer="norm", layout="bnhd"):
+def selection(q, k, v=None, *, levels=3, pooling=4, topk=2048, scorer="norm", layout="bnhd"):
     """The sub-sequence Lighthouse attention selects for q, k: int32 [B, H, S_sel], pyramid
     positions (level l entry i is at sum_{j<l} N/pooling**j + i) in sub-sequence order, from the
-    library's scores and selection (lh_scores, lh_select) on the current stream. Not
-    differentiable; for analysis and tests."""
-    plan = get_plan(q, k, levels=levels, pooling=pooling, topk=topk, scorer=scorer, layout=layout)
+    library's scores and selection (lh_scores_qkv, lh_select) on the current stream; the dilated
+    scorer also reads v, caller scores (scorer=(scores_q, scores_k)) are selected from as they
+    are. Not differentiable; for analysis and tests."""
+    name, given_q, given_k = _scorer_spec(scorer)
+    if name.startswith("dilated") and v is None:
+        raise ValueError("the dilated scorer reads v: selection(q, k, v, scorer=...)")
+    plan = get_plan(q, k, v, levels=levels, pooling=pooling, topk=topk, scorer=scorer, layout=layout)
     info = plan.info
     q, k = q.contiguous(), k.contiguous()
-    scores_q = torch.empty(info.scores_q_shape, dtype=torch.float32, device=q.device)
-    scores_k = torch.empty(info.scores_k_shape, dtype=torch.float32, device=q.device)
+    v = None if v is None else v.contiguous()
+    if given_q is None:
+        scores_q = torch.empty(info.scores_q_shape, dtype=torch.float32, device=q.device)
+        scores_k = torch.empty(info.scores_k_shape, dtype=torch.float32, device=q.device)
+    else:
+        scores_q, scores_k = given_q.detach().contiguous(), given_k.detach().contiguous()
     indices = torch.empty(info.indices_shape, dtype=torch.int32, device=q.device)
     workspace = _plans.buffer(info.stage_workspace_bytes, q.device)
     ws = None if workspace is None else workspace.data_ptr()
     stream = _plans.stream_of(q.device)
     with plan.lock:
-        plan.scores_raw(q.data_ptr(), k.data_ptr(), scores_q.data_ptr(), scores_k.data_ptr(), ws, stream)
+        if given_q is None:
+            plan.scores_qkv_raw(q.data_ptr(), k.data_ptr(), None if v is None else v.data_ptr(),
+                                scores_q.data_ptr(), scores_k.data_ptr(), ws, stream)
         plan.select_raw(scores_q.data_ptr(), scores_k.data_ptr(), indices.data_ptr(), ws, stream)
     return indices
 

@@ -16,17 +16,26 @@ _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "
 LAYOUTS = ("bnhd", "bhnd")
 MODES = ("lighthouse", "dense")
 
-# Scorers of docs/spec.md section 10. The loaded library decides which it has: today the norm
-# scorer only. A scorer the library gains is added here with the plan keywords that select it.
+# Scorers of docs/spec.md section 10 as the ops carry them: "norm", "dilated:<d>" (the dilated
+# scorer with its dilation) and "external" (the caller's score tensors). The loaded library
+# decides which it has: libraries older than lh_forward_with_scores have the norm scorer only.
 SPEC_SCORERS = ("norm", "dilated", "external")
 
 
 def library_scorers():
     """The scorers the loaded library runs."""
-    return ("norm",)
+    from .._loader import has
+    return SPEC_SCORERS if has("lh_forward_with_scores") else ("norm",)
+
+
+def scorer_keywords(scorer):
+    """The plan keywords of an op's scorer string: "dilated:8" -> scorer="dilated", dilation=8."""
+    name, _, dilation = scorer.partition(":")
+    return {"scorer": name, "dilation": int(dilation)} if dilation else {"scorer": name}
 
 
 def check_scorer(scorer):
+    scorer = scorer.partition(":")[0]
     if scorer in library_scorers():
         return
     from .. import library_path, version_string
@@ -55,7 +64,7 @@ class Config:
     mode: str
     softmax_scale: float    # NaN: the library's default, 1/sqrt(head_dim)
     recompute: bool
-    scorer: str
+    scorer: str         # "norm", "dilated:<d>" or "external"
 
 
 def shapes(q, k, v, layout):
@@ -143,7 +152,7 @@ def plan(cfg, device, ring=None):
                 head_dim=cfg.head_dim, dtype=cfg.dtype, layout=cfg.layout, levels=cfg.levels,
                 pooling=cfg.pooling, topk=cfg.topk, mode=cfg.mode,
                 softmax_scale=None if math.isnan(cfg.softmax_scale) else cfg.softmax_scale,
-                recompute_subseq=cfg.recompute,
+                recompute_subseq=cfg.recompute, **scorer_keywords(cfg.scorer),
                 ring=None if ring is None else ring.ring, rank=None if ring is None else ring.rank)
     with _lock:
         return _plans.setdefault(key, made)

@@ -66,6 +66,11 @@ pub type lh_mode = c_int;
 pub const LH_MODE_LIGHTHOUSE: lh_mode = 0;
 pub const LH_MODE_DENSE: lh_mode = 1;
 
+pub type lh_scorer = c_int;
+pub const LH_SCORER_NORM: lh_scorer = 0;
+pub const LH_SCORER_DILATED: lh_scorer = 1;
+pub const LH_SCORER_EXTERNAL: lh_scorer = 2;
+
 pub type lh_param = c_int;
 pub const LH_PARAM_BATCH: lh_param = 0;
 pub const LH_PARAM_SEQ_LEN: lh_param = 1;
@@ -81,6 +86,8 @@ pub const LH_PARAM_MODE: lh_param = 10;
 pub const LH_PARAM_SOFTMAX_SCALE: lh_param = 11;
 pub const LH_PARAM_RECOMPUTE_SUBSEQ: lh_param = 12;
 pub const LH_PARAM_STAGE_TIMING: lh_param = 13;
+pub const LH_PARAM_SCORER: lh_param = 14;
+pub const LH_PARAM_DILATION: lh_param = 15;
 
 pub type lh_stage = c_int;
 pub const LH_STAGE_SCORES: lh_stage = 0;
@@ -246,6 +253,18 @@ extern "C" {
         workspace: *mut c_void,
         stream: *mut c_void,
     ) -> lh_status;
+    pub fn lh_forward_with_scores(
+        plan: *mut lh_plan,
+        q: *const c_void,
+        k: *const c_void,
+        v: *const c_void,
+        scores_q: *const f32,
+        scores_k: *const f32,
+        out: *mut c_void,
+        saved: *mut c_void,
+        workspace: *mut c_void,
+        stream: *mut c_void,
+    ) -> lh_status;
     pub fn lh_backward(
         plan: *mut lh_plan,
         q: *const c_void,
@@ -265,6 +284,16 @@ extern "C" {
         plan: *mut lh_plan,
         q: *const c_void,
         k: *const c_void,
+        scores_q: *mut f32,
+        scores_k: *mut f32,
+        workspace: *mut c_void,
+        stream: *mut c_void,
+    ) -> lh_status;
+    pub fn lh_scores_qkv(
+        plan: *mut lh_plan,
+        q: *const c_void,
+        k: *const c_void,
+        v: *const c_void,
         scores_q: *mut f32,
         scores_k: *mut f32,
         workspace: *mut c_void,

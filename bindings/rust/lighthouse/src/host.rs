@@ -188,7 +188,51 @@ impl Plan {
         out: &mut [f32],
         saved: &mut Saved,
     ) -> Result<()> {
+        self.host_forward(q, k, v, None, out, saved)
+    }
+
+    /// The forward of a `Scorer::External` plan on host slices (CPU plan): the caller's scores
+    /// rank the pyramid in place of a scorer. scores_q is [C, B, H, S_total] and scores_k
+    /// [C, B, Hkv, S_total] (`info().forward_scores_q_len()`, `_k_len()`), every level filled in;
+    /// they carry no gradient (`backward` is the same for every scorer).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_with_scores(
+        &mut self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        scores_q: &[f32],
+        scores_k: &[f32],
+        out: &mut [f32],
+        saved: &mut Saved,
+    ) -> Result<()> {
+        self.host_forward(q, k, v, Some((scores_q, scores_k)), out, saved)
+    }
+
+    fn host_forward(
+        &mut self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        scores: Option<(&[f32], &[f32])>,
+        out: &mut [f32],
+        saved: &mut Saved,
+    ) -> Result<()> {
         let info = self.require_host_f32()?;
+        if let Some((sq, sk)) = scores {
+            expect_len(
+                "scores_q",
+                sq.len(),
+                info.forward_scores_q_len(),
+                "C*B*H*S_total",
+            )?;
+            expect_len(
+                "scores_k",
+                sk.len(),
+                info.forward_scores_k_len(),
+                "C*B*Hkv*S_total",
+            )?;
+        }
         expect_len("q", q.len(), info.q_len(), Q_RULE)?;
         expect_len("k", k.len(), info.kv_len(), KV_RULE)?;
         expect_len("v", v.len(), info.kv_len(), KV_RULE)?;
@@ -210,15 +254,28 @@ impl Plan {
         // SAFETY: host slices of the checked lengths, 16-byte aligned saved/workspace of the
         // plan's sizes, CPU plan so stream is NULL; all borrowed for the (synchronous) call.
         unsafe {
-            self.forward_raw(
-                q.as_ptr().cast(),
-                k.as_ptr().cast(),
-                v.as_ptr().cast(),
-                out.as_mut_ptr().cast(),
-                saved.buffer.as_mut_ptr(),
-                workspace,
-                ptr::null_mut(),
-            )?;
+            match scores {
+                Some((sq, sk)) => self.forward_with_scores_raw(
+                    q.as_ptr().cast(),
+                    k.as_ptr().cast(),
+                    v.as_ptr().cast(),
+                    sq.as_ptr(),
+                    sk.as_ptr(),
+                    out.as_mut_ptr().cast(),
+                    saved.buffer.as_mut_ptr(),
+                    workspace,
+                    ptr::null_mut(),
+                )?,
+                None => self.forward_raw(
+                    q.as_ptr().cast(),
+                    k.as_ptr().cast(),
+                    v.as_ptr().cast(),
+                    out.as_mut_ptr().cast(),
+                    saved.buffer.as_mut_ptr(),
+                    workspace,
+                    ptr::null_mut(),
+                )?,
+            }
         }
         saved.written_by = Some(self.id);
         Ok(())
@@ -306,6 +363,47 @@ impl Plan {
             self.scores_raw(
                 q.as_ptr().cast(),
                 k.as_ptr().cast(),
+                scores_q.as_mut_ptr(),
+                scores_k.as_mut_ptr(),
+                workspace,
+                ptr::null_mut(),
+            )
+        }
+    }
+
+    /// The scores of the plan's scorer (CPU plan), what its forward ranks with: scores_q
+    /// [B, H, S_total], scores_k [B, Hkv, S_total]. `v` is read by `Scorer::Dilated`.
+    pub fn scores_qkv(
+        &mut self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        scores_q: &mut [f32],
+        scores_k: &mut [f32],
+    ) -> Result<()> {
+        let info = self.require_host_f32()?;
+        expect_len("q", q.len(), info.q_len(), Q_RULE)?;
+        expect_len("k", k.len(), info.kv_len(), KV_RULE)?;
+        expect_len("v", v.len(), info.kv_len(), KV_RULE)?;
+        expect_len(
+            "scores_q",
+            scores_q.len(),
+            info.scores_q_len(),
+            "B*H*S_total",
+        )?;
+        expect_len(
+            "scores_k",
+            scores_k.len(),
+            info.scores_k_len(),
+            "B*Hkv*S_total",
+        )?;
+        let workspace = self.host_workspace();
+        // SAFETY: checked host slices, CPU plan.
+        unsafe {
+            self.scores_qkv_raw(
+                q.as_ptr().cast(),
+                k.as_ptr().cast(),
+                v.as_ptr().cast(),
                 scores_q.as_mut_ptr(),
                 scores_k.as_mut_ptr(),
                 workspace,

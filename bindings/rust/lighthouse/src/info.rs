@@ -142,6 +142,17 @@ impl PlanInfo {
         self.batch * self.kv_heads * self.pyramid_len
     }
 
+    /// Elements of the scores a `Scorer::External` forward takes: scores_q [C, B, H, S_total]
+    /// (every local chunk's pyramid).
+    pub fn forward_scores_q_len(&self) -> usize {
+        self.chunks * self.scores_q_len()
+    }
+
+    /// Elements of scores_k [C, B, Hkv, S_total] of a `Scorer::External` forward.
+    pub fn forward_scores_k_len(&self) -> usize {
+        self.chunks * self.scores_k_len()
+    }
+
     /// Elements of indices [B, H, S_sel].
     pub fn indices_len(&self) -> usize {
         self.batch * self.heads * self.subseq_len

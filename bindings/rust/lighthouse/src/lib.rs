@@ -87,7 +87,7 @@ pub use memory::{Device, DeviceMemory, Stream};
 pub use op::{Allocator, AttentionOp, BufferKind, ForwardState, Gradients, HostAllocator};
 pub use plan::{Plan, PlanBuilder, PlanInfo};
 pub use ring::{NcclUniqueId, Ring, RingKind, NCCL_UNIQUE_ID_BYTES};
-pub use types::{Backend, Dtype, Layout, Mode, Stage};
+pub use types::{Backend, Dtype, Layout, Mode, Scorer, Stage};
 
 /// Contexts and plans created through this crate and not yet destroyed.
 static LIVE_CONTEXTS: AtomicUsize = AtomicUsize::new(0);

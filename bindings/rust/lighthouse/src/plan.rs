@@ -18,7 +18,7 @@ use crate::hooks::{self, AttentionBackwardCall, AttentionForwardCall, HookState}
 use crate::host::HostBuffer;
 pub use crate::info::PlanInfo;
 use crate::ring::Ring;
-use crate::types::{Backend, Dtype, Layout, Mode, Stage};
+use crate::types::{Backend, Dtype, Layout, Mode, Scorer, Stage};
 use crate::LIVE_PLANS;
 
 /// Converts a size to the ABI's int64_t, naming the parameter when it does not fit.
@@ -152,6 +152,18 @@ impl PlanBuilder {
     pub fn stage_timing(mut self, timing: bool) -> Self {
         self.ints
             .push((sys::LH_PARAM_STAGE_TIMING, "stage_timing", timing as i64));
+        self
+    }
+
+    /// How the pyramid is ranked (Lighthouse mode); default `Scorer::Norm`. A dilated scorer
+    /// also sets its dilation; `Scorer::External` plans run `Plan::forward_with_scores`.
+    pub fn scorer(mut self, scorer: Scorer) -> Self {
+        self.ints
+            .push((sys::LH_PARAM_SCORER, "scorer", scorer.to_raw() as i64));
+        if let Scorer::Dilated { dilation } = scorer {
+            self.sizes
+                .push((sys::LH_PARAM_DILATION, "dilation", dilation));
+        }
         self
     }
 

@@ -40,6 +40,39 @@ impl Plan {
         self.with_hook_failure(result)
     }
 
+    /// `lh_forward_with_scores` on raw pointers: the forward of a `Scorer::External` plan with
+    /// the caller's fp32 scores, scores_q [C, B, H, S_total] and scores_k [C, B, Hkv, S_total].
+    ///
+    /// # Safety
+    /// As [`forward_raw`](Plan::forward_raw); the scores are readable for their sizes.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn forward_with_scores_raw(
+        &mut self,
+        q: *const c_void,
+        k: *const c_void,
+        v: *const c_void,
+        scores_q: *const f32,
+        scores_k: *const f32,
+        out: *mut c_void,
+        saved: *mut c_void,
+        workspace: *mut c_void,
+        stream: *mut c_void,
+    ) -> Result<()> {
+        let result = check(sys::lh_forward_with_scores(
+            self.raw_ptr(),
+            q,
+            k,
+            v,
+            scores_q,
+            scores_k,
+            out,
+            saved,
+            workspace,
+            stream,
+        ));
+        self.with_hook_failure(result)
+    }
+
     /// `lh_backward` on raw pointers. `out` may be NULL in Lighthouse mode.
     ///
     /// # Safety
@@ -139,6 +172,33 @@ impl Plan {
             dq_sel,
             dk_sel,
             dv_sel,
+            workspace,
+            stream,
+        ))
+    }
+
+    /// `lh_scores_qkv` on raw pointers: the plan's scorer (v may be NULL for `Scorer::Norm`).
+    ///
+    /// # Safety
+    /// As [`forward_raw`](Plan::forward_raw), workspace `stage_workspace_bytes`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn scores_qkv_raw(
+        &mut self,
+        q: *const c_void,
+        k: *const c_void,
+        v: *const c_void,
+        scores_q: *mut f32,
+        scores_k: *mut f32,
+        workspace: *mut c_void,
+        stream: *mut c_void,
+    ) -> Result<()> {
+        check(sys::lh_scores_qkv(
+            self.raw_ptr(),
+            q,
+            k,
+            v,
+            scores_q,
+            scores_k,
             workspace,
             stream,
         ))

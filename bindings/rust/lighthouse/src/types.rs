@@ -72,6 +72,37 @@ impl Dtype {
     }
 }
 
+/// Where the scores that rank the pyramid come from (`lh_scorer`, docs/spec.md section 10).
+/// They decide only the selection and carry no gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scorer {
+    /// ||q[t]||, ||k[t]||: the default.
+    Norm,
+    /// The norms of causal attention outputs on the `dilation` strided sequences of each head
+    /// (queries q and keys k, then queries k and keys q). Needs heads == kv_heads and seq_len
+    /// (on a ring: each chunk's length) a multiple of `dilation`.
+    Dilated {
+        /// d, >= 1 ([`Scorer::DEFAULT_DILATION`] is the library's default).
+        dilation: usize,
+    },
+    /// The caller's own scores, given to every forward (`Plan::forward_with_scores`).
+    External,
+}
+
+impl Scorer {
+    /// The dilation the library uses where none is given.
+    pub const DEFAULT_DILATION: usize = 4;
+
+    /// The `lh_scorer` value.
+    pub fn to_raw(self) -> sys::lh_scorer {
+        match self {
+            Scorer::Norm => sys::LH_SCORER_NORM,
+            Scorer::Dilated { .. } => sys::LH_SCORER_DILATED,
+            Scorer::External => sys::LH_SCORER_EXTERNAL,
+        }
+    }
+}
+
 c_enum! {
     /// A stage of one forward or backward (`lh_stage`), for `Plan::stage_ms`.
     Stage: sys::lh_stage {
