@@ -69,6 +69,19 @@ void gpu_download(const gpu_env *env, void *dst, const void *src, size_t bytes) 
     CU_MUST(env->cu->MemcpyDtoH(dst, (CUdeviceptr)(uintptr_t)src, bytes), "cuMemcpyDtoH");
 }
 
+float *gpu_download_f32(const gpu_env *env, const void *src, size_t n, lh_dtype dtype) {
+    uint16_t *bits = malloc(n * 2);
+    float *x = malloc(n * 4);
+    if (!bits || !x) {
+        fprintf(stderr, "gpu_download_f32: out of host memory for %zu elements\n", n);
+        exit(1);
+    }
+    gpu_download(env, bits, src, n * 2);
+    for (size_t i = 0; i < n; i++) x[i] = half_bits_to_f32(bits[i], dtype);
+    free(bits);
+    return x;
+}
+
 void gpu_poison(const gpu_env *env, void *p, size_t bytes) {
     CU_MUST(env->cu->MemsetD8Async((CUdeviceptr)(uintptr_t)p, 0xFF, bytes, NULL), "cuMemsetD8");
     CU_MUST(env->cu->CtxSynchronize(), "cuCtxSynchronize");

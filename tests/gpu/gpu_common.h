@@ -43,6 +43,8 @@ void gpu_sync(const gpu_env *env);
 /* Conversions between float and the 16-bit storage types (round to nearest even). */
 uint16_t f32_to_half_bits(float f, lh_dtype dtype);
 float half_bits_to_f32(uint16_t h, lh_dtype dtype);
+/* n 16-bit elements of device memory, downloaded and widened to fp32 (malloc'd; the caller frees). */
+float *gpu_download_f32(const gpu_env *env, const void *src, size_t n, lh_dtype dtype);
 
 /* Fills `n` values with N(0,1) noise rounded to `dtype`: bits[] for the GPU, values[] (the same
  * numbers as float) for the CPU reference. */

@@ -268,10 +268,9 @@ static bool run_ranks(lh_context *ctx, bool gpu, const rcfg *c, int W, ring_kind
         for (int o = 0; o < 4; o++) {
             size_t n = o < 2 ? nq : nk;
             if (gpu) {
-                uint16_t *bits = malloc(n * 2);
-                gpu_download(&env, bits, outs[o], n * 2);
-                for (size_t e = 0; e < n; e++) tmp[e] = half_bits_to_f32(bits[e], c->dtype);
-                free(bits);
+                float *got = gpu_download_f32(&env, outs[o], n, c->dtype);
+                memcpy(tmp, got, n * 4);
+                free(got);
             } else {
                 memcpy(tmp, outs[o], n * 4);
             }

@@ -242,12 +242,7 @@ static void sampled_reference(const dense_case *c, const tensors *in, const tens
 /* ---- one case ------------------------------------------------------------------------------- */
 
 static float *download_half(const void *dev, size_t n, lh_dtype dtype) {
-    uint16_t *bits = malloc(n * 2);
-    float *f = malloc(n * 4);
-    gpu_download(&env, bits, dev, n * 2);
-    for (size_t i = 0; i < n; i++) f[i] = half_bits_to_f32(bits[i], dtype);
-    free(bits);
-    return f;
+    return gpu_download_f32(&env, dev, n, dtype);
 }
 
 static void run_case(const dense_case *c, uint64_t seed) {

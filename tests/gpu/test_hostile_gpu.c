@@ -195,13 +195,7 @@ static void run_both(const hcfg *c, uint16_t *const bits[4], float *const vals[4
     void *outs[4] = {out, dq, dk, dv};
     float **res[4] = {&gpu->out, &gpu->dq, &gpu->dk, &gpu->dv};
     size_t rn[4] = {nq, nq, nk, nk};
-    for (int i = 0; i < 4; i++) {
-        uint16_t *b = malloc(rn[i] * 2);
-        *res[i] = malloc(rn[i] * 4);
-        gpu_download(&env, b, outs[i], rn[i] * 2);
-        for (size_t j = 0; j < rn[i]; j++) (*res[i])[j] = half_bits_to_f32(b[j], LH_DTYPE_BFLOAT16);
-        free(b);
-    }
+    for (int i = 0; i < 4; i++) *res[i] = gpu_download_f32(&env, outs[i], rn[i], LH_DTYPE_BFLOAT16);
     for (int i = 0; i < 4; i++) gpu_free(&env, d[i]);
     gpu_free(&env, out), gpu_free(&env, dq), gpu_free(&env, dk), gpu_free(&env, dv);
     gpu_free(&env, saved), gpu_free(&env, fws), gpu_free(&env, bws);

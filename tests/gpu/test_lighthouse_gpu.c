@@ -89,12 +89,7 @@ static void slice_heads(lh_layout lay, int64_t N, int64_t heads, int64_t D, int6
 }
 
 static float *decode(const void *dev, size_t n, lh_dtype dtype) {
-    uint16_t *bits = malloc(n * 2);
-    float *x = malloc(n * 4);
-    gpu_download(&env, bits, dev, n * 2);
-    for (size_t i = 0; i < n; i++) x[i] = half_bits_to_f32(bits[i], dtype);
-    free(bits);
-    return x;
+    return gpu_download_f32(&env, dev, n, dtype);
 }
 
 static float *load_f32(const char *dir, const char *name, size_t n) {

@@ -71,12 +71,7 @@ static void *dev_or_null(size_t bytes) { return bytes ? gpu_alloc(&env, bytes) :
 static void *host(size_t bytes) { return calloc(1, bytes ? bytes : 1); }
 
 static float *decode(const void *dev, size_t n, lh_dtype dtype) {
-    uint16_t *bits = malloc(n * 2);
-    float *x = malloc(n * 4);
-    gpu_download(&env, bits, dev, n * 2);
-    for (size_t i = 0; i < n; i++) x[i] = half_bits_to_f32(bits[i], dtype);
-    free(bits);
-    return x;
+    return gpu_download_f32(&env, dev, n, dtype);
 }
 
 /* q, k, v, dout: device copies in the plan's dtype and the same values as fp32 for the CPU. */
