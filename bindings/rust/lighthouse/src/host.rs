@@ -122,6 +122,12 @@ fn expect_len(what: &str, got: usize, want: usize, rule: &str) -> Result<()> {
     }
 }
 
+/// Checks the lengths of one plan's per-chunk scores: [B, H, S_total] and [B, Hkv, S_total].
+fn expect_scores_len(info: &PlanInfo, scores_q: usize, scores_k: usize) -> Result<()> {
+    expect_len("scores_q", scores_q, info.scores_q_len(), "B*H*S_total")?;
+    expect_len("scores_k", scores_k, info.scores_k_len(), "B*Hkv*S_total")
+}
+
 const Q_RULE: &str = "B*N_local*H*D";
 const KV_RULE: &str = "B*N_local*Hkv*D";
 const ATT_RULE: &str = "C*B*H*S_c*D";
@@ -345,18 +351,7 @@ impl Plan {
         let info = self.require_host_f32()?;
         expect_len("q", q.len(), info.q_len(), Q_RULE)?;
         expect_len("k", k.len(), info.kv_len(), KV_RULE)?;
-        expect_len(
-            "scores_q",
-            scores_q.len(),
-            info.scores_q_len(),
-            "B*H*S_total",
-        )?;
-        expect_len(
-            "scores_k",
-            scores_k.len(),
-            info.scores_k_len(),
-            "B*Hkv*S_total",
-        )?;
+        expect_scores_len(&info, scores_q.len(), scores_k.len())?;
         let workspace = self.host_workspace();
         // SAFETY: checked host slices, CPU plan.
         unsafe {
@@ -385,18 +380,7 @@ impl Plan {
         expect_len("q", q.len(), info.q_len(), Q_RULE)?;
         expect_len("k", k.len(), info.kv_len(), KV_RULE)?;
         expect_len("v", v.len(), info.kv_len(), KV_RULE)?;
-        expect_len(
-            "scores_q",
-            scores_q.len(),
-            info.scores_q_len(),
-            "B*H*S_total",
-        )?;
-        expect_len(
-            "scores_k",
-            scores_k.len(),
-            info.scores_k_len(),
-            "B*Hkv*S_total",
-        )?;
+        expect_scores_len(&info, scores_q.len(), scores_k.len())?;
         let workspace = self.host_workspace();
         // SAFETY: checked host slices, CPU plan.
         unsafe {
@@ -420,18 +404,7 @@ impl Plan {
         indices: &mut [i32],
     ) -> Result<()> {
         let info = self.require_host_f32()?;
-        expect_len(
-            "scores_q",
-            scores_q.len(),
-            info.scores_q_len(),
-            "B*H*S_total",
-        )?;
-        expect_len(
-            "scores_k",
-            scores_k.len(),
-            info.scores_k_len(),
-            "B*Hkv*S_total",
-        )?;
+        expect_scores_len(&info, scores_q.len(), scores_k.len())?;
         expect_len("indices", indices.len(), info.indices_len(), "B*H*S_sel")?;
         let workspace = self.host_workspace();
         // SAFETY: checked host slices, CPU plan.
