@@ -32,6 +32,22 @@ impl Plan {
         )
     }
 
+    /// Checks the inputs q, k, v against this plan; their pointers for C.
+    fn checked_qkv(
+        &self,
+        q: &dyn DeviceMemory,
+        k: &dyn DeviceMemory,
+        v: &dyn DeviceMemory,
+    ) -> Result<(*mut c_void, *mut c_void, *mut c_void)> {
+        let info = self.info();
+        let (qb, kvb) = (q_bytes(info), kv_bytes(info));
+        Ok((
+            self.checked("q", q, Need::Tensor(qb))?,
+            self.checked("k", k, Need::Tensor(kvb))?,
+            self.checked("v", v, Need::Tensor(kvb))?,
+        ))
+    }
+
     /// Checks an output against this plan; its pointer for C, for writing.
     fn checked_mut(
         &self,
@@ -89,10 +105,8 @@ impl Plan {
         stream: Stream,
     ) -> Result<()> {
         let info = *self.info();
-        let (qb, kvb) = (q_bytes(&info), kv_bytes(&info));
-        let q = self.checked("q", q, Need::Tensor(qb))?;
-        let k = self.checked("k", k, Need::Tensor(kvb))?;
-        let v = self.checked("v", v, Need::Tensor(kvb))?;
+        let qb = q_bytes(&info);
+        let (q, k, v) = self.checked_qkv(q, k, v)?;
         let out = self.checked_mut("out", out, Need::Tensor(qb))?;
         let saved = self.checked_mut("saved", saved, Need::AtLeast(info.saved_bytes))?;
         let workspace = self.checked_workspace(workspace, info.fwd_workspace_bytes)?;
@@ -127,9 +141,7 @@ impl Plan {
     ) -> Result<()> {
         let info = *self.info();
         let (qb, kvb) = (q_bytes(&info), kv_bytes(&info));
-        let q = self.checked("q", q, Need::Tensor(qb))?;
-        let k = self.checked("k", k, Need::Tensor(kvb))?;
-        let v = self.checked("v", v, Need::Tensor(kvb))?;
+        let (q, k, v) = self.checked_qkv(q, k, v)?;
         let out = match out {
             Some(out) => self.checked("out", out, Need::Tensor(qb))?,
             None => std::ptr::null_mut(),
