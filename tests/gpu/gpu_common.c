@@ -167,3 +167,9 @@ double now_seconds(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+int64_t plan_query(const lh_plan *p, lh_query q) {
+    int64_t v = 0;
+    LH_MUST(lh_plan_get_i64(p, q, &v));
+    return v;
+}

@@ -71,6 +71,8 @@ int finish(const char *program);
 void gpu_die_lh(const char *call, lh_status st, const char *file, int line)
     __attribute__((noreturn));
 
+/* One of the plan's sizes (lh_plan_get_i64); a failure ends the program like LH_MUST. */
+int64_t plan_query(const lh_plan *p, lh_query q);
 double now_seconds(void);
 
 #endif /* LH_GPU_COMMON_H */

@@ -122,12 +122,6 @@ static void shard_copy(const rcfg *c, int64_t heads, int W, int r, const void *w
             }
 }
 
-static int64_t query(const lh_plan *p, lh_query q) {
-    int64_t v = 0;
-    LH_MUST(lh_plan_get_i64(p, q, &v));
-    return v;
-}
-
 static lh_plan *make_plan(lh_context *ctx, const rcfg *c, lh_dtype dtype, lh_ring *ring, int rank) {
     lh_plan *p;
     LH_MUST(lh_plan_create(ctx, &p));
@@ -220,10 +214,10 @@ static bool run_ranks(lh_context *ctx, bool gpu, const rcfg *c, int W, ring_kind
         j->dout = dev_or_host(gpu, nq * es), j->dq = dev_or_host(gpu, nq * es);
         j->k = dev_or_host(gpu, nk * es), j->v = dev_or_host(gpu, nk * es);
         j->dk = dev_or_host(gpu, nk * es), j->dv = dev_or_host(gpu, nk * es);
-        j->saved = dev_or_host(gpu, (size_t)query(j->plan, LH_QUERY_SAVED_BYTES));
-        j->fws = dev_or_host(gpu, (size_t)query(j->plan, LH_QUERY_FWD_WORKSPACE_BYTES));
-        j->bws = dev_or_host(gpu, (size_t)query(j->plan, LH_QUERY_BWD_WORKSPACE_BYTES));
-        j->attn_ws = dev_or_host(gpu, (size_t)query(j->plan, LH_QUERY_ATTENTION_WORKSPACE_BYTES));
+        j->saved = dev_or_host(gpu, (size_t)plan_query(j->plan, LH_QUERY_SAVED_BYTES));
+        j->fws = dev_or_host(gpu, (size_t)plan_query(j->plan, LH_QUERY_FWD_WORKSPACE_BYTES));
+        j->bws = dev_or_host(gpu, (size_t)plan_query(j->plan, LH_QUERY_BWD_WORKSPACE_BYTES));
+        j->attn_ws = dev_or_host(gpu, (size_t)plan_query(j->plan, LH_QUERY_ATTENTION_WORKSPACE_BYTES));
         const void *src_q = gpu ? (const void *)in->qb : in->q, *src_k = gpu ? (const void *)in->kb : in->k;
         const void *src_v = gpu ? (const void *)in->vb : in->v, *src_d = gpu ? (const void *)in->db : in->dout;
         void *hq = malloc(nq * es), *hk = malloc(nk * es), *hv = malloc(nk * es), *hd = malloc(nq * es);
@@ -255,7 +249,7 @@ static bool run_ranks(lh_context *ctx, bool gpu, const rcfg *c, int W, ring_kind
         }
     size_t NQ = (size_t)(c->B * c->N * c->H * c->D), NK = (size_t)(c->B * c->N * c->Hkv * c->D);
     res->out = malloc(NQ * 4), res->dq = malloc(NQ * 4), res->dk = malloc(NK * 4), res->dv = malloc(NK * 4);
-    int64_t C = W ? 2 : 1, sel = ok ? query(jobs[0].plan, LH_QUERY_SUBSEQ_LEN) : 0;
+    int64_t C = W ? 2 : 1, sel = ok ? plan_query(jobs[0].plan, LH_QUERY_SUBSEQ_LEN) : 0;
     res->idx_n = c->mode == LH_MODE_LIGHTHOUSE ? (size_t)(c->B * c->H * sel) : 0;
     (void)C;
     res->idx = calloc((size_t)(W ? W : 1) * res->idx_n + 1, 4);

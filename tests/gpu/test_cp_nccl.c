@@ -65,8 +65,8 @@ static void test_plans_differ(nccl_run *run, int rank, int round) {
     size_t nq = (size_t)(c.B * (c.N / W) * c.H * c.D) * 2;
     void *q = gpu_alloc(&env, nq), *k = gpu_alloc(&env, nq), *v = gpu_alloc(&env, nq);
     void *out = gpu_alloc(&env, nq);
-    void *saved = gpu_alloc(&env, (size_t)query(p, LH_QUERY_SAVED_BYTES));
-    void *fws = gpu_alloc(&env, (size_t)query(p, LH_QUERY_FWD_WORKSPACE_BYTES));
+    void *saved = gpu_alloc(&env, (size_t)plan_query(p, LH_QUERY_SAVED_BYTES));
+    void *fws = gpu_alloc(&env, (size_t)plan_query(p, LH_QUERY_FWD_WORKSPACE_BYTES));
     gpu_poison(&env, q, nq), gpu_poison(&env, k, nq), gpu_poison(&env, v, nq);
     gpu_poison(&env, out, nq);
     st = lh_forward(p, q, k, v, out, saved, fws, NULL);

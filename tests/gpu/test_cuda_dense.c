@@ -82,12 +82,6 @@ static lh_status make_plan(lh_context *ctx, const dense_case *c, lh_dtype dtype,
     return LH_OK;
 }
 
-static int64_t query(lh_plan *p, lh_query q) {
-    int64_t v = 0;
-    LH_MUST(lh_plan_get_i64(p, q, &v));
-    return v;
-}
-
 /* ---- the CPU backend over the whole problem ------------------------------------------------ */
 
 typedef struct tensors {
@@ -98,9 +92,9 @@ static bool cpu_reference(const dense_case *c, const tensors *in, tensors *ref) 
     lh_plan *p;
     if (make_plan(cpu_ctx, c, LH_DTYPE_FLOAT32, &p) != LH_OK) return false;
     size_t nq = (size_t)(c->b * c->n * c->h * c->d), nkv = (size_t)(c->b * c->n * c->hkv * c->d);
-    void *saved = malloc((size_t)query(p, LH_QUERY_SAVED_BYTES) + 16);
-    void *wf = malloc((size_t)query(p, LH_QUERY_FWD_WORKSPACE_BYTES) + 16);
-    void *wb = malloc((size_t)query(p, LH_QUERY_BWD_WORKSPACE_BYTES) + 16);
+    void *saved = malloc((size_t)plan_query(p, LH_QUERY_SAVED_BYTES) + 16);
+    void *wf = malloc((size_t)plan_query(p, LH_QUERY_FWD_WORKSPACE_BYTES) + 16);
+    void *wb = malloc((size_t)plan_query(p, LH_QUERY_BWD_WORKSPACE_BYTES) + 16);
     ref->out = malloc(nq * 4);
     ref->dq = malloc(nq * 4);
     ref->dk = malloc(nkv * 4);
@@ -258,9 +252,9 @@ static void run_case(const dense_case *c, uint64_t seed) {
         return;
     }
     size_t nq = (size_t)(c->b * c->n * c->h * c->d), nkv = (size_t)(c->b * c->n * c->hkv * c->d);
-    size_t saved_b = (size_t)query(plan, LH_QUERY_SAVED_BYTES);
-    size_t wf_b = (size_t)query(plan, LH_QUERY_FWD_WORKSPACE_BYTES);
-    size_t wb_b = (size_t)query(plan, LH_QUERY_BWD_WORKSPACE_BYTES);
+    size_t saved_b = (size_t)plan_query(plan, LH_QUERY_SAVED_BYTES);
+    size_t wf_b = (size_t)plan_query(plan, LH_QUERY_FWD_WORKSPACE_BYTES);
+    size_t wb_b = (size_t)plan_query(plan, LH_QUERY_BWD_WORKSPACE_BYTES);
     printf("INFO %s: saved %zu B, fwd workspace %zu B, bwd workspace %zu B\n", c->name, saved_b,
            wf_b, wb_b);
 

@@ -64,12 +64,6 @@ static lh_status make_plan(lh_context *ctx, const hcfg *c, lh_plan **out) {
     return LH_OK;
 }
 
-static int64_t query(const lh_plan *p, lh_query q) {
-    int64_t v = 0;
-    LH_MUST(lh_plan_get_i64(p, q, &v));
-    return v;
-}
-
 static void *dev_alloc(size_t bytes) { return gpu_alloc(&env, bytes ? bytes : 16); }
 
 static void *host_alloc(size_t bytes) {
@@ -107,14 +101,14 @@ static void test_select_non_finite(void) {
     lh_plan *gp, *cp;
     LH_MUST(make_plan(gpu_ctx, &c, &gp));
     LH_MUST(make_plan(cpu_ctx, &c, &cp));
-    int64_t st = query(gp, LH_QUERY_PYRAMID_LEN), ss = query(gp, LH_QUERY_SUBSEQ_LEN);
+    int64_t st = plan_query(gp, LH_QUERY_PYRAMID_LEN), ss = plan_query(gp, LH_QUERY_SUBSEQ_LEN);
     size_t nq = (size_t)(c.B * c.H * st), nk = (size_t)(c.B * c.Hkv * st);
     size_t ni = (size_t)(c.B * c.H * ss);
     float *sq = host_alloc(nq * 4), *sk = host_alloc(nk * 4);
     int32_t *gi = host_alloc(ni * 4), *ci = host_alloc(ni * 4);
     void *dsq = dev_alloc(nq * 4), *dsk = dev_alloc(nk * 4), *di = dev_alloc(ni * 4);
-    void *gws = dev_alloc((size_t)query(gp, LH_QUERY_STAGE_WORKSPACE_BYTES));
-    void *cws = host_alloc((size_t)query(cp, LH_QUERY_STAGE_WORKSPACE_BYTES));
+    void *gws = dev_alloc((size_t)plan_query(gp, LH_QUERY_STAGE_WORKSPACE_BYTES));
+    void *cws = host_alloc((size_t)plan_query(cp, LH_QUERY_STAGE_WORKSPACE_BYTES));
     const float specials[] = {NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f};
     for (int pattern = 0; pattern < 4; pattern++) {
         uint64_t s = rng_state + (uint64_t)pattern;
@@ -176,9 +170,9 @@ static void run_both(const hcfg *c, uint16_t *const bits[4], float *const vals[4
         d[i] = dev_alloc(n[i] * 2);
         gpu_upload(&env, d[i], bits[i], n[i] * 2);
     }
-    void *saved = dev_alloc((size_t)query(gp, LH_QUERY_SAVED_BYTES));
-    void *fws = dev_alloc((size_t)query(gp, LH_QUERY_FWD_WORKSPACE_BYTES));
-    void *bws = dev_alloc((size_t)query(gp, LH_QUERY_BWD_WORKSPACE_BYTES));
+    void *saved = dev_alloc((size_t)plan_query(gp, LH_QUERY_SAVED_BYTES));
+    void *fws = dev_alloc((size_t)plan_query(gp, LH_QUERY_FWD_WORKSPACE_BYTES));
+    void *bws = dev_alloc((size_t)plan_query(gp, LH_QUERY_BWD_WORKSPACE_BYTES));
     gpu_poison(&env, out, nq * 2);
     gpu_poison(&env, dq, nq * 2), gpu_poison(&env, dk, nk * 2), gpu_poison(&env, dv, nk * 2);
     gpu->fwd = lh_forward(gp, d[0], d[1], d[2], out, saved, fws, NULL);
@@ -188,7 +182,7 @@ static void run_both(const hcfg *c, uint16_t *const bits[4], float *const vals[4
     gpu_sync(&env);
     gpu->idx = NULL, gpu->nidx = 0;
     if (c->mode == LH_MODE_LIGHTHOUSE) {  /* the indices lead saved */
-        gpu->nidx = (size_t)(c->B * c->H * query(gp, LH_QUERY_SUBSEQ_LEN));
+        gpu->nidx = (size_t)(c->B * c->H * plan_query(gp, LH_QUERY_SUBSEQ_LEN));
         gpu->idx = malloc(gpu->nidx * 4);
         gpu_download(&env, gpu->idx, saved, gpu->nidx * 4);
     }
@@ -206,9 +200,9 @@ static void run_both(const hcfg *c, uint16_t *const bits[4], float *const vals[4
     cpu->idx = NULL;
     cpu->out = host_alloc(nq * 4), cpu->dq = host_alloc(nq * 4);
     cpu->dk = host_alloc(nk * 4), cpu->dv = host_alloc(nk * 4);
-    void *cs = host_alloc((size_t)query(cp, LH_QUERY_SAVED_BYTES));
-    void *cf = host_alloc((size_t)query(cp, LH_QUERY_FWD_WORKSPACE_BYTES));
-    void *cb = host_alloc((size_t)query(cp, LH_QUERY_BWD_WORKSPACE_BYTES));
+    void *cs = host_alloc((size_t)plan_query(cp, LH_QUERY_SAVED_BYTES));
+    void *cf = host_alloc((size_t)plan_query(cp, LH_QUERY_FWD_WORKSPACE_BYTES));
+    void *cb = host_alloc((size_t)plan_query(cp, LH_QUERY_BWD_WORKSPACE_BYTES));
     cpu->fwd = lh_forward(cp, vals[0], vals[1], vals[2], cpu->out, cs, cf, NULL);
     cpu->bwd = lh_backward(cp, vals[0], vals[1], vals[2], cpu->out, vals[3], cs, cpu->dq, cpu->dk,
                            cpu->dv, cb, NULL);
@@ -288,12 +282,12 @@ static void test_select_of_non_finite_input(void) {
     lh_plan *gp, *cp;
     LH_MUST(make_plan(gpu_ctx, &c, &gp));
     LH_MUST(make_plan(cpu_ctx, &c, &cp));
-    int64_t st = query(gp, LH_QUERY_PYRAMID_LEN), ss = query(gp, LH_QUERY_SUBSEQ_LEN);
+    int64_t st = plan_query(gp, LH_QUERY_PYRAMID_LEN), ss = plan_query(gp, LH_QUERY_SUBSEQ_LEN);
     size_t nq = (size_t)(c.N * c.H * c.D), nk = (size_t)(c.N * c.Hkv * c.D);
     size_t nsq = (size_t)(c.H * st), nsk = (size_t)(c.Hkv * st), ni = (size_t)(c.H * ss);
     void *dq = dev_alloc(nq * 2), *dk = dev_alloc(nk * 2), *dsq = dev_alloc(nsq * 4),
          *dsk = dev_alloc(nsk * 4), *di = dev_alloc(ni * 4);
-    void *ws = dev_alloc((size_t)query(gp, LH_QUERY_STAGE_WORKSPACE_BYTES));
+    void *ws = dev_alloc((size_t)plan_query(gp, LH_QUERY_STAGE_WORKSPACE_BYTES));
     gpu_upload(&env, dq, bits[0], nq * 2);
     gpu_upload(&env, dk, bits[1], nk * 2);
     gpu_poison(&env, di, ni * 4);
@@ -305,7 +299,7 @@ static void test_select_of_non_finite_input(void) {
     gpu_download(&env, sq, dsq, nsq * 4);
     gpu_download(&env, sk, dsk, nsk * 4);
     gpu_download(&env, gi, di, ni * 4);
-    void *cws = host_alloc((size_t)query(cp, LH_QUERY_STAGE_WORKSPACE_BYTES));
+    void *cws = host_alloc((size_t)plan_query(cp, LH_QUERY_STAGE_WORKSPACE_BYTES));
     lh_status s3 = lh_select(cp, sq, sk, ci, cws, NULL);
     size_t bad = 0, same = 0;
     for (size_t i = 0; i < ni; i++) {
@@ -334,7 +328,7 @@ static void test_select_of_non_finite_input(void) {
 static float *cpu_rounded_lighthouse(const hcfg *c, float *const vals[4]) {
     lh_plan *cp;
     LH_MUST(make_plan(cpu_ctx, c, &cp));
-    int64_t st = query(cp, LH_QUERY_PYRAMID_LEN), ss = query(cp, LH_QUERY_SUBSEQ_LEN);
+    int64_t st = plan_query(cp, LH_QUERY_PYRAMID_LEN), ss = plan_query(cp, LH_QUERY_SUBSEQ_LEN);
     size_t nsel = (size_t)(c->B * c->H * ss * c->D), nq = (size_t)(c->B * c->N * c->H * c->D);
     float *sq = host_alloc((size_t)(c->B * c->H * st) * 4);
     float *sk = host_alloc((size_t)(c->B * c->Hkv * st) * 4);
@@ -342,8 +336,8 @@ static float *cpu_rounded_lighthouse(const hcfg *c, float *const vals[4]) {
     float *sel[3] = {host_alloc(nsel * 4), host_alloc(nsel * 4), host_alloc(nsel * 4)};
     float *o_sel = host_alloc(nsel * 4), *lse = host_alloc((size_t)(c->B * c->H * ss) * 4);
     float *out = host_alloc(nq * 4);
-    void *ws = host_alloc((size_t)query(cp, LH_QUERY_STAGE_WORKSPACE_BYTES));
-    void *aws = host_alloc((size_t)query(cp, LH_QUERY_ATTENTION_WORKSPACE_BYTES));
+    void *ws = host_alloc((size_t)plan_query(cp, LH_QUERY_STAGE_WORKSPACE_BYTES));
+    void *aws = host_alloc((size_t)plan_query(cp, LH_QUERY_ATTENTION_WORKSPACE_BYTES));
     LH_MUST(lh_scores(cp, vals[0], vals[1], sq, sk, ws, NULL));
     LH_MUST(lh_select(cp, sq, sk, idx, ws, NULL));
     LH_MUST(lh_gather(cp, vals[0], vals[1], vals[2], idx, sel[0], sel[1], sel[2], ws, NULL));
@@ -409,7 +403,7 @@ static void test_large_logits(lh_mode mode) {
         if (g.idx) {
             lh_plan *gp;
             LH_MUST(make_plan(gpu_ctx, &c, &gp));
-            st = query(gp, LH_QUERY_PYRAMID_LEN);
+            st = plan_query(gp, LH_QUERY_PYRAMID_LEN);
             lh_plan_destroy(gp);
             for (size_t i = 0; i < g.nidx; i++) bad_idx += g.idx[i] < 0 || g.idx[i] >= st;
         }
@@ -447,11 +441,11 @@ static void test_foreign_saved(void) {
     lh_plan *gp;
     LH_MUST(make_plan(gpu_ctx, &c, &gp));
     size_t nq = (size_t)(c.N * c.H * c.D) * 2, nk = (size_t)(c.N * c.Hkv * c.D) * 2;
-    size_t sb = (size_t)query(gp, LH_QUERY_SAVED_BYTES);
+    size_t sb = (size_t)plan_query(gp, LH_QUERY_SAVED_BYTES);
     size_t n[4] = {nq, nk, nk, nq};
     void *d[4], *out = dev_alloc(nq), *dq = dev_alloc(nq), *dk = dev_alloc(nk), *dv = dev_alloc(nk);
     for (int i = 0; i < 4; i++) d[i] = dev_alloc(n[i]), gpu_upload(&env, d[i], bits[i], n[i]);
-    void *saved = dev_alloc(sb), *bws = dev_alloc((size_t)query(gp, LH_QUERY_BWD_WORKSPACE_BYTES));
+    void *saved = dev_alloc(sb), *bws = dev_alloc((size_t)plan_query(gp, LH_QUERY_BWD_WORKSPACE_BYTES));
     unsigned char *h = host_alloc(sb);
     const char *kinds[] = {"zeros", "0xFF bytes", "random bytes", "random positions"};
     for (int kind = 0; kind < 4; kind++) {

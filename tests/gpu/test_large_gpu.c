@@ -54,12 +54,6 @@ static lh_status make_plan(lh_context *ctx, lh_mode mode, lh_layout layout, int6
     return LH_OK;
 }
 
-static int64_t query(const lh_plan *p, lh_query q) {
-    int64_t v = 0;
-    LH_MUST(lh_plan_get_i64(p, q, &v));
-    return v;
-}
-
 /* (a) */
 static void test_dense_bnhd_refused(lh_context *ctx) {
     lh_plan *p = NULL;
@@ -99,8 +93,8 @@ typedef struct run_set { void *q, *k, *v, *dout, *out, *dq, *dk, *dv, *saved, *w
 static void run_alloc(lh_plan *p, size_t n, run_set *r) {
     void **all[] = {&r->q, &r->k, &r->v, &r->dout, &r->out, &r->dq, &r->dk, &r->dv};
     for (int i = 0; i < 8; i++) *all[i] = gpu_alloc(&env, n * 2);
-    int64_t fws = query(p, LH_QUERY_FWD_WORKSPACE_BYTES), bws = query(p, LH_QUERY_BWD_WORKSPACE_BYTES);
-    r->saved = gpu_alloc(&env, (size_t)query(p, LH_QUERY_SAVED_BYTES));
+    int64_t fws = plan_query(p, LH_QUERY_FWD_WORKSPACE_BYTES), bws = plan_query(p, LH_QUERY_BWD_WORKSPACE_BYTES);
+    r->saved = gpu_alloc(&env, (size_t)plan_query(p, LH_QUERY_SAVED_BYTES));
     r->ws = gpu_alloc(&env, (size_t)(fws > bws ? fws : bws) + 16);
     void *outs[] = {r->out, r->dq, r->dk, r->dv};
     for (int i = 0; i < 4; i++) gpu_poison(&env, outs[i], n * 2);

@@ -60,12 +60,6 @@ static lh_plan *make_plan(lh_context *ctx, const lcfg *c, lh_dtype dtype, int64_
     return p;
 }
 
-static int64_t query(const lh_plan *p, lh_query q) {
-    int64_t v = 0;
-    LH_MUST(lh_plan_get_i64(p, q, &v));
-    return v;
-}
-
 static void *gpu_alloc_or_null(size_t bytes) { return bytes ? gpu_alloc(&env, bytes) : NULL; }
 
 /* Offset of (b, t, h, 0) in a tensor of `heads` heads in layout `lay`. */
@@ -119,8 +113,8 @@ static void test_golden_select(void) {
     for (size_t g = 0; g < sizeof goldens / sizeof goldens[0]; g++) {
         const lcfg *c = &goldens[g];
         lh_plan *p = make_plan(gpu_ctx, c, c->dtype, c->B, c->H, c->Hkv);
-        size_t ns = (size_t)(c->B * c->H * query(p, LH_QUERY_PYRAMID_LEN));
-        size_t ni = (size_t)(c->B * c->H * query(p, LH_QUERY_SUBSEQ_LEN));
+        size_t ns = (size_t)(c->B * c->H * plan_query(p, LH_QUERY_PYRAMID_LEN));
+        size_t ni = (size_t)(c->B * c->H * plan_query(p, LH_QUERY_SUBSEQ_LEN));
         char name[64];
         snprintf(name, sizeof name, "%s.scores_qk.f32", c->name);
         float *sq = load_f32(dir, name, ns);
@@ -134,7 +128,7 @@ static void test_golden_select(void) {
         } else {
             void *dsq = gpu_alloc(&env, ns * 4), *dsk = gpu_alloc(&env, ns * 4);
             void *didx = gpu_alloc(&env, ni * 4);
-            void *ws = gpu_alloc_or_null((size_t)query(p, LH_QUERY_STAGE_WORKSPACE_BYTES));
+            void *ws = gpu_alloc_or_null((size_t)plan_query(p, LH_QUERY_STAGE_WORKSPACE_BYTES));
             gpu_upload(&env, dsq, sq, ns * 4);
             gpu_upload(&env, dsk, sk, ns * 4);
             gpu_poison(&env, didx, ni * 4);
@@ -162,7 +156,7 @@ static void test_golden_select(void) {
 static void test_scores_select(const lcfg *c) {
     lh_plan *gp = make_plan(gpu_ctx, c, c->dtype, c->B, c->H, c->Hkv);
     lh_plan *cp = make_plan(cpu_ctx, c, LH_DTYPE_FLOAT32, c->B, c->H, c->Hkv);
-    int64_t s_total = query(gp, LH_QUERY_PYRAMID_LEN), s_sel = query(gp, LH_QUERY_SUBSEQ_LEN);
+    int64_t s_total = plan_query(gp, LH_QUERY_PYRAMID_LEN), s_sel = plan_query(gp, LH_QUERY_SUBSEQ_LEN);
     size_t nq = (size_t)(c->B * c->N * c->H * c->D), nk = (size_t)(c->B * c->N * c->Hkv * c->D);
     size_t nsq = (size_t)(c->B * c->H * s_total), nsk = (size_t)(c->B * c->Hkv * s_total);
     size_t ni = (size_t)(c->B * c->H * s_sel);
@@ -172,7 +166,7 @@ static void test_scores_select(const lcfg *c) {
     random_inputs(&rng_state, c->dtype, nk, kb, kv);
     void *dq = gpu_alloc(&env, nq * 2), *dk = gpu_alloc(&env, nk * 2);
     void *dsq = gpu_alloc(&env, nsq * 4), *dsk = gpu_alloc(&env, nsk * 4), *didx = gpu_alloc(&env, ni * 4);
-    void *ws = gpu_alloc_or_null((size_t)query(gp, LH_QUERY_STAGE_WORKSPACE_BYTES));
+    void *ws = gpu_alloc_or_null((size_t)plan_query(gp, LH_QUERY_STAGE_WORKSPACE_BYTES));
     gpu_upload(&env, dq, qb, nq * 2);
     gpu_upload(&env, dk, kb, nk * 2);
     gpu_poison(&env, dsq, nsq * 4);
@@ -181,7 +175,7 @@ static void test_scores_select(const lcfg *c) {
     float *gsq = malloc(nsq * 4), *gsk = malloc(nsk * 4), *csq = malloc(nsq * 4), *csk = malloc(nsk * 4);
     gpu_download(&env, gsq, dsq, nsq * 4);
     gpu_download(&env, gsk, dsk, nsk * 4);
-    size_t cws_b = (size_t)query(cp, LH_QUERY_STAGE_WORKSPACE_BYTES);
+    size_t cws_b = (size_t)plan_query(cp, LH_QUERY_STAGE_WORKSPACE_BYTES);
     void *cws = cws_b ? malloc(cws_b) : NULL;
     LH_MUST(lh_scores(cp, qv, kv, csq, csk, cws, NULL));
     double worst = 0;
@@ -270,10 +264,10 @@ static void test_stage_timing_dense_and_ring(void) {
     LH_MUST(lh_plan_finalize(p));
     size_t n = 1024 * 2 * 64;
     void *q = gpu_alloc(&env, n * 2), *o = gpu_alloc(&env, n * 2), *g = gpu_alloc(&env, n * 2);
-    size_t sb = (size_t)query(p, LH_QUERY_SAVED_BYTES);
+    size_t sb = (size_t)plan_query(p, LH_QUERY_SAVED_BYTES);
     void *saved = gpu_alloc_or_null(sb);
-    void *wf = gpu_alloc_or_null((size_t)query(p, LH_QUERY_FWD_WORKSPACE_BYTES));
-    void *wb = gpu_alloc_or_null((size_t)query(p, LH_QUERY_BWD_WORKSPACE_BYTES));
+    void *wf = gpu_alloc_or_null((size_t)plan_query(p, LH_QUERY_FWD_WORKSPACE_BYTES));
+    void *wb = gpu_alloc_or_null((size_t)plan_query(p, LH_QUERY_BWD_WORKSPACE_BYTES));
     uint16_t *bits = malloc(n * 2);
     float *vals = malloc(n * 4);
     random_inputs(&rng_state, LH_DTYPE_BFLOAT16, n, bits, vals);
@@ -343,14 +337,14 @@ static uint8_t *snapshot(const run_bufs *b) {
 
 static void test_pipeline(const lcfg *c, int repeat_and_graph) {
     lh_plan *p = make_plan(gpu_ctx, c, c->dtype, c->B, c->H, c->Hkv);
-    int64_t s_sel = query(p, LH_QUERY_SUBSEQ_LEN), G = c->H / c->Hkv;
+    int64_t s_sel = plan_query(p, LH_QUERY_SUBSEQ_LEN), G = c->H / c->Hkv;
     run_bufs b = {.nq = (size_t)(c->B * c->N * c->H * c->D), .nk = (size_t)(c->B * c->N * c->Hkv * c->D),
-                  .saved_b = (size_t)query(p, LH_QUERY_SAVED_BYTES)};
+                  .saved_b = (size_t)plan_query(p, LH_QUERY_SAVED_BYTES)};
     b.q = gpu_alloc(&env, b.nq * 2), b.dout = gpu_alloc(&env, b.nq * 2), b.out = gpu_alloc(&env, b.nq * 2);
     b.dq = gpu_alloc(&env, b.nq * 2), b.k = gpu_alloc(&env, b.nk * 2), b.v = gpu_alloc(&env, b.nk * 2);
     b.dk = gpu_alloc(&env, b.nk * 2), b.dv = gpu_alloc(&env, b.nk * 2), b.saved = gpu_alloc(&env, b.saved_b);
-    b.wf = gpu_alloc_or_null((size_t)query(p, LH_QUERY_FWD_WORKSPACE_BYTES));
-    b.wb = gpu_alloc_or_null((size_t)query(p, LH_QUERY_BWD_WORKSPACE_BYTES));
+    b.wf = gpu_alloc_or_null((size_t)plan_query(p, LH_QUERY_FWD_WORKSPACE_BYTES));
+    b.wb = gpu_alloc_or_null((size_t)plan_query(p, LH_QUERY_BWD_WORKSPACE_BYTES));
     float *hv[4];
     void *dev[4] = {b.q, b.k, b.v, b.dout};
     size_t cnt[4] = {b.nq, b.nk, b.nk, b.nq};
@@ -379,9 +373,9 @@ static void test_pipeline(const lcfg *c, int repeat_and_graph) {
     float *sq = malloc(sq_n * 4), *sk = malloc(sk_n * 4), *sv = malloc(sk_n * 4), *sd = malloc(sq_n * 4);
     float *co = malloc(sq_n * 4), *cdq = malloc(sq_n * 4), *cdk = malloc(sk_n * 4), *cdv = malloc(sk_n * 4);
     float *ro = malloc(sq_n * 4), *rdq = malloc(sq_n * 4), *rdk = malloc(sk_n * 4), *rdv = malloc(sk_n * 4);
-    size_t csb = (size_t)query(cp, LH_QUERY_SAVED_BYTES);
+    size_t csb = (size_t)plan_query(cp, LH_QUERY_SAVED_BYTES);
     void *csaved = malloc(csb);
-    size_t cwf_b = (size_t)query(cp, LH_QUERY_FWD_WORKSPACE_BYTES), cwb_b = (size_t)query(cp, LH_QUERY_BWD_WORKSPACE_BYTES);
+    size_t cwf_b = (size_t)plan_query(cp, LH_QUERY_FWD_WORKSPACE_BYTES), cwb_b = (size_t)plan_query(cp, LH_QUERY_BWD_WORKSPACE_BYTES);
     void *cwf = cwf_b ? malloc(cwf_b) : NULL, *cwb = cwb_b ? malloc(cwb_b) : NULL;
     int64_t total = c->B * c->Hkv, want = c->slices > 0 && c->slices < total ? c->slices : total;
     double e_out = 0, e_dq = 0, e_dk = 0, e_dv = 0;

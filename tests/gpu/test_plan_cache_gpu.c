@@ -36,22 +36,16 @@ static lh_plan *make_plan(lh_context *ctx) {
     return p;
 }
 
-static int64_t query(const lh_plan *p, lh_query q) {
-    int64_t v = -1;
-    LH_MUST(lh_plan_get_i64(p, q, &v));
-    return v;
-}
-
 typedef struct outputs { void *out, *dq, *dk, *dv, *saved, *ws; } outputs;
 static const size_t QN = (size_t)B * N * H * D, KN = (size_t)B * N * HKV * D;
 static void *q, *k, *v, *dout;
 
 static void outputs_alloc(const lh_plan *p, outputs *o) {
-    size_t ws = (size_t)fmax((double)query(p, LH_QUERY_FWD_WORKSPACE_BYTES),
-                             (double)query(p, LH_QUERY_BWD_WORKSPACE_BYTES));
+    size_t ws = (size_t)fmax((double)plan_query(p, LH_QUERY_FWD_WORKSPACE_BYTES),
+                             (double)plan_query(p, LH_QUERY_BWD_WORKSPACE_BYTES));
     o->out = gpu_alloc(&env, QN * 2), o->dq = gpu_alloc(&env, QN * 2);
     o->dk = gpu_alloc(&env, KN * 2), o->dv = gpu_alloc(&env, KN * 2);
-    o->saved = gpu_alloc(&env, (size_t)query(p, LH_QUERY_SAVED_BYTES));
+    o->saved = gpu_alloc(&env, (size_t)plan_query(p, LH_QUERY_SAVED_BYTES));
     o->ws = gpu_alloc(&env, ws ? ws : 16);
 }
 
@@ -136,19 +130,19 @@ int main(void) {
 
     /* (a) */
     lh_plan *a = make_plan(c1), *b = make_plan(c1), *c = make_plan(c2);
-    int64_t built = query(a, LH_QUERY_SETUP_CUDNN_PLAN_US) + query(a, LH_QUERY_SETUP_CUDNN_HEURISTICS_US);
-    int64_t b_cudnn = query(b, LH_QUERY_SETUP_CUDNN_GRAPH_US) +
-                      query(b, LH_QUERY_SETUP_CUDNN_HEURISTICS_US) + query(b, LH_QUERY_SETUP_CUDNN_PLAN_US);
-    check(query(a, LH_QUERY_SETUP_CUDNN_REUSED) == 0 && built > 0, "first_plan_builds",
+    int64_t built = plan_query(a, LH_QUERY_SETUP_CUDNN_PLAN_US) + plan_query(a, LH_QUERY_SETUP_CUDNN_HEURISTICS_US);
+    int64_t b_cudnn = plan_query(b, LH_QUERY_SETUP_CUDNN_GRAPH_US) +
+                      plan_query(b, LH_QUERY_SETUP_CUDNN_HEURISTICS_US) + plan_query(b, LH_QUERY_SETUP_CUDNN_PLAN_US);
+    check(plan_query(a, LH_QUERY_SETUP_CUDNN_REUSED) == 0 && built > 0, "first_plan_builds",
           "reused %lld, cuDNN heuristics + plans %lld us, kernels %lld us, handle %lld us",
-          (long long)query(a, LH_QUERY_SETUP_CUDNN_REUSED), (long long)built,
-          (long long)query(a, LH_QUERY_SETUP_KERNELS_US),
-          (long long)query(a, LH_QUERY_SETUP_CUDNN_HANDLE_US));
-    check(query(b, LH_QUERY_SETUP_CUDNN_REUSED) >= 1 && b_cudnn == 0, "second_plan_reuses",
+          (long long)plan_query(a, LH_QUERY_SETUP_CUDNN_REUSED), (long long)built,
+          (long long)plan_query(a, LH_QUERY_SETUP_KERNELS_US),
+          (long long)plan_query(a, LH_QUERY_SETUP_CUDNN_HANDLE_US));
+    check(plan_query(b, LH_QUERY_SETUP_CUDNN_REUSED) >= 1 && b_cudnn == 0, "second_plan_reuses",
           "reused %lld, cuDNN graphs + heuristics + plans %lld us",
-          (long long)query(b, LH_QUERY_SETUP_CUDNN_REUSED), (long long)b_cudnn);
-    check(query(c, LH_QUERY_SETUP_CUDNN_REUSED) == 0, "new_context_builds", "reused %lld",
-          (long long)query(c, LH_QUERY_SETUP_CUDNN_REUSED));
+          (long long)plan_query(b, LH_QUERY_SETUP_CUDNN_REUSED), (long long)b_cudnn);
+    check(plan_query(c, LH_QUERY_SETUP_CUDNN_REUSED) == 0, "new_context_builds", "reused %lld",
+          (long long)plan_query(c, LH_QUERY_SETUP_CUDNN_REUSED));
 
     /* (b) */
     outputs oa, ob, oc, ta, tb;
@@ -192,8 +186,8 @@ int main(void) {
     check(e <= 1e-2, "survives_first_plan", "worst rel error against the new context's %.3g", e);
     lh_plan_destroy(b);
     lh_plan *d = make_plan(c1);
-    check(query(d, LH_QUERY_SETUP_CUDNN_REUSED) >= 1, "released_plans_stay", "reused %lld",
-          (long long)query(d, LH_QUERY_SETUP_CUDNN_REUSED));
+    check(plan_query(d, LH_QUERY_SETUP_CUDNN_REUSED) >= 1, "released_plans_stay", "reused %lld",
+          (long long)plan_query(d, LH_QUERY_SETUP_CUDNN_REUSED));
     lh_plan_destroy(d);
     lh_plan_destroy(c);
     outputs_free(&oa), outputs_free(&oc);

@@ -33,14 +33,14 @@ static void lone_poison(lone *l) {
 static void lone_init(lone *l, const rcfg *c, lh_plan *plan) {
     memset(l, 0, sizeof *l);
     l->plan = plan;
-    int64_t T = query(plan, LH_QUERY_LOCAL_SEQ_LEN);
+    int64_t T = plan_query(plan, LH_QUERY_LOCAL_SEQ_LEN);
     l->nq = (size_t)(c->B * T * c->H * c->D) * 2, l->nk = (size_t)(c->B * T * c->Hkv * c->D) * 2;
-    l->saved_bytes = (size_t)query(plan, LH_QUERY_SAVED_BYTES);
+    l->saved_bytes = (size_t)plan_query(plan, LH_QUERY_SAVED_BYTES);
     void **q_like[] = {&l->q, &l->dout, &l->out, &l->dq}, **k_like[] = {&l->k, &l->v, &l->dk, &l->dv};
     for (int i = 0; i < 4; i++) *q_like[i] = gpu_alloc(&env, l->nq), *k_like[i] = gpu_alloc(&env, l->nk);
     l->saved = gpu_alloc(&env, l->saved_bytes);
-    l->fws = gpu_alloc(&env, (size_t)query(plan, LH_QUERY_FWD_WORKSPACE_BYTES));
-    l->bws = gpu_alloc(&env, (size_t)query(plan, LH_QUERY_BWD_WORKSPACE_BYTES));
+    l->fws = gpu_alloc(&env, (size_t)plan_query(plan, LH_QUERY_FWD_WORKSPACE_BYTES));
+    l->bws = gpu_alloc(&env, (size_t)plan_query(plan, LH_QUERY_BWD_WORKSPACE_BYTES));
     uint16_t *bits = malloc(l->nq);
     uint64_t s = rng_state++;
     void *ins[] = {l->q, l->k, l->v, l->dout};

@@ -61,11 +61,8 @@ static lh_plan *plan_of(lh_context *ctx, const scfg *c, lh_dtype dtype, lh_score
     return p;
 }
 
-static size_t query(const lh_plan *p, lh_query q) {
-    int64_t v = 0;
-    LH_MUST(lh_plan_get_i64(p, q, &v));
-    return (size_t)v;
-}
+/* A size of the plan, as size_t (the sizes here are byte and element counts). */
+static size_t query(const lh_plan *p, lh_query q) { return (size_t)plan_query(p, q); }
 
 static void *dev_or_null(size_t bytes) { return bytes ? gpu_alloc(&env, bytes) : NULL; }
 static void *host(size_t bytes) { return calloc(1, bytes ? bytes : 1); }
