@@ -276,11 +276,9 @@ static lh_status step_forward_hook(void *u, lh_plan *plan, const void *q, const 
                                    const void *v, void *o, float *lse, void *stream) {
     int *calls = u;
     __atomic_add_fetch(calls, 1, __ATOMIC_RELAXED);
-    int64_t bytes = 0;
-    lh_status st = lh_plan_get_i64(plan, LH_QUERY_ATTENTION_WORKSPACE_BYTES, &bytes);
-    if (st != LH_OK) return st;
-    void *ws = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64 + 64);
-    if (!ws) return LH_ERROR_OUT_OF_HOST_MEMORY;
+    lh_status st;
+    void *ws = test_attention_workspace(plan, &st);
+    if (!ws) return st;
     st = lh_attention_forward(plan, q, k, v, o, lse, ws, stream);
     free(ws);
     return st;
@@ -291,11 +289,9 @@ static lh_status step_backward_hook(void *u, lh_plan *plan, const void *q, const
                                     const void *dO, void *dq, void *dk, void *dv, void *stream) {
     int *calls = u;
     __atomic_add_fetch(calls, 1, __ATOMIC_RELAXED);
-    int64_t bytes = 0;
-    lh_status st = lh_plan_get_i64(plan, LH_QUERY_ATTENTION_WORKSPACE_BYTES, &bytes);
-    if (st != LH_OK) return st;
-    void *ws = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64 + 64);
-    if (!ws) return LH_ERROR_OUT_OF_HOST_MEMORY;
+    lh_status st;
+    void *ws = test_attention_workspace(plan, &st);
+    if (!ws) return st;
     st = lh_attention_backward(plan, q, k, v, o, lse, dO, dq, dk, dv, ws, stream);
     free(ws);
     return st;

@@ -102,23 +102,13 @@ START_TEST(set_i64_message_names_the_function_once) {
 }
 END_TEST
 
-/* The attention step's workspace, allocated for one hook call (NULL: *st says why). */
-static void *attention_workspace(lh_plan *plan, lh_status *st) {
-    int64_t bytes = 0;
-    *st = lh_plan_get_i64(plan, LH_QUERY_ATTENTION_WORKSPACE_BYTES, &bytes);
-    if (*st != LH_OK) return NULL;
-    void *ws = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64 + 64);
-    if (!ws) *st = LH_ERROR_OUT_OF_HOST_MEMORY;
-    return ws;
-}
-
 /* Hooks that run the library's attention step, then make one more library call that fails
  * (an unknown query) and still return LH_OK. */
 static lh_status noisy_forward(void *u, lh_plan *plan, const void *q, const void *k,
                                const void *v, void *o, float *lse, void *stream) {
     (void)u;
     lh_status st;
-    void *ws = attention_workspace(plan, &st);
+    void *ws = test_attention_workspace(plan, &st);
     if (!ws) return st;
     st = lh_attention_forward(plan, q, k, v, o, lse, ws, stream);
     free(ws);
@@ -132,7 +122,7 @@ static lh_status noisy_backward(void *u, lh_plan *plan, const void *q, const voi
                                 void *dq, void *dk, void *dv, void *stream) {
     (void)u;
     lh_status st;
-    void *ws = attention_workspace(plan, &st);
+    void *ws = test_attention_workspace(plan, &st);
     if (!ws) return st;
     st = lh_attention_backward(plan, q, k, v, o, lse, dO, dq, dk, dv, ws, stream);
     free(ws);

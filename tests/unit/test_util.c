@@ -153,3 +153,12 @@ int test_run_suite(Suite *s) {
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+void *test_attention_workspace(lh_plan *plan, lh_status *st) {
+    int64_t bytes = 0;
+    *st = lh_plan_get_i64(plan, LH_QUERY_ATTENTION_WORKSPACE_BYTES, &bytes);
+    if (*st != LH_OK) return NULL;
+    void *ws = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64 + 64);
+    if (!ws) *st = LH_ERROR_OUT_OF_HOST_MEMORY;
+    return ws;
+}

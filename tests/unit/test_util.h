@@ -61,6 +61,10 @@ double test_now(void);
  * with the program's name so that a failing run can be repeated. */
 uint64_t test_seed(const char *program);
 
+/* The attention step's workspace of `plan` (LH_QUERY_ATTENTION_WORKSPACE_BYTES, 64-byte
+ * aligned), allocated for one hook call and freed by the caller; NULL with *st saying why. */
+void *test_attention_workspace(lh_plan *plan, lh_status *st);
+
 /* Runs every test of `s` (one Check suite) and returns the program's exit status. */
 struct Suite;
 int test_run_suite(struct Suite *s);
