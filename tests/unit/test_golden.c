@@ -184,9 +184,5 @@ int main(void) {
     tcase_add_loop_test(tc, test_golden_selection, 0, count);
     tcase_add_loop_test(tc, test_golden_forward_backward, 0, count);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return test_run_suite(s);
 }

@@ -573,9 +573,5 @@ int main(void) {
     /* bit 0: mode, bit 1: layout */
     tcase_add_loop_test(tc, test_later_tokens_do_not_reach_earlier_outputs, 0, 4);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return test_run_suite(s);
 }
