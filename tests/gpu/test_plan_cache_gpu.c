@@ -3,7 +3,7 @@
  * (runtime/cuda/cuda_dnn.c) compute what a plan that built its own computes:
  *  (a) a second plan of the same shape in a context takes the first's SDPA plans (it reports them
  *      reused and spends no time on cuDNN graphs, heuristics or execution plans); a plan of a new
- *      context builds its own;
+ *      context builds its own (or restores it from the disk store beside the kernels: (e));
  *  (b) forward out of the sharing plans is bit-identical to the first plan's, and the new
  *      context's within 1e-2 (bit-identical where cuDNN picks the same engine); backward within
  *      1e-2 (the dQ-accumulator engine sums with atomics);
