@@ -2,7 +2,10 @@
  * (runtime/cuda/cudnn_plan_record.c): every field of the identity keys a record; a record reads
  * back as written; records that are damaged, truncated, of another format version or of another
  * identity (another cuDNN, GPU, graph version, role or shape) are never used; nothing is read or
- * written while the kernel cache's disk part is disabled. */
+ * written while the kernel cache's disk part is disabled. And the store's cuDNN calls
+ * (runtime/cuda/cudnn_plan_store.c) against a stand-in for cuDNN: a plan is saved and restored
+ * with what its builder read, and every refusal (no JSON, a refused text, another workspace,
+ * LIGHTHOUSE_CUDNN_PLAN_STORE=0) ends in building, never in an error. */
 #include <check.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -11,6 +14,7 @@
 #include <unistd.h>
 
 #include "cudnn_plan_record.h"
+#include "cudnn_plan_store.h"
 #include "test_plan_record.h"
 
 static const char *JSON = "{\"engine\":{\"id\":7},\"knobs\":[1,2,3]}\n{\"more\":\"text\"}";
@@ -210,10 +214,141 @@ START_TEST(store_round_trip_and_damage) {
 }
 END_TEST
 
+/* ---- the store's cuDNN calls against a stand-in ------------------------------------------- */
+
+static struct {
+    bool serialisable, refuse_text;
+    int64_t workspace;        /* what a restored plan reports */
+    char restored[256];       /* the text a restore was given */
+    int live;                 /* descriptors created and not destroyed */
+} fake;
+
+static cudnnStatus_t fake_create(cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t *d) {
+    (void)type;
+    *d = (cudnnBackendDescriptor_t)(intptr_t)(0x1000 + fake.live++);
+    return CUDNN_STATUS_SUCCESS;
+}
+static cudnnStatus_t fake_destroy(cudnnBackendDescriptor_t d) {
+    (void)d;
+    fake.live--;
+    return CUDNN_STATUS_SUCCESS;
+}
+static cudnnStatus_t fake_finalize(cudnnBackendDescriptor_t d) {
+    (void)d;
+    return CUDNN_STATUS_SUCCESS;
+}
+static cudnnStatus_t fake_set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name,
+                              cudnnBackendAttributeType_t type, int64_t count, const void *e) {
+    (void)d, (void)type;
+    if (name != CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION) return CUDNN_STATUS_SUCCESS;
+    if (fake.refuse_text || count >= (int64_t)sizeof fake.restored)
+        return CUDNN_STATUS_NOT_SUPPORTED;
+    memcpy(fake.restored, e, (size_t)count);
+    fake.restored[count] = '\0';
+    return CUDNN_STATUS_SUCCESS;
+}
+static cudnnStatus_t fake_get(cudnnBackendDescriptor_t const d, cudnnBackendAttributeName_t name,
+                              cudnnBackendAttributeType_t type, int64_t requested, int64_t *count,
+                              void *e) {
+    (void)d, (void)type;
+    if (name == CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE) {
+        *count = 1;
+        *(int64_t *)e = fake.workspace;
+        return CUDNN_STATUS_SUCCESS;
+    }
+    if (name != CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION || !fake.serialisable)
+        return CUDNN_STATUS_NOT_SUPPORTED;
+    *count = (int64_t)strlen(JSON) + 1; /* as cuDNN may: the terminator counted */
+    if (requested > 0) memcpy(e, JSON, (size_t)(requested < *count ? requested : *count));
+    return CUDNN_STATUS_SUCCESS;
+}
+static const char *fake_error(cudnnStatus_t s) {
+    (void)s;
+    return "stand-in";
+}
+
+START_TEST(store_calls_with_a_stand_in) {
+    make_dir();
+    lhc_cache *cache = NULL;
+    ck_assert_int_eq(lhc_cache_create(&cache), LH_OK);
+    ck_assert_int_eq(lhc_cache_set_dir(cache, dir), LH_OK);
+    lh_cudnn_api api = {.BackendCreateDescriptor = fake_create,
+                        .BackendDestroyDescriptor = fake_destroy,
+                        .BackendFinalize = fake_finalize,
+                        .BackendSetAttribute = fake_set,
+                        .BackendGetAttribute = fake_get,
+                        .GetErrorString = fake_error,
+                        .version = 91900};
+    lh_plan_store store = {.cache = cache, .sm = 90, .device = "stand-in GPU"};
+    lh_plan_key shape = shape_of(1024);
+    memset(&fake, 0, sizeof fake);
+    fake.serialisable = true;
+    fake.workspace = 4096;
+    unsetenv("LIGHTHOUSE_CUDNN_PLAN_STORE");
+
+    /* a built plan: what lh_gb_build_plan leaves */
+    lh_gb built;
+    lh_gb_init(&built, &api, NULL);
+    fake_create(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &built.descriptors[0]);
+    built.descriptor_count = 1;
+    built.plan = built.descriptors[0];
+    built.engine_id = 9, built.workspace_bytes = 4096, built.deterministic = true;
+    ck_assert_int_eq(lh_plan_store_save(&store, &shape, 1, "backward", &built, 1),
+                     LH_PLAN_STORE_SAVED);
+
+    lh_gb gb;
+    int kind = 0;
+    lh_gb_init(&gb, &api, NULL);
+    ck_assert(lh_plan_store_restore(&store, &shape, 1, "backward", &gb, &kind));
+    ck_assert_str_eq(fake.restored, JSON);
+    ck_assert_ptr_nonnull(gb.plan);
+    ck_assert_int_eq(gb.engine_id, 9);
+    ck_assert_int_eq(gb.workspace_bytes, 4096);
+    ck_assert(gb.deterministic);
+    ck_assert_int_eq(kind, 1);
+    ck_assert_int_eq(gb.graph_us + gb.heuristics_us, 0);
+    lh_gb_destroy(&gb);
+    /* other role, other graph version: nothing stored */
+    lh_gb_init(&gb, &api, NULL);
+    ck_assert(!lh_plan_store_restore(&store, &shape, 1, "forward", &gb, &kind));
+    ck_assert(!lh_plan_store_restore(&store, &shape, 2, "backward", &gb, &kind));
+    /* the restored plan asks for another workspace: not the same plan */
+    fake.workspace = 8192;
+    ck_assert(!lh_plan_store_restore(&store, &shape, 1, "backward", &gb, &kind));
+    ck_assert_ptr_null(gb.plan);
+    ck_assert_int_eq(gb.descriptor_count, 0);
+    fake.workspace = 4096;
+    /* cuDNN refuses the text */
+    fake.refuse_text = true;
+    ck_assert(!lh_plan_store_restore(&store, &shape, 1, "backward", &gb, &kind));
+    ck_assert_ptr_null(gb.plan);
+    fake.refuse_text = false;
+    /* switched off */
+    setenv("LIGHTHOUSE_CUDNN_PLAN_STORE", "0", 1);
+    ck_assert(!lh_plan_store_restore(&store, &shape, 1, "backward", &gb, &kind));
+    ck_assert_int_eq(lh_plan_store_save(&store, &shape, 1, "backward", &built, 1),
+                     LH_PLAN_STORE_OFF);
+    unsetenv("LIGHTHOUSE_CUDNN_PLAN_STORE");
+    ck_assert(lh_plan_store_restore(&store, &shape, 1, "backward", &gb, &kind));
+    lh_gb_destroy(&gb);
+    /* an engine cuDNN does not serialise */
+    fake.serialisable = false;
+    ck_assert_int_eq(lh_plan_store_save(&store, &shape, 1, "forward", &built, 0),
+                     LH_PLAN_STORE_UNSERIALISED);
+    ck_assert_int_eq(lh_plan_store_save(NULL, &shape, 1, "forward", &built, 0),
+                     LH_PLAN_STORE_OFF);
+    lh_gb_destroy(&built);
+    ck_assert_int_eq(fake.live, 0);
+    lhc_cache_destroy(cache);
+    remove_dir();
+}
+END_TEST
+
 TCase *plan_record_tcase(void) {
     TCase *tc = tcase_create("plan_record");
     tcase_add_test(tc, identity_names_every_field);
     tcase_add_test(tc, record_round_trip_and_rejects);
     tcase_add_test(tc, store_round_trip_and_damage);
+    tcase_add_test(tc, store_calls_with_a_stand_in);
     return tc;
 }
