@@ -245,3 +245,49 @@ lh_status lhc_compile(lhc_cache *c, const char *kernel, const char *constants, c
     pthread_mutex_unlock(&c->lock);
     return LH_OK;
 }
+
+/* ---- records beside the kernels --------------------------------------------------------- */
+
+static void record_key(const char *name, const char *identity, char out[33]) {
+    lhc_hash128 h;
+    lhc_hash128_init(&h);
+    lhc_hash128_string(&h, "liblighthouse record v1");
+    lhc_hash128_string(&h, name);
+    lhc_hash128_string(&h, identity);
+    lhc_hash128_hex(&h, out);
+}
+
+/* The directory now, or 0 where the disk part is off (copied: set_dir may run meanwhile). */
+static int record_dir(lhc_cache *c, char *dir, size_t cap) {
+    pthread_mutex_lock(&c->lock);
+    int on = c->disk_enabled && c->dir[0];
+    if (on) snprintf(dir, cap, "%s", c->dir);
+    pthread_mutex_unlock(&c->lock);
+    return on;
+}
+
+static void record_untrusted(lhc_cache *c, const char *why) {
+    pthread_mutex_lock(&c->lock);
+    untrusted(c, why);
+    pthread_mutex_unlock(&c->lock);
+}
+
+int lhc_cache_record_read(lhc_cache *c, const char *name, const char *identity, char **payload,
+                          size_t *size) {
+    char dir[LHC_CACHE_DIR_CAP], key[33], why[LHC_CACHE_DIR_CAP + 160];
+    if (!c || !record_dir(c, dir, sizeof dir)) return 0;
+    record_key(name, identity, key);
+    int r = lhc_disk_read(dir, name, key, payload, size, why, sizeof why);
+    if (r == -2) record_untrusted(c, why);
+    return r > 0 ? 1 : 0;
+}
+
+int lhc_cache_record_write(lhc_cache *c, const char *name, const char *identity,
+                           const char *payload, size_t size) {
+    char dir[LHC_CACHE_DIR_CAP], key[33], why[LHC_CACHE_DIR_CAP + 160];
+    if (!c || !record_dir(c, dir, sizeof dir)) return -1;
+    record_key(name, identity, key);
+    int w = lhc_disk_write(dir, name, key, payload, size, why, sizeof why);
+    if (w == -2) record_untrusted(c, why);
+    return w == 0 ? 0 : -1;
+}

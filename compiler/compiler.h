@@ -80,6 +80,18 @@ void lhc_cache_set_disk_enabled(lhc_cache *cache, int enabled);
 /* The directory the disk cache uses now ("" when none can be determined). */
 const char *lhc_cache_dir(const lhc_cache *cache);
 
+/* Records other than kernels kept in the same directory, under the same rules (whom it trusts,
+ * regular files opened without blocking, atomic writes, a checksum): the CUDA backend's
+ * serialised cuDNN execution plans (runtime/cuda/cudnn_plan_record.c). `name` names the kind
+ * of record (letters, digits, '-'); the file's key hashes `identity`, the text that says
+ * everything the record depends on. Both do nothing while the cache's disk part is disabled.
+ * Read: 1 with a malloc'd NUL-terminated payload, 0 when absent, disabled, damaged or not
+ * trusted (a record is only ever an optimisation). Write: 0 when written, -1 otherwise. */
+int lhc_cache_record_read(lhc_cache *cache, const char *name, const char *identity,
+                          char **payload, size_t *size);
+int lhc_cache_record_write(lhc_cache *cache, const char *name, const char *identity,
+                           const char *payload, size_t size);
+
 typedef struct lhc_cache_stats {
     int64_t memory_hits;   /* lhc_compile answered from memory */
     int64_t disk_hits;     /* answered from a valid disk entry */

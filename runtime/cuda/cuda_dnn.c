@@ -6,6 +6,10 @@
  * of the same attention shape (the same model's next layer, a plan re-created after a shape
  * change back, the floor of a benchmark) takes them from here.
  *
+ * A new process finds them in neither place: cuda_sdpa_plan_create then restores the finalized
+ * execution plans from the disk store beside the kernels (cudnn_plan_store.h) where an earlier
+ * process wrote them.
+ *
  * A cached SDPA plan holds only host descriptors (its workspace is the caller's), so keeping it
  * after its last plan is gone costs no device memory. cuDNN's handle may not be used by two
  * threads at once; plans that share it take `exec` from binding it to their stream until their
@@ -73,7 +77,9 @@ lh_status cuda_dnn_sdpa_get(cuda_context *cc, const lh_cudnn_api *dnn, const lh_
         setup->reused++;
     } else {
         pthread_mutex_lock(&s->exec);
-        st = cuda_sdpa_plan_create(dnn, handle, &s->exec, shape, &plan);
+        /* beside the context's kernels on disk, under the same switch */
+        lh_plan_store store = {.cache = cc->kernel_cache, .sm = cc->sm, .device = cc->name};
+        st = cuda_sdpa_plan_create(dnn, handle, &s->exec, &store, shape, &plan);
         if (st == LH_OK) {
             int64_t graph, heuristics, plans;
             cuda_sdpa_setup_us(plan, &graph, &heuristics, &plans);

@@ -35,7 +35,7 @@ static void set_strides(cuda_plan *p) {
 
 /* The templates a plan needs: its stages' (Lighthouse), and ring.mlir for the step of a chunked
  * plan (the ring's merges and sums, the packing of dense chunks). */
-static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
+static lh_status load_kernels(cuda_plan *p) {
     const lh_config *c = &p->chunk;
     const char *dtype = c->dtype == LH_DTYPE_FLOAT16 ? "f16" : "bf16";
     lhc_kernel_request req[LHC_MAX_PLAN_KERNELS + 1];
@@ -52,8 +52,6 @@ static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
     if (st != LH_OK || count == 0) return st;
     /* The context's cache: a second plan of the context takes its kernels from memory */
     lhc_cache *cache = p->cc->kernel_cache;
-    st = cuda_kernels_cache_configure(cache, options);
-    if (st != LH_OK) return st;
     char chip[16];
     cuda_kernels_chip(p->cc->sm, chip, sizeof chip);
     return cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count);
@@ -177,7 +175,10 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     if (st == LH_OK) {
         set_strides(p);
         int64_t t0 = lh_clock_us();
-        st = load_kernels(p, options);
+        /* The context's disk cache as its options say now: the kernels' and, for every plan
+         * (dense ones load no kernels), the cuDNN plan store's (cudnn_plan_store.h). */
+        st = cuda_kernels_cache_configure(cc->kernel_cache, options);
+        if (st == LH_OK) st = load_kernels(p);
         p->setup.us[CUDA_SETUP_KERNELS] = lh_clock_us() - t0;
     }
     /* cuDNN's failure first (no cuDNN at all), as when it was opened before the kernels */

@@ -8,6 +8,11 @@
 
 #include "cuda_driver.h"
 
+/* The version of the graphs below and of their tensor uids: part of the identity of a plan in
+ * the disk store (cudnn_plan_store.h), whose text holds the graph. Raise it with any change to
+ * build_forward, build_backward or the uids, or restored plans would compute the old graphs. */
+#define SDPA_GRAPH_VERSION 1
+
 /* Tensor uids bound through the variant pack. Virtual tensors count up from UID_VIRTUAL. */
 enum {
     UID_Q = 1, UID_K, UID_V, UID_O, UID_STATS, UID_DO, UID_DQ, UID_DK, UID_DV,
@@ -37,7 +42,8 @@ struct lh_sdpa_plan {
     /* host values of the by-value scalars; the variant pack points at them */
     float scale, one, neg_inf;
     int64_t next_uid;
-    char description[256];
+    lh_plan_store_outcome fwd_store, bwd_store;
+    char description[320];
 };
 
 void lh_sdpa_layout_strides(bool bnhd, int64_t heads, int64_t s, int64_t d, int64_t out[4]) {
@@ -321,9 +327,33 @@ static lh_status build_bwd_plan(lh_sdpa_plan *p, lh_sdpa_bwd_kind kind) {
     return st;
 }
 
+static const char *store_note(lh_plan_store_outcome o) {
+    return o == LH_PLAN_STORE_RESTORED       ? ", restored"
+           : o == LH_PLAN_STORE_SAVED        ? ", stored"
+           : o == LH_PLAN_STORE_UNSERIALISED ? ", not serialisable"
+                                             : "";
+}
+
+/* The backward as before: the preferred graph, the accumulator where the deterministic one is
+ * refused or its workspace too large. */
+static lh_status choose_bwd_plan(lh_sdpa_plan *p, int64_t accum_bytes) {
+    lh_status st;
+    int pref = bwd_preference();
+    if (pref == LH_SDPA_BWD_ACCUM) return build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
+    st = build_bwd_plan(p, LH_SDPA_BWD_DETERMINISTIC);
+    /* A deterministic engine whose scratch dwarfs the accumulator's is not worth it (its
+     * workspace grows with N^2 on some versions). */
+    if (pref < 0 && st == LH_OK && p->bwd.workspace_bytes > 4 * accum_bytes + (256 << 20)) {
+        lh_gb_destroy(&p->bwd);
+        st = LH_ERROR_UNSUPPORTED;
+    }
+    if (pref < 0 && st != LH_OK) st = build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
+    return st;
+}
+
 lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
-                                pthread_mutex_t *exec_lock, const lh_sdpa_shape *shape,
-                                lh_sdpa_plan **out_plan) {
+                                pthread_mutex_t *exec_lock, const lh_plan_store *store,
+                                const lh_sdpa_shape *shape, lh_sdpa_plan **out_plan) {
     lh_status st = check_shape(shape);
     if (st != LH_OK) return st;
     const lh_cu_api *cu = NULL;
@@ -342,39 +372,50 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
     p->neg_inf = -INFINITY;
     p->next_uid = UID_VIRTUAL;
 
-    int64_t t0 = lh_clock_us();
+    lh_plan_key key;
+    cuda_sdpa_key(shape, &key);
+    int unused_kind = 0;
     lh_gb_init(&p->fwd, dnn, handle);
-    build_forward(p, &p->fwd);
-    p->build_us = lh_clock_us() - t0;
-    st = lh_gb_build_plan(&p->fwd, false, "SDPA forward");
-    if (st != LH_OK) {
-        lh_gb_destroy(&p->fwd);
-        free(p);
-        return st;
+    if (lh_plan_store_restore(store, &key, SDPA_GRAPH_VERSION, "forward", &p->fwd,
+                              &unused_kind)) {
+        p->fwd_store = LH_PLAN_STORE_RESTORED;
+    } else {
+        int64_t t0 = lh_clock_us();
+        build_forward(p, &p->fwd);
+        p->build_us = lh_clock_us() - t0;
+        st = lh_gb_build_plan(&p->fwd, false, "SDPA forward");
+        if (st != LH_OK) {
+            lh_gb_destroy(&p->fwd);
+            free(p);
+            return st;
+        }
+        p->fwd_store = lh_plan_store_save(store, &key, SDPA_GRAPH_VERSION, "forward", &p->fwd, 0);
     }
     p->fwd_ws = align_up(p->fwd.workspace_bytes);
 
     int64_t b = shape->b, h = shape->h, s = shape->s, d = shape->d;
     int64_t accum_bytes = align_up(b * h * s * d * 4);
-    int pref = bwd_preference();
     if (shape->forward_only) {
         snprintf(p->description, sizeof p->description,
-                 "cuDNN %zu: forward engine %lld (workspace %lld B), no backward", dnn->version,
-                 (long long)p->fwd.engine_id, (long long)p->fwd.workspace_bytes);
+                 "cuDNN %zu: forward engine %lld (workspace %lld B%s), no backward", dnn->version,
+                 (long long)p->fwd.engine_id, (long long)p->fwd.workspace_bytes,
+                 store_note(p->fwd_store));
         *out_plan = p;
         return LH_OK;
     }
-    if (pref == LH_SDPA_BWD_ACCUM) {
-        st = build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
+    /* The stored backward is the one the choice below made when it was built (the key holds
+     * LIGHTHOUSE_CUDNN_SDPA_BWD), so its record carries which graph that was. */
+    int kind = LH_SDPA_BWD_DETERMINISTIC;
+    lh_gb_init(&p->bwd, dnn, handle);
+    if (lh_plan_store_restore(store, &key, SDPA_GRAPH_VERSION, "backward", &p->bwd, &kind)) {
+        p->bwd_kind = kind == LH_SDPA_BWD_ACCUM ? LH_SDPA_BWD_ACCUM : LH_SDPA_BWD_DETERMINISTIC;
+        p->bwd_store = LH_PLAN_STORE_RESTORED;
+        st = LH_OK;
     } else {
-        st = build_bwd_plan(p, LH_SDPA_BWD_DETERMINISTIC);
-        /* A deterministic engine whose scratch dwarfs the accumulator's is not worth it (its
-         * workspace grows with N^2 on some versions). */
-        if (pref < 0 && st == LH_OK && p->bwd.workspace_bytes > 4 * accum_bytes + (256 << 20)) {
-            lh_gb_destroy(&p->bwd);
-            st = LH_ERROR_UNSUPPORTED;
-        }
-        if (pref < 0 && st != LH_OK) st = build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
+        st = choose_bwd_plan(p, accum_bytes);
+        if (st == LH_OK)
+            p->bwd_store = lh_plan_store_save(store, &key, SDPA_GRAPH_VERSION, "backward",
+                                              &p->bwd, (int)p->bwd_kind);
     }
     if (st != LH_OK) {
         lh_gb_destroy(&p->fwd);
@@ -391,12 +432,13 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
     }
     p->bwd_ws = off;
     snprintf(p->description, sizeof p->description,
-             "cuDNN %zu: forward engine %lld (workspace %lld B), backward %s engine %lld%s "
-             "(cuDNN workspace %lld B, total %lld B)",
+             "cuDNN %zu: forward engine %lld (workspace %lld B%s), backward %s engine %lld%s "
+             "(cuDNN workspace %lld B, total %lld B%s)",
              dnn->version, (long long)p->fwd.engine_id, (long long)p->fwd.workspace_bytes,
+             store_note(p->fwd_store),
              p->bwd_kind == LH_SDPA_BWD_ACCUM ? "dQ-accumulator" : "deterministic-graph",
              (long long)p->bwd.engine_id, p->bwd.deterministic ? " (deterministic)" : "",
-             (long long)p->bwd.workspace_bytes, (long long)p->bwd_ws);
+             (long long)p->bwd.workspace_bytes, (long long)p->bwd_ws, store_note(p->bwd_store));
     *out_plan = p;
     return LH_OK;
 }

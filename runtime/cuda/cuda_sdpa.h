@@ -18,6 +18,7 @@
 #include <cuda.h>
 
 #include "cudnn_graph_build.h"
+#include "cudnn_plan_store.h"
 #include "plan_cache.h"
 
 typedef struct lh_sdpa_shape {
@@ -47,10 +48,11 @@ void lh_sdpa_layout_strides(bool bnhd, int64_t heads, int64_t s, int64_t d, int6
  * CUDA context the plan will run in; `handle` is a cuDNN handle of that context owned by the
  * caller and kept alive while the plan lives. `exec_lock` (may be NULL) is held from binding the
  * handle to the call's stream until the graph is enqueued: plans that share a handle run from
- * any thread. */
+ * any thread. `store` (may be NULL): finalized plans are restored from it where it has them,
+ * and the plans built are written to it (cudnn_plan_store.h). */
 lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
-                                pthread_mutex_t *exec_lock, const lh_sdpa_shape *shape,
-                                lh_sdpa_plan **out_plan);
+                                pthread_mutex_t *exec_lock, const lh_plan_store *store,
+                                const lh_sdpa_shape *shape, lh_sdpa_plan **out_plan);
 void cuda_sdpa_plan_destroy(lh_sdpa_plan *plan);
 
 /* Everything that decides what cuda_sdpa_plan_create builds for `shape` in this process (the
@@ -59,7 +61,8 @@ void cuda_sdpa_plan_destroy(lh_sdpa_plan *plan);
 void cuda_sdpa_key(const lh_sdpa_shape *shape, lh_plan_key *key);
 
 /* Where building the plan spent its time, in microseconds, forward and backward graphs together:
- * the operation graphs (descriptors and finalize), the heuristics, the execution plans. */
+ * the operation graphs (descriptors and finalize), the heuristics, the execution plans (plans
+ * restored from the store count here, with no graph or heuristics time). */
 void cuda_sdpa_setup_us(const lh_sdpa_plan *plan, int64_t *graph, int64_t *heuristics,
                         int64_t *plan_us);
 

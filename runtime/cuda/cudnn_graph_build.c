@@ -2,6 +2,7 @@
 #include "cudnn_graph_build.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Records the first failure; later ones are consequences and would only hide the cause. */
@@ -307,6 +308,60 @@ lh_status lh_gb_build_plan(lh_gb *gb, bool prefer_deterministic, const char *wha
                        "modes A and FALLBACK:%s)",
                        gb->dnn->version, what, notes[0] ? notes : " no configurations");
     return LH_OK;
+}
+
+char *lh_gb_plan_json(const lh_gb *gb) {
+    if (!gb->plan) return NULL;
+    int64_t n = 0;
+    if (gb->dnn->BackendGetAttribute(gb->plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION,
+                                     CUDNN_TYPE_CHAR, 0, &n, NULL) != CUDNN_STATUS_SUCCESS ||
+        n <= 0)
+        return NULL;
+    char *json = malloc((size_t)n + 1);
+    int64_t got = 0;
+    if (!json ||
+        gb->dnn->BackendGetAttribute(gb->plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION,
+                                     CUDNN_TYPE_CHAR, n, &got, json) != CUDNN_STATUS_SUCCESS ||
+        got <= 0 || got > n) {
+        free(json);
+        return NULL;
+    }
+    json[got] = '\0';
+    /* the count may include the terminator; a NUL inside would cut the text */
+    if (strlen(json) == 0 || strlen(json) + 1 < (size_t)got) {
+        free(json);
+        return NULL;
+    }
+    return json;
+}
+
+bool lh_gb_restore_plan(lh_gb *gb, const char *json) {
+    if (gb->status != LH_OK || gb->plan || gb->descriptor_count == LH_GB_MAX_DESCRIPTORS)
+        return false;
+    lh_gb_desc plan = NULL;
+    if (gb->dnn->BackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) !=
+        CUDNN_STATUS_SUCCESS)
+        return false;
+    int64_t ws = 0, n = 0;
+    bool ok = gb->dnn->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
+                                           CUDNN_TYPE_HANDLE, 1, &gb->handle) ==
+                  CUDNN_STATUS_SUCCESS &&
+              gb->dnn->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION,
+                                           CUDNN_TYPE_CHAR, (int64_t)strlen(json), json) ==
+                  CUDNN_STATUS_SUCCESS &&
+              gb->dnn->BackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
+              gb->dnn->BackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                           CUDNN_TYPE_INT64, 1, &n, &ws) ==
+                  CUDNN_STATUS_SUCCESS &&
+              n == 1 && ws >= 0;
+    if (!ok) {
+        gb->dnn->BackendDestroyDescriptor(plan);
+        return false;
+    }
+    gb->descriptors[gb->descriptor_count++] = plan;
+    gb->plan = plan;
+    gb->workspace_bytes = ws;
+    return true;
 }
 
 lh_status lh_gb_execute(const lh_gb *gb, int count, const int64_t *uids, void *const *pointers,

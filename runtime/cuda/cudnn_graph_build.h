@@ -63,6 +63,14 @@ void lh_gb_reshape(lh_gb *gb, lh_gb_desc x, lh_gb_desc y);
  * `what` names the graph in messages. */
 lh_status lh_gb_build_plan(lh_gb *gb, bool prefer_deterministic, const char *what);
 
+/* The finalized plan as cuDNN's JSON text (malloc'd), or NULL where its engine cannot be
+ * serialised (cuDNN documents it for runtime-compiled engines) or memory runs out. */
+char *lh_gb_plan_json(const lh_gb *gb);
+/* A plan restored from lh_gb_plan_json's text into `gb` (initialised, holding no plan): true
+ * with gb->plan and gb->workspace_bytes set; false where cuDNN refuses the text (the caller then
+ * builds the graph). Records no error: a plan that cannot be restored is only built. */
+bool lh_gb_restore_plan(lh_gb *gb, const char *json);
+
 /* Runs the plan on the handle's current stream with the given uid -> pointer bindings. */
 lh_status lh_gb_execute(const lh_gb *gb, int count, const int64_t *uids, void *const *pointers,
                         void *workspace, const char *what);

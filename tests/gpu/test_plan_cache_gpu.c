@@ -3,20 +3,29 @@
  * (runtime/cuda/cuda_dnn.c) compute what a plan that built its own computes:
  *  (a) a second plan of the same shape in a context takes the first's SDPA plans (it reports them
  *      reused and spends no time on cuDNN graphs, heuristics or execution plans); a plan of a new
- *      context builds its own;
+ *      context builds its own (or restores it from the disk store beside the kernels: (e));
  *  (b) forward out of the sharing plans is bit-identical to the first plan's, and the new
  *      context's within 1e-2 (bit-identical where cuDNN picks the same engine); backward within
  *      1e-2 (the dQ-accumulator engine sums with atomics);
  *  (c) the two sharing plans run at once from two threads on two streams, 20 calls each, and give
  *      the serial results bit for bit (the handle's stream binding is locked);
- *  (d) a plan of the released shape, after both are destroyed, still finds it in the context.
+ *  (d) a plan of the released shape, after both are destroyed, still finds it in the context;
+ *  (e) the disk store of cuDNN plans (runtime/cuda/cudnn_plan_store.h): a dense plan of a
+ *      context whose cache directory is empty builds its cuDNN plans and writes them there; a
+ *      plan of a second context on that directory (its own, empty, SDPA cache) restores them:
+ *      no graph or heuristics time, none reused; its out, dq, dk and dv are bit-identical to
+ *      the built plan's on the same inputs (within 1e-2 where the built plan's own two runs
+ *      differ: the dQ-accumulator engine sums with atomics). Where cuDNN serialises none of
+ *      the engines, the store falls back to building and the case says so.
  * Outputs are poisoned before every call that must write them. Exit 77 without a GPU.
  */
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gpu_common.h"
 
@@ -30,6 +39,21 @@ static lh_plan *make_plan(lh_context *ctx) {
         {LH_PARAM_BATCH, B}, {LH_PARAM_SEQ_LEN, N}, {LH_PARAM_HEADS, H}, {LH_PARAM_KV_HEADS, HKV},
         {LH_PARAM_HEAD_DIM, D}, {LH_PARAM_DTYPE, LH_DTYPE_BFLOAT16}, {LH_PARAM_LEVELS, 3},
         {LH_PARAM_POOLING, 4}, {LH_PARAM_TOPK, 256}};
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        LH_MUST(lh_plan_set_i64(p, params[i].k, params[i].v));
+    LH_MUST(lh_plan_finalize(p));
+    return p;
+}
+
+/* Plain dense attention (MODE = DENSE): it loads no kernels, so its context's cache directory
+ * may be any empty one on a machine without the kernel compiler. */
+static lh_plan *make_dense_plan(lh_context *ctx) {
+    lh_plan *p;
+    LH_MUST(lh_plan_create(ctx, &p));
+    const struct { lh_param k; int64_t v; } params[] = {
+        {LH_PARAM_BATCH, B}, {LH_PARAM_SEQ_LEN, N}, {LH_PARAM_HEADS, H}, {LH_PARAM_KV_HEADS, HKV},
+        {LH_PARAM_HEAD_DIM, D}, {LH_PARAM_DTYPE, LH_DTYPE_BFLOAT16},
+        {LH_PARAM_MODE, LH_MODE_DENSE}};
     for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
         LH_MUST(lh_plan_set_i64(p, params[i].k, params[i].v));
     LH_MUST(lh_plan_finalize(p));
@@ -87,6 +111,22 @@ static double worst(const outputs *a, const outputs *r, bool *bitwise) {
     return e;
 }
 
+/* out, dq, dk and dv of a and r identical bit for bit */
+static bool identical(const outputs *a, const outputs *r) {
+    const void *pa[] = {a->out, a->dq, a->dk, a->dv}, *pr[] = {r->out, r->dq, r->dk, r->dv};
+    size_t n[] = {QN, QN, KN, KN};
+    bool same = true;
+    for (int i = 0; i < 4 && same; i++) {
+        uint16_t *x = malloc(n[i] * 2), *y = malloc(n[i] * 2);
+        gpu_download(&env, x, pa[i], n[i] * 2);
+        gpu_download(&env, y, pr[i], n[i] * 2);
+        same = memcmp(x, y, n[i] * 2) == 0;
+        free(x);
+        free(y);
+    }
+    return same;
+}
+
 static void poison(outputs *o) {
     gpu_poison(&env, o->out, QN * 2), gpu_poison(&env, o->dq, QN * 2);
     gpu_poison(&env, o->dk, KN * 2), gpu_poison(&env, o->dv, KN * 2);
@@ -107,6 +147,85 @@ static void *work(void *arg) {
     env.cu->StreamSynchronize(s);
     env.cu->StreamDestroy(s);
     return NULL;
+}
+
+/* Files of the store in `dir` ("cudnn-plan-*"); removes every file when `remove`. */
+static int store_files(const char *dir, bool remove) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    char path[1200];
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        n += strncmp(e->d_name, "cudnn-plan-", 11) == 0;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (remove) unlink(path);
+    }
+    closedir(d);
+    return n;
+}
+
+static lh_context *context_on(const char *dir) {
+    lh_context *c;
+    LH_MUST(lh_context_create(LH_BACKEND_CUDA, 0, &c));
+    LH_MUST(lh_context_set_str(c, LH_CONTEXT_CACHE_DIR, dir));
+    return c;
+}
+
+/* (e) */
+static void plan_store_case(void) {
+    char dir[1024];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/lh-plan-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        check(false, "store_dir", "mkdtemp %s failed", dir);
+        return;
+    }
+    lh_context *cb = context_on(dir), *cr = context_on(dir);
+    lh_plan *built = make_dense_plan(cb);
+    int files = store_files(dir, false);
+    check(plan_query(built, LH_QUERY_SETUP_CUDNN_HEURISTICS_US) > 0, "store_first_builds",
+          "heuristics %lld us, %d plan records written",
+          (long long)plan_query(built, LH_QUERY_SETUP_CUDNN_HEURISTICS_US), files);
+    lh_plan *restored = make_dense_plan(cr);
+    int64_t graph = plan_query(restored, LH_QUERY_SETUP_CUDNN_GRAPH_US),
+            heur = plan_query(restored, LH_QUERY_SETUP_CUDNN_HEURISTICS_US),
+            plans = plan_query(restored, LH_QUERY_SETUP_CUDNN_PLAN_US);
+    if (files == 0) {
+        printf("NOTE store_not_exercised: cuDNN serialised none of these engines; the plans are "
+               "built (graphs %lld us, heuristics %lld us, plans %lld us)\n",
+               (long long)graph, (long long)heur, (long long)plans);
+    } else {
+        check(plan_query(restored, LH_QUERY_SETUP_CUDNN_REUSED) == 0 && graph == 0 && heur == 0,
+              "store_restores",
+              "reused %lld, graphs %lld us, heuristics %lld us, plans (restored) %lld us "
+              "(built: graphs %lld, heuristics %lld, plans %lld us)",
+              (long long)plan_query(restored, LH_QUERY_SETUP_CUDNN_REUSED), (long long)graph,
+              (long long)heur, (long long)plans,
+              (long long)plan_query(built, LH_QUERY_SETUP_CUDNN_GRAPH_US),
+              (long long)plan_query(built, LH_QUERY_SETUP_CUDNN_HEURISTICS_US),
+              (long long)plan_query(built, LH_QUERY_SETUP_CUDNN_PLAN_US));
+    }
+    outputs ob, ob2, orr;
+    outputs_alloc(built, &ob), outputs_alloc(built, &ob2), outputs_alloc(restored, &orr);
+    poison(&ob), poison(&ob2), poison(&orr);
+    LH_MUST(run(built, &ob, NULL));
+    LH_MUST(run(built, &ob2, NULL));
+    LH_MUST(run(restored, &orr, NULL));
+    gpu_sync(&env);
+    bool deterministic = identical(&ob2, &ob), same = identical(&orr, &ob), out_same;
+    double e = worst(&orr, &ob, &out_same);
+    check(deterministic ? same : out_same && e <= 1e-2, "store_matches_built",
+          "built plan deterministic %d; restored out/dq/dk/dv bit-identical %d, out %d, worst rel "
+          "error %.3g",
+          deterministic, same, out_same, e);
+    outputs_free(&ob), outputs_free(&ob2), outputs_free(&orr);
+    lh_plan_destroy(built);
+    lh_plan_destroy(restored);
+    LH_MUST(lh_context_destroy(cb));
+    LH_MUST(lh_context_destroy(cr));
+    store_files(dir, true);
+    rmdir(dir);
 }
 
 int main(void) {
@@ -190,6 +309,7 @@ int main(void) {
           (long long)plan_query(d, LH_QUERY_SETUP_CUDNN_REUSED));
     lh_plan_destroy(d);
     lh_plan_destroy(c);
+    plan_store_case();
     outputs_free(&oa), outputs_free(&oc);
     for (int i = 0; i < 4; i++) gpu_free(&env, ins[i]);
     LH_MUST(lh_context_destroy(c1));

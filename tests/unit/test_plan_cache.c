@@ -1,12 +1,14 @@
 /* test_plan_cache.c - the context's cache of SDPA plans without a GPU: which shapes share a key,
  * and how the cache holds, releases, evicts and drops its values (runtime/plan_cache.c,
  * cuda_sdpa_key in runtime/cuda/cuda_sdpa.c); and how dense attention on tensors past 2^31
- * elements is cut into cuDNN calls (cuda_sdpa_split). */
+ * elements is cut into cuDNN calls (cuda_sdpa_split); and the records of the disk store of cuDNN
+ * execution plans (test_plan_record.c). */
 #include <check.h>
 #include <stdlib.h>
 
 #include "cuda_sdpa.h"
 #include "plan_cache.h"
+#include "test_plan_record.h"
 
 static int destroyed[LH_PLAN_CACHE_CAPACITY + 8];
 static void count_destroy(void *value) { destroyed[(intptr_t)value]++; }
@@ -149,6 +151,7 @@ int main(void) {
     tcase_add_test(tc, sdpa_key_names_every_field);
     tcase_add_test(tc, dense_split_pieces);
     suite_add_tcase(s, tc);
+    suite_add_tcase(s, plan_record_tcase());
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -1,7 +1,8 @@
 /* bench_startup.c - what lh_plan_finalize of a Lighthouse plan costs, and where the time goes:
  * cold (a new context on an empty kernel cache; in the first row also the process's first plan,
  * which opens cuDNN), disk (a new context on the cache the cold plan filled: kernels from disk,
- * a new cuDNN handle and graphs), memory (a second plan in the cold plan's context: its cuDNN
+ * a new cuDNN handle, and the attention plans restored from the cold plan's stored records where
+ * cuDNN serialises them, else built again), memory (a second plan in the cold plan's context: its cuDNN
  * handle and attention plans are the context's already). The breakdown comes from the plan
  * itself (LH_QUERY_SETUP_*); "other" is the rest of the call (validation, buffer table). */
 #include <stdio.h>
