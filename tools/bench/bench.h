@@ -48,12 +48,19 @@ typedef struct startup_result {
     int64_t reused;                         /* LH_QUERY_SETUP_CUDNN_REUSED */
 } startup_result;
 
+/* The most repeats a timing keeps (--repeats beyond it are capped). */
+enum { BENCH_MAX_REPEATS = 64 };
+
 typedef struct bench_row {
     int64_t seq, s_sel;
     double lh_fwd, lh_fwdbwd;           /* ms, median; < 0 = not run */
     double dense_fwd, dense_fwdbwd;
     double floor_fwd, floor_fwdbwd;     /* cuDNN (dense mode) on a sequence of length S_sel */
     double fwd_over_floor, fwdbwd_over_floor;   /* median of per-pair ratios; < 0 = not run */
+    /* every pair behind those ratios, in run order: pair_ms[backward][0 = Lighthouse, 1 = floor]
+     * [repeat], `pairs` of them; the spread of the ratios shows how far a median can be trusted */
+    int pairs;
+    double pair_ms[2][2][BENCH_MAX_REPEATS];
     startup_result startup[STARTUP_CASES];
     int64_t saved_bytes;
     stage_result stages[BENCH_STAGES];

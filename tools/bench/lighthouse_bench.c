@@ -37,13 +37,14 @@ double bench_median(double *v, int n) {
 
 /* Runs the k functions one after the other, warmup + repeats times, each between two events:
  * ms[f] = function f's median; with k == 2 and `ratio`, *ratio = the median over repeats of
- * function 0's time / function 1's. 0 on success. */
-enum { MAX_TIMED = 2, MAX_REPEATS = 64 };
+ * function 0's time / function 1's. With `each`, each[f][i] = function f's time in repeat i
+ * (run order). 0 on success. */
+enum { MAX_TIMED = 2 };
 static int timed_runs(const bench_options *o, int k, const bench_fn *fns, void *const *args, double *ms,
-                      double *ratio) {
+                      double *ratio, double (*each)[BENCH_MAX_REPEATS]) {
     hd_event *ev[MAX_TIMED + 1] = {0};
-    double times[MAX_TIMED][MAX_REPEATS], ratios[MAX_REPEATS];
-    int n = o->repeats < MAX_REPEATS ? o->repeats : MAX_REPEATS, rc = 1;
+    double times[MAX_TIMED][BENCH_MAX_REPEATS], ratios[BENCH_MAX_REPEATS];
+    int n = o->repeats < BENCH_MAX_REPEATS ? o->repeats : BENCH_MAX_REPEATS, rc = 1;
     for (int f = 0; f <= k; f++)
         if (!(ev[f] = hd_event_create())) goto done;
     for (int i = 0; i < o->warmup; i++)
@@ -56,6 +57,8 @@ static int timed_runs(const bench_options *o, int k, const bench_fn *fns, void *
             hd_event_record(ev[f + 1]);
         }
         for (int f = 0; f < k; f++) times[f][i] = hd_event_elapsed_ms(ev[f], ev[f + 1]);
+        if (each)
+            for (int f = 0; f < k; f++) each[f][i] = times[f][i];
         if (ratio) ratios[i] = times[0][i] / times[1][i];
     }
     for (int f = 0; f < k; f++) ms[f] = bench_median(times[f], n);
@@ -68,11 +71,11 @@ done:
 
 double bench_median_ms(const bench_options *o, bench_fn fn, void *arg) {
     double ms;
-    return timed_runs(o, 1, &fn, &arg, &ms, NULL) == 0 ? ms : -1.0;
+    return timed_runs(o, 1, &fn, &arg, &ms, NULL, NULL) == 0 ? ms : -1.0;
 }
 
 int bench_pair_ms(const bench_options *o, const bench_fn fns[2], void *const args[2], double ms[2]) {
-    return timed_runs(o, 2, fns, args, ms, NULL);
+    return timed_runs(o, 2, fns, args, ms, NULL, NULL);
 }
 
 lh_plan *bench_plan(lh_context *ctx, const bench_options *o, int64_t seq, lh_mode mode) {
@@ -207,13 +210,14 @@ void time_against_floor(const bench_options *o, lh_plan *lh, int64_t seq, lh_pla
         const bench_fn fns[2] = {run_once, run_once};
         void *const args[2] = {&a, &b};
         double ms[2], ratio;
-        if (timed_runs(o, 2, fns, args, ms, &ratio) != 0) {
+        if (timed_runs(o, 2, fns, args, ms, &ratio, row->pair_ms[backward]) != 0) {
             fprintf(stderr, "  run failed: %s\n", lh_last_error());
             break;
         }
         *(backward ? &row->lh_fwdbwd : &row->lh_fwd) = ms[0];
         *(backward ? &row->floor_fwdbwd : &row->floor_fwd) = ms[1];
         *(backward ? &row->fwdbwd_over_floor : &row->fwd_over_floor) = ratio;
+        row->pairs = o->repeats < BENCH_MAX_REPEATS ? o->repeats : BENCH_MAX_REPEATS;
     }
     buffers_free(&a);
     buffers_free(&b);
@@ -245,6 +249,25 @@ static void json_number(FILE *f, const char *key, double v, int last) {
     else fprintf(f, "\"%s\": %.6g%s", key, v, last ? "" : ", ");
 }
 
+/* The smallest and largest of the row's per-pair ratios Lighthouse / floor; 0 if none. */
+static int ratio_range(const bench_row *r, int backward, double *lo, double *hi) {
+    *lo = *hi = -1.0;
+    for (int i = 0; i < r->pairs; i++) {
+        double x = r->pair_ms[backward][0][i] / r->pair_ms[backward][1][i];
+        if (*lo < 0 || x < *lo) *lo = x;
+        if (x > *hi) *hi = x;
+    }
+    return r->pairs > 0;
+}
+
+static void json_pairs(FILE *f, const char *key, const bench_row *r, int backward) {
+    fprintf(f, "\"%s\": [", key);
+    for (int i = 0; i < r->pairs; i++)
+        fprintf(f, "[%.6g, %.6g]%s", r->pair_ms[backward][0][i], r->pair_ms[backward][1][i],
+                i + 1 < r->pairs ? ", " : "");
+    fprintf(f, "], ");
+}
+
 static void write_json(const bench_options *o, const bench_row *rows, int n, double copy_gbs) {
     FILE *f = fopen(o->json_path, "w");
     if (!f) { fprintf(stderr, "cannot write %s\n", o->json_path); return; }
@@ -265,6 +288,8 @@ static void write_json(const bench_options *o, const bench_row *rows, int n, dou
         json_number(f, "floor_fwdbwd_ms", r->floor_fwdbwd, 0);
         json_number(f, "fwd_over_floor", r->fwd_over_floor, 0);
         json_number(f, "fwdbwd_over_floor", r->fwdbwd_over_floor, 0);
+        json_pairs(f, "pairs_fwd_ms", r, 0);      /* [Lighthouse, floor] per repeat, run order */
+        json_pairs(f, "pairs_fwdbwd_ms", r, 1);
         json_number(f, "jit_cold_ms", r->startup[STARTUP_COLD].total_ms, 0);
         json_number(f, "jit_disk_ms", r->startup[STARTUP_DISK].total_ms, 0);
         json_number(f, "jit_memory_ms", r->startup[STARTUP_MEMORY].total_ms, 0);
@@ -305,11 +330,15 @@ static void print_table(const bench_options *o, const bench_row *rows, int n, do
             printf(" %9.3f %9.0f %6.0f%%\n", st->bytes / 1e9, gbs,
                    copy_gbs > 0 ? 100.0 * gbs / copy_gbs : 0.0);
         }
-    printf("\nplan start-up (lh_plan_finalize, Lighthouse), ms: cold = new context, empty kernel cache\n"
-           "(first row: also the process's first plan); disk = new context, kernels cached; memory =\n"
-           "second plan of the cold plan's context; reused = cuDNN attention plans taken from the context\n");
-    print_startup_header();
-    for (int i = 0; i < n; i++) print_startup_rows(rows[i].seq, rows[i].startup);
+    int startup_measured = 0;   /* --lighthouse-only measures no start-up: no empty table */
+    for (int i = 0; i < n; i++) startup_measured |= rows[i].startup[STARTUP_COLD].total_ms >= 0;
+    if (startup_measured) {
+        printf("\nplan start-up (lh_plan_finalize, Lighthouse), ms: cold = new context, empty kernel cache\n"
+               "(first row: also the process's first plan); disk = new context, kernels cached; memory =\n"
+               "second plan of the cold plan's context; reused = cuDNN attention plans taken from the context\n");
+        print_startup_header();
+        for (int i = 0; i < n; i++) print_startup_rows(rows[i].seq, rows[i].startup);
+    }
     printf("\n%8s %12s\n", "N", "saved MiB");
     for (int i = 0; i < n; i++)
         printf("%8lld %12.1f\n", (long long)rows[i].seq, (double)rows[i].saved_bytes / (1 << 20));
@@ -317,9 +346,10 @@ static void print_table(const bench_options *o, const bench_row *rows, int n, do
            hd_gpu_name(), (long long)o->batch, (long long)o->heads, (long long)o->kv_heads, (long long)o->dim,
            o->dtype == LH_DTYPE_BFLOAT16 ? "bf16" : "fp16", (long long)o->levels, (long long)o->pooling,
            (long long)o->topk, o->repeats);
-    printf("(ratios to the floor: median over repeats of Lighthouse's time / the floor's, each pair back to back)\n");
-    printf("%8s %7s | %9s %9s | %9s %9s | %9s %9s | %7s %7s %8s\n", "N", "S_sel", "LH fwd", "LH f+b",
-           "floor fwd", "floor f+b", "dense fwd", "dense f+b", "fwd/flr", "f+b/flr", "dense/LH");
+    printf("(ratios to the floor: median over repeats of Lighthouse's time / the floor's, each pair back to back;\n"
+           " f+b range: the smallest and largest of those per-pair f+b ratios)\n");
+    printf("%8s %7s | %9s %9s | %9s %9s | %9s %9s | %7s %7s %13s %8s\n", "N", "S_sel", "LH fwd", "LH f+b",
+           "floor fwd", "floor f+b", "dense fwd", "dense f+b", "fwd/flr", "f+b/flr", "f+b range", "dense/LH");
     for (int i = 0; i < n; i++) {
         const bench_row *r = &rows[i];
         printf("%8lld %7lld |", (long long)r->seq, (long long)r->s_sel);
@@ -328,6 +358,9 @@ static void print_table(const bench_options *o, const bench_row *rows, int n, do
         print_ms(r->dense_fwd); print_ms(r->dense_fwdbwd); printf(" |");
         if (r->fwd_over_floor > 0) printf(" %7.3f", r->fwd_over_floor); else printf(" %7s", "-");
         if (r->fwdbwd_over_floor > 0) printf(" %7.3f", r->fwdbwd_over_floor); else printf(" %7s", "-");
+        double lo, hi;
+        if (r->fwdbwd_over_floor > 0 && ratio_range(r, 1, &lo, &hi)) printf("   %.3f-%.3f", lo, hi);
+        else printf(" %13s", "-");
         if (r->lh_fwdbwd > 0 && r->dense_fwdbwd > 0) printf(" %8.1f", r->dense_fwdbwd / r->lh_fwdbwd); else printf(" %8s", "-");
         printf("\n");
         if (r->lh_error) printf("         Lighthouse not run: %s\n", r->lh_error);
