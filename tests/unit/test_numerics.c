@@ -10,6 +10,7 @@
  *    float64 reference and finite gradients within the problem's own conditioning. */
 #include <check.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -322,11 +323,46 @@ static double max_abs(const float *x, size_t n) {
     return m;
 }
 
-/* A dense head (H = Hkv = 1) of N = 192 at D = 128. */
+/* Whether every query row of one head has a softmax that fp32 can get right at all: at these
+ * scales the softmax is one-hot, and the fp32 dot products q.k carry a rounding error of up to
+ * about (D + 2) eps sum |q_d k_d| each (the scaling of q included). Where the two largest logits
+ * of a row lie within twice that of each other, or not far enough apart (40 / scale) for the
+ * runner-up's weight to vanish, the winner itself is a coin toss in fp32, and no fp32
+ * implementation can match the float64 reference there: such a draw tests nothing about large
+ * logits. (About one draw in several hundred has such a row at N = 192.) */
+static bool well_conditioned(const test_cfg *c, const run *r, double scale) {
+    int64_t N = c->seq_len, D = c->head_dim, H = c->heads;
+    for (int64_t i = 1; i < N; i++) {
+        const float *qi = r->q + at(c, H, i, 0);
+        double top = -INFINITY, second = -INFINITY, err_top = 0.0, err_second = 0.0;
+        for (int64_t j = 0; j <= i; j++) {
+            double s = 0.0, mag = 0.0;
+            for (int64_t d = 0; d < D; d++) {
+                double x = (double)qi[d] * r->k[at(c, 1, j, 0) + d];
+                s += x, mag += fabs(x);
+            }
+            double err = (double)(D + 2) * 0x1p-24 * mag;
+            if (s > top) second = top, err_second = err_top, top = s, err_top = err;
+            else if (s > second) second = s, err_second = err;
+        }
+        if (top - second <= err_top + err_second + 40.0 / scale) return false;
+    }
+    return true;
+}
+
+/* A dense head (H = Hkv = 1) of N = 192 at D = 128, on inputs whose softmax fp32 can resolve
+ * (redrawn from the same seed stream until they are, so a printed seed still repeats the run). */
 static void check_large_logits(double scale, float amp_qk) {
     test_cfg c = {.batch = 1, .seq_len = 192, .heads = 1, .head_dim = 128, .mode = LH_MODE_DENSE,
                   .scale = scale};
     run r = run_new(&c, amp_qk);
+    int redrawn = 0;
+    for (; !well_conditioned(&c, &r, scale) && redrawn < 50; redrawn++) {
+        run_free(&r);
+        r = run_new(&c, amp_qk);
+    }
+    ck_assert_msg(well_conditioned(&c, &r, scale), "no well-conditioned draw in 50");
+    if (redrawn) printf("  redrew the inputs %d time(s): a near tie in some row's logits\n", redrawn);
     run_exec(&r);
     size_t n = r.nq;
     double *o = calloc(n, sizeof(double)), *dq = calloc(n, sizeof(double));
