@@ -133,12 +133,6 @@ double test_max_err(const float *a, const float *b, size_t n) {
     return worst;
 }
 
-double test_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 uint64_t test_seed(const char *program) {
     const char *env = getenv("LIGHTHOUSE_TEST_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) * 2654435761u + 1;

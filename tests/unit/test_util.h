@@ -54,9 +54,6 @@ double test_rel_err(const float *a, const float *b, size_t n);
 /* max |a - b| / max(1, |b|). */
 double test_max_err(const float *a, const float *b, size_t n);
 
-/* Seconds since an arbitrary point (for the printed timings only; tests never assert on time). */
-double test_now(void);
-
 /* The seed of a test program: LIGHTHOUSE_TEST_SEED if set, else one from the clock; printed
  * with the program's name so that a failing run can be repeated. */
 uint64_t test_seed(const char *program);
