@@ -374,10 +374,8 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
 
     lh_plan_key key;
     cuda_sdpa_key(shape, &key);
-    int unused_kind = 0;
     lh_gb_init(&p->fwd, dnn, handle);
-    if (lh_plan_store_restore(store, &key, SDPA_GRAPH_VERSION, "forward", &p->fwd,
-                              &unused_kind)) {
+    if (lh_plan_store_restore(store, &key, SDPA_GRAPH_VERSION, "forward", &p->fwd, NULL)) {
         p->fwd_store = LH_PLAN_STORE_RESTORED;
     } else {
         int64_t t0 = lh_clock_us();

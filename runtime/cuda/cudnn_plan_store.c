@@ -39,7 +39,7 @@ bool lh_plan_store_restore(const lh_plan_store *s, const lh_plan_key *shape, int
     if (ok) {
         gb->engine_id = meta.engine_id;
         gb->deterministic = meta.deterministic;
-        *bwd_kind = meta.bwd_kind;
+        if (bwd_kind) *bwd_kind = meta.bwd_kind;
     }
     gb->plan_us += lh_clock_us() - t0;
     return ok;

@@ -36,7 +36,8 @@ typedef enum lh_plan_store_outcome {
 
 /* Restores the plan of `role` (e.g. "forward") of the graphs of version `graph_version` for
  * `shape` into `gb` (initialised, no plan): true with gb->plan, workspace, engine id and
- * deterministic flag as when it was built, and the record's backward kind in *bwd_kind. Its
+ * deterministic flag as when it was built, and the record's backward kind in *bwd_kind (NULL:
+ * not wanted, as for the forward). Its
  * time, successful or not, is added to gb->plan_us. NULL store: false. */
 bool lh_plan_store_restore(const lh_plan_store *store, const lh_plan_key *shape,
                            int graph_version, const char *role, lh_gb *gb, int *bwd_kind);

@@ -357,11 +357,13 @@ static void check_large_logits(double scale, float amp_qk) {
                   .scale = scale};
     run r = run_new(&c, amp_qk);
     int redrawn = 0;
-    for (; !well_conditioned(&c, &r, scale) && redrawn < 50; redrawn++) {
+    bool usable;
+    while (!(usable = well_conditioned(&c, &r, scale)) && redrawn < 50) {
         run_free(&r);
         r = run_new(&c, amp_qk);
+        redrawn++;
     }
-    ck_assert_msg(well_conditioned(&c, &r, scale), "no well-conditioned draw in 50");
+    ck_assert_msg(usable, "no well-conditioned draw in 50");
     if (redrawn) printf("  redrew the inputs %d time(s): a near tie in some row's logits\n", redrawn);
     run_exec(&r);
     size_t n = r.nq;

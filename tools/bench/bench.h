@@ -73,6 +73,9 @@ typedef struct bench_row {
 /* The median of v[0 .. n) (n >= 1; sorts v). */
 double bench_median(double *v, int n);
 
+/* The repeats a timing takes: --repeats, capped at BENCH_MAX_REPEATS. */
+int bench_repeats(const bench_options *o);
+
 /* Runs `fn(arg)` warmup + repeats times between events; returns the median in ms (< 0 on error). */
 typedef int (*bench_fn)(void *arg, int iteration);
 double bench_median_ms(const bench_options *o, bench_fn fn, void *arg);

@@ -12,7 +12,7 @@
 /* The median time of the scores stage of `plan`'s forward (a plan with stage timing). */
 static double scores_stage_ms(const bench_options *o, lh_plan *plan, int64_t seq) {
     double t[BENCH_MAX_REPEATS];
-    int n = o->repeats < BENCH_MAX_REPEATS ? o->repeats : BENCH_MAX_REPEATS, got = 0;
+    int n = bench_repeats(o), got = 0;
     run_buffers r;
     if (buffers_alloc(o, plan, seq, &r) == 0) {
         r.backward = 0;

@@ -55,7 +55,7 @@ void bench_stages(const bench_options *o, lh_context *ctx, int64_t seq, bench_ro
     double bytes[BENCH_STAGES];
     stage_bytes(o, seq, (double)bench_query(plan, LH_QUERY_PYRAMID_LEN),
                 (double)bench_query(plan, LH_QUERY_SUBSEQ_LEN), bytes);
-    int n = o->repeats < BENCH_MAX_REPEATS ? o->repeats : BENCH_MAX_REPEATS, got[BENCH_STAGES] = {0};
+    int n = bench_repeats(o), got[BENCH_STAGES] = {0};
     double (*times)[BENCH_MAX_REPEATS] = calloc(BENCH_STAGES, sizeof *times);
     run_buffers r = {0};
     if (times && buffers_alloc(o, plan, seq, &r) == 0) {

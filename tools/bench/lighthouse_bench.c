@@ -30,6 +30,10 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+int bench_repeats(const bench_options *o) {
+    return o->repeats < BENCH_MAX_REPEATS ? o->repeats : BENCH_MAX_REPEATS;
+}
+
 double bench_median(double *v, int n) {
     qsort(v, (size_t)n, sizeof v[0], cmp_double);
     return v[n / 2];
@@ -44,7 +48,7 @@ static int timed_runs(const bench_options *o, int k, const bench_fn *fns, void *
                       double *ratio, double (*each)[BENCH_MAX_REPEATS]) {
     hd_event *ev[MAX_TIMED + 1] = {0};
     double times[MAX_TIMED][BENCH_MAX_REPEATS], ratios[BENCH_MAX_REPEATS];
-    int n = o->repeats < BENCH_MAX_REPEATS ? o->repeats : BENCH_MAX_REPEATS, rc = 1;
+    int n = bench_repeats(o), rc = 1;
     for (int f = 0; f <= k; f++)
         if (!(ev[f] = hd_event_create())) goto done;
     for (int i = 0; i < o->warmup; i++)
@@ -217,7 +221,7 @@ void time_against_floor(const bench_options *o, lh_plan *lh, int64_t seq, lh_pla
         *(backward ? &row->lh_fwdbwd : &row->lh_fwd) = ms[0];
         *(backward ? &row->floor_fwdbwd : &row->floor_fwd) = ms[1];
         *(backward ? &row->fwdbwd_over_floor : &row->fwd_over_floor) = ratio;
-        row->pairs = o->repeats < BENCH_MAX_REPEATS ? o->repeats : BENCH_MAX_REPEATS;
+        row->pairs = bench_repeats(o);
     }
     buffers_free(&a);
     buffers_free(&b);
