@@ -300,12 +300,14 @@ static void write_json(const bench_options *o, const bench_row *rows, int n, dou
         json_startup(f, r->startup);
         fprintf(f, ", ");
         bench_scorer_json(f, r);
+        /* only the stages bench_stages() measured: none under --lighthouse-only */
         fprintf(f, "\"saved_bytes\": %lld, \"stages\": [", (long long)r->saved_bytes);
-        for (int s = 0; s < BENCH_STAGES; s++) {
-            fprintf(f, "{\"name\": \"%s\", ", r->stages[s].name ? r->stages[s].name : "");
+        for (int s = 0, written = 0; s < BENCH_STAGES; s++) {
+            if (!r->stages[s].name) continue;
+            fprintf(f, "%s{\"name\": \"%s\", ", written++ ? ", " : "", r->stages[s].name);
             json_number(f, "ms", r->stages[s].ms, 0);
             json_number(f, "bytes", r->stages[s].bytes > 0 ? r->stages[s].bytes : -1.0, 1);
-            fprintf(f, "}%s", s + 1 < BENCH_STAGES ? ", " : "");
+            fprintf(f, "}");
         }
         fprintf(f, "]}%s\n", i + 1 < n ? "," : "");
     }
