@@ -8,8 +8,9 @@
 // never kept stay -1), per_tile = tile_len + (L - 1) * REFINED * P.
 //
 // Constants: P (pooling), L (levels), SET (|A| = |B|, 64), REFINED (entries refined per level of
-//   a tile: 2 SET = 128; a power of two), THREADS (block size, >= REFINED); SET and REFINED
-//   come from runtime/algorithm.h.
+//   a tile: 2 SET = 128; a power of two), THREADS (block size: a multiple of 32, >= 256, one
+//   thread per digit of the radix histogram, and >= REFINED); SET and REFINED come from
+//   runtime/algorithm.h.
 // Arguments: scores_q, scores_k, indices, inv : !llvm.ptr<1>;
 //   n (N), heads (H), kv_heads (Hkv), s_total, s_sel, tile_len : i64.
 // Launch: grid (T, H, B), block (THREADS), no dynamic shared memory.
@@ -24,6 +25,11 @@
 //    closes the definition: A = {key > thr} + {key == thr and index <= cut}. B is the same over
 //    the candidates outside A with scores_k. Counts are exact integers, so the result does not
 //    depend on thread timing.
+//  - Every "first entry at which a running count reaches a need" (the histogram's digit, the
+//    thread holding the last tie) and every prefix sum over threads or refined entries is a
+//    block scan (@block_scan: shuffles in a warp, the warps' totals through shared memory), not
+//    a loop of one thread: the kernel is latency-bound, and those loops of 128-256 dependent
+//    shared-memory steps, 24 of them per tile at L = 3, were most of its time.
 //  - The REFINED entries of every level (their list index and position) are compacted in
 //    list order by a per-thread count and an exclusive scan.
 //  - Order: a refined entry's subtree holds 1 + sum of its children's subtree sizes (a child
@@ -45,6 +51,8 @@ gpu.module @select_order [{{TARGET}}] {
   llvm.mlir.global internal @rsize() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * REFINED}} x i32>
   llvm.mlir.global internal @rstart() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * REFINED}} x i32>
   llvm.mlir.global internal @epre() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{L * (REFINED + 1)}} x i32>
+  llvm.mlir.global internal @wsum() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<{{THREADS / 32}} x i32>
+  llvm.mlir.global internal @reach_at() {addr_space = 3 : i32, alignment = 16 : i64} : !llvm.array<2 x i32>
 
   // ---- helpers (inlined where they are called) -----------------------------------------------
 
@@ -162,18 +170,6 @@ gpu.module @select_order [{{TARGET}}] {
     return %key, %elig : i32, i1
   }
 
-  // One step of a scan for the first entry at which a running count reaches `need`: the count
-  // with this entry's `count` added, and whether this entry is that first one (none was found
-  // before: `found` is false).
-  func.func private @first_reaching(%cum: i32, %count: i32, %need: i32, %found: i1) -> (i32, i1) {
-    %true = arith.constant true
-    %cum2 = arith.addi %cum, %count : i32
-    %reach = arith.cmpi sge, %cum2, %need : i32
-    %nf = arith.xori %found, %true : i1
-    %take = arith.andi %reach, %nf : i1
-    return %cum2, %take : i32, i1
-  }
-
   // Counting the candidates tied at the threshold key: whether this one is a competing tie
   // (`hit`), and the count with it.
   func.func private @count_tie(%key: i32, %elig: i1, %thr: i32, %cc: i32) -> (i32, i1) {
@@ -239,6 +235,69 @@ gpu.module @select_order [{{TARGET}}] {
     return %lbx, %lby : i64, i64
   }
 
+  // The exclusive prefix sum of one value per thread over the block, in thread order, and the
+  // block's total: an inclusive scan inside each warp by shuffles, then the warps' totals through
+  // @wsum. Integer sums, so the result is the serial loop's. Every thread of the block calls it
+  // (it holds two barriers: the second lets the next call reuse @wsum).
+  func.func private @block_scan(%v: i32, %tid: i64) -> (i32, i32) {
+    %c0 = arith.constant 0 : i64
+    %c1 = arith.constant 1 : i64
+    %c5 = arith.constant 5 : i64
+    %c31 = arith.constant 31 : i64
+    %c32 = arith.constant 32 : i64
+    %cWarps = arith.constant {{THREADS / 32}} : i64
+    %i0 = arith.constant 0 : i32
+    %i1 = arith.constant 1 : i32
+    %i32 = arith.constant 32 : i32
+    %wsum = llvm.mlir.addressof @wsum : !llvm.ptr<3>
+    %lane = arith.remui %tid, %c32 : i64
+    %lane32 = arith.trunci %lane : i64 to i32
+    %warp = arith.divui %tid, %c32 : i64
+    %sc:2 = scf.for %st = %c0 to %c5 step %c1 iter_args(%x = %v, %off = %i1) -> (i32, i32) : i64 {
+      %o, %valid = gpu.shuffle up %x, %off, %i32 : i32
+      %has = arith.cmpi uge, %lane32, %off : i32
+      %sum = arith.addi %x, %o : i32
+      %x2 = arith.select %has, %sum, %x : i32
+      %off2 = arith.shli %off, %i1 : i32
+      scf.yield %x2, %off2 : i32, i32
+    }
+    %is_last = arith.cmpi eq, %lane, %c31 : i64
+    scf.if %is_last {
+      %wp = llvm.getelementptr %wsum[%warp] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+      llvm.store %sc#0, %wp : i32, !llvm.ptr<3>
+    }
+    gpu.barrier
+    %acc:2 = scf.for %w = %c0 to %cWarps step %c1 iter_args(%before = %i0, %tot = %i0) -> (i32, i32) : i64 {
+      %wp = llvm.getelementptr %wsum[%w] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+      %ws = llvm.load %wp : !llvm.ptr<3> -> i32
+      %lower = arith.cmpi ult, %w, %warp : i64
+      %add = arith.select %lower, %ws, %i0 : i32
+      %before2 = arith.addi %before, %add : i32
+      %tot2 = arith.addi %tot, %ws : i32
+      scf.yield %before2, %tot2 : i32, i32
+    }
+    gpu.barrier
+    %incl = arith.addi %acc#0, %sc#0 : i32
+    %excl = arith.subi %incl, %v : i32
+    return %excl, %acc#1 : i32, i32
+  }
+
+  // The first entry at which a running count reaches `need`, over the block: with one count per
+  // thread, in thread order, whether this thread's entry is that first one (counts are >= 0, so
+  // exactly one thread is, unless the total stays below `need`: `none`), and the count before it.
+  func.func private @block_first_reaching(%v: i32, %tid: i64, %need: i32) -> (i1, i32, i1) {
+    %c0 = arith.constant 0 : i64
+    %excl, %tot = func.call @block_scan(%v, %tid) : (i32, i64) -> (i32, i32)
+    %incl = arith.addi %excl, %v : i32
+    %reach = arith.cmpi sge, %incl, %need : i32
+    %is_t0 = arith.cmpi eq, %tid, %c0 : i64
+    %short = arith.cmpi slt, %excl, %need : i32
+    %after_short = arith.ori %is_t0, %short : i1
+    %first = arith.andi %reach, %after_short : i1
+    %none = arith.cmpi slt, %tot, %need : i32
+    return %first, %excl, %none : i1, i32, i1
+  }
+
   // ---- the kernels -----------------------------------------------------------------------------
 
   gpu.func @lh_select_order(%sq: !llvm.ptr<1>, %sk: !llvm.ptr<1>, %indices: !llvm.ptr<1>, %inv: !llvm.ptr<1>,
@@ -287,6 +346,10 @@ gpu.module @select_order [{{TARGET}}] {
     %rsize = llvm.mlir.addressof @rsize : !llvm.ptr<3>
     %rstart = llvm.mlir.addressof @rstart : !llvm.ptr<3>
     %epre = llvm.mlir.addressof @epre : !llvm.ptr<3>
+    %fnd = llvm.mlir.addressof @reach_at : !llvm.ptr<3>
+    %fnd0 = llvm.getelementptr %fnd[0] : (!llvm.ptr<3>) -> !llvm.ptr<3>, i32
+    %fnd1 = llvm.getelementptr %fnd[1] : (!llvm.ptr<3>) -> !llvm.ptr<3>, i32
+    %c255 = arith.constant 255 : i64
 
     // Level 0 has no refined entries: an empty list (all slots past any index) and E = 0.
     scf.for %i = %tid to %cRefined step %cThreads : i64 {
@@ -347,25 +410,36 @@ gpu.module @select_order [{{TARGET}}] {
             }
           }
           gpu.barrier
-          // every thread walks the histogram from the top (same values everywhere)
-          %scan:4 = scf.for %g = %c0 to %c256 step %c1 iter_args(%cum = %i0, %found = %false, %gsel = %i0, %above = %i0) -> (i32, i1, i32, i32) : i64 {
-            %gi = arith.subi %c256, %g : i64
-            %gi1 = arith.subi %gi, %c1 : i64
-            %hp = llvm.getelementptr %hist[%gi1] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-            %hc = llvm.load %hp : !llvm.ptr<3> -> i32
-            %cum2, %take = func.call @first_reaching(%cum, %hc, %rem, %found) : (i32, i32, i32, i1) -> (i32, i1)
-            %gi32 = arith.trunci %gi1 : i64 to i32
-            %gsel2 = arith.select %take, %gi32, %gsel : i32
-            %above2 = arith.select %take, %cum, %above : i32
-            %found2 = arith.ori %found, %take : i1
-            scf.yield %cum2, %found2, %gsel2, %above2 : i32, i1, i32, i32
+          // the first digit from the top at which the count reaches rem, and the count above
+          // it: thread t holds digit 255 - t (none found: digit 0, 0 above, as the serial walk)
+          %has_digit = arith.cmpi ult, %tid, %c256 : i64
+          %digit = arith.subi %c255, %tid : i64
+          %hc = scf.if %has_digit -> (i32) {
+            %hp = llvm.getelementptr %hist[%digit] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+            %hv = llvm.load %hp : !llvm.ptr<3> -> i32
+            scf.yield %hv : i32
+          } else {
+            scf.yield %i0 : i32
+          }
+          %first, %above, %none = func.call @block_first_reaching(%hc, %tid, %rem) : (i32, i64, i32) -> (i1, i32, i1)
+          %t0_none = arith.andi %none, %is_t0 : i1
+          scf.if %first {
+            %digit32 = arith.trunci %digit : i64 to i32
+            llvm.store %digit32, %fnd0 : i32, !llvm.ptr<3>
+            llvm.store %above, %fnd1 : i32, !llvm.ptr<3>
+          }
+          scf.if %t0_none {
+            llvm.store %i0, %fnd0 : i32, !llvm.ptr<3>
+            llvm.store %i0, %fnd1 : i32, !llvm.ptr<3>
           }
           gpu.barrier
-          %gsh = arith.shli %scan#2, %shift : i32
+          %gsel = llvm.load %fnd0 : !llvm.ptr<3> -> i32
+          %above_sel = llvm.load %fnd1 : !llvm.ptr<3> -> i32
+          %gsh = arith.shli %gsel, %shift : i32
           %prefix2 = arith.ori %prefix, %gsh : i32
           %msh = arith.shli %i255, %shift : i32
           %mask2 = arith.ori %mask, %msh : i32
-          %rem2 = arith.subi %rem, %scan#3 : i32
+          %rem2 = arith.subi %rem, %above_sel : i32
           scf.yield %prefix2, %mask2, %rem2 : i32, i32, i32
         }
         %thr = arith.addi %rs#0, %i0 : i32
@@ -378,26 +452,14 @@ gpu.module @select_order [{{TARGET}}] {
           %cc2, %hit = func.call @count_tie(%key, %elig, %thr, %cc) : (i32, i1, i32, i32) -> (i32, i1)
           scf.yield %cc2 : i32
         }
-        %cp_own = llvm.getelementptr %cnt[%tid] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-        llvm.store %ties, %cp_own : i32, !llvm.ptr<3>
-        gpu.barrier
-        // thread 0: the need-th tie in list order closes the set
-        scf.if %is_t0 {
-          %who:4 = scf.for %u = %c0 to %cThreads step %c1 iter_args(%cum = %i0, %found = %false, %uu = %c0, %before = %i0) -> (i32, i1, i64, i32) : i64 {
-            %up = llvm.getelementptr %cnt[%u] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-            %uc = llvm.load %up : !llvm.ptr<3> -> i32
-            %cum2, %take = func.call @first_reaching(%cum, %uc, %need, %found) : (i32, i32, i32, i1) -> (i32, i1)
-            %uu2 = arith.select %take, %u, %uu : i64
-            %before2 = arith.select %take, %cum, %before : i32
-            %found2 = arith.ori %found, %take : i1
-            scf.yield %cum2, %found2, %uu2, %before2 : i32, i1, i64, i32
-          }
-          %target = arith.subi %need, %who#3 : i32
-          %u_lo0 = arith.muli %who#2, %range : i64
-          %u_lo = arith.minui %u_lo0, %m : i64
-          %u_hi0 = arith.addi %u_lo0, %range : i64
-          %u_hi = arith.minui %u_hi0, %m : i64
-          %walk:2 = scf.for %j = %u_lo to %u_hi step %c1 iter_args(%cc = %i0, %cut = %c0) -> (i32, i64) : i64 {
+        // the thread whose range holds the need-th tie in list order closes the set (none:
+        // thread 0 walks its range for the need-th, as the serial search did)
+        %owner, %ties_before, %no_owner = func.call @block_first_reaching(%ties, %tid, %need) : (i32, i64, i32) -> (i1, i32, i1)
+        %t0_closes = arith.andi %no_owner, %is_t0 : i1
+        %closes = arith.ori %owner, %t0_closes : i1
+        scf.if %closes {
+          %target = arith.subi %need, %ties_before : i32
+          %walk:2 = scf.for %j = %j_lo to %j_hi step %c1 iter_args(%cc = %i0, %cut = %c0) -> (i32, i64) : i64 {
             %key, %elig = func.call @candidate(%j, %is_c, %tile_pos0, %par_base, %sq, %qlev, %sk, %klev, %thr_a, %cut_a, %is_b)
               : (i64, i1, i64, i64, !llvm.ptr<1>, i64, !llvm.ptr<1>, i64, i32, i64, i1) -> (i32, i1)
             %cc2, %hit = func.call @count_tie(%key, %elig, %thr, %cc) : (i32, i1, i32, i32) -> (i32, i1)
@@ -461,22 +523,13 @@ gpu.module @select_order [{{TARGET}}] {
           %cc2 = arith.addi %cc, %inc : i32
           scf.yield %cc2 : i32
         }
+        // counting: where this thread's refined entries start, the exclusive scan of the counts
+        // (%writing is the same in every thread, so every thread reaches the scan's barriers)
         %counting = arith.xori %writing, %true : i1
         scf.if %counting {
+          %start_at, %total = func.call @block_scan(%found, %tid) : (i32, i64) -> (i32, i32)
           %op = llvm.getelementptr %cnt[%tid] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-          llvm.store %found, %op : i32, !llvm.ptr<3>
-        }
-        gpu.barrier
-        // exclusive scan of the per-thread counts
-        %scan_now = arith.andi %counting, %is_t0 : i1
-        scf.if %scan_now {
-          %tot = scf.for %u = %c0 to %cThreads step %c1 iter_args(%acc = %i0) -> (i32) : i64 {
-            %up = llvm.getelementptr %cnt[%u] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-            %uc = llvm.load %up : !llvm.ptr<3> -> i32
-            llvm.store %acc, %up : i32, !llvm.ptr<3>
-            %acc2 = arith.addi %acc, %uc : i32
-            scf.yield %acc2 : i32
-          }
+          llvm.store %start_at, %op : i32, !llvm.ptr<3>
         }
         gpu.barrier
       }
@@ -508,22 +561,30 @@ gpu.module @select_order [{{TARGET}}] {
         llvm.store %sz, %rp : i32, !llvm.ptr<3>
       }
       gpu.barrier
+      // E prefix of level l: epre[eb] = 0, epre[eb + r + 1] = sum over r' <= r of (size - 1),
+      // thread r holding refined entry r
+      %eb = arith.muli %l, %cRefined1 : i64
+      %holds_r = arith.cmpi ult, %tid, %cRefined : i64
+      %sz1 = scf.if %holds_r -> (i32) {
+        %ri = arith.addi %lbase, %tid : i64
+        %rp = llvm.getelementptr %rsize[%ri] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+        %sz = llvm.load %rp : !llvm.ptr<3> -> i32
+        %szm1 = arith.subi %sz, %i1 : i32
+        scf.yield %szm1 : i32
+      } else {
+        scf.yield %i0 : i32
+      }
+      %e_before, %e_total = func.call @block_scan(%sz1, %tid) : (i32, i64) -> (i32, i32)
+      scf.if %holds_r {
+        %e_incl = arith.addi %e_before, %sz1 : i32
+        %eb1 = arith.addi %eb, %tid : i64
+        %ei = arith.addi %eb1, %c1 : i64
+        %ep = llvm.getelementptr %epre[%ei] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
+        llvm.store %e_incl, %ep : i32, !llvm.ptr<3>
+      }
       scf.if %is_t0 {
-        %eb = arith.muli %l, %cRefined1 : i64
         %e0p = llvm.getelementptr %epre[%eb] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
         llvm.store %i0, %e0p : i32, !llvm.ptr<3>
-        %tot = scf.for %r = %c0 to %cRefined step %c1 iter_args(%acc = %i0) -> (i32) : i64 {
-          %ri = arith.addi %lbase, %r : i64
-          %rp = llvm.getelementptr %rsize[%ri] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-          %sz = llvm.load %rp : !llvm.ptr<3> -> i32
-          %sz1 = arith.subi %sz, %i1 : i32
-          %acc2 = arith.addi %acc, %sz1 : i32
-          %eb1 = arith.addi %eb, %r : i64
-          %ei = arith.addi %eb1, %c1 : i64
-          %ep = llvm.getelementptr %epre[%ei] : (!llvm.ptr<3>, i64) -> !llvm.ptr<3>, i32
-          llvm.store %acc2, %ep : i32, !llvm.ptr<3>
-          scf.yield %acc2 : i32
-        }
       }
       gpu.barrier
     }
