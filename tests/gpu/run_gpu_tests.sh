@@ -160,6 +160,10 @@ if [ -x "$SAN" ]; then
     run scorers_memcheck 300 "$SAN" --tool memcheck --error-exitcode 3 "$BIN/test_scorers_gpu" --tiny
   run lighthouse_racecheck 300 "$SAN" --tool racecheck --kernel-name kns=lh_ --error-exitcode 3 \
     "$BIN/test_lighthouse_gpu" --tiny
+  # synccheck on the same kernels: barriers and warp shuffles reached by every thread they name
+  # (the selection's block scans sit inside loops and branches that must stay uniform)
+  run lighthouse_synccheck 300 "$SAN" --tool synccheck --kernel-name kns=lh_ --error-exitcode 3 \
+    "$BIN/test_lighthouse_gpu" --tiny
 else
   echo "== memcheck: compute-sanitizer not found"; names+=(memcheck); statuses+=("SKIP (no compute-sanitizer)"); times+=(0); counts+=(-)
 fi
