@@ -191,7 +191,8 @@ lh_status lhc_plan_kernels(const lhc_plan_params *pp, lhc_kernel_request out[LHC
     const int run = 4;
     const int tokens = tokens_per_pass * run;
     /* Selection and order: one block per (tile, head, batch); THREADS >= REFINED (one thread per
-     * refined entry of a level) and shared memory fixed by L alone, whatever the tile length. */
+     * refined entry of a level) and >= 256, a multiple of 32 (one thread per digit of the radix
+     * histogram in its block scans); shared memory fixed by L alone, whatever the tile length. */
     st = add_request(out, count, LHK_TEMPLATE_SELECT, threads, 0, "P=%d L=%d THREADS=%d SET=%d REFINED=%d",
                      p, levels, threads, LH_SET_SIZE, LH_TILE_REFINED);
     if (st != LH_OK) return st;
