@@ -277,10 +277,12 @@ static void write_json(const bench_options *o, const bench_row *rows, int n, dou
     if (!f) { fprintf(stderr, "cannot write %s\n", o->json_path); return; }
     fprintf(f, "{\"gpu\": \"%s\", \"library\": \"%s\", \"config\": {\"batch\": %lld, \"heads\": %lld, "
                "\"kv_heads\": %lld, \"dim\": %lld, \"levels\": %lld, \"pooling\": %lld, \"topk\": %lld, "
-               "\"dtype\": \"%s\"}, \"copy_bandwidth_gbs\": %.1f, \"rows\": [\n",
+               "\"dtype\": \"%s\"}, ",
             hd_gpu_name(), lh_version_string(), (long long)o->batch, (long long)o->heads,
             (long long)o->kv_heads, (long long)o->dim, (long long)o->levels, (long long)o->pooling,
-            (long long)o->topk, o->dtype == LH_DTYPE_BFLOAT16 ? "bf16" : "fp16", copy_gbs);
+            (long long)o->topk, o->dtype == LH_DTYPE_BFLOAT16 ? "bf16" : "fp16");
+    json_number(f, "copy_bandwidth_gbs", copy_gbs > 0 ? copy_gbs : -1.0, 0);   /* null: not measured */
+    fprintf(f, "\"rows\": [\n");
     for (int i = 0; i < n; i++) {
         const bench_row *r = &rows[i];
         fprintf(f, "  {\"seq\": %lld, \"s_sel\": %lld, ", (long long)r->seq, (long long)r->s_sel);
@@ -445,7 +447,8 @@ int main(int argc, char **argv) {
     }
     printf("lighthouse-bench %s on %s\n", lh_version_string(), hd_gpu_name());
     double copy_gbs = o.lighthouse_only ? 0.0 : copy_bandwidth_gbs(&o);
-    printf("device-to-device copy: %.0f GB/s (read + write)\n", copy_gbs);
+    if (copy_gbs > 0) printf("device-to-device copy: %.0f GB/s (read + write)\n", copy_gbs);
+    else printf("device-to-device copy: not measured%s\n", o.lighthouse_only ? " (--lighthouse-only)" : "");
     if (o.shape_table) {
         int rc = bench_shape_table(&o, ctx, copy_gbs);
         lh_context_destroy(ctx);
