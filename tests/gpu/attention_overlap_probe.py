@@ -21,29 +21,14 @@ saved = serial - piped (ms): positive means the split pays.
   LIGHTHOUSE_LIB=.../liblighthouse.so.0 PYTHONPATH=bindings/python \
       python3 tests/gpu/attention_overlap_probe.py [N ...]
 """
-import statistics
 import sys
 
 import torch
 
 import lighthouse as lh
+from probe_timing import timed
 
 H, D, L, P, TOPK, REPS = 8, 128, 3, 4, 2048, 21
-
-
-def timed(fn, stream):
-    """Median ms of fn() between events on `stream`, REPS times after two warm-ups."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(REPS):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(stream)
-        fn()
-        b.record(stream)
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 class Group:
@@ -106,14 +91,14 @@ def main():
             def run(group, g, stream):
                 (group.forward if step == "fwd" else group.backward)(g, stream)
 
-            t_attn = timed(lambda: run(whole, 0, main_s), main_s)
-            t_copy = timed(lambda: dst.copy_(src), torch.cuda.current_stream())
+            t_attn = timed(lambda: run(whole, 0, main_s), main_s, REPS)
+            t_copy = timed(lambda: dst.copy_(src), torch.cuda.current_stream(), REPS)
 
             def serial():
                 run(whole, 0, main_s)
                 with torch.cuda.stream(main_s):
                     dst.copy_(src)
-            t_serial = timed(serial, main_s)
+            t_serial = timed(serial, main_s, REPS)
             for k in (2, 4, 8):
                 group = Group(ctx, n, H // k, t)
                 chunk = nbytes // k
@@ -133,8 +118,8 @@ def main():
                     done = torch.cuda.Event()
                     done.record(side_s)
                     main_s.wait_event(done)
-                t_pieces = timed(pieces, main_s)
-                t_piped = timed(piped, main_s)
+                t_pieces = timed(pieces, main_s, REPS)
+                t_piped = timed(piped, main_s, REPS)
                 print(f"{n:>8} {step:>4} {k:>2} {t_attn:8.3f} {t_pieces:8.3f} {t_copy:7.3f} "
                       f"{t_serial:8.3f} {t_piped:8.3f} {t_serial - t_piped:7.3f}")
                 group.plan.close()

@@ -17,29 +17,14 @@ hidden = (t_select + t_other - t_both) / t_other: 1 means the other work was fre
   LIGHTHOUSE_LIB=.../liblighthouse.so.0 PYTHONPATH=bindings/python \
       python3 tests/gpu/select_overlap_probe.py [N ...]
 """
-import statistics
 import sys
 
 import torch
 
 import lighthouse as lh
+from probe_timing import timed
 
 H, D, L, P, TOPK, REPS = 8, 128, 3, 4, 2048, 21
-
-
-def timed(fn, stream):
-    """Median ms of fn() between events on `stream`, REPS times after two warm-ups."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(REPS):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(stream)
-        fn()
-        b.record(stream)
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 def main():
@@ -96,7 +81,7 @@ def main():
             done.record(side_s)
             main_s.wait_event(done)
 
-        t_sel = timed(select, main_s)
+        t_sel = timed(select, main_s, REPS)
         for name, other in (("pool", pool), ("copy", copy)):
             def alone():
                 start, done = torch.cuda.Event(), torch.cuda.Event()
@@ -105,10 +90,10 @@ def main():
                 other()
                 done.record(side_s)
                 main_s.wait_event(done)
-            t_other = timed(alone, main_s)
+            t_other = timed(alone, main_s, REPS)
             row = [f"{n:>8} {name:>6} {t_sel:8.3f} {t_other:8.3f} {pool_bytes / t_other / 1e6:6.0f}"]
             for first in (True, False):
-                t_both = timed(lambda: both(other, first), main_s)
+                t_both = timed(lambda: both(other, first), main_s, REPS)
                 row.append(f"{t_both:16.3f} {(t_sel + t_other - t_both) / t_other:7.2f}")
             print(" ".join(row))
         plan.close()
