@@ -311,12 +311,14 @@ void cuda_sdpa_setup_us(const lh_sdpa_plan *p, int64_t *graph, int64_t *heuristi
     *plan_us = p->fwd.plan_us + p->bwd.plan_us;
 }
 
-static lh_status build_bwd_plan(lh_sdpa_plan *p, lh_sdpa_bwd_kind kind) {
+/* `workspace_limit` (0: none): an engine needing more is not built (lh_gb.workspace_limit). */
+static lh_status build_bwd_plan(lh_sdpa_plan *p, lh_sdpa_bwd_kind kind, int64_t workspace_limit) {
     int64_t t0 = lh_clock_us(), graph_us = p->bwd.graph_us, heur_us = p->bwd.heuristics_us,
             plan_us = p->bwd.plan_us;
     lh_gb_init(&p->bwd, p->dnn, p->handle);
     /* a second attempt (the accumulator after the deterministic graph) adds to the first's */
     p->bwd.graph_us = graph_us, p->bwd.heuristics_us = heur_us, p->bwd.plan_us = plan_us;
+    p->bwd.workspace_limit = workspace_limit;
     build_backward(p, &p->bwd, kind);
     p->build_us += lh_clock_us() - t0;
     lh_status st = lh_gb_build_plan(&p->bwd, kind == LH_SDPA_BWD_DETERMINISTIC,
@@ -339,11 +341,13 @@ static const char *store_note(lh_plan_store_outcome o) {
 static lh_status choose_bwd_plan(lh_sdpa_plan *p, int64_t accum_bytes) {
     lh_status st;
     int pref = bwd_preference();
-    if (pref == LH_SDPA_BWD_ACCUM) return build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
-    st = build_bwd_plan(p, LH_SDPA_BWD_DETERMINISTIC);
+    if (pref == LH_SDPA_BWD_ACCUM) return build_bwd_plan(p, LH_SDPA_BWD_ACCUM, 0);
     /* A deterministic engine whose scratch dwarfs the accumulator's is not worth it (its
-     * workspace grows with N^2 on some versions). */
-    if (pref < 0 && st == LH_OK && p->bwd.workspace_bytes > 4 * accum_bytes + (256 << 20)) {
+     * workspace grows with N^2 on some versions). The heuristics say so before its engine is
+     * compiled; the check after building covers a cuDNN that does not. */
+    int64_t limit = 4 * accum_bytes + (256 << 20);
+    st = build_bwd_plan(p, LH_SDPA_BWD_DETERMINISTIC, pref < 0 ? limit : 0);
+    if (pref < 0 && st == LH_OK && p->bwd.workspace_bytes > limit) {
         if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
             fprintf(stderr, "liblighthouse: cuDNN SDPA backward: the deterministic engine's "
                     "workspace (%lld B) outweighs the accumulator's (%lld B): building that\n",
@@ -351,7 +355,10 @@ static lh_status choose_bwd_plan(lh_sdpa_plan *p, int64_t accum_bytes) {
         lh_gb_destroy(&p->bwd);
         st = LH_ERROR_UNSUPPORTED;
     }
-    if (pref < 0 && st != LH_OK) st = build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
+    if (pref < 0 && st != LH_OK) {
+        lh_clear_error(); /* the accumulator's outcome is the one to report */
+        st = build_bwd_plan(p, LH_SDPA_BWD_ACCUM, 0);
+    }
     return st;
 }
 

@@ -230,6 +230,17 @@ static bool cfg_notes(lh_gb *gb, lh_gb_desc cfg, int64_t *engine_id, bool *runti
     return deterministic;
 }
 
+/* The workspace an engine configuration reports before its plan is finalized; -1 where cuDNN
+ * does not say. */
+static int64_t cfg_workspace(lh_gb *gb, lh_gb_desc cfg) {
+    int64_t ws = -1, n = 0;
+    if (gb->dnn->BackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
+                                     &n, &ws) != CUDNN_STATUS_SUCCESS ||
+        n != 1)
+        return -1;
+    return ws;
+}
+
 /* Tries the configurations of one heuristics mode; returns true once a plan finalized. */
 static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
                      bool prefer_deterministic, const char *what, char *notes,
@@ -268,9 +279,11 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
     for (int64_t i = 0; verbose && i < got; i++) {
         int64_t id;
         bool rtc = false, det = cfg_notes(gb, cfgs[i], &id, &rtc);
-        fprintf(stderr, "liblighthouse: cuDNN %s: heuristics mode %d offers engine %lld (%s, %s)\n",
+        fprintf(stderr,
+                "liblighthouse: cuDNN %s: heuristics mode %d offers engine %lld (%s, %s, "
+                "workspace %lld B)\n",
                 what, (int)mode, (long long)id, det ? "deterministic" : "nondeterministic",
-                rtc ? "compiled at run time" : "precompiled");
+                rtc ? "compiled at run time" : "precompiled", (long long)cfg_workspace(gb, cfgs[i]));
     }
     /* Two passes when determinism is preferred: deterministic engines first, then any. */
     for (int pass = prefer_deterministic ? 0 : 1; pass < 2; pass++) {
@@ -278,6 +291,20 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
             int64_t engine_id;
             bool det = cfg_notes(gb, cfgs[i], &engine_id, NULL);
             if (pass == 0 && !det) continue;
+            /* Over the caller's limit: what finalizing it and then refusing it would end in,
+             * without compiling an engine that will not run (seconds on a fresh machine). */
+            int64_t need = cfg_workspace(gb, cfgs[i]);
+            if (gb->workspace_limit > 0 && need > gb->workspace_limit) {
+                if (verbose)
+                    fprintf(stderr, "liblighthouse: cuDNN %s: engine %lld needs %lld B of "
+                            "workspace, over the limit of %lld B: not built\n", what,
+                            (long long)engine_id, (long long)need,
+                            (long long)gb->workspace_limit);
+                gb->over_limit = true;
+                gb->workspace_bytes = need;
+                gb->engine_id = engine_id;
+                return false;
+            }
             lh_gb_desc plan = NULL;
             if (gb->dnn->BackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) !=
                 CUDNN_STATUS_SUCCESS)
@@ -335,11 +362,17 @@ lh_status lh_gb_build_plan(lh_gb *gb, bool prefer_deterministic, const char *wha
     if (gb->status == LH_OK &&
         !try_mode(gb, graph, CUDNN_HEUR_MODE_A, prefer_deterministic, what, notes,
                   sizeof notes) &&
-        gb->status == LH_OK)
+        gb->status == LH_OK && !gb->over_limit)
         try_mode(gb, graph, CUDNN_HEUR_MODE_FALLBACK, prefer_deterministic, what, notes,
                  sizeof notes);
     if (gb->status != LH_OK)
         return lh_fail(gb->status, "building the cuDNN %s graph: %s", what, gb->message);
+    if (gb->over_limit)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "the cuDNN %s graph's engine %lld needs %lld B of workspace, more than "
+                       "the %lld B allowed",
+                       what, (long long)gb->engine_id, (long long)gb->workspace_bytes,
+                       (long long)gb->workspace_limit);
     if (!gb->plan)
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "cuDNN %zu has no engine for the %s graph on this GPU (tried heuristics "
