@@ -183,10 +183,7 @@ void lh_gb_reshape(lh_gb *gb, lh_gb_desc x, lh_gb_desc y) {
 /* LIGHTHOUSE_CUDA_VERBOSE=1: every configuration the heuristics offer and every attempt to
  * finalize one, with its time, on stderr (which engines need run-time compilation is what a
  * machine's first plan costs, docs/compiler.md). */
-static bool gb_verbose(void) {
-    const char *v = getenv("LIGHTHOUSE_CUDA_VERBOSE");
-    return v && v[0] && strcmp(v, "0") != 0;
-}
+static bool gb_verbose(void) { return getenv("LIGHTHOUSE_CUDA_VERBOSE") != NULL; }
 
 /* Whether the engine behind `cfg` carries the NONDETERMINISTIC numerical note; *runtime_compiled
  * (may be NULL) whether it carries the RUNTIME_COMPILATION behaviour note. */
