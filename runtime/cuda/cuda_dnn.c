@@ -109,7 +109,7 @@ void cuda_dnn_sdpa_put(cuda_context *cc, lh_sdpa_plan *plan) {
     pthread_mutex_unlock(&s->lock);
 }
 
-/* ---- opening cuDNN beside the kernels' compilation ------------------------------------------- */
+/* ---- cuDNN's side of a plan, beside the kernels' compilation ---------------------------------- */
 
 static void *open_run(void *arg) {
     cuda_dnn_open *o = arg;
@@ -123,6 +123,11 @@ static void *open_run(void *arg) {
         if (o->st == LH_OK) {
             cudnnHandle_t handle;
             o->st = cuda_dnn_handle(o->cc, o->dnn, &handle, &o->setup);
+            if (o->st == LH_OK && o->build) {
+                o->build_st = o->build(o->arg, o->dnn);
+                if (o->build_st != LH_OK)
+                    snprintf(o->build_message, sizeof o->build_message, "%s", lh_error_message());
+            }
             o->cc->cu->CtxPopCurrent(&ignored);
         }
     }
@@ -130,13 +135,12 @@ static void *open_run(void *arg) {
     return NULL;
 }
 
-void cuda_dnn_open_begin(cuda_context *cc, cuda_dnn_open *o) {
+void cuda_dnn_open_begin(cuda_context *cc, cuda_dnn_build_fn build, void *arg, cuda_dnn_open *o) {
     memset(o, 0, sizeof *o);
     o->cc = cc;
-    pthread_mutex_lock(&cc->dnn.lock);
-    bool open = cc->dnn.handle != NULL;
-    pthread_mutex_unlock(&cc->dnn.lock);
-    if (!open) o->threaded = pthread_create(&o->thread, NULL, open_run, o) == 0;
+    o->build = build;
+    o->arg = arg;
+    o->threaded = pthread_create(&o->thread, NULL, open_run, o) == 0;
     if (!o->threaded) open_run(o);
 }
 
@@ -147,4 +151,9 @@ lh_status cuda_dnn_open_end(cuda_dnn_open *o, const lh_cudnn_api **dnn, cuda_set
     if (o->st != LH_OK) return lh_fail(o->st, "%s", o->message);
     *dnn = o->dnn;
     return LH_OK;
+}
+
+lh_status cuda_dnn_open_built(const cuda_dnn_open *o) {
+    if (o->st != LH_OK || o->build_st == LH_OK) return LH_OK;
+    return lh_fail(o->build_st, "%s", o->build_message);
 }

@@ -121,21 +121,28 @@ lh_status cuda_dnn_sdpa_get(cuda_context *cc, const lh_cudnn_api *dnn, const lh_
                             lh_sdpa_plan **out, cuda_setup *setup);
 void cuda_dnn_sdpa_put(cuda_context *cc, lh_sdpa_plan *plan);
 
-/* Opening cuDNN (its libraries, once per process) and the context's handle, on a thread of its
- * own while the caller compiles the plan's kernels: the first plan of a process waits for the
- * longer of the two instead of their sum. Begin starts it (or runs it at once where the
- * context's handle exists); end waits for it, adds its time to `setup` and hands out the API. */
+/* cuDNN's side of a plan on a thread of its own while the caller compiles the plan's kernels:
+ * cuDNN opened (its libraries, once per process), the context's handle, then `build` (may be
+ * NULL) with the context current, which builds what needs cuDNN and not the kernels. On a
+ * machine's first plan both sides compile for a second or more (docs/compiler.md), so the plan
+ * waits for the longer of the two instead of their sum. Begin starts it (or runs it at once
+ * where no thread can be started); end waits for it, adds its opening time to `setup`, hands out
+ * the API and returns the opening's failure; cuda_dnn_open_built then returns the build's. */
+typedef lh_status (*cuda_dnn_build_fn)(void *arg, const lh_cudnn_api *dnn);
 typedef struct cuda_dnn_open {
     cuda_context *cc;
+    cuda_dnn_build_fn build;
+    void *arg;
     pthread_t thread;
     bool threaded;
-    lh_status st;
+    lh_status st, build_st;
     const lh_cudnn_api *dnn;
     cuda_setup setup;
-    char message[1024];
+    char message[1024], build_message[1024];
 } cuda_dnn_open;
-void cuda_dnn_open_begin(cuda_context *cc, cuda_dnn_open *o);
+void cuda_dnn_open_begin(cuda_context *cc, cuda_dnn_build_fn build, void *arg, cuda_dnn_open *o);
 lh_status cuda_dnn_open_end(cuda_dnn_open *o, const lh_cudnn_api **dnn, cuda_setup *setup);
+lh_status cuda_dnn_open_built(const cuda_dnn_open *o);
 
 /* The plan's context made current, and the previous one restored (cuda_backend.c). */
 lh_status cuda_enter(const cuda_plan *p);

@@ -133,6 +133,30 @@ static lh_backend_sizes own_sizes(const cuda_plan *p) {
     return s;
 }
 
+/* cuDNN's side of the plan, on cuda_dnn_open's thread while the kernels compile: the SDPA plans
+ * of dense attention on the caller's tensors, of the dilated scorer and of the attention step
+ * (which only keeps a pointer to the kernels). */
+static lh_status build_dnn_side(void *arg, const lh_cudnn_api *dnn) {
+    cuda_plan *p = arg;
+    const lh_config *cfg = &p->cfg;
+    p->dnn = dnn;
+    lh_status st = LH_OK;
+    if (plain_dense(cfg)) st = build_dense(p);
+    if (st == LH_OK && cfg->mode == LH_MODE_LIGHTHOUSE && cfg->scorer == LH_SCORER_DILATED)
+        st = cuda_scorer_create(p);
+    if (st == LH_OK) {
+        st = cuda_attention_create(p->cc, dnn, cfg, &p->kernels, &p->setup, &p->attn);
+        /* Dense attention on the caller's tensors does not need the step: if its graph cannot be
+         * built, only lh_attention_forward / _backward are refused. */
+        if (st != LH_OK && plain_dense(cfg)) {
+            snprintf(p->attn_error, sizeof p->attn_error, "%s", lh_error_message());
+            lh_clear_error();
+            st = LH_OK;
+        }
+    }
+    return st;
+}
+
 lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
                            const lh_context_options *options, const lh_config *cfg,
                            void **out_plan_state, lh_plan_sizes *sizes) {
@@ -156,50 +180,40 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
                        "Lighthouse on the CUDA backend keeps positions in int32: S_total = %lld and "
                        "B * H * S_sel = %lld must stay below 2^31",
                        (long long)chunk.s_total, (long long)rows);
-    cuda_dnn_open open; /* cuDNN opens on a thread while the kernels compile */
-    cuda_dnn_open_begin(cc, &open);
     cuda_plan *p = calloc(1, sizeof *p);
-    if (!p) {
-        cuda_setup ignored;
-        memset(&ignored, 0, sizeof ignored);
-        const lh_cudnn_api *unused;
-        cuda_dnn_open_end(&open, &unused, &ignored);
-        return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
-    }
+    if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
     p->cc = cc;
     p->cfg = *cfg;
     if (!(p->cfg.scale > 0.0)) p->cfg.scale = lh_default_softmax_scale(cfg->head_dim);
     lh_config_chunk(&p->cfg, &p->chunk);
-    lh_status entered = cuda_enter(p);
-    st = entered;
-    if (st == LH_OK) {
-        set_strides(p);
-        int64_t t0 = lh_clock_us();
-        /* The context's disk cache as its options say now: the kernels' and, for every plan
-         * (dense ones load no kernels), the cuDNN plan store's (cudnn_plan_store.h). */
-        st = cuda_kernels_cache_configure(cc->kernel_cache, options);
-        if (st == LH_OK) st = load_kernels(p);
-        p->setup.us[CUDA_SETUP_KERNELS] = lh_clock_us() - t0;
-    }
-    /* cuDNN's failure first (no cuDNN at all), as when it was opened before the kernels */
-    lh_status dnn_st = cuda_dnn_open_end(&open, &p->dnn, &p->setup);
-    if (dnn_st != LH_OK) st = dnn_st;
-    if (entered != LH_OK) {
+    set_strides(p);
+    /* The context's disk cache as its options say now: the kernels' and, for every plan (dense
+     * ones load no kernels), the cuDNN plan store's (cudnn_plan_store.h), before either side
+     * reads it. */
+    st = cuda_kernels_cache_configure(cc->kernel_cache, options);
+    if (st != LH_OK) {
         free(p);
         return st;
     }
-    if (st == LH_OK && plain_dense(cfg)) st = build_dense(p);
-    if (st == LH_OK && cfg->mode == LH_MODE_LIGHTHOUSE && cfg->scorer == LH_SCORER_DILATED)
-        st = cuda_scorer_create(p);
+    cuda_dnn_open dnn_side; /* cuDNN's side on a thread while the kernels compile */
+    cuda_dnn_open_begin(cc, build_dnn_side, p, &dnn_side);
+    lh_status entered = cuda_enter(p);
+    st = entered;
+    int64_t kernels_us = 0;
     if (st == LH_OK) {
-        st = cuda_attention_create(cc, p->dnn, &p->cfg, &p->kernels, &p->setup, &p->attn);
-        /* Dense attention on the caller's tensors does not need the step: if its graph cannot be
-         * built, only lh_attention_forward / _backward are refused. */
-        if (st != LH_OK && plain_dense(cfg)) {
-            snprintf(p->attn_error, sizeof p->attn_error, "%s", lh_error_message());
-            lh_clear_error();
-            st = LH_OK;
-        }
+        int64_t t0 = lh_clock_us();
+        st = load_kernels(p);
+        kernels_us = lh_clock_us() - t0;
+    }
+    /* Failures in the order they would meet one after the other: cuDNN missing, then the
+     * kernels, then what cuDNN could not build. */
+    lh_status dnn_st = cuda_dnn_open_end(&dnn_side, &p->dnn, &p->setup);
+    p->setup.us[CUDA_SETUP_KERNELS] = kernels_us;
+    if (dnn_st != LH_OK) st = dnn_st;
+    if (st == LH_OK) st = cuda_dnn_open_built(&dnn_side);
+    if (entered != LH_OK) {
+        cuda_plan_destroy(p); /* what the cuDNN side built */
+        return st;
     }
     if (st == LH_OK && cfg->stage_timing) st = cuda_stage_timer_create(cc->cu, &p->timer);
     cuda_leave(p);

@@ -311,12 +311,14 @@ void cuda_sdpa_setup_us(const lh_sdpa_plan *p, int64_t *graph, int64_t *heuristi
     *plan_us = p->fwd.plan_us + p->bwd.plan_us;
 }
 
-static lh_status build_bwd_plan(lh_sdpa_plan *p, lh_sdpa_bwd_kind kind) {
+/* `workspace_limit` (0: none): an engine needing more is not built (lh_gb.workspace_limit). */
+static lh_status build_bwd_plan(lh_sdpa_plan *p, lh_sdpa_bwd_kind kind, int64_t workspace_limit) {
     int64_t t0 = lh_clock_us(), graph_us = p->bwd.graph_us, heur_us = p->bwd.heuristics_us,
             plan_us = p->bwd.plan_us;
     lh_gb_init(&p->bwd, p->dnn, p->handle);
     /* a second attempt (the accumulator after the deterministic graph) adds to the first's */
     p->bwd.graph_us = graph_us, p->bwd.heuristics_us = heur_us, p->bwd.plan_us = plan_us;
+    p->bwd.workspace_limit = workspace_limit;
     build_backward(p, &p->bwd, kind);
     p->build_us += lh_clock_us() - t0;
     lh_status st = lh_gb_build_plan(&p->bwd, kind == LH_SDPA_BWD_DETERMINISTIC,
@@ -339,16 +341,119 @@ static const char *store_note(lh_plan_store_outcome o) {
 static lh_status choose_bwd_plan(lh_sdpa_plan *p, int64_t accum_bytes) {
     lh_status st;
     int pref = bwd_preference();
-    if (pref == LH_SDPA_BWD_ACCUM) return build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
-    st = build_bwd_plan(p, LH_SDPA_BWD_DETERMINISTIC);
+    if (pref == LH_SDPA_BWD_ACCUM) return build_bwd_plan(p, LH_SDPA_BWD_ACCUM, 0);
     /* A deterministic engine whose scratch dwarfs the accumulator's is not worth it (its
-     * workspace grows with N^2 on some versions). */
-    if (pref < 0 && st == LH_OK && p->bwd.workspace_bytes > 4 * accum_bytes + (256 << 20)) {
+     * workspace grows with N^2 on some versions). The heuristics say so before its engine is
+     * compiled; the check after building covers a cuDNN that does not. */
+    int64_t limit = 4 * accum_bytes + (256 << 20);
+    st = build_bwd_plan(p, LH_SDPA_BWD_DETERMINISTIC, pref < 0 ? limit : 0);
+    if (pref < 0 && st == LH_OK && p->bwd.workspace_bytes > limit) {
+        if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
+            fprintf(stderr, "liblighthouse: cuDNN SDPA backward: the deterministic engine's "
+                    "workspace (%lld B) outweighs the accumulator's (%lld B): building that\n",
+                    (long long)p->bwd.workspace_bytes, (long long)accum_bytes);
         lh_gb_destroy(&p->bwd);
         st = LH_ERROR_UNSUPPORTED;
     }
-    if (pref < 0 && st != LH_OK) st = build_bwd_plan(p, LH_SDPA_BWD_ACCUM);
+    if (pref < 0 && st != LH_OK) {
+        lh_clear_error(); /* the accumulator's outcome is the one to report */
+        st = build_bwd_plan(p, LH_SDPA_BWD_ACCUM, 0);
+    }
     return st;
+}
+
+/* ---- the backward built beside the forward ------------------------------------------------
+ * Where cuDNN compiles its engines at run time (a machine's first plan, a new length: a second
+ * or more per graph, docs/compiler.md), the two graphs are built at once. A cuDNN handle serves
+ * one thread at a time, so the backward is built on a thread with a handle of its own and handed
+ * over as cuDNN's text of the finalized plan, restored on the plan's handle as the plan store
+ * restores it. Where cuDNN gives no text or refuses it, the backward is built again on the
+ * plan's handle: slower, never different. LIGHTHOUSE_CUDNN_PARALLEL_BUILD=0 builds the two
+ * one after the other. */
+
+static bool parallel_build(void) {
+    const char *v = getenv("LIGHTHOUSE_CUDNN_PARALLEL_BUILD");
+    return !(v && strcmp(v, "0") == 0);
+}
+
+typedef struct bwd_beside {
+    lh_sdpa_plan work;  /* the plan as it was before the forward, with the thread's handle */
+    CUcontext ctx;      /* the caller's current context, made current on the thread */
+    int64_t accum_bytes;
+    lh_status st;
+    char message[1024];
+    char *json;         /* the finalized backward as cuDNN's text (malloc'd; NULL: none) */
+    pthread_t thread;
+    bool started;
+} bwd_beside;
+
+static void *bwd_beside_run(void *arg) {
+    bwd_beside *b = arg;
+    lh_sdpa_plan *w = &b->work;
+    CUcontext ignored;
+    cudnnHandle_t handle = NULL;
+    b->st = lh_cu_check(w->cu->CtxPushCurrent(b->ctx), "making the plan's context current");
+    if (b->st == LH_OK) {
+        b->st = lh_cudnn_check(w->dnn->Create(&handle), "cudnnCreate (a handle to build on)");
+        if (b->st == LH_OK) {
+            w->handle = handle;
+            lh_gb_init(&w->bwd, w->dnn, handle);
+            b->st = choose_bwd_plan(w, b->accum_bytes);
+            if (b->st == LH_OK) b->json = lh_gb_plan_json(&w->bwd);
+            lh_gb_destroy(&w->bwd); /* its engine, workspace and times stay in the struct */
+            w->dnn->Destroy(handle);
+        }
+        w->cu->CtxPopCurrent(&ignored);
+    }
+    if (b->st != LH_OK) snprintf(b->message, sizeof b->message, "%s", lh_error_message());
+    return NULL;
+}
+
+/* Starts the backward's thread; false where it cannot run one (the caller builds it itself). */
+static bool bwd_beside_begin(lh_sdpa_plan *p, int64_t accum_bytes, bwd_beside *b) {
+    b->started = false;
+    b->json = NULL;
+    if (!parallel_build() || p->cu->CtxGetCurrent(&b->ctx) != CUDA_SUCCESS || !b->ctx)
+        return false;
+    b->work = *p;
+    b->accum_bytes = accum_bytes;
+    b->started = pthread_create(&b->thread, NULL, bwd_beside_run, b) == 0;
+    return b->started;
+}
+
+/* Waits for the thread and puts its backward on the plan's handle: the same engine, workspace
+ * and graph (kind) as built there, restored from its text; built again where that fails. */
+static lh_status bwd_beside_end(lh_sdpa_plan *p, bwd_beside *b) {
+    pthread_join(b->thread, NULL);
+    b->started = false;
+    if (b->st != LH_OK) {
+        free(b->json);
+        return lh_fail(b->st, "%s", b->message);
+    }
+    const lh_gb *built = &b->work.bwd;
+    lh_gb_init(&p->bwd, p->dnn, p->handle);
+    int64_t t0 = lh_clock_us();
+    bool had_text = b->json != NULL;
+    bool moved = had_text && lh_gb_restore_plan(&p->bwd, b->json) &&
+                 p->bwd.workspace_bytes == built->workspace_bytes;
+    free(b->json);
+    b->json = NULL;
+    if (!moved) {
+        if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
+            fprintf(stderr, "liblighthouse: cuDNN SDPA backward: engine %lld %s; building it "
+                    "again on the plan's handle\n", (long long)built->engine_id,
+                    had_text ? "was refused as text" : "gives no text");
+        lh_gb_destroy(&p->bwd);
+        return choose_bwd_plan(p, b->accum_bytes);
+    }
+    p->bwd.engine_id = built->engine_id;
+    p->bwd.deterministic = built->deterministic;
+    p->bwd.graph_us = built->graph_us;
+    p->bwd.heuristics_us = built->heuristics_us;
+    p->bwd.plan_us = built->plan_us + (lh_clock_us() - t0);
+    p->bwd_kind = b->work.bwd_kind;
+    p->build_us += b->work.build_us;
+    return LH_OK;
 }
 
 lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
@@ -374,8 +479,25 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
 
     lh_plan_key key;
     cuda_sdpa_key(shape, &key);
+    int64_t b = shape->b, h = shape->h, s = shape->s, d = shape->d;
+    int64_t accum_bytes = align_up(b * h * s * d * 4);
+    /* The stored backward is the one the choice below made when it was built (the key holds
+     * LIGHTHOUSE_CUDNN_SDPA_BWD), so its record carries which graph that was. */
+    int kind = LH_SDPA_BWD_DETERMINISTIC;
     lh_gb_init(&p->fwd, dnn, handle);
-    if (lh_plan_store_restore(store, &key, SDPA_GRAPH_VERSION, "forward", &p->fwd, NULL)) {
+    lh_gb_init(&p->bwd, dnn, handle);
+    bool fwd_restored =
+        lh_plan_store_restore(store, &key, SDPA_GRAPH_VERSION, "forward", &p->fwd, NULL);
+    bool bwd_restored = !shape->forward_only && lh_plan_store_restore(store, &key,
+                                                                      SDPA_GRAPH_VERSION,
+                                                                      "backward", &p->bwd, &kind);
+    /* both to build: the backward beside the forward */
+    bwd_beside beside;
+    if (!shape->forward_only && !bwd_restored && !fwd_restored)
+        bwd_beside_begin(p, accum_bytes, &beside);
+    else
+        beside.started = false;
+    if (fwd_restored) {
         p->fwd_store = LH_PLAN_STORE_RESTORED;
     } else {
         int64_t t0 = lh_clock_us();
@@ -383,7 +505,12 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
         p->build_us = lh_clock_us() - t0;
         st = lh_gb_build_plan(&p->fwd, false, "SDPA forward");
         if (st != LH_OK) {
+            if (beside.started) {
+                pthread_join(beside.thread, NULL);
+                free(beside.json);
+            }
             lh_gb_destroy(&p->fwd);
+            lh_gb_destroy(&p->bwd);
             free(p);
             return st;
         }
@@ -391,8 +518,6 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
     }
     p->fwd_ws = align_up(p->fwd.workspace_bytes);
 
-    int64_t b = shape->b, h = shape->h, s = shape->s, d = shape->d;
-    int64_t accum_bytes = align_up(b * h * s * d * 4);
     if (shape->forward_only) {
         snprintf(p->description, sizeof p->description,
                  "cuDNN %zu: forward engine %lld (workspace %lld B%s), no backward", dnn->version,
@@ -401,16 +526,12 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
         *out_plan = p;
         return LH_OK;
     }
-    /* The stored backward is the one the choice below made when it was built (the key holds
-     * LIGHTHOUSE_CUDNN_SDPA_BWD), so its record carries which graph that was. */
-    int kind = LH_SDPA_BWD_DETERMINISTIC;
-    lh_gb_init(&p->bwd, dnn, handle);
-    if (lh_plan_store_restore(store, &key, SDPA_GRAPH_VERSION, "backward", &p->bwd, &kind)) {
+    if (bwd_restored) {
         p->bwd_kind = kind == LH_SDPA_BWD_ACCUM ? LH_SDPA_BWD_ACCUM : LH_SDPA_BWD_DETERMINISTIC;
         p->bwd_store = LH_PLAN_STORE_RESTORED;
         st = LH_OK;
     } else {
-        st = choose_bwd_plan(p, accum_bytes);
+        st = beside.started ? bwd_beside_end(p, &beside) : choose_bwd_plan(p, accum_bytes);
         if (st == LH_OK)
             p->bwd_store = lh_plan_store_save(store, &key, SDPA_GRAPH_VERSION, "backward",
                                               &p->bwd, (int)p->bwd_kind);

@@ -180,8 +180,14 @@ void lh_gb_reshape(lh_gb *gb, lh_gb_desc x, lh_gb_desc y) {
     gb_add_op(gb, op);
 }
 
-/* Whether the engine behind `cfg` carries the NONDETERMINISTIC numerical note. */
-static bool cfg_is_deterministic(lh_gb *gb, lh_gb_desc cfg, int64_t *engine_id) {
+/* LIGHTHOUSE_CUDA_VERBOSE=1: every configuration the heuristics offer and every attempt to
+ * finalize one, with its time, on stderr (which engines need run-time compilation is what a
+ * machine's first plan costs, docs/compiler.md). */
+static bool gb_verbose(void) { return getenv("LIGHTHOUSE_CUDA_VERBOSE") != NULL; }
+
+/* Whether the engine behind `cfg` carries the NONDETERMINISTIC numerical note; *runtime_compiled
+ * (may be NULL) whether it carries the RUNTIME_COMPILATION behaviour note. */
+static bool cfg_notes(lh_gb *gb, lh_gb_desc cfg, int64_t *engine_id, bool *runtime_compiled) {
     lh_gb_desc engine = NULL;
     *engine_id = -1;
     if (gb->dnn->BackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) !=
@@ -204,14 +210,38 @@ static bool cfg_is_deterministic(lh_gb *gb, lh_gb_desc cfg, int64_t *engine_id) 
             for (int64_t i = 0; i < n; i++)
                 if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) deterministic = false;
         }
+        if (runtime_compiled) {
+            cudnnBackendBehaviorNote_t behaviour[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
+            n = 0;
+            *runtime_compiled = false;
+            if (gb->dnn->BackendGetAttribute(engine, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE,
+                                             CUDNN_TYPE_BEHAVIOR_NOTE,
+                                             CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &n, behaviour) ==
+                CUDNN_STATUS_SUCCESS)
+                for (int64_t i = 0; i < n; i++)
+                    if (behaviour[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION)
+                        *runtime_compiled = true;
+        }
     }
     gb->dnn->BackendDestroyDescriptor(engine);
     return deterministic;
 }
 
+/* The workspace an engine configuration reports before its plan is finalized; -1 where cuDNN
+ * does not say. */
+static int64_t cfg_workspace(lh_gb *gb, lh_gb_desc cfg) {
+    int64_t ws = -1, n = 0;
+    if (gb->dnn->BackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
+                                     &n, &ws) != CUDNN_STATUS_SUCCESS ||
+        n != 1)
+        return -1;
+    return ws;
+}
+
 /* Tries the configurations of one heuristics mode; returns true once a plan finalized. */
 static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
-                     bool prefer_deterministic, char *notes, size_t notes_size) {
+                     bool prefer_deterministic, const char *what, char *notes,
+                     size_t notes_size) {
     lh_gb_desc heur = gb_create(gb, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "creating heuristics");
     gb_set(gb, heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
            &graph, "heuristics graph");
@@ -242,12 +272,36 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
                                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs),
                "reading heuristics results"))
         return false;
+    bool verbose = gb_verbose();
+    for (int64_t i = 0; verbose && i < got; i++) {
+        int64_t id;
+        bool rtc = false, det = cfg_notes(gb, cfgs[i], &id, &rtc);
+        fprintf(stderr,
+                "liblighthouse: cuDNN %s: heuristics mode %d offers engine %lld (%s, %s, "
+                "workspace %lld B)\n",
+                what, (int)mode, (long long)id, det ? "deterministic" : "nondeterministic",
+                rtc ? "compiled at run time" : "precompiled", (long long)cfg_workspace(gb, cfgs[i]));
+    }
     /* Two passes when determinism is preferred: deterministic engines first, then any. */
     for (int pass = prefer_deterministic ? 0 : 1; pass < 2; pass++) {
         for (int64_t i = 0; i < got; i++) {
             int64_t engine_id;
-            bool det = cfg_is_deterministic(gb, cfgs[i], &engine_id);
+            bool det = cfg_notes(gb, cfgs[i], &engine_id, NULL);
             if (pass == 0 && !det) continue;
+            /* Over the caller's limit: what finalizing it and then refusing it would end in,
+             * without compiling an engine that will not run (seconds on a fresh machine). */
+            int64_t need = cfg_workspace(gb, cfgs[i]);
+            if (gb->workspace_limit > 0 && need > gb->workspace_limit) {
+                if (verbose)
+                    fprintf(stderr, "liblighthouse: cuDNN %s: engine %lld needs %lld B of "
+                            "workspace, over the limit of %lld B: not built\n", what,
+                            (long long)engine_id, (long long)need,
+                            (long long)gb->workspace_limit);
+                gb->over_limit = true;
+                gb->workspace_bytes = need;
+                gb->engine_id = engine_id;
+                return false;
+            }
             lh_gb_desc plan = NULL;
             if (gb->dnn->BackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) !=
                 CUDNN_STATUS_SUCCESS)
@@ -258,7 +312,13 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
                                          CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]);
             int64_t t1 = lh_clock_us();
             s = gb->dnn->BackendFinalize(plan);
-            gb->plan_us += lh_clock_us() - t1;
+            int64_t took = lh_clock_us() - t1;
+            gb->plan_us += took;
+            if (verbose)
+                fprintf(stderr, "liblighthouse: cuDNN %s: engine %lld %s in %.1f ms\n", what,
+                        (long long)engine_id,
+                        s == CUDNN_STATUS_SUCCESS ? "finalized" : gb->dnn->GetErrorString(s),
+                        took / 1e3);
             if (s != CUDNN_STATUS_SUCCESS) {
                 size_t used = strlen(notes);
                 snprintf(notes + used, notes_size - used, " [engine %lld: %s]",
@@ -297,11 +357,19 @@ lh_status lh_gb_build_plan(lh_gb *gb, bool prefer_deterministic, const char *wha
     gb->graph_us += lh_clock_us() - t0;
     char notes[768] = "";
     if (gb->status == LH_OK &&
-        !try_mode(gb, graph, CUDNN_HEUR_MODE_A, prefer_deterministic, notes, sizeof notes) &&
-        gb->status == LH_OK)
-        try_mode(gb, graph, CUDNN_HEUR_MODE_FALLBACK, prefer_deterministic, notes, sizeof notes);
+        !try_mode(gb, graph, CUDNN_HEUR_MODE_A, prefer_deterministic, what, notes,
+                  sizeof notes) &&
+        gb->status == LH_OK && !gb->over_limit)
+        try_mode(gb, graph, CUDNN_HEUR_MODE_FALLBACK, prefer_deterministic, what, notes,
+                 sizeof notes);
     if (gb->status != LH_OK)
         return lh_fail(gb->status, "building the cuDNN %s graph: %s", what, gb->message);
+    if (gb->over_limit)
+        return lh_fail(LH_ERROR_UNSUPPORTED,
+                       "the cuDNN %s graph's engine %lld needs %lld B of workspace, more than "
+                       "the %lld B allowed",
+                       what, (long long)gb->engine_id, (long long)gb->workspace_bytes,
+                       (long long)gb->workspace_limit);
     if (!gb->plan)
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "cuDNN %zu has no engine for the %s graph on this GPU (tried heuristics "

@@ -36,6 +36,11 @@ typedef struct lh_gb {
     /* where lh_gb_build_plan spent its time, in microseconds: finalizing the operation graph,
      * the heuristics (engine configurations), finalizing execution plans */
     int64_t graph_us, heuristics_us, plan_us;
+    /* Set before lh_gb_build_plan (0: none): the first configuration in the search order whose
+     * workspace (as the heuristics report it, before finalizing) exceeds it ends the search with
+     * LH_ERROR_UNSUPPORTED and `over_limit` set, without compiling its engine. */
+    int64_t workspace_limit;
+    bool over_limit;
 } lh_gb;
 
 void lh_gb_init(lh_gb *gb, const lh_cudnn_api *dnn, cudnnHandle_t handle);

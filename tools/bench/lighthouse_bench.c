@@ -13,6 +13,10 @@
  *                    [--lighthouse-only 1|2] (for a profiler, see tests/gpu/profile_kernels.sh:
  *                                             1 runs Lighthouse alone, 2 Lighthouse and its
  *                                             floor in pairs; no copy, JIT, stages or dense)
+ *   lighthouse-bench --startup-only 1 [--seqs ...]
+ *                    plan start-up alone (cold, disk, memory per N; bench_startup.c), for a
+ *                    fresh machine's first plan: the first N's cold row is the process's first
+ *                    plan and the first on a machine whose driver cache is empty
  *   lighthouse-bench --shape-table 1 [--seqs 65536,262144] [--batches 1,2] [--dense-max 131072]
  *                    [--repeats 5] [--warmup 1] [--json lighthouse-shapes.json]
  *                    the shapes real models train with, one run (bench_shapes.c); --heads,
@@ -392,6 +396,27 @@ static void parse_seqs(bench_options *o, const char *list) {
     o->num_seqs = parse_list(list, o->seqs, BENCH_MAX_SEQS);
 }
 
+/* --startup-only: the start-up table alone, nothing timed before it (the first cold plan is
+ * the process's first). */
+static int startup_only(const bench_options *o) {
+    startup_result r[BENCH_MAX_SEQS][STARTUP_CASES];
+    for (int i = 0; i < o->num_seqs; i++) bench_startup(o, o->seqs[i], r[i]);
+    printf("\nplan start-up (lh_plan_finalize, Lighthouse, H=%lld Hkv=%lld D=%lld %s B=%lld), ms: cold = new\n"
+           "context, empty kernel cache and plan store (first row: also the process's first plan);\n"
+           "disk = new context on what the cold plan stored; memory = second plan of the cold context\n",
+           (long long)o->heads, (long long)o->kv_heads, (long long)o->dim,
+           o->dtype == LH_DTYPE_BFLOAT16 ? "bf16" : "fp16", (long long)o->batch);
+    print_startup_header();
+    int failed = 0;
+    for (int i = 0; i < o->num_seqs; i++) {
+        print_startup_rows(o->seqs[i], r[i]);
+        failed |= r[i][STARTUP_COLD].total_ms < 0;
+    }
+    printf("== %s\n", hd_gpu_name());
+    if (failed) fprintf(stderr, "lighthouse-bench: a plan failed: %s\n", lh_last_error());
+    return failed;
+}
+
 static void parse_args(int argc, char **argv, bench_options *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -413,6 +438,7 @@ static void parse_args(int argc, char **argv, bench_options *o) {
         else if (!strcmp(a, "--lighthouse-only")) o->lighthouse_only = atoi(v);
         else if (!strcmp(a, "--recompute")) o->recompute = atoi(v) != 0;
         else if (!strcmp(a, "--shape-table")) o->shape_table = atoi(v) != 0;
+        else if (!strcmp(a, "--startup-only")) o->startup_only = atoi(v) != 0;
         else if (!strcmp(a, "--batches")) o->num_batches = parse_list(v, o->batches, 4);
         else if (!strcmp(a, "--dilated")) o->dilation = atoll(v);
         else { fprintf(stderr, "unknown option %s (see the comment at the top of lighthouse_bench.c)\n", a); exit(2); }
@@ -446,6 +472,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("lighthouse-bench %s on %s\n", lh_version_string(), hd_gpu_name());
+    if (o.startup_only) {
+        lh_context_destroy(ctx);
+        return startup_only(&o);
+    }
     double copy_gbs = o.lighthouse_only ? 0.0 : copy_bandwidth_gbs(&o);
     if (copy_gbs > 0) printf("device-to-device copy: %.0f GB/s (read + write)\n", copy_gbs);
     else printf("device-to-device copy: not measured%s\n", o.lighthouse_only ? " (--lighthouse-only)" : "");
