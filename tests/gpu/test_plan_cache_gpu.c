@@ -16,7 +16,12 @@
  *      no graph or heuristics time, none reused; its out, dq, dk and dv are bit-identical to
  *      the built plan's on the same inputs (within 1e-2 where the built plan's own two runs
  *      differ: the dQ-accumulator engine sums with atomics). Where cuDNN serialises none of
- *      the engines, the store falls back to building and the case says so.
+ *      the engines, the store falls back to building and the case says so;
+ *  (f) the backward graph built on a thread of its own beside the forward and handed over as
+ *      cuDNN's text (runtime/cuda/cuda_sdpa.c) computes what the backward built after the
+ *      forward on the plan's handle computes (LIGHTHOUSE_CUDNN_PARALLEL_BUILD=0): two dense plans
+ *      of new contexts on empty cache directories, held to each other as (e) holds the
+ *      restored plan to the built one.
  * Outputs are poisoned before every call that must write them. Exit 77 without a GPU.
  */
 #include <dirent.h>
@@ -161,15 +166,19 @@ static lh_context *context_on(const char *dir) {
     return c;
 }
 
+/* A temporary directory under $TMPDIR (or /tmp) into `dir`; false (and a failed check) if not. */
+static bool temp_dir(char *dir, size_t size, const char *what) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, size, "%s/lh-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", what);
+    if (mkdtemp(dir)) return true;
+    check(false, what, "mkdtemp %s failed", dir);
+    return false;
+}
+
 /* (e) */
 static void plan_store_case(void) {
     char dir[1024];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/lh-plan-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        check(false, "store_dir", "mkdtemp %s failed", dir);
-        return;
-    }
+    if (!temp_dir(dir, sizeof dir, "store_dir")) return;
     lh_context *cb = context_on(dir), *cr = context_on(dir);
     lh_plan *built = make_dense_plan(cb);
     int files = store_files(dir, false);
@@ -219,6 +228,51 @@ static void plan_store_case(void) {
     LH_MUST(lh_context_destroy(cr));
     store_files(dir, true);
     rmdir(dir);
+}
+
+/* (f) */
+static void parallel_build_case(void) {
+    char dir_p[1024], dir_s[1024];
+    if (!temp_dir(dir_p, sizeof dir_p, "parallel_build_dir")) return;
+    if (!temp_dir(dir_s, sizeof dir_s, "serial_build_dir")) {
+        rmdir(dir_p);
+        return;
+    }
+    lh_context *cp = context_on(dir_p), *cs = context_on(dir_s);
+    lh_plan *par = make_dense_plan(cp);
+    setenv("LIGHTHOUSE_CUDNN_PARALLEL_BUILD", "0", 1);
+    lh_plan *ser = make_dense_plan(cs);
+    unsetenv("LIGHTHOUSE_CUDNN_PARALLEL_BUILD");
+    check(plan_query(par, LH_QUERY_SETUP_CUDNN_HEURISTICS_US) > 0 &&
+              plan_query(ser, LH_QUERY_SETUP_CUDNN_HEURISTICS_US) > 0,
+          "parallel_build_builds", "cuDNN plans %lld us (both graphs' time, side by side) "
+          "against %lld us one after the other; plan finalize's kernels + cuDNN handle %lld us",
+          (long long)plan_query(par, LH_QUERY_SETUP_CUDNN_PLAN_US),
+          (long long)plan_query(ser, LH_QUERY_SETUP_CUDNN_PLAN_US),
+          (long long)(plan_query(par, LH_QUERY_SETUP_KERNELS_US) +
+                      plan_query(par, LH_QUERY_SETUP_CUDNN_HANDLE_US)));
+    outputs os, os2, op;
+    outputs_alloc(ser, &os), outputs_alloc(ser, &os2), outputs_alloc(par, &op);
+    poison(&os), poison(&os2), poison(&op);
+    LH_MUST(run(ser, &os, NULL));
+    LH_MUST(run(ser, &os2, NULL));
+    LH_MUST(run(par, &op, NULL));
+    gpu_sync(&env);
+    bool deterministic, same, out_same, unused;
+    worst(&os2, &os, &unused, &deterministic);
+    double e = worst(&op, &os, &out_same, &same);
+    check(deterministic ? same : out_same && e <= 1e-2, "parallel_build_matches_serial",
+          "two runs of the serially built plan %s; built side by side against serially: out %s, "
+          "out/dq/dk/dv %s, worst rel error %.3g",
+          deterministic ? "bit-identical" : "differ (run-dependent accumulation)",
+          out_same ? "bit-identical" : "DIFFERS", same ? "bit-identical" : "not bit-identical", e);
+    outputs_free(&os), outputs_free(&os2), outputs_free(&op);
+    lh_plan_destroy(par);
+    lh_plan_destroy(ser);
+    LH_MUST(lh_context_destroy(cp));
+    LH_MUST(lh_context_destroy(cs));
+    store_files(dir_p, true), store_files(dir_s, true);
+    rmdir(dir_p), rmdir(dir_s);
 }
 
 int main(void) {
@@ -303,6 +357,7 @@ int main(void) {
     lh_plan_destroy(d);
     lh_plan_destroy(c);
     plan_store_case();
+    parallel_build_case();
     outputs_free(&oa), outputs_free(&oc);
     for (int i = 0; i < 4; i++) gpu_free(&env, ins[i]);
     LH_MUST(lh_context_destroy(c1));
