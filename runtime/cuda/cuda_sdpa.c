@@ -396,8 +396,7 @@ static void *bwd_beside_run(void *arg) {
     if (b->st == LH_OK) {
         b->st = lh_cudnn_check(w->dnn->Create(&handle), "cudnnCreate (a handle to build on)");
         if (b->st == LH_OK) {
-            w->handle = handle;
-            lh_gb_init(&w->bwd, w->dnn, handle);
+            w->handle = handle; /* build_bwd_plan initialises w->bwd on it */
             b->st = choose_bwd_plan(w, b->accum_bytes);
             if (b->st == LH_OK) b->json = lh_gb_plan_json(&w->bwd);
             lh_gb_destroy(&w->bwd); /* its engine, workspace and times stay in the struct */
@@ -493,10 +492,9 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
                                                                       "backward", &p->bwd, &kind);
     /* both to build: the backward beside the forward */
     bwd_beside beside;
+    beside.started = false;
     if (!shape->forward_only && !bwd_restored && !fwd_restored)
         bwd_beside_begin(p, accum_bytes, &beside);
-    else
-        beside.started = false;
     if (fwd_restored) {
         p->fwd_store = LH_PLAN_STORE_RESTORED;
     } else {

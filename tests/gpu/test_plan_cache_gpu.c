@@ -166,6 +166,30 @@ static lh_context *context_on(const char *dir) {
     return c;
 }
 
+/* Runs `ref` twice and `plan` once on the same (poisoned) outputs and holds `plan` to `ref`: bit
+ * for bit where ref's own two runs are; where they differ (a backward that accumulates in a
+ * run-dependent order), only to the forward's bits and a bound of 1e-2. */
+static void check_matches(lh_plan *ref, lh_plan *plan, const char *name, const char *ref_what,
+                          const char *plan_what) {
+    outputs o1, o2, op;
+    outputs_alloc(ref, &o1), outputs_alloc(ref, &o2), outputs_alloc(plan, &op);
+    poison(&o1), poison(&o2), poison(&op);
+    LH_MUST(run(ref, &o1, NULL));
+    LH_MUST(run(ref, &o2, NULL));
+    LH_MUST(run(plan, &op, NULL));
+    gpu_sync(&env);
+    bool deterministic, same, out_same, unused;
+    worst(&o2, &o1, &unused, &deterministic);
+    double e = worst(&op, &o1, &out_same, &same);
+    check(deterministic ? same : out_same && e <= 1e-2, name,
+          "two runs of the %s plan %s; %s against %s: out %s, out/dq/dk/dv %s, worst rel error "
+          "%.3g",
+          ref_what, deterministic ? "bit-identical" : "differ (run-dependent accumulation)",
+          plan_what, ref_what, out_same ? "bit-identical" : "DIFFERS",
+          same ? "bit-identical" : "not bit-identical", e);
+    outputs_free(&o1), outputs_free(&o2), outputs_free(&op);
+}
+
 /* A temporary directory under $TMPDIR (or /tmp) into `dir`; false (and a failed check) if not. */
 static bool temp_dir(char *dir, size_t size, const char *what) {
     const char *tmp = getenv("TMPDIR");
@@ -204,24 +228,7 @@ static void plan_store_case(void) {
               (long long)plan_query(built, LH_QUERY_SETUP_CUDNN_HEURISTICS_US),
               (long long)plan_query(built, LH_QUERY_SETUP_CUDNN_PLAN_US));
     }
-    outputs ob, ob2, orr;
-    outputs_alloc(built, &ob), outputs_alloc(built, &ob2), outputs_alloc(restored, &orr);
-    poison(&ob), poison(&ob2), poison(&orr);
-    LH_MUST(run(built, &ob, NULL));
-    LH_MUST(run(built, &ob2, NULL));
-    LH_MUST(run(restored, &orr, NULL));
-    gpu_sync(&env);
-    bool deterministic, same, out_same, unused;
-    worst(&ob2, &ob, &unused, &deterministic);
-    double e = worst(&orr, &ob, &out_same, &same);
-    /* Where two runs of the built plan differ (a backward that accumulates in a run-dependent
-     * order), the restored plan can only be held to the forward's bits and a bound. */
-    check(deterministic ? same : out_same && e <= 1e-2, "store_matches_built",
-          "two runs of the built plan %s; restored against built: out %s, out/dq/dk/dv %s, "
-          "worst rel error %.3g",
-          deterministic ? "bit-identical" : "differ (run-dependent accumulation)",
-          out_same ? "bit-identical" : "DIFFERS", same ? "bit-identical" : "not bit-identical", e);
-    outputs_free(&ob), outputs_free(&ob2), outputs_free(&orr);
+    check_matches(built, restored, "store_matches_built", "built", "restored");
     lh_plan_destroy(built);
     lh_plan_destroy(restored);
     LH_MUST(lh_context_destroy(cb));
@@ -251,22 +258,8 @@ static void parallel_build_case(void) {
           (long long)plan_query(ser, LH_QUERY_SETUP_CUDNN_PLAN_US),
           (long long)(plan_query(par, LH_QUERY_SETUP_KERNELS_US) +
                       plan_query(par, LH_QUERY_SETUP_CUDNN_HANDLE_US)));
-    outputs os, os2, op;
-    outputs_alloc(ser, &os), outputs_alloc(ser, &os2), outputs_alloc(par, &op);
-    poison(&os), poison(&os2), poison(&op);
-    LH_MUST(run(ser, &os, NULL));
-    LH_MUST(run(ser, &os2, NULL));
-    LH_MUST(run(par, &op, NULL));
-    gpu_sync(&env);
-    bool deterministic, same, out_same, unused;
-    worst(&os2, &os, &unused, &deterministic);
-    double e = worst(&op, &os, &out_same, &same);
-    check(deterministic ? same : out_same && e <= 1e-2, "parallel_build_matches_serial",
-          "two runs of the serially built plan %s; built side by side against serially: out %s, "
-          "out/dq/dk/dv %s, worst rel error %.3g",
-          deterministic ? "bit-identical" : "differ (run-dependent accumulation)",
-          out_same ? "bit-identical" : "DIFFERS", same ? "bit-identical" : "not bit-identical", e);
-    outputs_free(&os), outputs_free(&os2), outputs_free(&op);
+    check_matches(ser, par, "parallel_build_matches_serial", "serially built",
+                  "side-by-side built");
     lh_plan_destroy(par);
     lh_plan_destroy(ser);
     LH_MUST(lh_context_destroy(cp));
