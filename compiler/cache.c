@@ -15,8 +15,12 @@
 
 #define LHC_CACHE_DIR_CAP 1024
 
+/* An entry is listed from the moment one thread starts to build it, so that a thread asking
+ * for the same kernel meanwhile waits for it instead of running MLIR a second time; the build
+ * itself runs without the lock, so different kernels compile side by side. */
 typedef struct cache_entry {
     char key[33];
+    int ready;              /* 0 while its builder runs (ptx and kernel not yet valid) */
     char *ptx;
     char **names;
     lhc_kernel kernel;
@@ -25,6 +29,7 @@ typedef struct cache_entry {
 
 struct lhc_cache {
     pthread_mutex_t lock;
+    pthread_cond_t built;   /* signalled when an entry becomes ready or its build fails */
     cache_entry *entries;
     int disk_enabled;
     int dir_is_default;
@@ -38,6 +43,7 @@ lh_status lhc_cache_create(lhc_cache **out) {
     lhc_cache *c = calloc(1, sizeof *c);
     if (!c) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "kernel cache: out of host memory");
     pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->built, NULL);
     c->disk_enabled = 1;
     c->dir_is_default = 1;
     lhc_default_cache_dir(c->dir, sizeof c->dir);
@@ -57,6 +63,7 @@ void lhc_cache_destroy(lhc_cache *c) {
         next = e->next;
         entry_free(e);
     }
+    pthread_cond_destroy(&c->built);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -160,36 +167,85 @@ static void untrusted(lhc_cache *c, const char *why) {
                     "without it)\n", why);
 }
 
-/* Disk, then MLIR. Runs with the cache locked. `ptx` receives a malloc'd text. */
-static lh_status load_or_build(lhc_cache *c, const char *kernel, const char *mlir, const char *chip,
-                               const char *key, char **ptx) {
+static void unlink_entry(lhc_cache *c, cache_entry *gone) {
+    for (cache_entry **at = &c->entries; *at; at = &(*at)->next)
+        if (*at == gone) {
+            *at = gone->next;
+            return;
+        }
+}
+
+/* Disk, then MLIR; runs without the lock. The disk part as the cache is configured when the
+ * build starts (copied under the lock by the caller: set_dir may run meanwhile). What it met is
+ * counted in `seen` (hits, rejects, errors, unsafe) and `why` holds the sentence of the first
+ * untrusted directory or entry; the caller adds both to the cache's under the lock. */
+static lh_status load_or_build(const char *dir, const char *kernel, const char *mlir,
+                               const char *chip, const char *key, char **ptx, lhc_cache_stats *seen,
+                               char *why, size_t why_cap) {
     size_t size = 0;
-    char why[LHC_CACHE_DIR_CAP + 160];
-    if (c->disk_enabled && c->dir[0]) {
-        int r = lhc_disk_read(c->dir, kernel, key, ptx, &size, why, sizeof why);
+    char reason[LHC_CACHE_DIR_CAP + 160];
+    if (dir[0]) {
+        int r = lhc_disk_read(dir, kernel, key, ptx, &size, reason, sizeof reason);
         if (r > 0 && strstr(*ptx, ".entry ")) {
-            c->stats.disk_hits++;
+            seen->disk_hits++;
             return LH_OK;
         }
         if (r > 0) free(*ptx);
-        if (r == -2) untrusted(c, why);
-        else if (r != 0) c->stats.disk_rejects++;
+        *ptx = NULL;
+        if (r == -2) {
+            if (!seen->disk_unsafe++) snprintf(why, why_cap, "%s", reason);
+        } else if (r != 0) {
+            seen->disk_rejects++;
+        }
     }
     lh_status st = lhc_mlir_to_ptx(kernel, mlir, chip, ptx);
     if (st != LH_OK) return st;
-    c->stats.compiles++;
-    if (c->disk_enabled && c->dir[0]) {
-        int w = lhc_disk_write(c->dir, kernel, key, *ptx, strlen(*ptx), why, sizeof why);
-        if (w == -2) untrusted(c, why);
-        else if (w != 0) c->stats.disk_errors++;
+    seen->compiles++;
+    if (dir[0]) {
+        int w = lhc_disk_write(dir, kernel, key, *ptx, strlen(*ptx), reason, sizeof reason);
+        if (w == -2) {
+            if (!seen->disk_unsafe++) snprintf(why, why_cap, "%s", reason);
+        } else if (w != 0) {
+            seen->disk_errors++;
+        }
     }
     return LH_OK;
 }
 
-lh_status lhc_compile(lhc_cache *c, const char *kernel, const char *constants, const char *chip,
-                      const lhc_kernel **out) {
-    if (!c || !kernel || !chip || !out)
-        return lh_fail(LH_ERROR_NULL_POINTER, "lhc_compile: cache, kernel, chip and out must not be NULL");
+/* Adds what one build met to the cache's counters; the lock is held. */
+static void count_build(lhc_cache *c, const lhc_cache_stats *seen, const char *why) {
+    c->stats.disk_hits += seen->disk_hits;
+    c->stats.compiles += seen->compiles;
+    c->stats.disk_rejects += seen->disk_rejects;
+    c->stats.disk_errors += seen->disk_errors;
+    if (seen->disk_unsafe) {
+        c->stats.disk_unsafe += seen->disk_unsafe - 1;
+        untrusted(c, why); /* counts one more and says why, once per cache */
+    }
+}
+
+/* The entry for `key`, ready, or NULL with a fresh entry listed for this thread to build (in
+ * *building; NULL when out of memory). Waits while another thread builds the same key; if that
+ * build fails, this thread builds it itself (and meets the same error with its own message). */
+static cache_entry *claim(lhc_cache *c, const char *key, cache_entry **building) {
+    *building = NULL;
+    for (;;) {
+        cache_entry *e = find_entry(c, key);
+        if (e && e->ready) return e;
+        if (!e) break;
+        pthread_cond_wait(&c->built, &c->lock);
+    }
+    cache_entry *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    memcpy(e->key, key, sizeof e->key);
+    e->next = c->entries;
+    c->entries = e;
+    *building = e;
+    return NULL;
+}
+
+lh_status lhc_kernel_key(const char *kernel, const char *constants, const char *chip, char key[33],
+                         char **mlir) {
     const char *source = lhc_template_source(kernel);
     if (!source) return lh_fail(LH_ERROR_INVALID_VALUE, "no kernel template named \"%s\"", kernel);
     lh_status st = check_chip(chip);
@@ -207,43 +263,61 @@ lh_status lhc_compile(lhc_cache *c, const char *kernel, const char *constants, c
 
     /* Specialised first, so that the key covers every byte MLIR would read (shared pieces
      * included) and bad constants fail the same way whether or not the kernel is cached. */
-    char *mlir = NULL;
+    char *text = NULL;
     st = lhc_template_expand(kernel, source, lhc_template_pieces, lhc_template_piece_total, &consts,
-                             user_count, &mlir);
+                             user_count, &text);
     if (st != LH_OK) return st;
-    char key[33];
-    compute_key(kernel, mlir, chip, key);
+    compute_key(kernel, text, chip, key);
+    if (mlir) *mlir = text;
+    else free(text);
+    return LH_OK;
+}
+
+lh_status lhc_compile(lhc_cache *c, const char *kernel, const char *constants, const char *chip,
+                      const lhc_kernel **out) {
+    if (!c || !kernel || !chip || !out)
+        return lh_fail(LH_ERROR_NULL_POINTER, "lhc_compile: cache, kernel, chip and out must not be NULL");
+    char key[33], *mlir = NULL;
+    lh_status st = lhc_kernel_key(kernel, constants, chip, key, &mlir);
+    if (st != LH_OK) return st;
 
     pthread_mutex_lock(&c->lock);
-    cache_entry *e = find_entry(c, key);
-    if (e) {
+    cache_entry *e = NULL, *found = claim(c, key, &e);
+    if (found) {
         c->stats.memory_hits++;
-        *out = &e->kernel;
+        *out = &found->kernel;
         pthread_mutex_unlock(&c->lock);
         free(mlir);
         return LH_OK;
     }
-    e = calloc(1, sizeof *e);
     if (!e) {
         pthread_mutex_unlock(&c->lock);
         free(mlir);
         return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "kernel cache: out of host memory");
     }
-    memcpy(e->key, key, sizeof e->key);
-    st = load_or_build(c, kernel, mlir, chip, key, &e->ptx);
+    char dir[LHC_CACHE_DIR_CAP] = "";
+    if (c->disk_enabled) snprintf(dir, sizeof dir, "%s", c->dir);
+    pthread_mutex_unlock(&c->lock);
+
+    lhc_cache_stats seen = {0};
+    char why[LHC_CACHE_DIR_CAP + 160] = "";
+    st = load_or_build(dir, kernel, mlir, chip, key, &e->ptx, &seen, why, sizeof why);
     free(mlir);
     if (st == LH_OK && list_entries(e) != 0)
         st = lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "kernel cache: out of host memory");
-    if (st != LH_OK) {
+
+    pthread_mutex_lock(&c->lock);
+    count_build(c, &seen, why);
+    if (st == LH_OK) {
+        e->ready = 1;
+        *out = &e->kernel;
+    } else {
+        unlink_entry(c, e);
         entry_free(e);
-        pthread_mutex_unlock(&c->lock);
-        return st;
     }
-    e->next = c->entries;
-    c->entries = e;
-    *out = &e->kernel;
+    pthread_cond_broadcast(&c->built);
     pthread_mutex_unlock(&c->lock);
-    return LH_OK;
+    return st;
 }
 
 /* ---- records beside the kernels --------------------------------------------------------- */

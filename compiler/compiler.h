@@ -36,8 +36,12 @@
  *     LH_ERROR_OUT_OF_HOST_MEMORY. A disk cache that cannot be read or written is not an error:
  *     the kernel is compiled and kept in memory (lhc_cache_stats counts it).
  *
- * Thread safety: one cache may be used from several threads (it has a lock); compilations of
- * different caches run concurrently. Several processes may share one cache directory.
+ * Thread safety: one cache may be used from several threads; different kernels compile
+ * concurrently, also in one cache, and a thread asking for a kernel that another is compiling
+ * waits for it (MLIR runs once). Several processes may share one cache directory.
+ *
+ * A plan's kernels at once: lhc_compile_requests(cache, req, n, "sm_90", threads, out, &failed)
+ * compiles them on several threads (see there).
  */
 #ifndef LH_COMPILER_H
 #define LH_COMPILER_H
@@ -133,6 +137,17 @@ lh_status lhc_plan_kernels(const lhc_plan_params *params, lhc_kernel_request out
 /* The kernel of ring attention (kernels_mlir/ring.mlir: merge, add, convert, pack) for context
  * parallelism; tokens_per_block = rows one block of the merge and pack kernels covers. */
 lh_status lhc_ring_kernel(const char *dtype, int head_dim, lhc_kernel_request *out);
+
+/* The kernels of req[0..count-1] for one chip, compiled side by side on up to `threads` threads,
+ * the calling one among them (<= 0: one per online core; never more than count). out[i] is what
+ * lhc_compile(cache, req[i].kernel, req[i].constants, chip, &out[i]) gives. A thread that cannot
+ * be started leaves its share to the others. On failure: the status and message of the first
+ * request, in order, that failed (a serial loop's answer), its index in *failed_index (may be
+ * NULL; -1 on success), and no further request is started; out[] is then unspecified, and
+ * what compiled stays in the cache. */
+lh_status lhc_compile_requests(lhc_cache *cache, const lhc_kernel_request *req, int count,
+                               const char *chip, int threads, const lhc_kernel **out,
+                               int *failed_index);
 
 /* ---- the kernel templates ---------------------------------------------------------------- */
 

@@ -86,6 +86,14 @@ const char *lhc_llvm_version(void);
 /* The pass pipeline text: part of the cache key. */
 const char *lhc_pipeline_text(void);
 
+/* ---- the kernel cache (cache.c) ---------------------------------------------------------- */
+
+/* What lhc_compile looks a kernel up by: its cache key (32 hex digits) and, where `mlir` is not
+ * NULL, the specialised text MLIR would compile (malloc'd). The same errors as lhc_compile for
+ * an unknown kernel, a malformed chip or bad constants. */
+lh_status lhc_kernel_key(const char *kernel, const char *constants, const char *chip, char key[33],
+                         char **mlir);
+
 /* ---- the kernel templates (kernel_registry.c + generated kernels_embedded.c) -------------- */
 
 extern const lhc_template lhc_templates[];

@@ -85,21 +85,21 @@ LH_API lh_status lh_plan_precompile(const lh_plan *plan, const char *chip, int64
     if (st == LH_OK) st = open_cache(plan->context, &cache);
     if (st != LH_OK) return lh_fail_context(st, fn);
 
-    lhc_cache_stats start, before, after;
+    /* Side by side on the context's CPU worker threads (LH_CONTEXT_NUM_THREADS). */
+    int64_t threads = plan->context->options.num_threads;
+    const lhc_kernel *kernels[LHC_MAX_PLAN_KERNELS + 1];
+    lhc_cache_stats start, after;
     lhc_cache_get_stats(cache, &start);
-    after = start;
-    for (int i = 0; i < count && st == LH_OK; i++) {
-        const lhc_kernel *kernel = NULL;
-        lhc_cache_get_stats(cache, &before);
-        st = lhc_compile(cache, req[i].kernel, req[i].constants, chip, &kernel);
-        lhc_cache_get_stats(cache, &after);
-        if (st != LH_OK) {
-            lh_fail_context(st, fn); /* the compiler's message names the kernel or the chip */
-        } else if (after.disk_errors > before.disk_errors) {
-            /* lhc_compile keeps a kernel it cannot store in memory; here storing it is the point. */
-            st = lh_fail(LH_ERROR_IO, "%s: could not write kernel %s to the kernel cache in %s",
-                         fn, req[i].kernel, lhc_cache_dir(cache));
-        }
+    st = lhc_compile_requests(cache, req, count, chip, (int)(threads > 64 ? 64 : threads), kernels,
+                              NULL);
+    lhc_cache_get_stats(cache, &after);
+    if (st != LH_OK) {
+        lh_fail_context(st, fn); /* the compiler's message names the kernel or the chip */
+    } else if (after.disk_errors > start.disk_errors) {
+        /* lhc_compile keeps a kernel it cannot store in memory; here storing it is the point. */
+        st = lh_fail(LH_ERROR_IO, "%s: could not write %lld of the plan's %d kernels to the kernel "
+                     "cache in %s", fn, (long long)(after.disk_errors - start.disk_errors), count,
+                     lhc_cache_dir(cache));
     }
     lhc_cache_destroy(cache);
     if (st == LH_OK && out_compiled) *out_compiled = after.compiles - start.compiles;

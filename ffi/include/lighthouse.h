@@ -236,7 +236,9 @@ typedef enum lh_query {
 
 /* Context options, set with lh_context_set_i64 / lh_context_set_str. */
 typedef enum lh_context_option {
-    LH_CONTEXT_NUM_THREADS = 0,  /* i64: CPU worker threads; 0 (default) = all online cores */
+    LH_CONTEXT_NUM_THREADS = 0,  /* i64: CPU worker threads (the CPU backend's computation; the
+                                    kernel compilation of CUDA plans and lh_plan_precompile, at
+                                    most 64 there); 0 (default) = all online cores */
     LH_CONTEXT_CACHE_ENABLED = 1,/* i64: 1 (default) keeps compiled kernels on disk, 0 disables it */
     LH_CONTEXT_CACHE_DIR = 2     /* str: the on-disk kernel cache; default $LIGHTHOUSE_CACHE_DIR,
                                     else $XDG_CACHE_HOME/liblighthouse, else ~/.cache/liblighthouse.

@@ -16,27 +16,38 @@ lh_status cuda_kernels_cache_configure(lhc_cache *cache, const lh_context_option
 }
 
 lh_status cuda_kernels_load(cuda_kernels *k, const lh_cu_api *cu, lhc_cache *cache,
-                            const char *chip, const lhc_kernel_request *req, int count) {
+                            const char *chip, const lhc_kernel_request *req, int count,
+                            int threads) {
     k->cu = cu;
     for (int i = 0; i < count; i++)
         if (lhk_template_find(req[i].kernel) < 0)
             return lh_fail(LH_ERROR_INTERNAL, "no kernel descriptor names template '%s'",
                            req[i].kernel);
-    /* In the templates' order, whatever the order of the requests. */
+    /* The templates not loaded yet, in the templates' order whatever the order of the requests:
+     * all compiled side by side first (the JIT's time), then loaded one by one. */
+    lhc_kernel_request todo[LHK_TEMPLATE_COUNT];
+    int template_of[LHK_TEMPLATE_COUNT], n = 0;
     for (int t = 0; t < LHK_TEMPLATE_COUNT; t++) {
         const lhc_kernel_request *r = NULL;
         for (int i = 0; i < count; i++)
             if (lhk_template_find(req[i].kernel) == t) r = &req[i];
         if (!r || k->module[t].module) continue;
-        const lhc_kernel *compiled = NULL;
-        lh_status st = lhc_compile(cache, r->kernel, r->constants, chip, &compiled);
-        if (st == LH_OK) st = lh_cu_module_load(cu, compiled->ptx, &k->module[t]);
-        if (st != LH_OK) return lh_fail_context(st, r->kernel);
+        todo[n] = *r;
+        template_of[n++] = t;
+    }
+    const lhc_kernel *compiled[LHK_TEMPLATE_COUNT];
+    int failed = -1;
+    lh_status st = lhc_compile_requests(cache, todo, n, chip, threads, compiled, &failed);
+    if (st != LH_OK) return failed >= 0 ? lh_fail_context(st, todo[failed].kernel) : st;
+    for (int i = 0; i < n; i++) {
+        int t = template_of[i];
+        st = lh_cu_module_load(cu, compiled[i]->ptx, &k->module[t]);
+        if (st != LH_OK) return lh_fail_context(st, todo[i].kernel);
         for (int id = 0; id < LHK_KERNEL_COUNT; id++) {
             if (lhk_kernels[id].template_id != (lhk_template)t) continue;
             st = lh_cu_module_function(cu, &k->module[t], lhk_kernels[id].entry, &k->fn[id]);
             if (st != LH_OK) return st;
-            k->geometry[id] = (lhk_geometry){r->block_threads, r->tokens_per_block};
+            k->geometry[id] = (lhk_geometry){todo[i].block_threads, todo[i].tokens_per_block};
         }
     }
     return LH_OK;

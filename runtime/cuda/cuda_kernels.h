@@ -28,11 +28,12 @@ void cuda_kernels_chip(int sm, char *out, size_t cap);
  * directory. */
 lh_status cuda_kernels_cache_configure(lhc_cache *cache, const lh_context_options *options);
 
-/* Compiles (through `cache`) the templates of `count` requests for `chip`, loads each into the
- * current context and looks up its kernels. Templates already loaded stay as they are. On
- * failure the message names the template. */
+/* Compiles (through `cache`, on up to `threads` threads: lhc_compile_requests) the templates of
+ * `count` requests for `chip`, loads each into the current context and looks up its kernels.
+ * Templates already loaded stay as they are. On failure the message names the template. */
 lh_status cuda_kernels_load(cuda_kernels *k, const lh_cu_api *cu, lhc_cache *cache,
-                            const char *chip, const lhc_kernel_request *req, int count);
+                            const char *chip, const lhc_kernel_request *req, int count,
+                            int threads);
 /* Unloads every module (in the context that loaded them, which must be current). */
 void cuda_kernels_unload(cuda_kernels *k);
 

@@ -34,8 +34,9 @@ static void set_strides(cuda_plan *p) {
 }
 
 /* The templates a plan needs: its stages' (Lighthouse), and ring.mlir for the step of a chunked
- * plan (the ring's merges and sums, the packing of dense chunks). */
-static lh_status load_kernels(cuda_plan *p) {
+ * plan (the ring's merges and sums, the packing of dense chunks); compiled on the context's CPU
+ * worker threads (LH_CONTEXT_NUM_THREADS; 0, the default: every online core). */
+static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
     const lh_config *c = &p->chunk;
     const char *dtype = c->dtype == LH_DTYPE_FLOAT16 ? "f16" : "bf16";
     lhc_kernel_request req[LHC_MAX_PLAN_KERNELS + 1];
@@ -54,7 +55,8 @@ static lh_status load_kernels(cuda_plan *p) {
     lhc_cache *cache = p->cc->kernel_cache;
     char chip[16];
     cuda_kernels_chip(p->cc->sm, chip, sizeof chip);
-    return cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count);
+    int threads = options ? (int)(options->num_threads > 64 ? 64 : options->num_threads) : 0;
+    return cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count, threads);
 }
 
 /* Dense attention on the caller's tensors: their own layout, Hkv heads; tensors of 2^31 elements
@@ -202,7 +204,7 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     int64_t kernels_us = 0;
     if (st == LH_OK) {
         int64_t t0 = lh_clock_us();
-        st = load_kernels(p);
+        st = load_kernels(p, options);
         kernels_us = lh_clock_us() - t0;
     }
     /* Failures in the order they would meet one after the other: cuDNN missing, then the

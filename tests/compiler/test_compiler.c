@@ -597,6 +597,7 @@ static Suite *compiler_suite(void) {
     }
     suite_add_tcase(s, t);
     if (lhc_available()) suite_add_tcase(s, cache_safety_tcase());
+    suite_add_tcase(s, compile_requests_tcase());
     return s;
 }
 

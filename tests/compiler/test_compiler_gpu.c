@@ -90,7 +90,7 @@ static void load(lhc_cache *cache, const char *chip, const lhc_plan_params *pp,
     int nreq = 0;
     memset(k, 0, sizeof *k);
     if (lhc_plan_kernels(pp, req, &nreq) != LH_OK ||
-        cuda_kernels_load(k, cu, cache, chip, find_request(req, nreq, template), 1) != LH_OK) {
+        cuda_kernels_load(k, cu, cache, chip, find_request(req, nreq, template), 1, 1) != LH_OK) {
         printf("FAIL compile %s: %s\n", template, lh_error_message());
         exit(1);
     }

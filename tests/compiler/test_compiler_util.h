@@ -23,6 +23,9 @@ void remove_temp_dir(const char *dir);
 /* The tests of whom the disk cache trusts (test_cache_safety.c). */
 TCase *cache_safety_tcase(void);
 
+/* A plan's kernels side by side, and one cache serving several threads (test_compile_requests.c). */
+TCase *compile_requests_tcase(void);
+
 /* The request for `kernel` among those of lhc_plan_kernels; NULL if absent. */
 const lhc_kernel_request *find_request(const lhc_kernel_request *req, int n, const char *kernel);
 

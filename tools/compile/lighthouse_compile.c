@@ -5,10 +5,11 @@
  *
  *   lighthouse-compile [--chip sm_90[,sm_100a...]] [--head-dim 128] [--dtype bf16|f16]
  *                      [--pooling 4] [--levels 3] [--heads 1] [--kv-heads HEADS]
- *                      [--mode lighthouse|dense] [--cache-dir DIR]
+ *                      [--mode lighthouse|dense] [--cache-dir DIR] [--threads N]
  *
  * A thin command line over lh_plan_precompile (lighthouse.h): a CPU context, a plan with the
- * given parameters, one call per chip. The cache directory defaults as in the library
+ * given parameters, one call per chip. The kernels compile side by side on the context's worker
+ * threads (--threads: LH_CONTEXT_NUM_THREADS; 0, the default, is one per online core). The cache directory defaults as in the library
  * (LIGHTHOUSE_CACHE_DIR, else $XDG_CACHE_HOME/liblighthouse, else ~/.cache/liblighthouse).
  */
 #include <errno.h>
@@ -29,11 +30,12 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: lighthouse-compile [--chip sm_90[,sm_100a...]] [--head-dim 128] [--dtype bf16|f16]\n"
             "                          [--pooling 4] [--levels 3] [--heads 1] [--kv-heads HEADS]\n"
-            "                          [--mode lighthouse|dense] [--cache-dir DIR]\n"
+            "                          [--mode lighthouse|dense] [--cache-dir DIR] [--threads N]\n"
             "Compiles the GPU kernels that CUDA plans with these parameters load into the kernel\n"
             "cache (default: $LIGHTHOUSE_CACHE_DIR, else $XDG_CACHE_HOME/liblighthouse, else\n"
             "~/.cache/liblighthouse). Only HEAD_DIM, DTYPE, POOLING, LEVELS, HEADS / KV_HEADS and\n"
-            "MODE change the kernels. No GPU needed.\n");
+            "MODE change the kernels. They compile side by side on N threads (0, the default:\n"
+            "one per online core). No GPU needed.\n");
 }
 
 /* A whole decimal number in [lo, hi], or -1 with a message. */
@@ -52,6 +54,7 @@ static long long parse_int(const char *option, const char *text, long long lo, l
 typedef struct options {
     const char *chips, *cache_dir;
     int64_t param[5]; /* HEAD_DIM, POOLING, LEVELS, HEADS, KV_HEADS; 0 = the plan's default */
+    int64_t threads;  /* LH_CONTEXT_NUM_THREADS */
     lh_dtype dtype;
     lh_mode mode;
 } options;
@@ -81,6 +84,10 @@ static int parse_option(const char *a, const char *v, options *o) {
     int choice = 0;
     if (!strcmp(a, "--chip")) {
         o->chips = v;
+    } else if (!strcmp(a, "--threads")) {
+        long long x = parse_int(a, v, 0, 256);
+        if (x < 0) return 2;
+        o->threads = x;
     } else if (!strcmp(a, "--cache-dir")) {
         o->cache_dir = v;
     } else if (!strcmp(a, "--dtype")) {
@@ -118,6 +125,7 @@ static int parse(int argc, char **argv, options *o) {
 static lh_status make_plan(const options *o, lh_context **ctx, lh_plan **plan) {
     lh_status st = lh_context_create(LH_BACKEND_CPU, 0, ctx);
     if (st == LH_OK && o->cache_dir) st = lh_context_set_str(*ctx, LH_CONTEXT_CACHE_DIR, o->cache_dir);
+    if (st == LH_OK) st = lh_context_set_i64(*ctx, LH_CONTEXT_NUM_THREADS, o->threads);
     if (st == LH_OK) st = lh_plan_create(*ctx, plan);
     for (int p = 0; p < 5 && st == LH_OK; p++)
         if (o->param[p] > 0) st = lh_plan_set_i64(*plan, int_params[p], o->param[p]);

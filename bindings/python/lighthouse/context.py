@@ -51,7 +51,8 @@ class Context(Handle):
         self.backend = Backend(out.value)
 
     def set_num_threads(self, threads):
-        """CPU worker threads for plans finalized afterwards; 0 = every online core."""
+        """CPU worker threads for plans finalized afterwards (the CPU backend's computation, the
+        compilation of a CUDA plan's kernels); 0 = every online core."""
         check(function("lh_context_set_i64")(self.handle, _capi.LH_CONTEXT_NUM_THREADS, int(threads)))
 
     def set_cache_enabled(self, enabled):

@@ -97,7 +97,8 @@ impl Context {
         self.device
     }
 
-    /// CPU worker threads; 0 means all online cores. Takes effect for plans built afterwards.
+    /// CPU worker threads (the CPU backend's computation, and the compilation of a CUDA plan's
+    /// kernels); 0 means all online cores. Takes effect for plans built afterwards.
     pub fn set_num_threads(&self, threads: usize) -> Result<()> {
         let value = crate::plan::to_i64("num_threads", threads)?;
         let _lock = self.lock();
