@@ -113,7 +113,7 @@ void cuda_dnn_sdpa_put(cuda_context *cc, lh_sdpa_plan *plan) {
 
 static void *open_run(void *arg) {
     cuda_dnn_open *o = arg;
-    int64_t t0 = lh_clock_us();
+    int64_t t0 = o->began_us = lh_clock_us();
     o->st = lh_cudnn_load(&o->dnn); /* the first call of the process opens cuDNN's libraries */
     o->setup.us[CUDA_SETUP_CUDNN_HANDLE] += lh_clock_us() - t0;
     if (o->st == LH_OK) {
@@ -123,8 +123,10 @@ static void *open_run(void *arg) {
         if (o->st == LH_OK) {
             cudnnHandle_t handle;
             o->st = cuda_dnn_handle(o->cc, o->dnn, &handle, &o->setup);
+            o->opened_us = lh_clock_us();
             if (o->st == LH_OK && o->build) {
                 o->build_st = o->build(o->arg, o->dnn);
+                o->built_us = lh_clock_us();
                 if (o->build_st != LH_OK)
                     snprintf(o->build_message, sizeof o->build_message, "%s", lh_error_message());
             }

@@ -138,6 +138,8 @@ typedef struct cuda_dnn_open {
     lh_status st, build_st;
     const lh_cudnn_api *dnn;
     cuda_setup setup;
+    int64_t began_us, opened_us, built_us; /* lh_clock_us when the thread began, when cuDNN
+                                              was open with a handle, when `build` returned */
     char message[1024], build_message[1024];
 } cuda_dnn_open;
 void cuda_dnn_open_begin(cuda_context *cc, cuda_dnn_build_fn build, void *arg, cuda_dnn_open *o);

@@ -3,6 +3,14 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+/* The clock of lh_clock_us (cudnn_api.c), which this file's users outside the library lack. */
+static int64_t now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
 
 void cuda_kernels_chip(int sm, char *out, size_t cap) {
     if (sm == 100 || sm == 103) snprintf(out, cap, "sm_%da", sm);
@@ -37,7 +45,12 @@ lh_status cuda_kernels_load(cuda_kernels *k, const lh_cu_api *cu, lhc_cache *cac
     }
     const lhc_kernel *compiled[LHK_TEMPLATE_COUNT];
     int failed = -1;
+    int64_t t0 = now_us();
     lh_status st = lhc_compile_requests(cache, todo, n, chip, threads, compiled, &failed);
+    int64_t t1 = now_us();
+    k->compiled = n;
+    k->compile_us = t1 - t0;
+    k->load_us = 0;
     if (st != LH_OK) return failed >= 0 ? lh_fail_context(st, todo[failed].kernel) : st;
     for (int i = 0; i < n; i++) {
         int t = template_of[i];
@@ -50,6 +63,7 @@ lh_status cuda_kernels_load(cuda_kernels *k, const lh_cu_api *cu, lhc_cache *cac
             k->geometry[id] = (lhk_geometry){todo[i].block_threads, todo[i].tokens_per_block};
         }
     }
+    k->load_us = now_us() - t1;
     return LH_OK;
 }
 

@@ -16,6 +16,10 @@ typedef struct cuda_kernels {
     lh_cu_module module[LHK_TEMPLATE_COUNT]; /* the templates loaded so far */
     CUfunction fn[LHK_KERNEL_COUNT];         /* NULL: its template is not loaded */
     lhk_geometry geometry[LHK_KERNEL_COUNT];
+    /* Where the last cuda_kernels_load spent its time: the JIT (or the kernel cache) for
+     * `compiled` templates, then the driver loading their PTX. */
+    int compiled;
+    int64_t compile_us, load_us;
 } cuda_kernels;
 
 /* The PTX target of a device of compute capability `sm` (10 * major + minor): sm_90 for Hopper,

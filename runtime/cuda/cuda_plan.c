@@ -159,6 +159,23 @@ static lh_status build_dnn_side(void *arg, const lh_cudnn_api *dnn) {
     return st;
 }
 
+/* With LIGHTHOUSE_CUDA_VERBOSE: when each side of the plan's creation reached each step, in ms
+ * from the start of cuda_plan_create, so that a start-up's time can be placed (the two sides
+ * overlap; what the call spends outside both shows as the gaps). */
+static void print_timeline(const cuda_plan *p, const cuda_dnn_open *o, int64_t started_us,
+                           int64_t kernels_done_us, int64_t joined_us) {
+#define AT(us) ((us) ? (double)((us) - started_us) / 1e3 : -1.0)
+    fprintf(stderr,
+            "liblighthouse: plan start-up, ms from its start: our kernels: %d compiled in %.1f, "
+            "loaded in %.1f, done at %.1f; cuDNN's side: "
+            "began at %.1f, open with a handle at %.1f, its attention plans built at %.1f; "
+            "joined at %.1f; ready at %.1f\n",
+            p->kernels.compiled, (double)p->kernels.compile_us / 1e3,
+            (double)p->kernels.load_us / 1e3, AT(kernels_done_us), AT(o->began_us),
+            AT(o->opened_us), AT(o->built_us), AT(joined_us), AT(lh_clock_us()));
+#undef AT
+}
+
 lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
                            const lh_context_options *options, const lh_config *cfg,
                            void **out_plan_state, lh_plan_sizes *sizes) {
@@ -170,6 +187,7 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
         return lh_fail(LH_ERROR_UNSUPPORTED,
                        "STAGE_TIMING = 1 times the stages of one GPU's pipeline; a plan with a "
                        "ring or attention hooks runs its stages per chunk and is not timed");
+    int64_t started_us = lh_clock_us();
     lh_status st = check_grid_limits(cfg);
     if (st != LH_OK) return st;
     lh_config chunk;
@@ -209,7 +227,9 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     }
     /* Failures in the order they would meet one after the other: cuDNN missing, then the
      * kernels, then what cuDNN could not build. */
+    int64_t kernels_done_us = lh_clock_us();
     lh_status dnn_st = cuda_dnn_open_end(&dnn_side, &p->dnn, &p->setup);
+    int64_t joined_us = lh_clock_us();
     p->setup.us[CUDA_SETUP_KERNELS] = kernels_us;
     if (dnn_st != LH_OK) st = dnn_st;
     if (st == LH_OK) st = cuda_dnn_open_built(&dnn_side);
@@ -227,7 +247,8 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     lh_pipeline_init(&p->pipeline, ops, &p->cfg, &own, sizes);
     for (int i = 0; i < CUDA_SETUP_PHASES; i++) sizes->setup_us[i] = p->setup.us[i];
     sizes->setup_reused = p->setup.reused;
-    if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
+    if (getenv("LIGHTHOUSE_CUDA_VERBOSE")) {
+        print_timeline(p, &dnn_side, started_us, kernels_done_us, joined_us);
         fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
                 plain_dense(cfg) ? (cfg->layout == LH_LAYOUT_BNHD ? "BNHD" : "BHND")
                 : cfg->ring      ? "ring attention"
@@ -236,6 +257,7 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
                 plain_dense(cfg) ? cuda_sdpa_describe(p->dense)
                 : p->attn        ? cuda_sdpa_describe(p->attn->causal)
                                  : "");
+    }
     *out_plan_state = p;
     return LH_OK;
 }

@@ -4,7 +4,8 @@
 # ~/.nv/ComputeCache, is then empty), a later one (that cache warm), and later ones with
 # CUDA_CACHE_DISABLE=1 (a fresh machine's compilation again, on any machine). Each process
 # prints lighthouse-bench's start-up table and, with LIGHTHOUSE_CUDA_VERBOSE=1, every cuDNN engine
-# the heuristics offer and how long finalizing it took.
+# the heuristics offer, how long finalizing it took, and each plan's start-up timeline (when our
+# kernels were compiled and loaded, when cuDNN's side was open and done, when the plan was ready).
 #
 #   bash tests/gpu/startup_probe.sh [BIN] [SEQS]      BIN: the packed programs (.pack/gpu)
 #
@@ -26,7 +27,7 @@ probe() {
   echo "== $label: $* lighthouse-bench --startup-only 1 --seqs $SEQS"
   local t0=$(date +%s.%N)
   env "$@" "$BIN/lighthouse-bench" --startup-only 1 --seqs "$SEQS" 2>&1 |
-    grep -E 'liblighthouse: (cuDNN|Lighthouse)|^ +[0-9]+ (cold|disk|memory)|^ +N +case|lighthouse-bench:'
+    grep -E 'liblighthouse: (cuDNN|Lighthouse|plan start-up)|^ +[0-9]+ (cold|disk|memory)|^ +N +case|lighthouse-bench:'
   echo "   (process: $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}') s)"
 }
 
