@@ -17,8 +17,6 @@
 #include "compiler_internal.h"
 #include "runtime.h"
 
-#define MAX_COMPILE_THREADS 64
-
 typedef struct compile_job {
     lhc_cache *cache;
     const lhc_kernel_request *req;
@@ -52,9 +50,9 @@ static void *work(void *arg) {
 static int thread_count(int threads, int count) {
     if (threads <= 0) {
         long online = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = online > 0 ? (int)(online < MAX_COMPILE_THREADS ? online : MAX_COMPILE_THREADS) : 1;
+        threads = online > 0 ? (int)(online < LHC_MAX_COMPILE_THREADS ? online : LHC_MAX_COMPILE_THREADS) : 1;
     }
-    if (threads > MAX_COMPILE_THREADS) threads = MAX_COMPILE_THREADS;
+    if (threads > LHC_MAX_COMPILE_THREADS) threads = LHC_MAX_COMPILE_THREADS;
     return threads < count ? threads : count;
 }
 
@@ -78,7 +76,7 @@ lh_status lhc_compile_requests(lhc_cache *cache, const lhc_kernel_request *req, 
     atomic_init(&j.failed, 0);
 
     /* A thread that cannot be started leaves its share to the others: never an error. */
-    pthread_t helpers[MAX_COMPILE_THREADS];
+    pthread_t helpers[LHC_MAX_COMPILE_THREADS];
     int started = 0, wanted = thread_count(threads, count) - 1;
     while (started < wanted && pthread_create(&helpers[started], NULL, work, &j) == 0) started++;
     work(&j);

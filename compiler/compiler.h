@@ -139,12 +139,14 @@ lh_status lhc_plan_kernels(const lhc_plan_params *params, lhc_kernel_request out
 lh_status lhc_ring_kernel(const char *dtype, int head_dim, lhc_kernel_request *out);
 
 /* The kernels of req[0..count-1] for one chip, compiled side by side on up to `threads` threads,
- * the calling one among them (<= 0: one per online core; never more than count). out[i] is what
+ * the calling one among them (<= 0: one per online core; never more than count or
+ * LHC_MAX_COMPILE_THREADS). out[i] is what
  * lhc_compile(cache, req[i].kernel, req[i].constants, chip, &out[i]) gives. A thread that cannot
  * be started leaves its share to the others. On failure: the status and message of the first
  * request, in order, that failed (a serial loop's answer), its index in *failed_index (may be
  * NULL; -1 on success), and no further request is started; out[] is then unspecified, and
  * what compiled stays in the cache. */
+#define LHC_MAX_COMPILE_THREADS 64
 lh_status lhc_compile_requests(lhc_cache *cache, const lhc_kernel_request *req, int count,
                                const char *chip, int threads, const lhc_kernel **out,
                                int *failed_index);

@@ -87,11 +87,11 @@ LH_API lh_status lh_plan_precompile(const lh_plan *plan, const char *chip, int64
 
     /* Side by side on the context's CPU worker threads (LH_CONTEXT_NUM_THREADS). */
     int64_t threads = plan->context->options.num_threads;
+    if (threads > LHC_MAX_COMPILE_THREADS) threads = LHC_MAX_COMPILE_THREADS;
     const lhc_kernel *kernels[LHC_MAX_PLAN_KERNELS + 1];
     lhc_cache_stats start, after;
     lhc_cache_get_stats(cache, &start);
-    st = lhc_compile_requests(cache, req, count, chip, (int)(threads > 64 ? 64 : threads), kernels,
-                              NULL);
+    st = lhc_compile_requests(cache, req, count, chip, (int)threads, kernels, NULL);
     lhc_cache_get_stats(cache, &after);
     if (st != LH_OK) {
         lh_fail_context(st, fn); /* the compiler's message names the kernel or the chip */

@@ -55,8 +55,9 @@ static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
     lhc_cache *cache = p->cc->kernel_cache;
     char chip[16];
     cuda_kernels_chip(p->cc->sm, chip, sizeof chip);
-    int threads = options ? (int)(options->num_threads > 64 ? 64 : options->num_threads) : 0;
-    return cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count, threads);
+    int64_t threads = options ? options->num_threads : 0;
+    if (threads > LHC_MAX_COMPILE_THREADS) threads = LHC_MAX_COMPILE_THREADS;
+    return cuda_kernels_load(&p->kernels, p->cc->cu, cache, chip, req, count, (int)threads);
 }
 
 /* Dense attention on the caller's tensors: their own layout, Hkv heads; tensors of 2^31 elements
