@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds liblighthouse here (Release) and packs what a GPU machine needs into .pack/gpu (ignored
 # by git): the stripped library (xz-compressed: it carries MLIR/LLVM), the GPU test programs (the
-# Rust crate's among them), the demo, the C example (examples/c) and the benchmarks (with
-# bench_cp_scaling's libnccl_null.so). The golden vectors and the plot scripts travel with the
+# Rust crate's among them), the demo, lighthouse-compile, the C example (examples/c) and the
+# benchmarks (with bench_cp_scaling's libnccl_null.so). The golden vectors and the plot scripts travel with the
 # repository (tests/golden, tools/bench). Then, on the GPU machine:
 #   bash tests/gpu/run_gpu_tests.sh            (from the repository root; see docs/gpu-testing.md)
 # With the device tool: run `bash tests/gpu/run_gpu_tests.sh` with carry [".pack"].
@@ -42,7 +42,8 @@ if command -v cargo >/dev/null 2>&1; then
 else
   echo "gpu_pack: no cargo here: the Rust crate's GPU tests are not packed"
 fi
-cp build-release/tools/demo/lighthouse-demo build-release/tools/bench/lighthouse-bench "$dst/"
+cp build-release/tools/demo/lighthouse-demo build-release/tools/bench/lighthouse-bench \
+  build-release/tools/compile/lighthouse-compile "$dst/"
 cp build-release/examples/c/forward_backward "$dst/"
 rm -f "$dst"/*.o
 du -sh "$dst"
