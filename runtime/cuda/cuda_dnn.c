@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "cuda_verbose.h"
 
 static void destroy_sdpa(void *plan) { cuda_sdpa_plan_destroy(plan); }
 
@@ -124,6 +125,8 @@ static void *open_run(void *arg) {
             cudnnHandle_t handle;
             o->st = cuda_dnn_handle(o->cc, o->dnn, &handle, &o->setup);
             o->opened_us = lh_clock_us();
+            lh_cuda_say("cuDNN open with the context's handle in %.1f ms",
+                        (double)(o->opened_us - t0) / 1e3);
             if (o->st == LH_OK && o->build) {
                 o->build_st = o->build(o->arg, o->dnn);
                 o->built_us = lh_clock_us();

@@ -10,6 +10,7 @@
 
 #include "algorithm.h"
 #include "cuda_internal.h"
+#include "cuda_verbose.h"
 
 _Static_assert(CUDA_SETUP_PHASES == LH_QUERY_SETUP_CUDNN_PLAN_US - LH_QUERY_SETUP_KERNELS_US + 1,
                "one setup phase per LH_QUERY_SETUP_*_US query, in their order");
@@ -163,17 +164,15 @@ static lh_status build_dnn_side(void *arg, const lh_cudnn_api *dnn) {
 /* With LIGHTHOUSE_CUDA_VERBOSE: when each side of the plan's creation reached each step, in ms
  * from the start of cuda_plan_create, so that a start-up's time can be placed (the two sides
  * overlap; what the call spends outside both shows as the gaps). */
-static void print_timeline(const cuda_plan *p, const cuda_dnn_open *o, int64_t started_us,
-                           int64_t kernels_done_us, int64_t joined_us) {
+static void say_timeline(const cuda_plan *p, const cuda_dnn_open *o, int64_t started_us,
+                         int64_t kernels_done_us, int64_t joined_us) {
 #define AT(us) ((us) ? (double)((us) - started_us) / 1e3 : -1.0)
-    fprintf(stderr,
-            "liblighthouse: plan start-up, ms from its start: our kernels: %d compiled in %.1f, "
-            "loaded in %.1f, done at %.1f; cuDNN's side: "
-            "began at %.1f, open with a handle at %.1f, its attention plans built at %.1f; "
-            "joined at %.1f; ready at %.1f\n",
-            p->kernels.compiled, (double)p->kernels.compile_us / 1e3,
-            (double)p->kernels.load_us / 1e3, AT(kernels_done_us), AT(o->began_us),
-            AT(o->opened_us), AT(o->built_us), AT(joined_us), AT(lh_clock_us()));
+    lh_cuda_say("plan start-up, ms from its start: our kernels: %d compiled in %.1f, loaded in "
+                "%.1f, done at %.1f; cuDNN's side: began at %.1f, open with a handle at %.1f, its "
+                "attention plans built at %.1f; joined at %.1f; ready at %.1f",
+                p->kernels.compiled, (double)p->kernels.compile_us / 1e3,
+                (double)p->kernels.load_us / 1e3, AT(kernels_done_us), AT(o->began_us),
+                AT(o->opened_us), AT(o->built_us), AT(joined_us), AT(lh_clock_us()));
 #undef AT
 }
 
@@ -225,6 +224,10 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
         int64_t t0 = lh_clock_us();
         st = load_kernels(p, options);
         kernels_us = lh_clock_us() - t0;
+        if (p->kernels.compiled)
+            lh_cuda_say("our kernels: %d compiled in %.1f ms, loaded in %.1f ms",
+                        p->kernels.compiled, (double)p->kernels.compile_us / 1e3,
+                        (double)p->kernels.load_us / 1e3);
     }
     /* Failures in the order they would meet one after the other: cuDNN missing, then the
      * kernels, then what cuDNN could not build. */
@@ -248,16 +251,16 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     lh_pipeline_init(&p->pipeline, ops, &p->cfg, &own, sizes);
     for (int i = 0; i < CUDA_SETUP_PHASES; i++) sizes->setup_us[i] = p->setup.us[i];
     sizes->setup_reused = p->setup.reused;
-    if (getenv("LIGHTHOUSE_CUDA_VERBOSE")) {
-        print_timeline(p, &dnn_side, started_us, kernels_done_us, joined_us);
-        fprintf(stderr, "liblighthouse: %s on %s (sm_%d): %s\n",
-                plain_dense(cfg) ? (cfg->layout == LH_LAYOUT_BNHD ? "BNHD" : "BHND")
-                : cfg->ring      ? "ring attention"
-                                 : "Lighthouse",
-                cc->name, cc->sm,
-                plain_dense(cfg) ? cuda_sdpa_describe(p->dense)
-                : p->attn        ? cuda_sdpa_describe(p->attn->causal)
-                                 : "");
+    if (lh_cuda_verbose()) {
+        say_timeline(p, &dnn_side, started_us, kernels_done_us, joined_us);
+        lh_cuda_say("%s on %s (sm_%d): %s",
+                    plain_dense(cfg) ? (cfg->layout == LH_LAYOUT_BNHD ? "BNHD" : "BHND")
+                    : cfg->ring      ? "ring attention"
+                                     : "Lighthouse",
+                    cc->name, cc->sm,
+                    plain_dense(cfg) ? cuda_sdpa_describe(p->dense)
+                    : p->attn        ? cuda_sdpa_describe(p->attn->causal)
+                                     : "");
     }
     *out_plan_state = p;
     return LH_OK;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cuda_driver.h"
+#include "cuda_verbose.h"
 
 /* The version of the graphs below and of their tensor uids: part of the identity of a plan in
  * the disk store (cudnn_plan_store.h), whose text holds the graph. Raise it with any change to
@@ -348,9 +349,8 @@ static lh_status choose_bwd_plan(lh_sdpa_plan *p, int64_t accum_bytes) {
     int64_t limit = 4 * accum_bytes + (256 << 20);
     st = build_bwd_plan(p, LH_SDPA_BWD_DETERMINISTIC, pref < 0 ? limit : 0);
     if (pref < 0 && st == LH_OK && p->bwd.workspace_bytes > limit) {
-        if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
-            fprintf(stderr, "liblighthouse: cuDNN SDPA backward: the deterministic engine's "
-                    "workspace (%lld B) outweighs the accumulator's (%lld B): building that\n",
+        lh_cuda_say("cuDNN SDPA backward: the deterministic engine's workspace (%lld B) "
+                    "outweighs the accumulator's (%lld B): building that",
                     (long long)p->bwd.workspace_bytes, (long long)accum_bytes);
         lh_gb_destroy(&p->bwd);
         st = LH_ERROR_UNSUPPORTED;
@@ -394,7 +394,10 @@ static void *bwd_beside_run(void *arg) {
     cudnnHandle_t handle = NULL;
     b->st = lh_cu_check(w->cu->CtxPushCurrent(b->ctx), "making the plan's context current");
     if (b->st == LH_OK) {
+        int64_t t0 = lh_clock_us();
         b->st = lh_cudnn_check(w->dnn->Create(&handle), "cudnnCreate (a handle to build on)");
+        lh_cuda_say("cuDNN SDPA backward: a handle of its own on the builder thread in %.1f ms",
+                    (double)(lh_clock_us() - t0) / 1e3);
         if (b->st == LH_OK) {
             w->handle = handle; /* build_bwd_plan initialises w->bwd on it */
             b->st = choose_bwd_plan(w, b->accum_bytes);
@@ -438,9 +441,8 @@ static lh_status bwd_beside_end(lh_sdpa_plan *p, bwd_beside *b) {
     free(b->json);
     b->json = NULL;
     if (!moved) {
-        if (getenv("LIGHTHOUSE_CUDA_VERBOSE"))
-            fprintf(stderr, "liblighthouse: cuDNN SDPA backward: engine %lld %s; building it "
-                    "again on the plan's handle\n", (long long)built->engine_id,
+        lh_cuda_say("cuDNN SDPA backward: engine %lld %s; building it again on the plan's "
+                    "handle", (long long)built->engine_id,
                     had_text ? "was refused as text" : "gives no text");
         lh_gb_destroy(&p->bwd);
         return choose_bwd_plan(p, b->accum_bytes);
@@ -450,6 +452,8 @@ static lh_status bwd_beside_end(lh_sdpa_plan *p, bwd_beside *b) {
     p->bwd.graph_us = built->graph_us;
     p->bwd.heuristics_us = built->heuristics_us;
     p->bwd.plan_us = built->plan_us + (lh_clock_us() - t0);
+    lh_cuda_say("cuDNN SDPA backward: restored on the plan's handle from the builder's text in "
+                "%.1f ms", (double)(lh_clock_us() - t0) / 1e3);
     p->bwd_kind = b->work.bwd_kind;
     p->build_us += b->work.build_us;
     return LH_OK;
@@ -493,8 +497,11 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
     /* both to build: the backward beside the forward */
     bwd_beside beside;
     beside.started = false;
-    if (!shape->forward_only && !bwd_restored && !fwd_restored)
-        bwd_beside_begin(p, accum_bytes, &beside);
+    if (!shape->forward_only && !bwd_restored && !fwd_restored &&
+        bwd_beside_begin(p, accum_bytes, &beside))
+        lh_cuda_say("cuDNN SDPA (B %lld, H %lld, S %lld, D %lld): the forward built here, the "
+                    "backward on a thread beside", (long long)b, (long long)h, (long long)s,
+                    (long long)d);
     if (fwd_restored) {
         p->fwd_store = LH_PLAN_STORE_RESTORED;
     } else {

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_verbose.h"
+
 /* Records the first failure; later ones are consequences and would only hide the cause. */
 static void gb_error(lh_gb *gb, lh_status st) {
     if (gb->status != LH_OK) return;
@@ -180,10 +182,6 @@ void lh_gb_reshape(lh_gb *gb, lh_gb_desc x, lh_gb_desc y) {
     gb_add_op(gb, op);
 }
 
-/* LIGHTHOUSE_CUDA_VERBOSE=1: every configuration the heuristics offer and every attempt to
- * finalize one, with its time, on stderr (which engines need run-time compilation is what a
- * machine's first plan costs, docs/compiler.md). */
-static bool gb_verbose(void) { return getenv("LIGHTHOUSE_CUDA_VERBOSE") != NULL; }
 
 /* Whether the engine behind `cfg` carries the NONDETERMINISTIC numerical note; *runtime_compiled
  * (may be NULL) whether it carries the RUNTIME_COMPILATION behaviour note. */
@@ -272,13 +270,14 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
                                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs),
                "reading heuristics results"))
         return false;
-    bool verbose = gb_verbose();
+    /* LIGHTHOUSE_CUDA_VERBOSE: every configuration the heuristics offer and every attempt to
+     * finalize one, with its time (which engines need run-time compilation is what a machine's
+     * first plan costs, docs/compiler.md). */
+    bool verbose = lh_cuda_verbose();
     for (int64_t i = 0; verbose && i < got; i++) {
         int64_t id;
         bool rtc = false, det = cfg_notes(gb, cfgs[i], &id, &rtc);
-        fprintf(stderr,
-                "liblighthouse: cuDNN %s: heuristics mode %d offers engine %lld (%s, %s, "
-                "workspace %lld B)\n",
+        lh_cuda_say("cuDNN %s: heuristics mode %d offers engine %lld (%s, %s, workspace %lld B)",
                 what, (int)mode, (long long)id, det ? "deterministic" : "nondeterministic",
                 rtc ? "compiled at run time" : "precompiled", (long long)cfg_workspace(gb, cfgs[i]));
     }
@@ -293,8 +292,8 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
             int64_t need = cfg_workspace(gb, cfgs[i]);
             if (gb->workspace_limit > 0 && need > gb->workspace_limit) {
                 if (verbose)
-                    fprintf(stderr, "liblighthouse: cuDNN %s: engine %lld needs %lld B of "
-                            "workspace, over the limit of %lld B: not built\n", what,
+                    lh_cuda_say("cuDNN %s: engine %lld needs %lld B of workspace, over the limit "
+                                "of %lld B: not built", what,
                             (long long)engine_id, (long long)need,
                             (long long)gb->workspace_limit);
                 gb->over_limit = true;
@@ -315,7 +314,7 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
             int64_t took = lh_clock_us() - t1;
             gb->plan_us += took;
             if (verbose)
-                fprintf(stderr, "liblighthouse: cuDNN %s: engine %lld %s in %.1f ms\n", what,
+                lh_cuda_say("cuDNN %s: engine %lld %s in %.1f ms", what,
                         (long long)engine_id,
                         s == CUDNN_STATUS_SUCCESS ? "finalized" : gb->dnn->GetErrorString(s),
                         took / 1e3);
@@ -354,7 +353,9 @@ lh_status lh_gb_build_plan(lh_gb *gb, bool prefer_deterministic, const char *wha
            gb->ops, "graph operations");
     int64_t t0 = lh_clock_us();
     gb_finalize(gb, graph, "finalizing the operation graph");
-    gb->graph_us += lh_clock_us() - t0;
+    int64_t took = lh_clock_us() - t0;
+    gb->graph_us += took;
+    lh_cuda_say("cuDNN %s: operation graph finalized in %.1f ms", what, took / 1e3);
     char notes[768] = "";
     if (gb->status == LH_OK &&
         !try_mode(gb, graph, CUDNN_HEUR_MODE_A, prefer_deterministic, what, notes,

@@ -27,7 +27,7 @@ probe() {
   echo "== $label: $* lighthouse-bench --startup-only 1 --seqs $SEQS"
   local t0=$(date +%s.%N)
   env "$@" "$BIN/lighthouse-bench" --startup-only 1 --seqs "$SEQS" 2>&1 |
-    grep -E 'liblighthouse: (cuDNN|Lighthouse|plan start-up)|^ +[0-9]+ (cold|disk|memory)|^ +N +case|lighthouse-bench:'
+    grep -E 'liblighthouse: \[[0-9.]+ ms\] (cuDNN|Lighthouse|plan start-up|our kernels)|^ +[0-9]+ (cold|disk|memory)|^ +N +case|lighthouse-bench:'
   echo "   (process: $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}') s)"
 }
 
