@@ -10,6 +10,7 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -75,10 +76,18 @@ lh_status lhc_compile_requests(lhc_cache *cache, const lhc_kernel_request *req, 
     atomic_init(&j.next, 0);
     atomic_init(&j.failed, 0);
 
-    /* A thread that cannot be started leaves its share to the others: never an error. */
+    /* A thread that cannot be started leaves its share to the others: never an error. Its
+     * stack is 8 MiB, the usual main-thread stack MLIR and LLVM run on, whatever default for
+     * new threads the embedding process has set. */
+    pthread_attr_t attr;
+    bool have_attr = pthread_attr_init(&attr) == 0;
+    if (have_attr) pthread_attr_setstacksize(&attr, (size_t)8 << 20);
     pthread_t helpers[LHC_MAX_COMPILE_THREADS];
     int started = 0, wanted = thread_count(threads, count) - 1;
-    while (started < wanted && pthread_create(&helpers[started], NULL, work, &j) == 0) started++;
+    while (started < wanted &&
+           pthread_create(&helpers[started], have_attr ? &attr : NULL, work, &j) == 0)
+        started++;
+    if (have_attr) pthread_attr_destroy(&attr);
     work(&j);
     for (int t = 0; t < started; t++) pthread_join(helpers[t], NULL);
 
