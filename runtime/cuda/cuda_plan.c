@@ -167,8 +167,8 @@ static lh_status build_dnn_side(void *arg, const lh_cudnn_api *dnn) {
 static void say_timeline(const cuda_plan *p, const cuda_dnn_open *o, int64_t started_us,
                          int64_t kernels_done_us, int64_t joined_us) {
 #define AT(us) ((us) ? (double)((us) - started_us) / 1e3 : -1.0)
-    lh_cuda_say("plan start-up, ms from its start: our kernels: %d compiled in %.1f, loaded in "
-                "%.1f, done at %.1f; cuDNN's side: began at %.1f, open with a handle at %.1f, its "
+    lh_cuda_say("plan start-up, ms from its start: our kernels: %d compiled or cached in %.1f, "
+                "loaded in %.1f, done at %.1f; cuDNN's side: began at %.1f, open with a handle at %.1f, its "
                 "attention plans built at %.1f; joined at %.1f; ready at %.1f",
                 p->kernels.compiled, (double)p->kernels.compile_us / 1e3,
                 (double)p->kernels.load_us / 1e3, AT(kernels_done_us), AT(o->began_us),
@@ -225,7 +225,8 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
         st = load_kernels(p, options);
         kernels_us = lh_clock_us() - t0;
         if (p->kernels.compiled)
-            lh_cuda_say("our kernels: %d compiled in %.1f ms, loaded in %.1f ms",
+            lh_cuda_say("our kernels: %d compiled (or read from the kernel cache) in %.1f ms, "
+                        "loaded in %.1f ms",
                         p->kernels.compiled, (double)p->kernels.compile_us / 1e3,
                         (double)p->kernels.load_us / 1e3);
     }
