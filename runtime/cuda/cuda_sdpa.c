@@ -1,4 +1,5 @@
-/* cuda_sdpa.c - cuDNN causal SDPA: graph construction, workspace layout, execution. */
+/* cuda_sdpa.c - cuDNN causal SDPA plans: the graphs (cuda_sdpa_graph.c) built, chosen, stored
+ * and restored; workspace layout; execution. */
 #include "cuda_sdpa.h"
 
 #include <math.h>
@@ -7,21 +8,8 @@
 #include <string.h>
 
 #include "cuda_driver.h"
+#include "cuda_sdpa_graph.h"
 #include "cuda_verbose.h"
-
-/* The version of the graphs below and of their tensor uids: part of the identity of a plan in
- * the disk store (cudnn_plan_store.h), whose text holds the graph. Raise it with any change to
- * build_forward, build_backward or the uids, or restored plans would compute the old graphs. */
-#define SDPA_GRAPH_VERSION 1
-
-/* Tensor uids bound through the variant pack. Virtual tensors count up from UID_VIRTUAL. */
-enum {
-    UID_Q = 1, UID_K, UID_V, UID_O, UID_STATS, UID_DO, UID_DQ, UID_DK, UID_DV,
-    UID_SOFTMAX_SUM, UID_DQ_ACCUM,
-    /* every by-value scalar has a uid of its own */
-    UID_SCALE_S, UID_SCALE_DS, UID_NEG_INF, UID_ONE,
-    UID_VIRTUAL = 100
-};
 
 /* Workspace pieces are aligned like cudaMalloc'd memory so every engine is happy with them. */
 #define WS_ALIGN 256
@@ -36,7 +24,6 @@ struct lh_sdpa_plan {
     lh_gb fwd, bwd;
     int64_t build_us;        /* creating the graphs' descriptors, before lh_gb_build_plan */
     lh_sdpa_bwd_kind bwd_kind;
-    bool gqa;
     int64_t fwd_ws;
     /* backward workspace: cuDNN's own part first, then the buffers the graph binds by uid */
     int64_t bwd_ws, off_sum, off_accum;
@@ -52,184 +39,6 @@ void lh_sdpa_layout_strides(bool bnhd, int64_t heads, int64_t s, int64_t d, int6
         out[0] = s * heads * d; out[1] = d; out[2] = heads * d; out[3] = 1;
     } else {
         out[0] = heads * s * d; out[1] = s * d; out[2] = d; out[3] = 1;
-    }
-}
-
-static cudnnDataType_t io_type(lh_dtype t) {
-    return t == LH_DTYPE_FLOAT16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
-}
-
-/* ---- small helpers that keep the graph code close to the math ----------------------------- */
-
-typedef struct dims4 { int64_t d[4], s[4]; } dims4;
-
-static dims4 dense4(int64_t a, int64_t b, int64_t c, int64_t e) {
-    dims4 r = {{a, b, c, e}, {b * c * e, c * e, e, 1}};
-    return r;
-}
-
-static lh_gb_desc virt(lh_sdpa_plan *p, lh_gb *gb, cudnnDataType_t type, dims4 x) {
-    return lh_gb_tensor(gb, p->next_uid++, type, 4, x.d, x.s, true);
-}
-
-static lh_gb_desc real(lh_gb *gb, int64_t uid, cudnnDataType_t type, dims4 x) {
-    return lh_gb_tensor(gb, uid, type, 4, x.d, x.s, false);
-}
-
-static lh_gb_desc pw(lh_sdpa_plan *p, lh_gb *gb, cudnnPointwiseMode_t mode, lh_gb_desc x,
-                     lh_gb_desc b, dims4 out) {
-    lh_gb_desc y = virt(p, gb, CUDNN_DATA_FLOAT, out);
-    lh_gb_pointwise(gb, mode, CUDNN_DATA_FLOAT, x, b, NULL, y, -1);
-    return y;
-}
-
-/* The causal mask: keep (row >= col), else -inf. Built from two index generators the way the
- * flash-attention engines expect it. */
-static lh_gb_desc causal_mask(lh_sdpa_plan *p, lh_gb *gb, lh_gb_desc scores, dims4 sd) {
-    lh_gb_desc row = virt(p, gb, CUDNN_DATA_INT32, sd);
-    lh_gb_pointwise(gb, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, scores, NULL, NULL, row, 2);
-    lh_gb_desc col = virt(p, gb, CUDNN_DATA_INT32, sd);
-    lh_gb_pointwise(gb, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, scores, NULL, NULL, col, 3);
-    lh_gb_desc keep = virt(p, gb, CUDNN_DATA_BOOLEAN, sd);
-    lh_gb_pointwise(gb, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep, -1);
-    lh_gb_desc neg_inf = lh_gb_scalar(gb, UID_NEG_INF, CUDNN_DATA_FLOAT);
-    lh_gb_desc masked = virt(p, gb, CUDNN_DATA_FLOAT, sd);
-    lh_gb_pointwise(gb, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, scores, neg_inf, keep,
-                    masked, -1);
-    return masked;
-}
-
-/* K^T (or V^T) as a view: dims [B, Hkv, D, S], the strides of S and D swapped. */
-static dims4 transposed_kv(const lh_sdpa_shape *sh) {
-    dims4 r = {{sh->b, sh->hkv, sh->d, sh->s},
-               {sh->kv_strides[0], sh->kv_strides[1], sh->kv_strides[3], sh->kv_strides[2]}};
-    return r;
-}
-
-static dims4 with_strides(int64_t a, int64_t b, int64_t c, int64_t e, const int64_t st[4]) {
-    dims4 r = {{a, b, c, e}, {st[0], st[1], st[2], st[3]}};
-    return r;
-}
-
-/* ---- forward -------------------------------------------------------------------------------- */
-
-static void build_forward(lh_sdpa_plan *p, lh_gb *gb) {
-    const lh_sdpa_shape *sh = &p->shape;
-    int64_t b = sh->b, h = sh->h, s = sh->s, d = sh->d;
-    cudnnDataType_t io = io_type(sh->dtype);
-    dims4 qd = with_strides(b, h, s, d, sh->q_strides);
-    dims4 vd = with_strides(b, sh->hkv, s, d, sh->kv_strides);
-    dims4 sd = dense4(b, h, s, s);     /* scores: virtual, never in memory */
-    dims4 rd = dense4(b, h, s, 1);     /* per-row values */
-
-    lh_gb_desc q = real(gb, UID_Q, io, qd);
-    lh_gb_desc kt = real(gb, UID_K, io, transposed_kv(sh));
-    lh_gb_desc v = real(gb, UID_V, io, vd);
-    lh_gb_desc o = real(gb, UID_O, io, qd);
-    lh_gb_desc stats = real(gb, UID_STATS, CUDNN_DATA_FLOAT, rd);
-
-    lh_gb_desc scores = virt(p, gb, CUDNN_DATA_FLOAT, sd);
-    lh_gb_matmul(gb, q, kt, scores);
-    lh_gb_desc scaled = pw(p, gb, CUDNN_POINTWISE_MUL, scores,
-                           lh_gb_scalar(gb, UID_SCALE_S, CUDNN_DATA_FLOAT), sd);
-    lh_gb_desc masked = sh->full ? scaled : causal_mask(p, gb, scaled, sd);
-    /* softmax with statistics: m = max, e = exp(x - m), z = sum e, lse = m + log z, P = e / z */
-    lh_gb_desc m = virt(p, gb, CUDNN_DATA_FLOAT, rd);
-    lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_MAX, masked, m);
-    lh_gb_desc centered = pw(p, gb, CUDNN_POINTWISE_SUB, masked, m, sd);
-    lh_gb_desc e = pw(p, gb, CUDNN_POINTWISE_EXP, centered, NULL, sd);
-    lh_gb_desc z = virt(p, gb, CUDNN_DATA_FLOAT, rd);
-    lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, e, z);
-    lh_gb_desc log_z = pw(p, gb, CUDNN_POINTWISE_LOG, z, NULL, rd);
-    lh_gb_pointwise(gb, CUDNN_POINTWISE_ADD, CUDNN_DATA_FLOAT, m, log_z, NULL, stats, -1);
-    lh_gb_desc probs = virt(p, gb, io, sd); /* P in the I/O dtype feeds the second matmul */
-    lh_gb_pointwise(gb, CUDNN_POINTWISE_DIV, CUDNN_DATA_FLOAT, e, z, NULL, probs, -1);
-    lh_gb_matmul(gb, probs, v, o);
-}
-
-/* ---- backward ------------------------------------------------------------------------------- */
-
-static void build_backward(lh_sdpa_plan *p, lh_gb *gb, lh_sdpa_bwd_kind kind) {
-    const lh_sdpa_shape *sh = &p->shape;
-    int64_t b = sh->b, h = sh->h, hkv = sh->hkv, s = sh->s, d = sh->d;
-    cudnnDataType_t io = io_type(sh->dtype);
-    dims4 qd = with_strides(b, h, s, d, sh->q_strides);
-    dims4 kd = with_strides(b, hkv, s, d, sh->kv_strides);
-    dims4 sd = dense4(b, h, s, s);
-    dims4 st = {{b, h, s, s}, {h * s * s, s * s, 1, s}}; /* a score matrix transposed */
-    dims4 rd = dense4(b, h, s, 1);
-
-    lh_gb_desc q = real(gb, UID_Q, io, qd);
-    lh_gb_desc kt = real(gb, UID_K, io, transposed_kv(sh));
-    lh_gb_desc vt = real(gb, UID_V, io, transposed_kv(sh));
-    lh_gb_desc o = real(gb, UID_O, io, qd);
-    lh_gb_desc dout = real(gb, UID_DO, io, qd);
-    lh_gb_desc stats = real(gb, UID_STATS, CUDNN_DATA_FLOAT, rd);
-    lh_gb_desc dq = real(gb, UID_DQ, io, qd);
-    lh_gb_desc dk = real(gb, UID_DK, io, kd);
-    lh_gb_desc dv = real(gb, UID_DV, io, kd);
-    lh_gb_desc softmax_sum = real(gb, UID_SOFTMAX_SUM, CUDNN_DATA_FLOAT, rd);
-
-    /* softmax_sum = rowsum(dO * O) * 1 (the engines look for the multiply by one, the slot
-     * where dropout's scale would go) */
-    lh_gb_desc d_o = pw(p, gb, CUDNN_POINTWISE_MUL, dout, o, dense4(b, h, s, d));
-    lh_gb_desc rowsum = virt(p, gb, CUDNN_DATA_FLOAT, rd);
-    lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, d_o, rowsum);
-    lh_gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, rowsum,
-                    lh_gb_scalar(gb, UID_ONE, CUDNN_DATA_FLOAT), NULL, softmax_sum, -1);
-
-    /* P = exp(scale * Q K^T - lse), causally masked */
-    lh_gb_desc scores = virt(p, gb, CUDNN_DATA_FLOAT, sd);
-    lh_gb_matmul(gb, q, kt, scores);
-    lh_gb_desc scaled = pw(p, gb, CUDNN_POINTWISE_MUL, scores,
-                           lh_gb_scalar(gb, UID_SCALE_S, CUDNN_DATA_FLOAT), sd);
-    lh_gb_desc centered = pw(p, gb, CUDNN_POINTWISE_SUB, scaled, stats, sd);
-    lh_gb_desc masked = sh->full ? centered : causal_mask(p, gb, centered, sd);
-    lh_gb_desc probs = pw(p, gb, CUDNN_POINTWISE_EXP, masked, NULL, sd);
-
-    /* dV = P^T dO (per query head, then summed over each kv head's group). The per-query-head
-     * gradients of grouped-query attention stay virtual, as cudnn-frontend builds them: bound to
-     * caller buffers instead, the dQ-accumulator engine made illegal accesses (H100, cuDNN 9.19)
-     * even with fp32-sized buffers. */
-    lh_gb_desc probs_t = virt(p, gb, io, st);
-    lh_gb_reshape(gb, probs, probs_t);
-    dims4 full = dense4(b, h, s, d);
-    if (p->gqa) {
-        lh_gb_desc dv_full = virt(p, gb, io, full);
-        lh_gb_matmul(gb, probs_t, dout, dv_full);
-        lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, dv_full, dv);
-    } else {
-        lh_gb_matmul(gb, probs_t, dout, dv);
-    }
-
-    /* dS = scale * P * (dO V^T - softmax_sum) */
-    lh_gb_desc dp = virt(p, gb, CUDNN_DATA_FLOAT, sd);
-    lh_gb_matmul(gb, dout, vt, dp);
-    lh_gb_desc dp_centered = pw(p, gb, CUDNN_POINTWISE_SUB, dp, softmax_sum, sd);
-    lh_gb_desc ds_unscaled = pw(p, gb, CUDNN_POINTWISE_MUL, dp_centered, probs, sd);
-    lh_gb_desc ds = pw(p, gb, CUDNN_POINTWISE_MUL, ds_unscaled,
-                       lh_gb_scalar(gb, UID_SCALE_DS, CUDNN_DATA_FLOAT), sd);
-
-    /* dK = dS^T Q */
-    lh_gb_desc ds_t = virt(p, gb, io, st);
-    lh_gb_reshape(gb, ds, ds_t);
-    if (p->gqa) {
-        lh_gb_desc dk_full = virt(p, gb, io, full);
-        lh_gb_matmul(gb, ds_t, q, dk_full);
-        lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, dk_full, dk);
-    } else {
-        lh_gb_matmul(gb, ds_t, q, dk);
-    }
-
-    /* dQ = dS K, with K recovered from the K^T view */
-    lh_gb_desc k_view = virt(p, gb, io, kd);
-    lh_gb_reshape(gb, kt, k_view);
-    if (kind == LH_SDPA_BWD_ACCUM) {
-        lh_gb_desc accum = real(gb, UID_DQ_ACCUM, CUDNN_DATA_FLOAT, dense4(b, h, s, d));
-        lh_gb_matmul(gb, ds, k_view, accum);
-        lh_gb_pointwise(gb, CUDNN_POINTWISE_IDENTITY, CUDNN_DATA_FLOAT, accum, NULL, NULL, dq, -1);
-    } else {
-        lh_gb_matmul(gb, ds, k_view, dq);
     }
 }
 
@@ -320,7 +129,7 @@ static lh_status build_bwd_plan(lh_sdpa_plan *p, lh_sdpa_bwd_kind kind, int64_t 
     /* a second attempt (the accumulator after the deterministic graph) adds to the first's */
     p->bwd.graph_us = graph_us, p->bwd.heuristics_us = heur_us, p->bwd.plan_us = plan_us;
     p->bwd.workspace_limit = workspace_limit;
-    build_backward(p, &p->bwd, kind);
+    cuda_sdpa_graph_backward(&p->shape, &p->bwd, kind, &p->next_uid);
     p->build_us += lh_clock_us() - t0;
     lh_status st = lh_gb_build_plan(&p->bwd, kind == LH_SDPA_BWD_DETERMINISTIC,
                                     kind == LH_SDPA_BWD_ACCUM ? "SDPA backward (dQ accumulator)"
@@ -474,7 +283,6 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
     p->cu = cu;
     p->handle = handle;
     p->exec_lock = exec_lock;
-    p->gqa = shape->h != shape->hkv;
     p->scale = (float)shape->scale;
     p->one = 1.0f;
     p->neg_inf = -INFINITY;
@@ -506,7 +314,7 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
         p->fwd_store = LH_PLAN_STORE_RESTORED;
     } else {
         int64_t t0 = lh_clock_us();
-        build_forward(p, &p->fwd);
+        cuda_sdpa_graph_forward(&p->shape, &p->fwd, &p->next_uid);
         p->build_us = lh_clock_us() - t0;
         st = lh_gb_build_plan(&p->fwd, false, "SDPA forward");
         if (st != LH_OK) {
