@@ -1,9 +1,9 @@
 /*
  * compile_requests.c - a plan's kernels compiled side by side.
  *
- * A plan needs five to seven kernels, each compiled alone by MLIR and LLVM in 20-90 ms of one
- * core (the selection kernel is the longest), so a plan whose kernels are in no cache spends
- * the sum of them on one core. MLIR compilations share nothing but the pass registry
+ * A Lighthouse plan needs five kernels (six on a ring), each compiled alone by MLIR and LLVM in
+ * 20-90 ms of one core (the selection kernel is the longest), so a plan whose kernels are in no
+ * cache spent the sum of them on one core. MLIR compilations share nothing but the pass registry
  * (mlir_compile.c) and one cache lets different kernels build at once (cache.c), so the requests
  * are handed to a few threads, the calling thread among them, each taking the next request in
  * order until none is left. The answer is the one lhc_compile would give request by request.
