@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static lh_cu_api api;
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -129,4 +130,10 @@ lh_status lh_cu_fail(CUresult result, const char *what) {
                                                       : LH_ERROR_DEVICE;
     return lh_fail(st, "%s failed: %s (%d): %s", what, name ? name : "CUDA error", (int)result,
                    text ? text : "no description");
+}
+
+int64_t lh_clock_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }

@@ -95,4 +95,8 @@ static inline lh_status lh_cu_check(CUresult result, const char *what) {
     return result == CUDA_SUCCESS ? LH_OK : lh_cu_fail(result, what);
 }
 
+/* Microseconds on the monotonic clock, to time the steps of building a plan (here, with the
+ * other host code the library shares with its tools and tests). */
+int64_t lh_clock_us(void);
+
 #endif /* LH_CUDA_DRIVER_H */

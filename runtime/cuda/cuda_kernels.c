@@ -3,14 +3,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-
-/* The clock of lh_clock_us (cudnn_api.c), which this file's users outside the library lack. */
-static int64_t now_us(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
 
 void cuda_kernels_chip(int sm, char *out, size_t cap) {
     if (sm == 100 || sm == 103) snprintf(out, cap, "sm_%da", sm);
@@ -33,37 +25,38 @@ lh_status cuda_kernels_load(cuda_kernels *k, const lh_cu_api *cu, lhc_cache *cac
                            req[i].kernel);
     /* The templates not loaded yet, in the templates' order whatever the order of the requests:
      * all compiled side by side first (the JIT's time), then loaded one by one. */
-    lhc_kernel_request todo[LHK_TEMPLATE_COUNT];
+    lhc_kernel_request pending[LHK_TEMPLATE_COUNT];
     int template_of[LHK_TEMPLATE_COUNT], n = 0;
     for (int t = 0; t < LHK_TEMPLATE_COUNT; t++) {
         const lhc_kernel_request *r = NULL;
         for (int i = 0; i < count; i++)
             if (lhk_template_find(req[i].kernel) == t) r = &req[i];
         if (!r || k->module[t].module) continue;
-        todo[n] = *r;
+        pending[n] = *r;
         template_of[n++] = t;
     }
     const lhc_kernel *compiled[LHK_TEMPLATE_COUNT];
     int failed = -1;
-    int64_t t0 = now_us();
-    lh_status st = lhc_compile_requests(cache, todo, n, chip, threads, compiled, &failed);
-    int64_t t1 = now_us();
+    int64_t t0 = lh_clock_us();
+    lh_status st = lhc_compile_requests(cache, pending, n, chip, threads, compiled, &failed);
+    int64_t t1 = lh_clock_us();
     k->compiled = n;
     k->compile_us = t1 - t0;
     k->load_us = 0;
-    if (st != LH_OK) return failed >= 0 ? lh_fail_context(st, todo[failed].kernel) : st;
+    if (st != LH_OK) return failed >= 0 ? lh_fail_context(st, pending[failed].kernel) : st;
     for (int i = 0; i < n; i++) {
         int t = template_of[i];
         st = lh_cu_module_load(cu, compiled[i]->ptx, &k->module[t]);
-        if (st != LH_OK) return lh_fail_context(st, todo[i].kernel);
+        if (st != LH_OK) return lh_fail_context(st, pending[i].kernel);
         for (int id = 0; id < LHK_KERNEL_COUNT; id++) {
             if (lhk_kernels[id].template_id != (lhk_template)t) continue;
             st = lh_cu_module_function(cu, &k->module[t], lhk_kernels[id].entry, &k->fn[id]);
             if (st != LH_OK) return st;
-            k->geometry[id] = (lhk_geometry){todo[i].block_threads, todo[i].tokens_per_block};
+            k->geometry[id] =
+                (lhk_geometry){pending[i].block_threads, pending[i].tokens_per_block};
         }
     }
-    k->load_us = now_us() - t1;
+    k->load_us = lh_clock_us() - t1;
     return LH_OK;
 }
 

@@ -46,6 +46,19 @@ static lh_gb_desc causal_mask(int64_t *next_uid, lh_gb *gb, lh_gb_desc scores, d
     return masked;
 }
 
+/* A kv head's gradient out = a b: with grouped heads, per query head (virtual, dims `full`)
+ * and then summed over each kv head's group. */
+static void kv_gradient(int64_t *next_uid, lh_gb *gb, cudnnDataType_t io, bool gqa, lh_gb_desc a,
+                        lh_gb_desc b, dims4 full, lh_gb_desc out) {
+    if (!gqa) {
+        lh_gb_matmul(gb, a, b, out);
+        return;
+    }
+    lh_gb_desc per_head = virt(next_uid, gb, io, full);
+    lh_gb_matmul(gb, a, b, per_head);
+    lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, per_head, out);
+}
+
 /* K^T (or V^T) as a view: dims [B, Hkv, D, S], the strides of S and D swapped. */
 static dims4 transposed_kv(const lh_sdpa_shape *sh) {
     dims4 r = {{sh->b, sh->hkv, sh->d, sh->s},
@@ -141,13 +154,7 @@ void cuda_sdpa_graph_backward(const lh_sdpa_shape *sh, lh_gb *gb, lh_sdpa_bwd_ki
     lh_gb_desc probs_t = virt(next_uid, gb, io, st);
     lh_gb_reshape(gb, probs, probs_t);
     dims4 full = dense4(b, h, s, d);
-    if (gqa) {
-        lh_gb_desc dv_full = virt(next_uid, gb, io, full);
-        lh_gb_matmul(gb, probs_t, dout, dv_full);
-        lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, dv_full, dv);
-    } else {
-        lh_gb_matmul(gb, probs_t, dout, dv);
-    }
+    kv_gradient(next_uid, gb, io, gqa, probs_t, dout, full, dv);
 
     /* dS = scale * P * (dO V^T - softmax_sum) */
     lh_gb_desc dp = virt(next_uid, gb, CUDNN_DATA_FLOAT, sd);
@@ -160,13 +167,7 @@ void cuda_sdpa_graph_backward(const lh_sdpa_shape *sh, lh_gb *gb, lh_sdpa_bwd_ki
     /* dK = dS^T Q */
     lh_gb_desc ds_t = virt(next_uid, gb, io, st);
     lh_gb_reshape(gb, ds, ds_t);
-    if (gqa) {
-        lh_gb_desc dk_full = virt(next_uid, gb, io, full);
-        lh_gb_matmul(gb, ds_t, q, dk_full);
-        lh_gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, dk_full, dk);
-    } else {
-        lh_gb_matmul(gb, ds_t, q, dk);
-    }
+    kv_gradient(next_uid, gb, io, gqa, ds_t, q, full, dk);
 
     /* dQ = dS K, with K recovered from the K^T view */
     lh_gb_desc k_view = virt(next_uid, gb, io, kd);

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static lh_cudnn_api api;
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -83,12 +82,6 @@ lh_status lh_cudnn_load(const lh_cudnn_api **out_api) {
     if (load_status != LH_OK) return lh_fail(load_status, "%s", load_message);
     *out_api = &api;
     return LH_OK;
-}
-
-int64_t lh_clock_us(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
 lh_status lh_cudnn_fail(cudnnStatus_t status, const char *what) {

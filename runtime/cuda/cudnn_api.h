@@ -7,6 +7,7 @@
 
 #include <cudnn_graph.h>
 
+#include "cuda_driver.h" /* lh_clock_us */
 #include "runtime.h"
 
 /* The oldest cuDNN the SDPA graphs were written for (9.0.0, as cudnnGetVersion reports it). */
@@ -43,9 +44,6 @@ lh_status lh_cudnn_load(const lh_cudnn_api **out_api);
 /* Turns a failed cuDNN call into LH_ERROR_CUDNN (or LH_ERROR_OUT_OF_DEVICE_MEMORY for
  * CUDNN_STATUS_ALLOC_FAILED) with cuDNN's own last error text appended. */
 lh_status lh_cudnn_fail(cudnnStatus_t status, const char *what);
-
-/* Microseconds on the monotonic clock, to time the steps of building a plan. */
-int64_t lh_clock_us(void);
 
 static inline lh_status lh_cudnn_check(cudnnStatus_t status, const char *what) {
     return status == CUDNN_STATUS_SUCCESS ? LH_OK : lh_cudnn_fail(status, what);
