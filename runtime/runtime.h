@@ -316,4 +316,15 @@ extern const lh_backend_ops lh_cpu_backend_ops;
 /* The CUDA backend (runtime/cuda/cuda_backend.c); its probe fails cleanly where no GPU exists. */
 extern const lh_backend_ops lh_cuda_backend_ops;
 
+/* cuDNN's attention plans of `cfg` (validated and derived, as at finalize) built for the GPU
+ * described by `device_text` (lh_context_save_device's text), on any machine, into the plan store
+ * of `cache`'s directory; *out_built counts the plans built now (runtime/cuda/cuda_precompile.c). */
+struct lhc_cache;
+lh_status lh_cuda_precompile_attention(const lh_config *cfg, const char *device_text,
+                                       struct lhc_cache *cache, int64_t *out_built);
+/* The kernels' chip name ("sm_90", ...) of the GPU described by `device_text`. */
+lh_status lh_cuda_device_chip(const char *device_text, char *chip, size_t cap);
+/* The description of a CUDA context's GPU (malloc'd text; runtime/cuda/cudnn_device.h). */
+lh_status lh_cuda_describe_device(void *cuda_context_state, char **out_text);
+
 #endif /* LH_RUNTIME_H */

@@ -12,13 +12,19 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* ---- the step's plan ------------------------------------------------------------------------- */
 
+void cuda_step_sdpa_shape(const lh_config *c, bool full, lh_sdpa_shape *shape) {
+    int64_t s = c->s_chunk;
+    *shape = (lh_sdpa_shape){.b = c->batch, .h = c->heads, .hkv = c->heads, .s = s,
+                             .d = c->head_dim, .dtype = c->dtype, .scale = c->scale,
+                             .full = full};
+    lh_sdpa_layout_strides(false, c->heads, s, c->head_dim, shape->q_strides);
+    lh_sdpa_layout_strides(false, c->heads, s, c->head_dim, shape->kv_strides);
+}
+
 static lh_status build_sdpa(cuda_context *cc, const lh_config *c, const lh_cudnn_api *dnn,
                             bool full, cuda_setup *setup, lh_sdpa_plan **out) {
-    int64_t s = c->s_chunk;
-    lh_sdpa_shape shape = {.b = c->batch, .h = c->heads, .hkv = c->heads, .s = s,
-                           .d = c->head_dim, .dtype = c->dtype, .scale = c->scale, .full = full};
-    lh_sdpa_layout_strides(false, c->heads, s, c->head_dim, shape.q_strides);
-    lh_sdpa_layout_strides(false, c->heads, s, c->head_dim, shape.kv_strides);
+    lh_sdpa_shape shape;
+    cuda_step_sdpa_shape(c, full, &shape);
     lh_status st = cuda_dnn_sdpa_get(cc, dnn, &shape, out, setup);
     return st == LH_OK ? st
                        : lh_fail_context(st, full ? "building the ring's full-block SDPA plan"

@@ -157,6 +157,15 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
                            void **out_plan_state, lh_plan_sizes *sizes);
 void cuda_plan_destroy(void *plan_state);
 
+/* Dense attention on the caller's tensors: the SDPA shape of one call, and the sequences (*nb)
+ * and query heads (*nh) per call (cuda_sdpa_split). */
+void cuda_dense_sdpa_shape(const lh_config *cfg, lh_sdpa_shape *shape, int64_t *nb, int64_t *nh);
+/* Every SDPA shape a plan of the (validated, derived) configuration `cfg` builds, in the order it
+ * builds them: dense attention on the caller's tensors, the dilated scorer, the attention step
+ * (and its ring's full blocks). Returns how many. */
+#define CUDA_MAX_SDPA_SHAPES 4
+int cuda_plan_sdpa_shapes(const lh_config *cfg, lh_sdpa_shape out[CUDA_MAX_SDPA_SHAPES]);
+
 /* ---- the stages (one file each) ----------------------------------------------------------- */
 
 /* The pipeline's stage functions (lh_stage_ops) of a Lighthouse chunk. */
@@ -175,6 +184,8 @@ lh_scatter_fn cuda_scatter_entry;
 /* The dilated scorer (cuda_scores_dilated.c): its cuDNN plan and workspace layout at plan
  * creation (the context current), and its scores of one chunk into sq, sk. */
 lh_status cuda_scorer_create(cuda_plan *p);
+/* The scorer's SDPA shape for the chunk's configuration `chunk`. */
+void cuda_scorer_sdpa_shape(const lh_config *chunk, lh_sdpa_shape *shape);
 lh_status cuda_scores_dilated(const cuda_plan *p, const void *q, const void *k, const void *v,
                               float *sq, float *sk, void *workspace, CUstream stream);
 
@@ -197,6 +208,8 @@ lh_status cuda_attention_create(cuda_context *cc, const lh_cudnn_api *dnn, const
                                 const cuda_kernels *kernels, cuda_setup *setup,
                                 cuda_attention **out);
 void cuda_attention_destroy(cuda_attention *a);
+/* The step's SDPA shape: causal, or on a ring the full blocks' (`full`). */
+void cuda_step_sdpa_shape(const lh_config *cfg, bool full, lh_sdpa_shape *shape);
 
 /* The step, for the pipeline (the plan's context already current), and for the ops table
  * (lh_attention_forward / _backward: context made current, refused where the plan has no

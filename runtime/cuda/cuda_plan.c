@@ -65,17 +65,20 @@ static lh_status load_kernels(cuda_plan *p, const lh_context_options *options) {
  * or more in pieces of whole sequences or head groups (cuda_sdpa_split), one cuDNN call each
  * (cuda_attention.c). Where no piece fits, the whole shape is asked for, and refused with
  * cuDNN's limit in the sentence. */
-static lh_status build_dense(cuda_plan *p) {
-    const lh_config *c = &p->cfg;
+void cuda_dense_sdpa_shape(const lh_config *c, lh_sdpa_shape *shape, int64_t *nb, int64_t *nh) {
     bool bnhd = c->layout == LH_LAYOUT_BNHD;
-    if (!cuda_sdpa_split(bnhd, c->batch, c->heads, c->kv_heads, c->seq_len, c->head_dim,
-                         &p->dense_nb, &p->dense_nh))
-        p->dense_nb = c->batch, p->dense_nh = c->heads;
-    lh_sdpa_shape shape = {.b = p->dense_nb, .h = p->dense_nh,
-                           .hkv = p->dense_nh / (c->heads / c->kv_heads), .s = c->seq_len,
-                           .d = c->head_dim, .dtype = c->dtype, .scale = c->scale};
-    lh_sdpa_layout_strides(bnhd, c->heads, c->seq_len, c->head_dim, shape.q_strides);
-    lh_sdpa_layout_strides(bnhd, c->kv_heads, c->seq_len, c->head_dim, shape.kv_strides);
+    if (!cuda_sdpa_split(bnhd, c->batch, c->heads, c->kv_heads, c->seq_len, c->head_dim, nb, nh))
+        *nb = c->batch, *nh = c->heads;
+    *shape = (lh_sdpa_shape){.b = *nb, .h = *nh, .hkv = *nh / (c->heads / c->kv_heads),
+                             .s = c->seq_len, .d = c->head_dim, .dtype = c->dtype,
+                             .scale = c->scale};
+    lh_sdpa_layout_strides(bnhd, c->heads, c->seq_len, c->head_dim, shape->q_strides);
+    lh_sdpa_layout_strides(bnhd, c->kv_heads, c->seq_len, c->head_dim, shape->kv_strides);
+}
+
+static lh_status build_dense(cuda_plan *p) {
+    lh_sdpa_shape shape;
+    cuda_dense_sdpa_shape(&p->cfg, &shape, &p->dense_nb, &p->dense_nh);
     return cuda_dnn_sdpa_get(p->cc, p->dnn, &shape, &p->dense, &p->setup);
 }
 
@@ -135,6 +138,26 @@ static lh_backend_sizes own_sizes(const cuda_plan *p) {
     if (p->attn) s.attention_step_bytes = p->attn->workspace_bytes;
     if (p->dense) s.dense_lse_bytes = c->batch * c->heads * c->seq_len * 4; /* every piece's */
     return s;
+}
+
+/* The configuration a plan works from: the caller's, with the softmax scale's default. */
+static void plan_config(const lh_config *cfg, lh_config *out, lh_config *chunk) {
+    *out = *cfg;
+    if (!(out->scale > 0.0)) out->scale = lh_default_softmax_scale(cfg->head_dim);
+    lh_config_chunk(out, chunk);
+}
+
+int cuda_plan_sdpa_shapes(const lh_config *cfg, lh_sdpa_shape out[CUDA_MAX_SDPA_SHAPES]) {
+    lh_config c, chunk;
+    plan_config(cfg, &c, &chunk);
+    int n = 0;
+    int64_t nb, nh;
+    if (plain_dense(&c)) cuda_dense_sdpa_shape(&c, &out[n++], &nb, &nh);
+    if (c.mode == LH_MODE_LIGHTHOUSE && c.scorer == LH_SCORER_DILATED)
+        cuda_scorer_sdpa_shape(&chunk, &out[n++]);
+    cuda_step_sdpa_shape(&c, false, &out[n++]);
+    if (c.ring) cuda_step_sdpa_shape(&c, true, &out[n++]);
+    return n;
 }
 
 /* cuDNN's side of the plan, on cuda_dnn_open's thread while the kernels compile: the SDPA plans
@@ -203,9 +226,7 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
     cuda_plan *p = calloc(1, sizeof *p);
     if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a CUDA plan failed");
     p->cc = cc;
-    p->cfg = *cfg;
-    if (!(p->cfg.scale > 0.0)) p->cfg.scale = lh_default_softmax_scale(cfg->head_dim);
-    lh_config_chunk(&p->cfg, &p->chunk);
+    plan_config(cfg, &p->cfg, &p->chunk);
     set_strides(p);
     /* The context's disk cache as its options say now: the kernels' and, for every plan (dense
      * ones load no kernels), the cuDNN plan store's (cudnn_plan_store.h), before either side

@@ -26,24 +26,28 @@ static int64_t output_elems(const cuda_plan *p) {
            c->head_dim;
 }
 
-lh_status cuda_scorer_create(cuda_plan *p) {
-    const lh_config *c = &p->chunk;
+void cuda_scorer_sdpa_shape(const lh_config *c, lh_sdpa_shape *shape) {
     int64_t d = c->dilation, T = c->tensor_seq_len, H = c->heads, D = c->head_dim;
-    lh_sdpa_shape shape = {.s = c->seq_len / d, .d = D, .dtype = c->dtype,
-                           .scale = lh_default_softmax_scale(D), .forward_only = true};
+    *shape = (lh_sdpa_shape){.s = c->seq_len / d, .d = D, .dtype = c->dtype,
+                             .scale = lh_default_softmax_scale(D), .forward_only = true};
     if (c->layout == LH_LAYOUT_BNHD) {
-        shape.b = c->batch, shape.h = shape.hkv = d * H;
+        shape->b = c->batch, shape->h = shape->hkv = d * H;
         int64_t st[4] = {T * H * D, D, d * H * D, 1};
-        for (int i = 0; i < 4; i++) shape.q_strides[i] = shape.kv_strides[i] = st[i];
+        for (int i = 0; i < 4; i++) shape->q_strides[i] = shape->kv_strides[i] = st[i];
     } else {
-        shape.b = c->batch * H, shape.h = shape.hkv = d;
+        shape->b = c->batch * H, shape->h = shape->hkv = d;
         int64_t st[4] = {T * D, D, d * D, 1};
-        for (int i = 0; i < 4; i++) shape.q_strides[i] = shape.kv_strides[i] = st[i];
+        for (int i = 0; i < 4; i++) shape->q_strides[i] = shape->kv_strides[i] = st[i];
     }
+}
+
+lh_status cuda_scorer_create(cuda_plan *p) {
+    lh_sdpa_shape shape;
+    cuda_scorer_sdpa_shape(&p->chunk, &shape);
     lh_status st = cuda_dnn_sdpa_get(p->cc, p->dnn, &shape, &p->scorer, &p->setup);
     if (st != LH_OK) return lh_fail_context(st, "the dilated scorer's attention");
     int64_t end = 0, align = 256;
-    lh_region_append(&end, output_elems(p) * (int64_t)lh_dtype_size(c->dtype), align);
+    lh_region_append(&end, output_elems(p) * (int64_t)lh_dtype_size(p->chunk.dtype), align);
     p->scorer_stats_off = lh_region_append(&end, cuda_sdpa_stats_bytes(p->scorer), align);
     p->scorer_sdpa_off = lh_region_append(&end, cuda_sdpa_fwd_workspace_bytes(p->scorer), align);
     p->scorer_bytes = end;

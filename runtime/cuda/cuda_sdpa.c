@@ -20,6 +20,7 @@ struct lh_sdpa_plan {
     const lh_cudnn_api *dnn;
     const lh_cu_api *cu;
     cudnnHandle_t handle;
+    lh_gb_desc device;       /* no handle: built for a device description (cuda_sdpa_precompile) */
     pthread_mutex_t *exec_lock;
     lh_gb fwd, bwd;
     int64_t build_us;        /* creating the graphs' descriptors, before lh_gb_build_plan */
@@ -121,11 +122,17 @@ void cuda_sdpa_setup_us(const lh_sdpa_plan *p, int64_t *graph, int64_t *heuristi
     *plan_us = p->fwd.plan_us + p->bwd.plan_us;
 }
 
+/* A graph of the plan started on its handle, or for its device description. */
+static void gb_begin(const lh_sdpa_plan *p, lh_gb *gb) {
+    if (p->device) lh_gb_init_for_device(gb, p->dnn, p->device);
+    else lh_gb_init(gb, p->dnn, p->handle);
+}
+
 /* `workspace_limit` (0: none): an engine needing more is not built (lh_gb.workspace_limit). */
 static lh_status build_bwd_plan(lh_sdpa_plan *p, lh_sdpa_bwd_kind kind, int64_t workspace_limit) {
     int64_t t0 = lh_clock_us(), graph_us = p->bwd.graph_us, heur_us = p->bwd.heuristics_us,
             plan_us = p->bwd.plan_us;
-    lh_gb_init(&p->bwd, p->dnn, p->handle);
+    gb_begin(p, &p->bwd);
     /* a second attempt (the accumulator after the deterministic graph) adds to the first's */
     p->bwd.graph_us = graph_us, p->bwd.heuristics_us = heur_us, p->bwd.plan_us = plan_us;
     p->bwd.workspace_limit = workspace_limit;
@@ -373,6 +380,63 @@ lh_status cuda_sdpa_plan_create(const lh_cudnn_api *dnn, cudnnHandle_t handle,
              (long long)p->bwd.workspace_bytes, (long long)p->bwd_ws, store_note(p->bwd_store));
     *out_plan = p;
     return LH_OK;
+}
+
+/* ---- built ahead of time, for a device description ------------------------------------------ */
+
+/* A built plan's record written, or the sentence why not. */
+static lh_status stored(lh_plan_store_outcome o, const lh_gb *gb, const char *what) {
+    if (o == LH_PLAN_STORE_SAVED) return LH_OK;
+    return lh_fail(LH_ERROR_IO,
+                   "the %s graph's engine %lld was built but could not be kept: cuDNN gives no "
+                   "text for it, or the cache directory cannot be written",
+                   what, (long long)gb->engine_id);
+}
+
+lh_status cuda_sdpa_precompile(const lh_cudnn_api *dnn, lh_gb_desc device,
+                               const lh_plan_store *store, const lh_sdpa_shape *shape,
+                               int *out_built) {
+    *out_built = 0;
+    lh_status st = check_shape(shape);
+    if (st != LH_OK) return st;
+    if (!lh_plan_store_enabled(store))
+        return lh_fail(LH_ERROR_BAD_STATE,
+                       "the cuDNN plan store is off (LIGHTHOUSE_CUDNN_PLAN_STORE=0): plans built "
+                       "ahead of time would have nowhere to go");
+    lh_sdpa_plan *p = calloc(1, sizeof *p);
+    if (!p) return lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating a cuDNN SDPA plan failed");
+    p->shape = *shape;
+    p->dnn = dnn;
+    p->device = device;
+    lh_plan_key key;
+    cuda_sdpa_key(shape, &key);
+    /* What is stored already is not built again (a GPU could not tell the two apart). */
+    if (!lh_plan_store_has(store, dnn, &key, SDPA_GRAPH_VERSION, "forward")) {
+        p->next_uid = UID_VIRTUAL;
+        gb_begin(p, &p->fwd);
+        cuda_sdpa_graph_forward(&p->shape, &p->fwd, &p->next_uid);
+        st = lh_gb_build_plan(&p->fwd, false, "SDPA forward");
+        if (st == LH_OK)
+            st = stored(lh_plan_store_save(store, &key, SDPA_GRAPH_VERSION, "forward", &p->fwd, 0),
+                        &p->fwd, "SDPA forward");
+        if (st == LH_OK) (*out_built)++;
+        lh_gb_destroy(&p->fwd);
+    }
+    if (st == LH_OK && !shape->forward_only &&
+        !lh_plan_store_has(store, dnn, &key, SDPA_GRAPH_VERSION, "backward")) {
+        /* numbered from the start, as the backward built beside the forward is on a GPU */
+        p->next_uid = UID_VIRTUAL;
+        int64_t accum_bytes = align_up(shape->b * shape->h * shape->s * shape->d * 4);
+        st = choose_bwd_plan(p, accum_bytes);
+        if (st == LH_OK)
+            st = stored(lh_plan_store_save(store, &key, SDPA_GRAPH_VERSION, "backward", &p->bwd,
+                                           (int)p->bwd_kind),
+                        &p->bwd, "SDPA backward");
+        if (st == LH_OK) (*out_built)++;
+        lh_gb_destroy(&p->bwd);
+    }
+    free(p);
+    return st;
 }
 
 void cuda_sdpa_plan_destroy(lh_sdpa_plan *p) {

@@ -62,6 +62,11 @@ void lh_gb_init(lh_gb *gb, const lh_cudnn_api *dnn, cudnnHandle_t handle) {
     gb->status = LH_OK;
 }
 
+void lh_gb_init_for_device(lh_gb *gb, const lh_cudnn_api *dnn, lh_gb_desc device) {
+    lh_gb_init(gb, dnn, NULL);
+    gb->device = device;
+}
+
 void lh_gb_destroy(lh_gb *gb) {
     /* Newest first: a descriptor may refer to older ones. */
     for (int i = gb->descriptor_count - 1; i >= 0; i--)
@@ -244,6 +249,9 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
     gb_set(gb, heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
            &graph, "heuristics graph");
     gb_set(gb, heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode, "heur mode");
+    if (!gb->handle && gb->device)
+        gb_set(gb, heur, CUDNN_ATTR_ENGINEHEUR_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+               &gb->device, "heuristics device properties");
     if (gb->status != LH_OK) return false;
     int64_t t0 = lh_clock_us();
     cudnnStatus_t s = gb->dnn->BackendFinalize(heur);
@@ -305,8 +313,12 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
             if (gb->dnn->BackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) !=
                 CUDNN_STATUS_SUCCESS)
                 continue;
-            gb->dnn->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE,
-                                         1, &gb->handle);
+            if (gb->handle)
+                gb->dnn->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
+                                             CUDNN_TYPE_HANDLE, 1, &gb->handle);
+            else
+                gb->dnn->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP,
+                                             CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &gb->device);
             gb->dnn->BackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
                                          CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]);
             int64_t t1 = lh_clock_us();
@@ -347,8 +359,11 @@ static bool try_mode(lh_gb *gb, lh_gb_desc graph, cudnnBackendHeurMode_t mode,
 lh_status lh_gb_build_plan(lh_gb *gb, bool prefer_deterministic, const char *what) {
     lh_gb_desc graph = gb_create(gb, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR,
                                  "creating an operation graph");
-    gb_set(gb, graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &gb->handle,
-           "graph handle");
+    /* a graph built for a device description has no handle (cuDNN takes the device from the
+     * heuristics and the plan) */
+    if (gb->handle)
+        gb_set(gb, graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &gb->handle,
+               "graph handle");
     gb_set(gb, graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, gb->op_count,
            gb->ops, "graph operations");
     int64_t t0 = lh_clock_us();

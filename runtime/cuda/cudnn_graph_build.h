@@ -23,6 +23,10 @@ typedef cudnnBackendDescriptor_t lh_gb_desc;
 typedef struct lh_gb {
     const lh_cudnn_api *dnn;
     cudnnHandle_t handle;
+    /* Without a handle: a finalized device-properties descriptor (not owned) that the heuristics
+     * and the execution plan are built for, on a machine that need not have that GPU or any
+     * (cudnn_device.h). Such a plan is only for lh_gb_plan_json. */
+    lh_gb_desc device;
     lh_gb_desc descriptors[LH_GB_MAX_DESCRIPTORS];
     int descriptor_count;
     lh_gb_desc ops[LH_GB_MAX_OPS];
@@ -44,6 +48,8 @@ typedef struct lh_gb {
 } lh_gb;
 
 void lh_gb_init(lh_gb *gb, const lh_cudnn_api *dnn, cudnnHandle_t handle);
+/* For building without a GPU: no handle, the plan made for `device` (see lh_gb.device). */
+void lh_gb_init_for_device(lh_gb *gb, const lh_cudnn_api *dnn, lh_gb_desc device);
 void lh_gb_destroy(lh_gb *gb);
 
 /* A tensor of rank `rank` (dims/strides in elements). Virtual tensors stay inside the fused

@@ -41,6 +41,12 @@ typedef enum lh_plan_store_outcome {
  * time, successful or not, is added to gb->plan_us. NULL store: false. */
 bool lh_plan_store_restore(const lh_plan_store *store, const lh_plan_key *shape,
                            int graph_version, const char *role, lh_gb *gb, int *bwd_kind);
+/* Whether the store holds a whole record of that identity (read, not restored: this needs no
+ * GPU). */
+bool lh_plan_store_has(const lh_plan_store *store, const lh_cudnn_api *dnn,
+                       const lh_plan_key *shape, int graph_version, const char *role);
+/* Whether plans are stored at all: a store on a cache, and LIGHTHOUSE_CUDNN_PLAN_STORE not 0. */
+bool lh_plan_store_enabled(const lh_plan_store *store);
 /* Writes the built plan of `gb` for the same identity; its time is added to gb->plan_us. */
 lh_plan_store_outcome lh_plan_store_save(const lh_plan_store *store, const lh_plan_key *shape,
                                          int graph_version, const char *role, lh_gb *gb,

@@ -5,7 +5,8 @@
  * written while the kernel cache's disk part is disabled. And the store's cuDNN calls
  * (runtime/cuda/cudnn_plan_store.c) against a stand-in for cuDNN: a plan is saved and restored
  * with what its builder read, and every refusal (no JSON, a refused text, another workspace,
- * LIGHTHOUSE_CUDNN_PLAN_STORE=0) ends in building, never in an error. */
+ * LIGHTHOUSE_CUDNN_PLAN_STORE=0) ends in building, never in an error. And the text that describes
+ * a GPU for plans built without it (runtime/cuda/cudnn_device.c). */
 #include <check.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cudnn_device.h"
 #include "cudnn_plan_record.h"
 #include "cudnn_plan_store.h"
 #include "test_plan_record.h"
@@ -295,6 +297,14 @@ START_TEST(store_calls_with_a_stand_in) {
     built.engine_id = 9, built.workspace_bytes = 4096, built.deterministic = true;
     ck_assert_int_eq(lh_plan_store_save(&store, &shape, 1, "backward", &built, 1),
                      LH_PLAN_STORE_SAVED);
+    /* held: that identity only (read without cuDNN's help: no descriptor made) */
+    ck_assert(lh_plan_store_enabled(&store));
+    ck_assert(lh_plan_store_has(&store, &api, &shape, 1, "backward"));
+    ck_assert(!lh_plan_store_has(&store, &api, &shape, 1, "forward"));
+    ck_assert(!lh_plan_store_has(&store, &api, &shape, 2, "backward"));
+    lh_plan_store other_gpu = {.cache = cache, .sm = 100, .device = "stand-in GPU"};
+    ck_assert(!lh_plan_store_has(&other_gpu, &api, &shape, 1, "backward"));
+    ck_assert_int_eq(fake.live, 1);
 
     lh_gb gb;
     int kind = 0;
@@ -325,6 +335,8 @@ START_TEST(store_calls_with_a_stand_in) {
     fake.refuse_text = false;
     /* switched off */
     setenv("LIGHTHOUSE_CUDNN_PLAN_STORE", "0", 1);
+    ck_assert(!lh_plan_store_enabled(&store));
+    ck_assert(!lh_plan_store_has(&store, &api, &shape, 1, "backward"));
     ck_assert(!lh_plan_store_restore(&store, &shape, 1, "backward", &gb, &kind));
     ck_assert_int_eq(lh_plan_store_save(&store, &shape, 1, "backward", &built, 1),
                      LH_PLAN_STORE_OFF);
@@ -344,11 +356,53 @@ START_TEST(store_calls_with_a_stand_in) {
 }
 END_TEST
 
+/* A GPU described in text (runtime/cuda/cudnn_device.c): what is written reads back, and what
+ * is not a whole description is refused with a sentence. */
+START_TEST(device_text_round_trip_and_refusals) {
+    const char *props = "{\"maxGridSize\":[1,2,3],\n \"multiProcessorCount\":132}";
+    char *text = lh_device_text_encode("NVIDIA H100 80GB HBM3", 90, 91900, props);
+    ck_assert_ptr_nonnull(text);
+    lh_device_text d;
+    ck_assert_int_eq(lh_device_text_parse(text, &d), LH_OK);
+    ck_assert_str_eq(d.name, "NVIDIA H100 80GB HBM3");
+    ck_assert_int_eq(d.sm, 90);
+    ck_assert_int_eq((long long)d.cudnn_version, 91900);
+    ck_assert_str_eq(d.properties, props);
+    free(text);
+    /* parts that cannot be written */
+    ck_assert_ptr_null(lh_device_text_encode("two\nlines", 90, 91900, props));
+    ck_assert_ptr_null(lh_device_text_encode("GPU", 90, 91900, ""));
+    /* texts that are not descriptions, each with what is wrong */
+    static const struct {
+        const char *text, *fragment;
+    } bad[] = {
+        {"", "not a device description"},
+        {"LHCP1\nname X\n", "not a device description"},
+        {"LHDEV1\nsm 90\n", "no GPU name"},
+        {"LHDEV1\nname \nsm 90\ncudnn 91900\n{}", "no GPU name"},
+        {"LHDEV1\nname X\nsm nine\ncudnn 91900\n{}", "compute capability"},
+        {"LHDEV1\nname X\nsm 9\ncudnn 91900\n{}", "compute capability"},
+        {"LHDEV1\nname X\nsm 90\ncudnn\n{}", "cuDNN version"},
+        {"LHDEV1\nname X\nsm 90\ncudnn -1\n{}", "cuDNN version"},
+        {"LHDEV1\nname X\nsm 90\ncudnn 91900\n", "no cuDNN device properties"},
+        {"LHDEV1\nname X\nsm 90\ncudnn 91900", "no cuDNN version"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lh_clear_error();
+        ck_assert_int_eq(lh_device_text_parse(bad[i].text, &d), LH_ERROR_INVALID_VALUE);
+        ck_assert_msg(strstr(lh_error_message(), bad[i].fragment), "case %zu: '%s'", i,
+                      lh_error_message());
+    }
+    ck_assert_int_eq(lh_device_text_parse(NULL, &d), LH_ERROR_INVALID_VALUE);
+}
+END_TEST
+
 TCase *plan_record_tcase(void) {
     TCase *tc = tcase_create("plan_record");
     tcase_add_test(tc, identity_names_every_field);
     tcase_add_test(tc, record_round_trip_and_rejects);
     tcase_add_test(tc, store_round_trip_and_damage);
     tcase_add_test(tc, store_calls_with_a_stand_in);
+    tcase_add_test(tc, device_text_round_trip_and_refusals);
     return tc;
 }
