@@ -326,6 +326,23 @@ static lh_status check_index_limits(const lh_config *c) {
                    (long long)c->s_total, (long long)limit);
 }
 
+lh_status lh_plan_derived_config(const lh_plan *plan, lh_config *out) {
+    if (plan->finalized) {
+        *out = plan->cfg;
+        return LH_OK;
+    }
+    lh_plan copy = *plan; /* validate fills in defaults; the caller's plan stays as it is */
+    lh_status st = validate(&copy);
+    if (st != LH_OK) return st;
+    copy.cfg.handle = NULL;
+    copy.cfg.tensor_seq_len = 0;
+    lh_config_derive(&copy.cfg);
+    st = check_index_limits(&copy.cfg);
+    if (st != LH_OK) return st;
+    *out = copy.cfg;
+    return LH_OK;
+}
+
 LH_API lh_status lh_plan_finalize(lh_plan *plan) {
     lh_clear_error();
     if (!plan) return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_finalize: plan is NULL");

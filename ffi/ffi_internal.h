@@ -43,6 +43,10 @@ void lh_ring_unbind(lh_plan *plan);
 /* KV_HEADS as set, else HEADS (its default). */
 int64_t lh_plan_kv_heads(const lh_plan *plan);
 
+/* The configuration lh_plan_finalize would hand the backend (validated, derived), without
+ * finalizing the plan: for lh_plan_precompile_device. A finalized plan's own. */
+lh_status lh_plan_derived_config(const lh_plan *plan, lh_config *out);
+
 /* Shared argument checks; each returns LH_OK or fails with a sentence. */
 lh_status lh_check_plan_ready(const lh_plan *plan, const char *fn);
 

@@ -268,6 +268,12 @@ LH_API lh_status lh_context_get_backend(const lh_context *context, lh_backend *o
 LH_API lh_status lh_context_set_i64(lh_context *context, lh_context_option option, int64_t value);
 LH_API lh_status lh_context_set_str(lh_context *context, lh_context_option option, const char *value);
 
+/* Writes a description of the context's GPU to `path` (a few kB of text: its name, compute
+ * capability, cuDNN's version and cuDNN's device properties), for lh_plan_precompile_device on
+ * any other machine. Needs a context of LH_BACKEND_CUDA (LH_ERROR_UNSUPPORTED otherwise) and
+ * cuDNN 9.11 or later. LH_ERROR_IO where the file cannot be written (nothing is left behind). */
+LH_API lh_status lh_context_save_device(const lh_context *context, const char *path);
+
 /* ---------------------------------------------------------------------------------------------
  * Plan: one attention configuration, validated and compiled once, then run many times
  * ------------------------------------------------------------------------------------------- */
@@ -331,6 +337,25 @@ LH_API lh_status lh_plan_get_stage_ms(const lh_plan *plan, lh_stage stage, doubl
  * directory cannot be written), LH_ERROR_BAD_STATE (the context's disk cache is disabled),
  * LH_ERROR_BACKEND_UNAVAILABLE (the library was built without its kernel compiler). */
 LH_API lh_status lh_plan_precompile(const lh_plan *plan, const char *chip, int64_t *out_compiled);
+
+/* lh_plan_precompile for one GPU described in a file, and with it cuDNN's attention plans: what
+ * lh_plan_finalize on that GPU would otherwise build, where cuDNN compiles its attention engines
+ * at run time (seconds on a machine that has never compiled them, per sequence length; docs/
+ * compiler.md). Like lh_plan_precompile it needs no GPU and works on a context of either backend;
+ * the plans go into the context's cache directory beside the kernels, and lh_plan_finalize on a
+ * GPU of that description with cuDNN of the version that built them restores them (a few ms).
+ * The plan needs every parameter lh_plan_finalize needs (the attention plans depend on SEQ_LEN,
+ * BATCH, TOPK, LAYOUT and the rest): this runs finalize's checks, with its errors, but leaves the
+ * plan as it is.
+ * device_path:     a description written by lh_context_save_device on such a GPU.
+ * out_kernels:     receives how many kernels were compiled now; NULL allowed.
+ * out_cudnn_plans: receives how many cuDNN execution plans were built now (those in the store
+ *                  already are not built again); NULL allowed.
+ * Errors: lh_plan_finalize's and lh_plan_precompile's; LH_ERROR_IO (the file cannot be read),
+ * LH_ERROR_INVALID_VALUE (it is not a description, or was written with another cuDNN version),
+ * LH_ERROR_BACKEND_UNAVAILABLE (no cuDNN of 9.11 or later could be loaded), LH_ERROR_CUDNN. */
+LH_API lh_status lh_plan_precompile_device(const lh_plan *plan, const char *device_path,
+                                           int64_t *out_kernels, int64_t *out_cudnn_plans);
 
 /* ---------------------------------------------------------------------------------------------
  * Forward and backward

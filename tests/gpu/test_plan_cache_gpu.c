@@ -21,7 +21,12 @@
  *      cuDNN's text (runtime/cuda/cuda_sdpa.c) computes what the backward built after the
  *      forward on the plan's handle computes (LIGHTHOUSE_CUDNN_PARALLEL_BUILD=0): two dense plans
  *      of new contexts on empty cache directories, held to each other as (e) holds the
- *      restored plan to the built one.
+ *      restored plan to the built one;
+ *  (g) plans made ahead of time for a described GPU (lh_context_save_device, then
+ *      lh_plan_precompile_device on a CPU context): the kernels and cuDNN plans land in an empty
+ *      directory, a second call builds nothing, and a CUDA plan on that directory restores
+ *      them (no graph or heuristics time) and computes what a plan built here computes, held to
+ *      it as (e) holds the restored plan.
  * Outputs are poisoned before every call that must write them. Exit 77 without a GPU.
  */
 #include <dirent.h>
@@ -37,7 +42,8 @@
 enum { B = 2, N = 16384, H = 8, HKV = 2, D = 128 };
 static gpu_env env;
 
-static lh_plan *make_plan(lh_context *ctx) {
+/* The Lighthouse plan's parameters, not yet finalized (lh_plan_precompile_device takes it so). */
+static lh_plan *plan_with_params(lh_context *ctx) {
     lh_plan *p;
     LH_MUST(lh_plan_create(ctx, &p));
     const struct { lh_param k; int64_t v; } params[] = {
@@ -46,6 +52,11 @@ static lh_plan *make_plan(lh_context *ctx) {
         {LH_PARAM_POOLING, 4}, {LH_PARAM_TOPK, 256}};
     for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
         LH_MUST(lh_plan_set_i64(p, params[i].k, params[i].v));
+    return p;
+}
+
+static lh_plan *make_plan(lh_context *ctx) {
+    lh_plan *p = plan_with_params(ctx);
     LH_MUST(lh_plan_finalize(p));
     return p;
 }
@@ -268,6 +279,57 @@ static void parallel_build_case(void) {
     rmdir(dir_p), rmdir(dir_s);
 }
 
+/* (g) */
+static void device_precompile_case(void) {
+    char dir[1024], dir_b[1024], dev[1200];
+    if (!temp_dir(dir, sizeof dir, "device_precompile_dir")) return;
+    if (!temp_dir(dir_b, sizeof dir_b, "device_built_dir")) {
+        rmdir(dir);
+        return;
+    }
+    snprintf(dev, sizeof dev, "%s/gpu.dev", dir_b);
+    lh_context *cb = context_on(dir_b), *cpu = NULL;
+    lh_status st = lh_context_save_device(cb, dev);
+    check(st == LH_OK, "device_described", "%s", st == LH_OK ? dev : lh_last_error());
+    LH_MUST(lh_context_create(LH_BACKEND_CPU, 0, &cpu));
+    LH_MUST(lh_context_set_str(cpu, LH_CONTEXT_CACHE_DIR, dir));
+    lh_plan *pre = plan_with_params(cpu);
+    int64_t kernels = -1, plans = -1, kernels2 = -1, plans2 = -1;
+    if (st == LH_OK) st = lh_plan_precompile_device(pre, dev, &kernels, &plans);
+    if (st == LH_ERROR_BACKEND_UNAVAILABLE) {
+        printf("NOTE device_precompile_not_exercised: %s\n", lh_last_error());
+    } else {
+        check(st == LH_OK && plans >= 2 && kernels > 0, "device_precompile_builds",
+              "%s: %lld kernels compiled, %lld cuDNN plans built for the description",
+              st == LH_OK ? "ok" : lh_last_error(), (long long)kernels, (long long)plans);
+        st = lh_plan_precompile_device(pre, dev, &kernels2, &plans2);
+        check(st == LH_OK && kernels2 == 0 && plans2 == 0, "device_precompile_again_builds_nothing",
+              "%lld kernels, %lld cuDNN plans", (long long)kernels2, (long long)plans2);
+        lh_context *ca = context_on(dir);
+        lh_plan *aot = make_plan(ca), *built = make_plan(cb);
+        int64_t graph = plan_query(aot, LH_QUERY_SETUP_CUDNN_GRAPH_US),
+                heur = plan_query(aot, LH_QUERY_SETUP_CUDNN_HEURISTICS_US);
+        check(graph == 0 && heur == 0 && plan_query(aot, LH_QUERY_SETUP_CUDNN_REUSED) == 0,
+              "device_precompile_restores",
+              "graphs %lld us, heuristics %lld us, plans (restored) %lld us, kernels %lld us "
+              "(built here: heuristics %lld, plans %lld us)", (long long)graph, (long long)heur,
+              (long long)plan_query(aot, LH_QUERY_SETUP_CUDNN_PLAN_US),
+              (long long)plan_query(aot, LH_QUERY_SETUP_KERNELS_US),
+              (long long)plan_query(built, LH_QUERY_SETUP_CUDNN_HEURISTICS_US),
+              (long long)plan_query(built, LH_QUERY_SETUP_CUDNN_PLAN_US));
+        check_matches(built, aot, "device_precompile_matches_built", "built",
+                      "precompiled without the GPU");
+        lh_plan_destroy(aot);
+        lh_plan_destroy(built);
+        LH_MUST(lh_context_destroy(ca));
+    }
+    lh_plan_destroy(pre);
+    LH_MUST(lh_context_destroy(cpu));
+    LH_MUST(lh_context_destroy(cb));
+    store_files(dir, true), store_files(dir_b, true);
+    rmdir(dir), rmdir(dir_b);
+}
+
 int main(void) {
     int rc = gpu_env_init(&env, "test_plan_cache_gpu");
     if (rc) return rc;
@@ -351,6 +413,7 @@ int main(void) {
     lh_plan_destroy(c);
     plan_store_case();
     parallel_build_case();
+    device_precompile_case();
     outputs_free(&oa), outputs_free(&oc);
     for (int i = 0; i < 4; i++) gpu_free(&env, ins[i]);
     LH_MUST(lh_context_destroy(c1));

@@ -1,7 +1,8 @@
 /* test_precompile.c - lh_plan_precompile on a CPU context (no GPU): the GPU kernels of a plan's
  * configuration land in the context's disk cache, a second call finds every one of them there,
  * the parameters that change the kernels make new entries, and each misuse gets its status and a
- * sentence. */
+ * sentence; lh_context_save_device and lh_plan_precompile_device refuse what they cannot use
+ * (the GPU's side: tests/gpu/test_plan_cache_gpu.c). */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include <check.h>
 #include <dirent.h>
@@ -188,6 +189,62 @@ START_TEST(the_disk_cache_must_be_usable) {
 }
 END_TEST
 
+/* A file in the cache's directory holding `text`; its path in `path`. */
+static void write_file(const char *name, const char *text, char *path, size_t cap) {
+    snprintf(path, cap, "%s/%s", cache_dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* lh_context_save_device and lh_plan_precompile_device without a GPU: every refusal before
+ * cuDNN is asked to build, each with its status and a sentence, nothing written on error. */
+START_TEST(device_descriptions_refused_with_a_sentence) {
+    char path[400], other[400];
+    snprintf(path, sizeof path, "%s/gpu.dev", cache_dir);
+    expect(lh_context_save_device(NULL, path), LH_ERROR_NULL_POINTER, "context is NULL");
+    expect(lh_context_save_device(ctx, NULL), LH_ERROR_NULL_POINTER, "path is NULL");
+    expect(lh_context_save_device(ctx, path), LH_ERROR_UNSUPPORTED, "no GPU to describe");
+    ck_assert_int_eq(access(path, F_OK), -1);
+
+    int64_t kernels = 123, plans = 456;
+    lh_plan *plan = gpu_plan(8, 0, LH_MODE_LIGHTHOUSE);
+    expect(lh_plan_precompile_device(NULL, path, &kernels, &plans), LH_ERROR_NULL_POINTER,
+           "plan is NULL");
+    expect(lh_plan_precompile_device(plan, NULL, &kernels, &plans), LH_ERROR_NULL_POINTER,
+           "device_path is NULL");
+    lh_status st = lh_plan_precompile_device(plan, path, &kernels, &plans);
+    if (compiler_missing(st)) {
+        lh_plan_destroy(plan);
+        return;
+    }
+    /* the attention plans need what finalize needs */
+    expect(st, LH_ERROR_INVALID_VALUE, "SEQ_LEN must be set");
+    ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_SEQ_LEN, 32768), LH_OK);
+    ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_TOPK, 1024 + 128), LH_OK);
+    expect(lh_plan_precompile_device(plan, path, &kernels, &plans), LH_ERROR_SEQ_DIVISIBILITY,
+           "SEQ_LEN must be a multiple");
+    ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_TOPK, 2048), LH_OK);
+    expect(lh_plan_precompile_device(plan, path, &kernels, &plans), LH_ERROR_IO,
+           "cannot open the device description");
+    write_file("kernel.txt", "LHCP1\nnot a device\n", other, sizeof other);
+    expect(lh_plan_precompile_device(plan, other, &kernels, &plans), LH_ERROR_INVALID_VALUE,
+           "not a device description");
+    write_file("old.dev", "LHDEV1\nname Some GPU\nsm 90\ncudnn 90100\n{\"a\": 1}", other,
+               sizeof other);
+    st = lh_plan_precompile_device(plan, other, &kernels, &plans);
+    if (st != LH_ERROR_BACKEND_UNAVAILABLE) /* no cuDNN on this machine: said so, also fine */
+        expect(st, LH_ERROR_INVALID_VALUE, "written with cuDNN 90100");
+    ck_assert_int_eq(kernels, 123); /* never written on error */
+    ck_assert_int_eq(plans, 456);
+    ck_assert_int_eq(cache_entries(), 0);
+    /* the plan is left as it was: not finalized, still settable */
+    ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_BATCH, 2), LH_OK);
+    lh_plan_destroy(plan);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("precompile");
     TCase *tc = tcase_create("cache");
@@ -197,6 +254,7 @@ int main(void) {
     tcase_add_test(tc, parameters_that_change_the_kernels);
     tcase_add_test(tc, misuse_is_refused_with_a_sentence);
     tcase_add_test(tc, the_disk_cache_must_be_usable);
+    tcase_add_test(tc, device_descriptions_refused_with_a_sentence);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
