@@ -5,6 +5,7 @@
  * cuDNN serialises them, else built again), memory (a second plan in the cold plan's context: its cuDNN
  * handle and attention plans are the context's already). The breakdown comes from the plan
  * itself (LH_QUERY_SETUP_*); "other" is the rest of the call (validation, buffer table). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +41,10 @@ void bench_startup(const bench_options *o, int64_t seq, startup_result out[START
         out[c].reused = -1;
         for (int i = 0; i < BENCH_SETUP_PHASES; i++) out[c].phase_ms[i] = -1.0;
     }
-    char dir[] = "/tmp/lh-bench-cache-XXXXXX";
-    if (!mkdtemp(dir)) return;
+    char dir[4096] = "/tmp/lh-bench-cache-XXXXXX";
+    bool given = o->startup_cache != NULL;
+    if (given) snprintf(dir, sizeof dir, "%s", o->startup_cache);
+    else if (!mkdtemp(dir)) return;
     lh_context *ctx = context_on(dir);
     if (ctx) {
         finalize_timed(ctx, o, seq, &out[STARTUP_COLD]);
@@ -52,7 +55,8 @@ void bench_startup(const bench_options *o, int64_t seq, startup_result out[START
         finalize_timed(ctx, o, seq, &out[STARTUP_DISK]);
         lh_context_destroy(ctx);
     }
-    char cmd[128];
+    if (given) return; /* the caller's, kept */
+    char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "  could not remove %s\n", dir);
 }

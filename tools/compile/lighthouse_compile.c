@@ -3,12 +3,16 @@
  * cache, on any machine (no GPU needed: a login node, a container build), so that the first
  * lh_plan_finalize of a training job loads its kernels instead of compiling them.
  *
- *   lighthouse-compile [--chip sm_90[,sm_100a...]] [--head-dim 128] [--dtype bf16|f16]
- *                      [--pooling 4] [--levels 3] [--heads 1] [--kv-heads HEADS]
- *                      [--mode lighthouse|dense] [--cache-dir DIR] [--threads N]
+ *   lighthouse-compile [--chip sm_90[,sm_100a...] | --device FILE] [--head-dim 128]
+ *                      [--dtype bf16|f16] [--pooling 4] [--levels 3] [--heads 1]
+ *                      [--kv-heads HEADS] [--mode lighthouse|dense] [--seq-len N] [--batch 1]
+ *                      [--topk 2048] [--layout bnhd|bhnd] [--cache-dir DIR] [--threads N]
+ *   lighthouse-compile --save-device FILE     (on the GPU: describes it for --device)
  *
- * A thin command line over lh_plan_precompile (lighthouse.h): a CPU context, a plan with the
- * given parameters, one call per chip. The kernels compile side by side on the context's worker
+ * A thin command line over lh_plan_precompile and lh_plan_precompile_device (lighthouse.h): a
+ * CPU context, a plan with the given parameters, one call per chip, or one for the described
+ * GPU, which also builds cuDNN's attention plans (and so needs --seq-len and the plan's other
+ * parameters, as lh_plan_finalize does). The kernels compile side by side on the context's worker
  * threads (--threads: LH_CONTEXT_NUM_THREADS; 0, the default, is one per online core). The cache directory defaults as in the library
  * (LIGHTHOUSE_CACHE_DIR, else $XDG_CACHE_HOME/liblighthouse, else ~/.cache/liblighthouse).
  */
@@ -28,14 +32,20 @@ static double now_seconds(void) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: lighthouse-compile [--chip sm_90[,sm_100a...]] [--head-dim 128] [--dtype bf16|f16]\n"
-            "                          [--pooling 4] [--levels 3] [--heads 1] [--kv-heads HEADS]\n"
-            "                          [--mode lighthouse|dense] [--cache-dir DIR] [--threads N]\n"
+            "usage: lighthouse-compile [--chip sm_90[,sm_100a...] | --device FILE] [--head-dim 128]\n"
+            "                          [--dtype bf16|f16] [--pooling 4] [--levels 3] [--heads 1]\n"
+            "                          [--kv-heads HEADS] [--mode lighthouse|dense] [--seq-len N]\n"
+            "                          [--batch 1] [--topk 2048] [--layout bnhd|bhnd]\n"
+            "                          [--cache-dir DIR] [--threads N]\n"
+            "       lighthouse-compile --save-device FILE\n"
             "Compiles the GPU kernels that CUDA plans with these parameters load into the kernel\n"
             "cache (default: $LIGHTHOUSE_CACHE_DIR, else $XDG_CACHE_HOME/liblighthouse, else\n"
             "~/.cache/liblighthouse). Only HEAD_DIM, DTYPE, POOLING, LEVELS, HEADS / KV_HEADS and\n"
             "MODE change the kernels. They compile side by side on N threads (0, the default:\n"
-            "one per online core). No GPU needed.\n");
+            "one per online core). No GPU needed.\n"
+            "--device FILE: for the GPU that FILE describes, the kernels and cuDNN's attention\n"
+            "plans, which depend on every parameter (--seq-len is required). No GPU needed.\n"
+            "--save-device FILE: on a GPU, writes its description for --device.\n");
 }
 
 /* A whole decimal number in [lo, hi], or -1 with a message. */
@@ -51,18 +61,22 @@ static long long parse_int(const char *option, const char *text, long long lo, l
     return v;
 }
 
+#define INT_PARAMS 8
 typedef struct options {
-    const char *chips, *cache_dir;
-    int64_t param[5]; /* HEAD_DIM, POOLING, LEVELS, HEADS, KV_HEADS; 0 = the plan's default */
+    const char *chips, *cache_dir, *device, *save_device;
+    int64_t param[INT_PARAMS]; /* as int_params; 0 = the plan's default */
     int64_t threads;  /* LH_CONTEXT_NUM_THREADS */
     lh_dtype dtype;
     lh_mode mode;
+    lh_layout layout;
 } options;
 
-static const lh_param int_params[5] = {LH_PARAM_HEAD_DIM, LH_PARAM_POOLING, LH_PARAM_LEVELS,
-                                       LH_PARAM_HEADS, LH_PARAM_KV_HEADS};
-static const char *const int_options[5] = {"--head-dim", "--pooling", "--levels", "--heads",
-                                           "--kv-heads"};
+static const lh_param int_params[INT_PARAMS] = {
+    LH_PARAM_HEAD_DIM, LH_PARAM_POOLING, LH_PARAM_LEVELS, LH_PARAM_HEADS,
+    LH_PARAM_KV_HEADS, LH_PARAM_SEQ_LEN, LH_PARAM_BATCH, LH_PARAM_TOPK};
+static const char *const int_options[INT_PARAMS] = {"--head-dim", "--pooling", "--levels",
+                                                    "--heads",    "--kv-heads", "--seq-len",
+                                                    "--batch",    "--topk"};
 
 /* 0 or 1: which of the two names `text` is; -1 (with a message) for neither. */
 static int parse_choice(const char *option, const char *text, const char *first, const char *second) {
@@ -74,9 +88,9 @@ static int parse_choice(const char *option, const char *text, const char *first,
 
 /* One option `a` with its value `v`: 0 when taken, 2 on a usage error (printed). */
 static int parse_option(const char *a, const char *v, options *o) {
-    for (int p = 0; p < 5; p++) {
+    for (int p = 0; p < INT_PARAMS; p++) {
         if (strcmp(a, int_options[p]) != 0) continue;
-        long long x = parse_int(a, v, 1, 1 << 20);
+        long long x = parse_int(a, v, 1, (long long)1 << 40);
         if (x < 0) return 2;
         o->param[p] = x;
         return 0;
@@ -84,6 +98,13 @@ static int parse_option(const char *a, const char *v, options *o) {
     int choice = 0;
     if (!strcmp(a, "--chip")) {
         o->chips = v;
+    } else if (!strcmp(a, "--device")) {
+        o->device = v;
+    } else if (!strcmp(a, "--save-device")) {
+        o->save_device = v;
+    } else if (!strcmp(a, "--layout")) {
+        if ((choice = parse_choice(a, v, "bnhd", "bhnd")) < 0) return 2;
+        o->layout = choice ? LH_LAYOUT_BHND : LH_LAYOUT_BNHD;
     } else if (!strcmp(a, "--threads")) {
         long long x = parse_int(a, v, 0, 256);
         if (x < 0) return 2;
@@ -105,8 +126,9 @@ static int parse_option(const char *a, const char *v, options *o) {
 
 /* 0: parsed; 1: --help printed; 2: a usage error (printed). */
 static int parse(int argc, char **argv, options *o) {
-    *o = (options){.chips = "sm_90", .param = {128, 0, 0, 1, 0}, .dtype = LH_DTYPE_BFLOAT16,
-                   .mode = LH_MODE_LIGHTHOUSE};
+    *o = (options){.chips = "sm_90", .param = {128, 0, 0, 1, 0, 0, 0, 0},
+                   .dtype = LH_DTYPE_BFLOAT16, .mode = LH_MODE_LIGHTHOUSE,
+                   .layout = LH_LAYOUT_BNHD};
     for (int i = 1; i < argc; i += 2) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
@@ -127,17 +149,43 @@ static lh_status make_plan(const options *o, lh_context **ctx, lh_plan **plan) {
     if (st == LH_OK && o->cache_dir) st = lh_context_set_str(*ctx, LH_CONTEXT_CACHE_DIR, o->cache_dir);
     if (st == LH_OK) st = lh_context_set_i64(*ctx, LH_CONTEXT_NUM_THREADS, o->threads);
     if (st == LH_OK) st = lh_plan_create(*ctx, plan);
-    for (int p = 0; p < 5 && st == LH_OK; p++)
+    for (int p = 0; p < INT_PARAMS && st == LH_OK; p++)
         if (o->param[p] > 0) st = lh_plan_set_i64(*plan, int_params[p], o->param[p]);
     if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_DTYPE, o->dtype);
     if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_MODE, o->mode);
+    if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_LAYOUT, o->layout);
     return st;
+}
+
+/* --save-device: the description of GPU 0 (CUDA_VISIBLE_DEVICES picks another). */
+static int save_device(const char *path) {
+    lh_context *ctx = NULL;
+    lh_status st = lh_context_create(LH_BACKEND_CUDA, 0, &ctx);
+    if (st == LH_OK) st = lh_context_save_device(ctx, path);
+    if (st != LH_OK) fprintf(stderr, "lighthouse-compile: %s\n", lh_last_error());
+    else printf("%s: the description of this GPU, for lighthouse-compile --device\n", path);
+    lh_context_destroy(ctx);
+    return st != LH_OK;
+}
+
+/* --device: the kernels and cuDNN's attention plans for the described GPU. */
+static int for_device(lh_plan *plan, const char *path) {
+    int64_t kernels = 0, plans = 0;
+    double t0 = now_seconds();
+    if (lh_plan_precompile_device(plan, path, &kernels, &plans) != LH_OK) {
+        fprintf(stderr, "lighthouse-compile: %s\n", lh_last_error());
+        return 1;
+    }
+    printf("%s: %lld kernel(s) compiled, %lld cuDNN plan(s) built into the cache (%.1f ms)\n",
+           path, (long long)kernels, (long long)plans, (now_seconds() - t0) * 1e3);
+    return 0;
 }
 
 int main(int argc, char **argv) {
     options o;
     int parsed = parse(argc, argv, &o);
     if (parsed) return parsed == 1 ? 0 : 2;
+    if (o.save_device) return save_device(o.save_device);
     lh_context *ctx = NULL;
     lh_plan *plan = NULL;
     int failed = 0;
@@ -150,6 +198,10 @@ int main(int argc, char **argv) {
                                                  : "the default ($LIGHTHOUSE_CACHE_DIR, else "
                                                    "$XDG_CACHE_HOME/liblighthouse, else "
                                                    "~/.cache/liblighthouse)");
+    if (!failed && o.device) {
+        failed = for_device(plan, o.device);
+        o.chips = "";
+    }
     char chips[256];
     snprintf(chips, sizeof chips, "%s", o.chips);
     for (char *save = NULL, *chip = strtok_r(chips, ",", &save); chip && !failed;
