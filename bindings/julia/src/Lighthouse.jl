@@ -26,7 +26,8 @@ export forward!, backward!, scores!, select!, gather!, scatter!
 export unsafe_forward!, unsafe_backward!, unsafe_scores!, unsafe_select!, unsafe_gather!,
        unsafe_scatter!, unsafe_forward_with_scores!, unsafe_scores_qkv!
 export set_num_threads!, set_cache_enabled!, set_cache_dir!, set_library_path!
-export attention, attention_forward, attention_backward, precompile_kernels
+export attention, attention_forward, attention_backward, precompile_kernels, save_device,
+       precompile_device
 export Ring, AttentionHooks, nccl_unique_id, attention_forward!, attention_backward!,
        unsafe_attention_forward!, unsafe_attention_backward!, attention_shape, lse_shape
 

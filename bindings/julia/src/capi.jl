@@ -163,9 +163,10 @@ const SYMBOL_TABLE = Ref{Union{Nothing,Dict{Symbol,Ptr{Cvoid}}}}(nothing)
 const FUNCTIONS = (
     :lh_version_number, :lh_version_string, :lh_status_string, :lh_last_error,
     :lh_context_create, :lh_context_destroy, :lh_context_get_backend, :lh_context_set_i64,
-    :lh_context_set_str, :lh_plan_create, :lh_plan_destroy, :lh_plan_set_i64, :lh_plan_set_f64,
-    :lh_plan_get_param_i64, :lh_plan_get_param_f64, :lh_plan_finalize, :lh_plan_get_i64,
-    :lh_plan_get_stage_ms, :lh_plan_precompile,
+    :lh_context_set_str, :lh_context_save_device, :lh_plan_create, :lh_plan_destroy,
+    :lh_plan_set_i64, :lh_plan_set_f64, :lh_plan_get_param_i64, :lh_plan_get_param_f64,
+    :lh_plan_finalize, :lh_plan_get_i64,
+    :lh_plan_get_stage_ms, :lh_plan_precompile, :lh_plan_precompile_device,
     :lh_forward, :lh_forward_with_scores, :lh_backward, :lh_scores, :lh_scores_qkv, :lh_select, :lh_gather, :lh_scatter,
     :lh_attention_forward, :lh_attention_backward, :lh_ring_create_local, :lh_ring_create_nccl,
     :lh_nccl_get_unique_id, :lh_ring_create_nccl_from_id, :lh_ring_destroy, :lh_plan_set_ring,
@@ -225,6 +226,8 @@ lh_context_set_i64(context, option, value) =
 lh_context_set_str(context, option, value) =
     ccall(libsym(:lh_context_set_str), lh_status, (Ptr{lh_context}, lh_context_option, Cstring),
           context, option, value)
+lh_context_save_device(context, path) =
+    ccall(libsym(:lh_context_save_device), lh_status, (Ptr{lh_context}, Cstring), context, path)
 
 lh_plan_create(context, out_plan) =
     ccall(libsym(:lh_plan_create), lh_status, (Ptr{lh_context}, Ref{Ptr{lh_plan}}), context, out_plan)
@@ -249,6 +252,10 @@ lh_plan_get_stage_ms(plan, stage, out_ms) =
 lh_plan_precompile(plan, chip, out_compiled) =
     ccall(libsym(:lh_plan_precompile), lh_status, (Ptr{lh_plan}, Cstring, Ref{Int64}),
           plan, chip, out_compiled)
+lh_plan_precompile_device(plan, device_path, out_kernels, out_cudnn_plans) =
+    ccall(libsym(:lh_plan_precompile_device), lh_status,
+          (Ptr{lh_plan}, Cstring, Ref{Int64}, Ref{Int64}),
+          plan, device_path, out_kernels, out_cudnn_plans)
 
 lh_forward(plan, q, k, v, out, saved, workspace, stream) =
     ccall(libsym(:lh_forward), lh_status,

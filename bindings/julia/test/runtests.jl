@@ -303,6 +303,35 @@ const G1 = (B = 1, N = 2048, H = 2, D = 32, levels = 2, pooling = 4, topk = 128,
         close(ctx)
     end
 
+    @testset "device description refusals" begin
+        # Writing a description needs a GPU, and using one a file written on a GPU: only the
+        # refusals run here.
+        ctx = Context(:cpu)
+        dir = mktempdir()
+        set_cache_dir!(ctx, dir)
+        path = joinpath(dir, "gpu.device")
+        err = try save_device(ctx, path); nothing catch e; e end
+        @test err isa LighthouseError && err.status == Lighthouse.LH_ERROR_UNSUPPORTED
+        @test err isa LighthouseError && occursin("no GPU to describe", err.message)
+        @test !isfile(path)
+        # Every parameter a CUDA plan of this shape needs, so that only the file is missing.
+        kw = (seq_len = 32768, heads = 2, head_dim = 64, dtype = :bfloat16, topk = 2048)
+        err = try precompile_device(ctx, path; kw...); nothing catch e; e end
+        @test err isa LighthouseError
+        if err isa LighthouseError && err.status == Lighthouse.LH_ERROR_BACKEND_UNAVAILABLE
+            @info "the library was built without its kernel compiler: precompilation skipped"
+        elseif err isa LighthouseError
+            @test err.status == Lighthouse.LH_ERROR_IO
+            @test occursin("cannot open the device description", err.message)
+            plan = Plan(ctx; seq_len = G1.N, heads = G1.H, head_dim = G1.D, levels = G1.levels,
+                        pooling = G1.pooling, topk = G1.topk)
+            err = try precompile_device(plan, path); nothing catch e; e end
+            @test err isa LighthouseError && err.status == Lighthouse.LH_ERROR_IO
+            close(plan)
+        end
+        close(ctx)
+    end
+
     @testset "library path" begin
         # The variable ctest sets wins over any preference.
         haskey(ENV, "LIGHTHOUSE_LIB") && @test Lighthouse.library_path() == ENV["LIGHTHOUSE_LIB"]

@@ -21,7 +21,7 @@ from .errors import (BackendUnavailableError, BadStateError, CommunicationError,
                      InvalidArgumentError, LighthouseError, LighthouseIOError, OutOfMemoryError, Status,
                      UnsupportedError, last_error, status_string)
 from .hooks import AttentionBackwardCall, AttentionForwardCall, AttentionHooks
-from .plan import Dtype, Layout, Mode, Plan, PlanInfo, Scorer, Stage, precompile
+from .plan import Dtype, Layout, Mode, Plan, PlanInfo, Scorer, Stage, precompile, precompile_device
 from .ring import Ring
 
 __version__ = "%d.%d.%d" % (_capi.LH_VERSION_MAJOR, _capi.LH_VERSION_MINOR, _capi.LH_VERSION_PATCH)
@@ -56,6 +56,6 @@ __all__ = [
     "BadStateError", "CommunicationError", "Context", "DeviceError", "Dtype", "InternalError",
     "InvalidArgumentError", "Layout", "LibraryNotFoundError", "LighthouseError", "LighthouseIOError", "MAX_LEVELS",
     "Mode", "OutOfMemoryError", "Plan", "PlanInfo", "Ring", "Scorer", "Stage", "Status", "UnsupportedError", "aligned_empty",
-    "has_function", "last_error", "library_path", "precompile", "status_string", "version_matches", "version_number",
-    "version_string",
+    "has_function", "last_error", "library_path", "precompile", "precompile_device", "status_string",
+    "version_matches", "version_number", "version_string",
 ]

@@ -63,6 +63,12 @@ class Context(Handle):
         """The on-disk kernel cache (default $LIGHTHOUSE_CACHE_DIR, else the XDG cache)."""
         check(function("lh_context_set_str")(self.handle, _capi.LH_CONTEXT_CACHE_DIR, os.fsencode(path)))
 
+    def save_device(self, path):
+        """Writes a description of this context's GPU to `path` (a few kB of text), for
+        lighthouse.precompile_device() on a machine without that GPU. CUDA contexts only (an
+        UnsupportedError otherwise), with cuDNN 9.11 or later."""
+        check(function("lh_context_save_device")(self.handle, os.fsencode(path)))
+
     def plan(self, **params):
         """A finalized Plan on this context; see Plan for the keywords."""
         from .plan import Plan

@@ -9,6 +9,7 @@ _host.HostMethods take arrays (CPU backend).
 import ctypes
 import dataclasses
 import enum
+import os
 import threading
 
 from . import _capi
@@ -262,6 +263,11 @@ class Plan(HostMethods, Handle):
         """This plan's GPU kernels for `chip` into its context's disk cache (see precompile())."""
         return _precompile(self.handle, chip)
 
+    def precompile_device(self, device_path):
+        """This plan's GPU kernels and cuDNN attention plans for the GPU described at
+        `device_path` into its context's disk cache (see precompile_device())."""
+        return _precompile_device(self.handle, device_path)
+
     # ---- raw entry points: addresses and a stream ----
 
     def _run(self, name, *args):
@@ -374,5 +380,27 @@ def precompile(context, chip, *, softmax_scale=None, **params):
     handle = _configured(context, params, softmax_scale)
     try:
         return _precompile(handle, chip)
+    finally:
+        function("lh_plan_destroy")(handle)
+
+
+def _precompile_device(handle, device_path):
+    kernels, cudnn_plans = ctypes.c_int64(), ctypes.c_int64()
+    check(function("lh_plan_precompile_device")(handle, os.fsencode(device_path), ctypes.byref(kernels),
+                                                 ctypes.byref(cudnn_plans)))
+    return kernels.value, cudnn_plans.value
+
+
+def precompile_device(context, device_path, *, softmax_scale=None, **params):
+    """precompile() for the GPU described at `device_path` (written there by
+    Context.save_device()), and with it cuDNN's attention plans, which finalizing such a plan on
+    that GPU would otherwise build (seconds per sequence length). Needs no GPU (a CPU context
+    works); the plans go into `context`'s cache directory beside the kernels. Unlike precompile()
+    it needs every parameter a plan needs (seq_len, batch, topk, layout... the attention plans
+    depend on them), and checks them as finalizing would. Returns (kernels, cudnn_plans): how
+    many of each were built now (the others were cached already)."""
+    handle = _configured(context, params, softmax_scale)
+    try:
+        return _precompile_device(handle, device_path)
     finally:
         function("lh_plan_destroy")(handle)

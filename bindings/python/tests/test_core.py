@@ -237,6 +237,32 @@ class Precompile(unittest.TestCase):
             with self.assertRaises(lh.UnsupportedError):  # float32 is not a GPU dtype
                 ctx.plan(**G1).precompile("sm_90")
 
+    def test_device_description_refusals_without_a_gpu(self):
+        # Only the refusals: writing a description needs a GPU, and using one needs a file
+        # written on a GPU.
+        ctx = lh.Context("cpu")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "gpu.device")
+            with self.assertRaises(lh.UnsupportedError) as caught:
+                ctx.save_device(path)
+            self.assertIn("no GPU to describe", caught.exception.message)
+            self.assertFalse(os.path.exists(path))
+
+            ctx.set_cache_dir(tmp)
+            gpu = dict(seq_len=32768, heads=2, head_dim=64, dtype="bfloat16", topk=2048)
+            with self.assertRaises(lh.LighthouseError) as caught:
+                lh.precompile_device(ctx, path, **gpu)
+            if isinstance(caught.exception, lh.BackendUnavailableError):
+                self.skipTest("a library built without its kernel compiler")
+            self.assertIsInstance(caught.exception, lh.LighthouseIOError)
+            self.assertIn("cannot open the device description", caught.exception.message)
+            # The plan's parameters are checked before the file is read.
+            with self.assertRaises(lh.InvalidArgumentError):
+                lh.precompile_device(ctx, path, **dict(gpu, seq_len=None))
+            # A finalized plan goes the same way.
+            with self.assertRaises(lh.LighthouseIOError):
+                ctx.plan(**G1).precompile_device(path)
+
 
 class Lifetimes(unittest.TestCase):
     def test_plan_keeps_its_context(self):

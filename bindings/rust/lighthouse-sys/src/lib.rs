@@ -214,6 +214,7 @@ extern "C" {
         option: lh_context_option,
         value: *const c_char,
     ) -> lh_status;
+    pub fn lh_context_save_device(context: *const lh_context, path: *const c_char) -> lh_status;
 
     pub fn lh_plan_create(context: *mut lh_context, out_plan: *mut *mut lh_plan) -> lh_status;
     pub fn lh_plan_destroy(plan: *mut lh_plan) -> lh_status;
@@ -241,6 +242,12 @@ extern "C" {
         plan: *const lh_plan,
         chip: *const c_char,
         out_compiled: *mut i64,
+    ) -> lh_status;
+    pub fn lh_plan_precompile_device(
+        plan: *const lh_plan,
+        device_path: *const c_char,
+        out_kernels: *mut i64,
+        out_cudnn_plans: *mut i64,
     ) -> lh_status;
 
     pub fn lh_forward(

@@ -123,18 +123,7 @@ impl Context {
 
     /// The directory of the on-disk kernel cache (plans built afterwards).
     pub fn set_cache_dir(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let text = dir.as_ref().to_str().ok_or_else(|| {
-            Error::new(
-                Status::InvalidValue,
-                format!("cache dir {:?} is not valid UTF-8", dir.as_ref()),
-            )
-        })?;
-        let c_text = CString::new(text).map_err(|_| {
-            Error::new(
-                Status::InvalidValue,
-                format!("cache dir {text:?} contains a NUL byte"),
-            )
-        })?;
+        let c_text = c_path("cache dir", dir.as_ref())?;
         let _lock = self.lock();
         // SAFETY: as in set_num_threads; the string is alive for the call.
         check(unsafe {
@@ -144,6 +133,18 @@ impl Context {
                 c_text.as_ptr(),
             )
         })
+    }
+
+    /// Writes a description of this context's GPU to `path` (`lh_context_save_device`: a few kB
+    /// of text with its name, compute capability and cuDNN's device properties), for
+    /// [`PlanBuilder::precompile_device`] on a machine without that GPU. Needs a CUDA context
+    /// (`Status::Unsupported` otherwise) and cuDNN 9.11 or later; `Status::Io` where the file
+    /// cannot be written.
+    pub fn save_device(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = c_path("device description path", path.as_ref())?;
+        // SAFETY: live handle and a NUL-terminated path alive for the call. No lock: this reads
+        // only what the context fixed at creation (its device), never its options.
+        check(unsafe { sys::lh_context_save_device(self.raw.as_ptr(), path.as_ptr()) })
     }
 
     /// Starts a plan on this context; see [`PlanBuilder`]. The plan keeps a clone of the `Arc`.
@@ -165,6 +166,23 @@ impl Context {
     pub fn as_raw(&self) -> *mut sys::lh_context {
         self.raw.as_ptr()
     }
+}
+
+/// A path as the NUL-terminated text the library takes; `what` names it in the error. A path
+/// with a NUL byte cannot be passed, and the crate keeps to UTF-8 paths, so both are refused.
+pub(crate) fn c_path(what: &str, path: &Path) -> Result<CString> {
+    let text = path.to_str().ok_or_else(|| {
+        Error::new(
+            Status::InvalidValue,
+            format!("{what} {path:?} is not valid UTF-8"),
+        )
+    })?;
+    CString::new(text).map_err(|_| {
+        Error::new(
+            Status::InvalidValue,
+            format!("{what} {text:?} contains a NUL byte"),
+        )
+    })
 }
 
 impl Drop for Context {

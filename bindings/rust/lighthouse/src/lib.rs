@@ -85,7 +85,7 @@ pub use host::{HostBuffer, Saved};
 pub use lighthouse_sys as sys;
 pub use memory::{Device, DeviceMemory, Stream};
 pub use op::{Allocator, AttentionOp, BufferKind, ForwardState, Gradients, HostAllocator};
-pub use plan::{Plan, PlanBuilder, PlanInfo};
+pub use plan::{Plan, PlanBuilder, PlanInfo, Precompiled};
 pub use ring::{NcclUniqueId, Ring, RingKind, NCCL_UNIQUE_ID_BYTES};
 pub use types::{Backend, Dtype, Layout, Mode, Scorer, Stage};
 

@@ -6,13 +6,14 @@
 
 use std::ffi::{c_void, CString};
 use std::mem::ManuallyDrop;
+use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lighthouse_sys as sys;
 
-use crate::context::Context;
+use crate::context::{c_path, Context};
 use crate::error::{check, Error, Result, Status};
 use crate::hooks::{self, AttentionBackwardCall, AttentionForwardCall, HookState};
 use crate::host::HostBuffer;
@@ -227,7 +228,7 @@ impl PlanBuilder {
     pub fn build(self) -> Result<Plan> {
         match self.run(Finish::Build)? {
             Outcome::Plan(plan) => Ok(*plan),
-            Outcome::Compiled(_) => unreachable!("a build finalizes"),
+            _ => unreachable!("a build finalizes"),
         }
     }
 
@@ -247,7 +248,24 @@ impl PlanBuilder {
         })?;
         match self.run(Finish::Precompile(chip))? {
             Outcome::Compiled(count) => Ok(count),
-            Outcome::Plan(_) => unreachable!("a precompile does not finalize"),
+            _ => unreachable!("a precompile compiles kernels only"),
+        }
+    }
+
+    /// [`precompile`](PlanBuilder::precompile) for the GPU described in `device_path` (written
+    /// on that GPU by [`Context::save_device`]), and with it cuDNN's attention plans, which
+    /// building such a plan there would otherwise compile (seconds per sequence length):
+    /// `lh_plan_precompile_device`. Needs no GPU; the cuDNN plans go into the context's cache
+    /// directory beside the kernels. Unlike `precompile` it needs every parameter `build` needs
+    /// (the attention plans depend on `seq_len`, `batch`, `topk`, the layout...) and runs
+    /// `build`'s checks, with their errors; the dtype defaults to `BFloat16` as there.
+    /// `Status::Io` where the file cannot be read, `Status::InvalidValue` where it is not a
+    /// description or was written with another cuDNN version.
+    pub fn precompile_device(self, device_path: impl AsRef<Path>) -> Result<Precompiled> {
+        let path = c_path("device description path", device_path.as_ref())?;
+        match self.run(Finish::PrecompileDevice(path))? {
+            Outcome::Device(built) => Ok(built),
+            _ => unreachable!("a device precompile neither finalizes nor stops at kernels"),
         }
     }
 
@@ -283,8 +301,8 @@ impl PlanBuilder {
             check(unsafe { sys::lh_plan_set_i64(guard.ptr(), param, value) })?;
         }
         let dtype_set = ints.iter().any(|&(p, _, _)| p == sys::LH_PARAM_DTYPE);
-        let for_cuda =
-            matches!(finish, Finish::Precompile(_)) || context.backend() == Backend::Cuda;
+        let for_cuda = matches!(finish, Finish::Precompile(_) | Finish::PrecompileDevice(_))
+            || context.backend() == Backend::Cuda;
         if !dtype_set && for_cuda {
             let bf16 = Dtype::BFloat16.to_raw() as i64;
             // SAFETY: as above.
@@ -345,6 +363,11 @@ impl PlanBuilder {
             check(unsafe { sys::lh_plan_precompile(guard.ptr(), chip.as_ptr(), &mut compiled) })?;
             return Ok(Outcome::Compiled(usize::try_from(compiled).unwrap_or(0)));
         }
+        if let Finish::PrecompileDevice(path) = &finish {
+            // SAFETY: as for Finish::Precompile.
+            let built = unsafe { precompile_device_raw(guard.ptr(), path) }?;
+            return Ok(Outcome::Device(built));
+        }
         // SAFETY: as above.
         check(unsafe { sys::lh_plan_finalize(guard.ptr()) })?;
         let info = PlanInfo::read(guard.ptr())?;
@@ -370,11 +393,43 @@ impl PlanBuilder {
 enum Finish {
     Build,
     Precompile(CString),
+    PrecompileDevice(CString),
 }
 
 enum Outcome {
     Plan(Box<Plan>),
     Compiled(usize),
+    Device(Precompiled),
+}
+
+/// What [`PlanBuilder::precompile_device`] and [`Plan::precompile_device`] built now; what the
+/// context's cache directory held already is not counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Precompiled {
+    /// GPU kernels compiled into the kernel cache.
+    pub kernels: usize,
+    /// cuDNN execution plans built into the plan store.
+    pub cudnn_plans: usize,
+}
+
+/// `lh_plan_precompile_device` on `plan` with the description at `path`.
+///
+/// # Safety
+/// `plan` is a live plan that no other thread uses during the call, and its context's lock is
+/// held (the context's options, its cache directory, are read).
+unsafe fn precompile_device_raw(plan: *mut sys::lh_plan, path: &CString) -> Result<Precompiled> {
+    let (mut kernels, mut cudnn_plans) = (0i64, 0i64);
+    // The caller's promise; NUL-terminated path and out pointers alive for the call.
+    check(sys::lh_plan_precompile_device(
+        plan,
+        path.as_ptr(),
+        &mut kernels,
+        &mut cudnn_plans,
+    ))?;
+    Ok(Precompiled {
+        kernels: usize::try_from(kernels).unwrap_or(0),
+        cudnn_plans: usize::try_from(cudnn_plans).unwrap_or(0),
+    })
 }
 
 /// Owns an `lh_plan` handle and destroys it on drop (also for plans that never finalized),
@@ -488,6 +543,16 @@ impl Plan {
         // SAFETY: live plan (exclusive borrow), NUL-terminated chip name, valid out pointer.
         check(unsafe { sys::lh_plan_precompile(self.raw_ptr(), chip.as_ptr(), &mut compiled) })?;
         Ok(usize::try_from(compiled).unwrap_or(0))
+    }
+
+    /// This plan's GPU kernels and cuDNN attention plans for the GPU described in `device_path`
+    /// into its context's cache directory (see [`PlanBuilder::precompile_device`], which needs
+    /// no finalized plan).
+    pub fn precompile_device(&mut self, device_path: impl AsRef<Path>) -> Result<Precompiled> {
+        let path = c_path("device description path", device_path.as_ref())?;
+        let _lock = self.context.lock();
+        // SAFETY: live plan (exclusive borrow) and the context's lock held.
+        unsafe { precompile_device_raw(self.raw_ptr(), &path) }
     }
 
     /// The raw handle, for calls this crate does not wrap. It stays owned by `self`.
