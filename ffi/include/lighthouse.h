@@ -341,9 +341,12 @@ LH_API lh_status lh_plan_precompile(const lh_plan *plan, const char *chip, int64
 /* lh_plan_precompile for one GPU described in a file, and with it cuDNN's attention plans: what
  * lh_plan_finalize on that GPU would otherwise build, where cuDNN compiles its attention engines
  * at run time (seconds on a machine that has never compiled them, per sequence length; docs/
- * compiler.md). Like lh_plan_precompile it needs no GPU and works on a context of either backend;
- * the plans go into the context's cache directory beside the kernels, and lh_plan_finalize on a
- * GPU of that description with cuDNN of the version that built them restores them (a few ms).
+ * compiler.md). Like lh_plan_precompile it needs no GPU and works on a context of either backend,
+ * but cuDNN has the CUDA driver compile its engines, so the machine needs the NVIDIA driver's
+ * library libcuda.so.1 (a GPU machine with CUDA_VISIBLE_DEVICES empty, a container with the
+ * driver's user-space libraries; LH_ERROR_BACKEND_UNAVAILABLE with a sentence otherwise). The
+ * plans go into the context's cache directory beside the kernels, and lh_plan_finalize on a GPU
+ * of that description with cuDNN of the version that built them restores them (a few ms).
  * The plan needs every parameter lh_plan_finalize needs (the attention plans depend on SEQ_LEN,
  * BATCH, TOPK, LAYOUT and the rest): this runs finalize's checks, with its errors, but leaves the
  * plan as it is.
@@ -353,7 +356,8 @@ LH_API lh_status lh_plan_precompile(const lh_plan *plan, const char *chip, int64
  *                  already are not built again); NULL allowed.
  * Errors: lh_plan_finalize's and lh_plan_precompile's; LH_ERROR_IO (the file cannot be read),
  * LH_ERROR_INVALID_VALUE (it is not a description, or was written with another cuDNN version),
- * LH_ERROR_BACKEND_UNAVAILABLE (no cuDNN of 9.11 or later could be loaded), LH_ERROR_CUDNN. */
+ * LH_ERROR_BACKEND_UNAVAILABLE (no cuDNN of 9.11 or later, or no libcuda.so.1, could be loaded),
+ * LH_ERROR_CUDNN. */
 LH_API lh_status lh_plan_precompile_device(const lh_plan *plan, const char *device_path,
                                            int64_t *out_kernels, int64_t *out_cudnn_plans);
 

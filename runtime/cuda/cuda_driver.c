@@ -20,6 +20,27 @@ typedef struct symbol {
 
 #define SYM(field, exported) {exported, (void **)&api.field}
 
+lh_status lh_cu_driver_present(void) {
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        const char *why = dlerror();
+        return lh_fail(LH_ERROR_BACKEND_UNAVAILABLE,
+                       "the CUDA driver library libcuda.so.1 could not be loaded (%s)",
+                       why ? why : "unknown reason");
+    }
+    /* The toolkit's stub (lib64/stubs) loads too, and fails every call: ask it its version,
+     * which the real library answers without cuInit and so without a GPU. */
+    CUresult (*version)(int *) = (CUresult(*)(int *))dlsym(lib, "cuDriverGetVersion");
+    int v = 0;
+    CUresult r = version ? version(&v) : CUDA_ERROR_NOT_FOUND;
+    dlclose(lib);
+    if (r != CUDA_SUCCESS)
+        return lh_fail(LH_ERROR_BACKEND_UNAVAILABLE,
+                       "the libcuda.so.1 found is not a working CUDA driver (cuDriverGetVersion: "
+                       "error %d; the CUDA toolkit's stub library answers so)", (int)r);
+    return LH_OK;
+}
+
 static void load(void) {
     /* RTLD_LOCAL: the driver's symbols must not leak into the process's global namespace. */
     void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);

@@ -85,6 +85,9 @@ typedef struct lh_cu_api {
 /* Loads libcuda.so.1 and calls cuInit(0) once per process. On failure returns
  * LH_ERROR_BACKEND_UNAVAILABLE with a sentence that says what was missing. */
 lh_status lh_cu_load(const lh_cu_api **out_api);
+/* Whether the NVIDIA driver's libcuda.so.1 is installed and answers (no GPU needed, cuInit not
+ * called): LH_OK, or LH_ERROR_BACKEND_UNAVAILABLE with a sentence. Loads nothing for good. */
+lh_status lh_cu_driver_present(void);
 
 /* Turns a failed driver call into an lh_status with a message naming `what` and the driver's
  * error (CUDA_ERROR_OUT_OF_MEMORY -> LH_ERROR_OUT_OF_DEVICE_MEMORY, otherwise LH_ERROR_DEVICE). */

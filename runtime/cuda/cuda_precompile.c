@@ -1,12 +1,13 @@
 /*
- * cuda_precompile.c - cuDNN's attention plans of a configuration built ahead of time, on any
- * machine, for a GPU described in text (cudnn_device.h); and that text for a context's GPU.
+ * cuda_precompile.c - cuDNN's attention plans of a configuration built ahead of time, without
+ * the GPU, for a GPU described in text (cudnn_device.h); and that text for a context's GPU.
  *
  * The shapes are the ones a CUDA plan of the configuration asks cuDNN for
  * (cuda_plan_sdpa_shapes), and the plans go into the store a CUDA plan reads
  * (cudnn_plan_store.h) under the described GPU's identity, so lh_plan_finalize on that GPU
  * restores them instead of building them: no heuristics, no run-time compilation.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "cuda_internal.h"
@@ -25,6 +26,19 @@ lh_status lh_cuda_precompile_attention(const lh_config *cfg, const char *device_
     cudnnBackendDescriptor_t props = NULL;
     st = lh_cudnn_device_open(dnn, &device, &props);
     if (st != LH_OK) return st;
+    /* cuDNN compiles its attention engines to PTX and has the driver turn that into the GPU's
+     * code, even without a GPU: the driver's library has to be here, the GPU need not be. */
+    st = lh_cu_driver_present();
+    if (st != LH_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", lh_error_message());
+        dnn->BackendDestroyDescriptor(props);
+        return lh_fail(st, "%s: cuDNN builds its attention engines with the CUDA driver's "
+                       "compiler, so building them ahead of time needs the NVIDIA driver's "
+                       "library on this machine (a GPU is not needed: a GPU machine with "
+                       "CUDA_VISIBLE_DEVICES empty, or a container with the driver's user-space "
+                       "libraries)", why);
+    }
     lh_plan_store store = {.cache = cache, .sm = device.sm, .device = device.name};
     lh_sdpa_shape shapes[CUDA_MAX_SDPA_SHAPES];
     int count = cuda_plan_sdpa_shapes(cfg, shapes);

@@ -1,11 +1,12 @@
 /*
  * cudnn_device.h - a GPU described in text, so that cuDNN's execution plans can be built for it
- * on a machine without it (without any GPU: a login node, a container build).
+ * on a machine without it (without any GPU, though with the NVIDIA driver's library: cuDNN has
+ * the driver compile its engines' PTX; cuda_precompile.c).
  *
  * Why: cuDNN compiles its attention engines at run time, per sequence length; on a machine whose
  * driver has never compiled them that is seconds of a plan's start-up (docs/compiler.md, "A
  * machine's first plan"). Since cuDNN 9.11 a device-properties descriptor can be written out as
- * text on the GPU and read back anywhere, and the heuristics and execution plans built for it
+ * text on the GPU and read back elsewhere, and the heuristics and execution plans built for it
  * there; the finalized plans then go into the plan store (cudnn_plan_store.h) like plans built on
  * the GPU, and a GPU of that description restores them in milliseconds.
  *

@@ -245,6 +245,29 @@ START_TEST(device_descriptions_refused_with_a_sentence) {
 }
 END_TEST
 
+/* An H100's description as lh_context_save_device wrote it (tests/data): cuDNN reads it back,
+ * and the plans are built where the NVIDIA driver's library is here (a GPU machine), or refused
+ * with a sentence naming it where it is not (this machine without a driver). */
+START_TEST(a_real_description_builds_or_names_the_driver) {
+    lh_plan *plan = gpu_plan(8, 0, LH_MODE_LIGHTHOUSE);
+    ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_SEQ_LEN, 16384), LH_OK);
+    ck_assert_int_eq(lh_plan_set_i64(plan, LH_PARAM_TOPK, 1024), LH_OK);
+    int64_t kernels = -1, plans = -1;
+    lh_status st = lh_plan_precompile_device(plan, LH_TEST_DATA_DIR "/h100-80gb-hbm3.dev",
+                                             &kernels, &plans);
+    const char *m = lh_last_error();
+    if (st == LH_OK) {
+        ck_assert_int_eq(plans, 2); /* the attention step's forward and backward */
+        ck_assert_int_ge(kernels, 1);
+    } else if (!strstr(m, "without its kernel compiler")) {
+        ck_assert_msg(st == LH_ERROR_BACKEND_UNAVAILABLE, "%s", m);
+        ck_assert_msg(strstr(m, "libcuda.so.1") || strstr(m, "cuDNN"), "%s", m);
+        ck_assert_int_eq(cache_entries(), 0);
+    }
+    lh_plan_destroy(plan);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("precompile");
     TCase *tc = tcase_create("cache");
@@ -255,6 +278,7 @@ int main(void) {
     tcase_add_test(tc, misuse_is_refused_with_a_sentence);
     tcase_add_test(tc, the_disk_cache_must_be_usable);
     tcase_add_test(tc, device_descriptions_refused_with_a_sentence);
+    tcase_add_test(tc, a_real_description_builds_or_names_the_driver);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

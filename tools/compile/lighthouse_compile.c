@@ -12,7 +12,8 @@
  * A thin command line over lh_plan_precompile and lh_plan_precompile_device (lighthouse.h): a
  * CPU context, a plan with the given parameters, one call per chip, or one for the described
  * GPU, which also builds cuDNN's attention plans (and so needs --seq-len and the plan's other
- * parameters, as lh_plan_finalize does). The kernels compile side by side on the context's worker
+ * parameters, as lh_plan_finalize does, and the NVIDIA driver's library: cuDNN has the driver
+ * compile its engines, with or without a GPU). The kernels compile side by side on the context's worker
  * threads (--threads: LH_CONTEXT_NUM_THREADS; 0, the default, is one per online core). The cache directory defaults as in the library
  * (LIGHTHOUSE_CACHE_DIR, else $XDG_CACHE_HOME/liblighthouse, else ~/.cache/liblighthouse).
  */
@@ -44,7 +45,9 @@ static void usage(FILE *f) {
             "MODE change the kernels. They compile side by side on N threads (0, the default:\n"
             "one per online core). No GPU needed.\n"
             "--device FILE: for the GPU that FILE describes, the kernels and cuDNN's attention\n"
-            "plans, which depend on every parameter (--seq-len is required). No GPU needed.\n"
+            "plans, which depend on every parameter (--seq-len is required). No GPU needed,\n"
+            "but cuDNN needs the NVIDIA driver's libcuda.so.1 (CUDA_VISIBLE_DEVICES= on a GPU\n"
+            "machine hides its GPUs).\n"
             "--save-device FILE: on a GPU, writes its description for --device.\n");
 }
 
