@@ -318,8 +318,8 @@ extern const lh_backend_ops lh_cuda_backend_ops;
 
 /* cuDNN's attention plans of `cfg` (validated and derived, as at finalize) built for the GPU
  * described by `device_text` (lh_context_save_device's text), on a machine with the NVIDIA
- * driver's library and any GPU or none, into the plan store
- * of `cache`'s directory; *out_built counts the plans built now (runtime/cuda/cuda_precompile.c). */
+ * driver's library and any GPU or none, into the plan store of `cache`'s directory;
+ * *out_built counts the plans built now (runtime/cuda/cuda_precompile.c). */
 struct lhc_cache;
 lh_status lh_cuda_precompile_attention(const lh_config *cfg, const char *device_text,
                                        struct lhc_cache *cache, int64_t *out_built);

@@ -57,8 +57,8 @@ void cuda_sdpa_plan_destroy(lh_sdpa_plan *plan);
 
 /* The forward and backward execution plans that cuda_sdpa_plan_create would build for `shape`,
  * built instead for `device` (a finalized device-properties descriptor, cudnn_device.h) with or
- * without a GPU (the driver's library must load: cuda_precompile.c), and written to `store` under that device's identity, where a
- * plan on such a GPU restores them. Plans the store holds already are not built again;
+ * without a GPU (the driver's library must load: cuda_precompile.c), and written to `store`
+ * under that device's identity, where a plan on such a GPU restores them. Plans the store holds already are not built again;
  * *out_built counts those built now. Fails where a plan cannot be built or kept. */
 lh_status cuda_sdpa_precompile(const lh_cudnn_api *dnn, cudnnBackendDescriptor_t device,
                                const lh_plan_store *store, const lh_sdpa_shape *shape,

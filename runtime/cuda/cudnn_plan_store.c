@@ -34,7 +34,8 @@ bool lh_plan_store_has(const lh_plan_store *s, const lh_cudnn_api *dnn, const lh
 bool lh_plan_store_restore(const lh_plan_store *s, const lh_plan_key *shape, int graph_version,
                            const char *role, lh_gb *gb, int *bwd_kind) {
     char id[LH_PLAN_RECORD_IDENTITY_CAP];
-    if (!store_on(s) || !identity(s, gb->dnn, shape, graph_version, role, id, sizeof id)) return false;
+    if (!store_on(s) || !identity(s, gb->dnn, shape, graph_version, role, id, sizeof id))
+        return false;
     int64_t t0 = lh_clock_us();
     lh_plan_record_meta meta;
     char *json = NULL;

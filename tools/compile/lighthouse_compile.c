@@ -13,9 +13,10 @@
  * CPU context, a plan with the given parameters, one call per chip, or one for the described
  * GPU, which also builds cuDNN's attention plans (and so needs --seq-len and the plan's other
  * parameters, as lh_plan_finalize does, and the NVIDIA driver's library: cuDNN has the driver
- * compile its engines, with or without a GPU). The kernels compile side by side on the context's worker
- * threads (--threads: LH_CONTEXT_NUM_THREADS; 0, the default, is one per online core). The cache directory defaults as in the library
- * (LIGHTHOUSE_CACHE_DIR, else $XDG_CACHE_HOME/liblighthouse, else ~/.cache/liblighthouse).
+ * compile its engines, with or without a GPU). The kernels compile side by side on the
+ * context's worker threads (--threads: LH_CONTEXT_NUM_THREADS; 0, the default, is one per online
+ * core). The cache directory defaults as in the library (LIGHTHOUSE_CACHE_DIR, else
+ * $XDG_CACHE_HOME/liblighthouse, else ~/.cache/liblighthouse).
  */
 #include <errno.h>
 #include <stdio.h>
