@@ -257,5 +257,55 @@ def _nccl_rank(rank, store):
         dist.destroy_process_group()
 
 
+class DeviceDescription(unittest.TestCase):
+    """Context.save_device and lighthouse.precompile_device end to end: this GPU described, the
+    kernels and cuDNN plans of a configuration built for the description on a CPU context, and a
+    CUDA plan of that configuration on that cache directory restoring them (no graph or
+    heuristics time) and computing what a plan built here computes."""
+
+    @gpu_only
+    def test_plans_built_for_the_description_are_restored(self):
+        params = dict(batch=1, seq_len=8192, heads=4, kv_heads=2, head_dim=64, dtype="bfloat16",
+                      topk=512)
+        with tempfile.TemporaryDirectory() as built_dir, tempfile.TemporaryDirectory() as aot_dir:
+            path = os.path.join(built_dir, "gpu.dev")
+            here = lighthouse.Context("cuda")
+            here.set_cache_dir(built_dir)
+            here.save_device(path)
+            with open(path) as f:
+                self.assertEqual(f.readline(), "LHDEV1\n")
+            cpu = lighthouse.Context("cpu")
+            cpu.set_cache_dir(aot_dir)
+            kernels, cudnn_plans = lighthouse.precompile_device(cpu, path, **params)
+            self.assertGreater(kernels, 0)
+            self.assertEqual(cudnn_plans, 2)  # the attention step's forward and backward
+            self.assertEqual(lighthouse.precompile_device(cpu, path, **params), (0, 0))
+
+            there = lighthouse.Context("cuda")
+            there.set_cache_dir(aot_dir)
+            restored, built = there.plan(**params), here.plan(**params)
+            for query in (lighthouse._capi.LH_QUERY_SETUP_CUDNN_GRAPH_US,
+                          lighthouse._capi.LH_QUERY_SETUP_CUDNN_HEURISTICS_US):
+                self.assertEqual(restored.query(query), 0)
+            self.assertGreater(built.query(lighthouse._capi.LH_QUERY_SETUP_CUDNN_HEURISTICS_US), 0)
+
+            torch.manual_seed(3)
+            q = torch.randn(1, 8192, 4, 64, device=DEVICE, dtype=torch.bfloat16)
+            k = torch.randn(1, 8192, 2, 64, device=DEVICE, dtype=torch.bfloat16)
+            v = torch.randn(1, 8192, 2, 64, device=DEVICE, dtype=torch.bfloat16)
+            outs = []
+            for plan in (restored, built):
+                info = plan.info
+                out = torch.full_like(q, float("nan"))  # poisoned: an unwritten element fails
+                saved = torch.empty(info.saved_bytes, dtype=torch.uint8, device=DEVICE)
+                ws = torch.empty(max(info.fwd_workspace_bytes, 1), dtype=torch.uint8, device=DEVICE)
+                plan.forward_raw(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
+                                 saved.data_ptr(), ws.data_ptr(), torch.cuda.current_stream().cuda_stream)
+                outs.append(out)
+            torch.cuda.synchronize()
+            self.assertFalse(outs[0].isnan().any().item())
+            self.assertTrue(torch.equal(outs[0], outs[1]), "the same engine gives the same bits")
+
+
 if __name__ == "__main__":
     _support.run()
