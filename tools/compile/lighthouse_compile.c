@@ -5,7 +5,8 @@
  *
  *   lighthouse-compile [--chip sm_90[,sm_100a...] | --device FILE] [--head-dim 128]
  *                      [--dtype bf16|f16] [--pooling 4] [--levels 3] [--heads 1]
- *                      [--kv-heads HEADS] [--mode lighthouse|dense] [--seq-len N] [--batch 1]
+ *                      [--kv-heads HEADS] [--mode lighthouse|dense] [--seq-len N[,N...]]
+ *                      [--batch 1]
  *                      [--topk 2048] [--layout bnhd|bhnd] [--cache-dir DIR] [--threads N]
  *   lighthouse-compile --save-device FILE     (on the GPU: describes it for --device)
  *
@@ -36,7 +37,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: lighthouse-compile [--chip sm_90[,sm_100a...] | --device FILE] [--head-dim 128]\n"
             "                          [--dtype bf16|f16] [--pooling 4] [--levels 3] [--heads 1]\n"
-            "                          [--kv-heads HEADS] [--mode lighthouse|dense] [--seq-len N]\n"
+            "                          [--kv-heads HEADS] [--mode lighthouse|dense]\n"
+            "                          [--seq-len N[,N...]]\n"
             "                          [--batch 1] [--topk 2048] [--layout bnhd|bhnd]\n"
             "                          [--cache-dir DIR] [--threads N]\n"
             "       lighthouse-compile --save-device FILE\n"
@@ -46,7 +48,8 @@ static void usage(FILE *f) {
             "MODE change the kernels. They compile side by side on N threads (0, the default:\n"
             "one per online core). No GPU needed.\n"
             "--device FILE: for the GPU that FILE describes, the kernels and cuDNN's attention\n"
-            "plans, which depend on every parameter (--seq-len is required). No GPU needed,\n"
+            "plans, which depend on every parameter (--seq-len is required; a list builds\n"
+            "each length's). No GPU needed,\n"
             "but cuDNN needs the NVIDIA driver's libcuda.so.1 (CUDA_VISIBLE_DEVICES= on a GPU\n"
             "machine hides its GPUs).\n"
             "--save-device FILE: on a GPU, writes its description for --device.\n");
@@ -65,10 +68,13 @@ static long long parse_int(const char *option, const char *text, long long lo, l
     return v;
 }
 
-#define INT_PARAMS 8
+#define INT_PARAMS 7
+#define MAX_SEQ_LENS 16
 typedef struct options {
     const char *chips, *cache_dir, *device, *save_device;
     int64_t param[INT_PARAMS]; /* as int_params; 0 = the plan's default */
+    int64_t seq_lens[MAX_SEQ_LENS]; /* --seq-len N[,N...]: one set of cuDNN plans per length */
+    int num_seq_lens;
     int64_t threads;  /* LH_CONTEXT_NUM_THREADS */
     lh_dtype dtype;
     lh_mode mode;
@@ -77,10 +83,32 @@ typedef struct options {
 
 static const lh_param int_params[INT_PARAMS] = {
     LH_PARAM_HEAD_DIM, LH_PARAM_POOLING, LH_PARAM_LEVELS, LH_PARAM_HEADS,
-    LH_PARAM_KV_HEADS, LH_PARAM_SEQ_LEN, LH_PARAM_BATCH, LH_PARAM_TOPK};
+    LH_PARAM_KV_HEADS, LH_PARAM_BATCH,   LH_PARAM_TOPK};
 static const char *const int_options[INT_PARAMS] = {"--head-dim", "--pooling", "--levels",
-                                                    "--heads",    "--kv-heads", "--seq-len",
-                                                    "--batch",    "--topk"};
+                                                    "--heads",    "--kv-heads", "--batch",
+                                                    "--topk"};
+
+/* --seq-len N[,N...]: a job that trains at several lengths has cuDNN plans for each. */
+static int parse_seq_lens(const char *v, options *o) {
+    char list[512];
+    snprintf(list, sizeof list, "%s", v);
+    o->num_seq_lens = 0;
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (o->num_seq_lens == MAX_SEQ_LENS) {
+            fprintf(stderr, "lighthouse-compile: --seq-len takes at most %d lengths\n",
+                    MAX_SEQ_LENS);
+            return 2;
+        }
+        long long x = parse_int("--seq-len", t, 1, (long long)1 << 40);
+        if (x < 0) return 2;
+        o->seq_lens[o->num_seq_lens++] = x;
+    }
+    if (o->num_seq_lens == 0) {
+        fprintf(stderr, "lighthouse-compile: --seq-len wants one length or more (got '%s')\n", v);
+        return 2;
+    }
+    return 0;
+}
 
 /* 0 or 1: which of the two names `text` is; -1 (with a message) for neither. */
 static int parse_choice(const char *option, const char *text, const char *first, const char *second) {
@@ -100,7 +128,9 @@ static int parse_option(const char *a, const char *v, options *o) {
         return 0;
     }
     int choice = 0;
-    if (!strcmp(a, "--chip")) {
+    if (!strcmp(a, "--seq-len")) {
+        return parse_seq_lens(v, o);
+    } else if (!strcmp(a, "--chip")) {
         o->chips = v;
     } else if (!strcmp(a, "--device")) {
         o->device = v;
@@ -130,7 +160,7 @@ static int parse_option(const char *a, const char *v, options *o) {
 
 /* 0: parsed; 1: --help printed; 2: a usage error (printed). */
 static int parse(int argc, char **argv, options *o) {
-    *o = (options){.chips = "sm_90", .param = {128, 0, 0, 1, 0, 0, 0, 0},
+    *o = (options){.chips = "sm_90", .param = {128, 0, 0, 1, 0, 0, 0},
                    .dtype = LH_DTYPE_BFLOAT16, .mode = LH_MODE_LIGHTHOUSE,
                    .layout = LH_LAYOUT_BNHD};
     for (int i = 1; i < argc; i += 2) {
@@ -158,6 +188,8 @@ static lh_status make_plan(const options *o, lh_context **ctx, lh_plan **plan) {
     if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_DTYPE, o->dtype);
     if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_MODE, o->mode);
     if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_LAYOUT, o->layout);
+    if (st == LH_OK && o->num_seq_lens)
+        st = lh_plan_set_i64(*plan, LH_PARAM_SEQ_LEN, o->seq_lens[0]);
     return st;
 }
 
@@ -172,16 +204,22 @@ static int save_device(const char *path) {
     return st != LH_OK;
 }
 
-/* --device: the kernels and cuDNN's attention plans for the described GPU. */
-static int for_device(lh_plan *plan, const char *path) {
-    int64_t kernels = 0, plans = 0;
-    double t0 = now_seconds();
-    if (lh_plan_precompile_device(plan, path, &kernels, &plans) != LH_OK) {
-        fprintf(stderr, "lighthouse-compile: %s\n", lh_last_error());
-        return 1;
+/* --device: the kernels and cuDNN's attention plans for the described GPU, per length (without
+ * --seq-len the call itself says that SEQ_LEN is missing). */
+static int for_device(lh_plan *plan, const options *o) {
+    for (int i = 0; i < (o->num_seq_lens ? o->num_seq_lens : 1); i++) {
+        int64_t kernels = 0, plans = 0;
+        double t0 = now_seconds();
+        if ((o->num_seq_lens &&
+             lh_plan_set_i64(plan, LH_PARAM_SEQ_LEN, o->seq_lens[i]) != LH_OK) ||
+            lh_plan_precompile_device(plan, o->device, &kernels, &plans) != LH_OK) {
+            fprintf(stderr, "lighthouse-compile: %s\n", lh_last_error());
+            return 1;
+        }
+        printf("%s, N = %lld: %lld kernel(s) compiled, %lld cuDNN plan(s) built into the cache "
+               "(%.1f ms)\n", o->device, (long long)(o->num_seq_lens ? o->seq_lens[i] : 0),
+               (long long)kernels, (long long)plans, (now_seconds() - t0) * 1e3);
     }
-    printf("%s: %lld kernel(s) compiled, %lld cuDNN plan(s) built into the cache (%.1f ms)\n",
-           path, (long long)kernels, (long long)plans, (now_seconds() - t0) * 1e3);
     return 0;
 }
 
@@ -203,7 +241,7 @@ int main(int argc, char **argv) {
                                                    "$XDG_CACHE_HOME/liblighthouse, else "
                                                    "~/.cache/liblighthouse)");
     if (!failed && o.device) {
-        failed = for_device(plan, o.device);
+        failed = for_device(plan, &o);
         o.chips = "";
     }
     char chips[256];
