@@ -326,18 +326,23 @@ static lh_status check_index_limits(const lh_config *c) {
                    (long long)c->s_total, (long long)limit);
 }
 
+/* The plan's parameters checked and its derived fields filled in: what finalize hands the
+ * backend, less the plan's own handle and fingerprint. */
+static lh_status derive(lh_plan *plan) {
+    lh_status st = validate(plan);
+    if (st != LH_OK) return st;
+    plan->cfg.tensor_seq_len = 0; /* derived: the local shard */
+    lh_config_derive(&plan->cfg);
+    return check_index_limits(&plan->cfg);
+}
+
 lh_status lh_plan_derived_config(const lh_plan *plan, lh_config *out) {
     if (plan->finalized) {
         *out = plan->cfg;
         return LH_OK;
     }
     lh_plan copy = *plan; /* validate fills in defaults; the caller's plan stays as it is */
-    lh_status st = validate(&copy);
-    if (st != LH_OK) return st;
-    copy.cfg.handle = NULL;
-    copy.cfg.tensor_seq_len = 0;
-    lh_config_derive(&copy.cfg);
-    st = check_index_limits(&copy.cfg);
+    lh_status st = derive(&copy);
     if (st != LH_OK) return st;
     *out = copy.cfg;
     return LH_OK;
@@ -348,13 +353,9 @@ LH_API lh_status lh_plan_finalize(lh_plan *plan) {
     if (!plan) return lh_fail(LH_ERROR_NULL_POINTER, "lh_plan_finalize: plan is NULL");
     if (plan->finalized)
         return lh_fail(LH_ERROR_BAD_STATE, "lh_plan_finalize: the plan is already finalized");
-    lh_status st = validate(plan);
+    lh_status st = derive(plan);
     if (st != LH_OK) return lh_fail_context(st, "lh_plan_finalize");
     plan->cfg.handle = plan;
-    plan->cfg.tensor_seq_len = 0; /* derived: the local shard */
-    lh_config_derive(&plan->cfg);
-    st = check_index_limits(&plan->cfg);
-    if (st != LH_OK) return lh_fail_context(st, "lh_plan_finalize");
     lh_config_id id;
     lh_config_id_of(&plan->cfg, &id);
     plan->cfg.fingerprint = lh_config_id_hash(&id);

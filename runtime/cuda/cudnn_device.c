@@ -96,10 +96,10 @@ lh_status lh_cudnn_device_properties(const lh_cudnn_api *dnn, int device, char *
                                                      CUDNN_TYPE_CHAR, 0, &n, NULL),
                             "sizing the device properties' text");
     char *json = NULL;
-    if (st == LH_OK && (n <= 0 || !(json = malloc((size_t)n + 1))))
-        st = lh_fail(n <= 0 ? LH_ERROR_CUDNN : LH_ERROR_OUT_OF_HOST_MEMORY,
-                     n <= 0 ? "cuDNN gave no text for the device properties"
-                            : "allocating the device properties' text failed");
+    if (st == LH_OK && n <= 0)
+        st = lh_fail(LH_ERROR_CUDNN, "cuDNN gave no text for the device properties");
+    if (st == LH_OK && !(json = malloc((size_t)n + 1)))
+        st = lh_fail(LH_ERROR_OUT_OF_HOST_MEMORY, "allocating the device properties' text failed");
     if (st == LH_OK)
         st = lh_cudnn_check(dnn->BackendGetAttribute(d, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION,
                                                      CUDNN_TYPE_CHAR, n, &got, json),

@@ -188,9 +188,7 @@ static lh_status make_plan(const options *o, lh_context **ctx, lh_plan **plan) {
     if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_DTYPE, o->dtype);
     if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_MODE, o->mode);
     if (st == LH_OK) st = lh_plan_set_i64(*plan, LH_PARAM_LAYOUT, o->layout);
-    if (st == LH_OK && o->num_seq_lens)
-        st = lh_plan_set_i64(*plan, LH_PARAM_SEQ_LEN, o->seq_lens[0]);
-    return st;
+    return st; /* SEQ_LEN: per length, in for_device (the kernels do not depend on it) */
 }
 
 /* --save-device: the description of GPU 0 (CUDA_VISIBLE_DEVICES picks another). */
@@ -217,7 +215,7 @@ static int for_device(lh_plan *plan, const options *o) {
             return 1;
         }
         printf("%s, N = %lld: %lld kernel(s) compiled, %lld cuDNN plan(s) built into the cache "
-               "(%.1f ms)\n", o->device, (long long)(o->num_seq_lens ? o->seq_lens[i] : 0),
+               "(%.1f ms)\n", o->device, (long long)o->seq_lens[i],
                (long long)kernels, (long long)plans, (now_seconds() - t0) * 1e3);
     }
     return 0;
