@@ -50,9 +50,9 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   run_ctest build-asan asan -LE 'no-sanitizer'
 
 echo "== build with ThreadSanitizer: rings, hooks and the kernel cache"
-tsan_tests='^(test_cp|test_ring_safety|test_hostile|test_compiler)$'
+tsan_tests='^(test_cp|test_ring_safety|test_hostile|test_compiler|test_cudnn_prefetch)$'
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLH_TSAN=ON -DLH_WITH_COMPILER=OFF >/dev/null &&
-  ninja -C build-tsan test_cp test_ring_safety test_hostile test_compiler || exit 1
+  ninja -C build-tsan test_cp test_ring_safety test_hostile test_compiler test_cudnn_prefetch || exit 1
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 LIGHTHOUSE_TEST_CP_SMALL=1 \
   run_ctest build-tsan tsan -R "$tsan_tests"
 
