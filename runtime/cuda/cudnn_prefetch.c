@@ -17,7 +17,7 @@
 #include "cuda_verbose.h"
 
 #define READ_BLOCK (1 << 20)
-#define READ_WINDOW (32 << 20) /* a multiple of READ_BLOCK */
+#define READ_WINDOW (32 << 20)
 
 static bool regular_file(const char *path) {
     struct stat st;
@@ -108,10 +108,13 @@ int64_t lh_prefetch_read(const lh_prefetch_files *files, const atomic_bool *stop
         if (fd < 0) continue;
         /* The kernel is asked for the next window ahead of each block, so the disk always has
          * work queued, but never more than one window that a stop could not take back. */
-        off_t at = 0;
+        off_t at = 0, asked = 0;
         ssize_t got = 1;
         while (got > 0 && !atomic_load(stop)) {
-            if (at % READ_WINDOW == 0) posix_fadvise(fd, at, READ_WINDOW, POSIX_FADV_WILLNEED);
+            if (at >= asked) {
+                posix_fadvise(fd, at, READ_WINDOW, POSIX_FADV_WILLNEED);
+                asked = at + READ_WINDOW;
+            }
             got = read(fd, block, READ_BLOCK);
             if (got > 0) at += got, total += got;
         }
