@@ -52,7 +52,8 @@ static const char *at(const char *rel) {
 
 /* The wheels' layout: cuDNN in nvidia/cudnn/lib, the CUDA libraries in nvidia/cu13/lib. */
 static void setup(void) {
-    snprintf(root, sizeof root, "/tmp/lh-prefetch-XXXXXX");
+    const char *tmp = getenv("TMPDIR");
+    snprintf(root, sizeof root, "%s/lh-prefetch-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(root));
     make_dirs("site/nvidia/cudnn/lib");
     make_dirs("site/nvidia/cu13/lib");
