@@ -2,8 +2,9 @@
 # Installs what is missing and runs the whole test suite, as CI does:
 #   1. the optimised build and every ctest test (GPU tests skip themselves without a GPU);
 #   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer;
-#   3. the tests of rings and attention hooks, and of the kernel cache's threads, built with
-#      ThreadSanitizer (without the MLIR compiler: the cache's tests plant their kernels);
+#   3. the tests of rings and attention hooks, of the kernel cache's threads and of the read-ahead
+#      of cuDNN's libraries, built with ThreadSanitizer (without the MLIR compiler: the cache's
+#      tests plant their kernels);
 #   4. the fuzz target of the C ABI for LIGHTHOUSE_FUZZ_SECONDS (default 45) under ASan + UBSan: with
 #      libFuzzer where clang can build it, else the seeded driver of the ASan build.
 # The first run includes the tests labelled `valgrind` (CPU conformance under valgrind memcheck).
@@ -49,10 +50,10 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLH_SANITIZE=ON >/de
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_ctest build-asan asan -LE 'no-sanitizer'
 
-echo "== build with ThreadSanitizer: rings, hooks and the kernel cache"
-tsan_tests='^(test_cp|test_ring_safety|test_hostile|test_compiler)$'
+echo "== build with ThreadSanitizer: rings, hooks, the kernel cache and the read-ahead"
+tsan_tests='^(test_cp|test_ring_safety|test_hostile|test_compiler|test_cudnn_prefetch)$'
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLH_TSAN=ON -DLH_WITH_COMPILER=OFF >/dev/null &&
-  ninja -C build-tsan test_cp test_ring_safety test_hostile test_compiler || exit 1
+  ninja -C build-tsan test_cp test_ring_safety test_hostile test_compiler test_cudnn_prefetch || exit 1
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 LIGHTHOUSE_TEST_CP_SMALL=1 \
   run_ctest build-tsan tsan -R "$tsan_tests"
 

@@ -13,6 +13,7 @@
 
 #include "cuda_driver.h"
 #include "cuda_internal.h"
+#include "cudnn_prefetch.h"
 
 /* ---- context push/pop around every call ----------------------------------------------------- */
 
@@ -89,6 +90,8 @@ static lh_status cuda_context_create(int device, const lh_context_options *optio
         return st;
     }
     cuda_dnn_init(&cc->dnn);
+    /* the first plan's cuDNN libraries come from the disk while the caller sets up its model */
+    lh_cudnn_prefetch_begin(cc->cu);
     *out_state = cc;
     return LH_OK;
 }

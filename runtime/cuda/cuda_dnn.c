@@ -20,6 +20,7 @@
 
 #include "cuda_internal.h"
 #include "cuda_verbose.h"
+#include "cudnn_prefetch.h"
 
 static void destroy_sdpa(void *plan) { cuda_sdpa_plan_destroy(plan); }
 
@@ -141,6 +142,8 @@ static void *open_run(void *arg) {
 }
 
 void cuda_dnn_open_begin(cuda_context *cc, cuda_dnn_build_fn build, void *arg, cuda_dnn_open *o) {
+    /* from here cuDNN reads its libraries itself, and should have the disk to itself */
+    lh_cudnn_prefetch_yield();
     memset(o, 0, sizeof *o);
     o->cc = cc;
     o->build = build;

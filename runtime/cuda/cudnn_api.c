@@ -67,6 +67,8 @@ static void load(void) {
         }
     }
     api.version = api.GetVersion();
+    size_t (*cudart)(void) = (size_t (*)(void))dlsym(lib, "cudnnGetCudartVersion");
+    api.cudart_version = cudart ? cudart() : 0;
     if (api.version < LH_CUDNN_MIN_VERSION) {
         snprintf(load_message, sizeof load_message,
                  "cuDNN %zu.%zu.%zu was found, but 9.0.0 or newer is needed for the SDPA graphs",
@@ -75,6 +77,12 @@ static void load(void) {
         return;
     }
     load_status = LH_OK;
+}
+
+bool lh_cudnn_try_load(const lh_cudnn_api **out_api) {
+    pthread_once(&load_once, load);
+    *out_api = load_status == LH_OK ? &api : NULL;
+    return load_status == LH_OK;
 }
 
 lh_status lh_cudnn_load(const lh_cudnn_api **out_api) {

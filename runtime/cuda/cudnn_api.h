@@ -35,11 +35,15 @@ typedef struct lh_cudnn_api {
     cudnnStatus_t (*BackendExecute)(cudnnHandle_t handle, cudnnBackendDescriptor_t plan,
                                     cudnnBackendDescriptor_t variant_pack);
     size_t version; /* cudnnGetVersion(), e.g. 91900 */
+    /* the CUDA runtime this cuDNN was built for, e.g. 13000; 0 where cuDNN does not say */
+    size_t cudart_version;
 } lh_cudnn_api;
 
 /* Loads cuDNN once per process (libcudnn.so.9, else libcudnn_graph.so.9) and checks its version.
  * Missing or older than 9.0 -> LH_ERROR_BACKEND_UNAVAILABLE naming what was looked for, where. */
 lh_status lh_cudnn_load(const lh_cudnn_api **out_api);
+/* The same, silent: false (and no error set) where cuDNN cannot be used. */
+bool lh_cudnn_try_load(const lh_cudnn_api **out_api);
 
 /* Turns a failed cuDNN call into LH_ERROR_CUDNN (or LH_ERROR_OUT_OF_DEVICE_MEMORY for
  * CUDNN_STATUS_ALLOC_FAILED) with cuDNN's own last error text appended. */

@@ -10,7 +10,10 @@
 # Cases (LIGHTHOUSE_COLD_CASES, default all four): "empty" (an empty cache), "empty-jit" (the same
 # with CUDNN_LIB_CONFIG=GRAPH_JIT_ONLY: cuDNN loads only its graph and run-time compiled engine
 # libraries), and, with LIGHTHOUSE_AOT_CACHE=DIR (a cache filled ahead of time, e.g. by
-# lighthouse-compile --device), "aot" and "aot-jit" from a fresh copy of it.
+# lighthouse-compile --device), "aot" and "aot-jit" from a fresh copy of it. A case ending in
+# "-off" runs with LIGHTHOUSE_PREFETCH_LIBRARIES=0 (no read-ahead of cuDNN's libraries), e.g.
+# "empty-off", "empty-jit-off". LIGHTHOUSE_COLD_GAP_MS=M makes each first plan M ms after its
+# context (lighthouse-bench --startup-gap-ms), as a training script builds its model in between.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=$(cd "${1:-$ROOT/.pack/gpu}" && pwd)
@@ -30,7 +33,8 @@ coldify() {
 
 one() {
   local name=$1 cache=() env=()
-  case $name in *-jit) env=(CUDNN_LIB_CONFIG=GRAPH_JIT_ONLY) ;; esac
+  case $name in *-jit|*-jit-*) env+=(CUDNN_LIB_CONFIG=GRAPH_JIT_ONLY) ;; esac
+  case $name in *-off) env+=(LIGHTHOUSE_PREFETCH_LIBRARIES=0) ;; esac
   if [[ $name == aot* ]]; then
     local dir=$(mktemp -d /tmp/lh-cold-XXXXXX)
     cp "$LIGHTHOUSE_AOT_CACHE"/* "$dir"/ && chmod 600 "$dir"/*
@@ -39,8 +43,9 @@ one() {
   coldify
   local t0=$(date +%s.%N)
   local row=$(env "${env[@]}" "$BIN/lighthouse-bench" --startup-only 1 --seqs "$SEQ" "${cache[@]}" \
+    --startup-gap-ms "${LIGHTHOUSE_COLD_GAP_MS:-0}" \
     2>&1 | grep -E "^ +$SEQ cold")
-  printf '%-10s %s   (process %.2f s)\n' "$name" "$row" \
+  printf '%-14s %s   (process %.2f s)\n' "$name" "$row" \
     "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{print b-a}')"
 }
 

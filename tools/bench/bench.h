@@ -21,6 +21,8 @@ typedef struct bench_options {
     int startup_only;          /* --startup-only 1: the start-up table alone */
     const char *startup_cache; /* --startup-cache DIR: start from this cache, not an empty one
                                   (one filled ahead of time by lighthouse-compile --device) */
+    int startup_gap_ms;        /* --startup-gap-ms M: the cold plan M ms after its context, as
+                                  a training script builds its model in between */
     int lighthouse_only;       /* --lighthouse-only 1: only the Lighthouse plan's runs (profiling) */
     int recompute;             /* --recompute 1: LH_PARAM_RECOMPUTE_SUBSEQ (smaller `saved`) */
     int stage_timing;          /* LH_PARAM_STAGE_TIMING of the plans bench_plan makes */

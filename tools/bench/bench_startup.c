@@ -3,7 +3,8 @@
  * which opens cuDNN), disk (a new context on the cache the cold plan filled: kernels from disk,
  * a new cuDNN handle, and the attention plans restored from the cold plan's stored records where
  * cuDNN serialises them, else built again), memory (a second plan in the cold plan's context: its cuDNN
- * handle and attention plans are the context's already). The breakdown comes from the plan
+ * handle and attention plans are the context's already). --startup-gap-ms puts a pause between
+ * the cold plan's context and the plan. The breakdown comes from the plan
  * itself (LH_QUERY_SETUP_*); "other" is the rest of the call (validation, buffer table). */
 #include <stdbool.h>
 #include <stdio.h>
@@ -47,6 +48,9 @@ void bench_startup(const bench_options *o, int64_t seq, startup_result out[START
     else if (!mkdtemp(dir)) return;
     lh_context *ctx = context_on(dir);
     if (ctx) {
+        /* what a training script does between creating the context and its first plan; the
+         * context's own work in the background (cuDNN's libraries read ahead) continues */
+        if (o->startup_gap_ms > 0) usleep((useconds_t)o->startup_gap_ms * 1000);
         finalize_timed(ctx, o, seq, &out[STARTUP_COLD]);
         finalize_timed(ctx, o, seq, &out[STARTUP_MEMORY]);
         lh_context_destroy(ctx);

@@ -13,12 +13,14 @@
  *                    [--lighthouse-only 1|2] (for a profiler, see tests/gpu/profile_kernels.sh:
  *                                             1 runs Lighthouse alone, 2 Lighthouse and its
  *                                             floor in pairs; no copy, JIT, stages or dense)
- *   lighthouse-bench --startup-only 1 [--seqs ...] [--startup-cache DIR]
+ *   lighthouse-bench --startup-only 1 [--seqs ...] [--startup-cache DIR] [--startup-gap-ms M]
  *                    plan start-up alone (cold, disk, memory per N; bench_startup.c), for a
  *                    fresh machine's first plan: the first N's cold row is the process's first
  *                    plan and the first on a machine whose driver cache is empty; with
  *                    --startup-cache the "cold" plan starts from DIR (filled ahead of time by
- *                    lighthouse-compile --device) instead of an empty cache, and DIR is kept
+ *                    lighthouse-compile --device) instead of an empty cache, and DIR is kept;
+ *                    with --startup-gap-ms the cold plan is made M ms after its context was
+ *                    created (a model's set-up in between), not at once
  *   lighthouse-bench --shape-table 1 [--seqs 65536,262144] [--batches 1,2] [--dense-max 131072]
  *                    [--repeats 5] [--warmup 1] [--json lighthouse-shapes.json]
  *                    the shapes real models train with, one run (bench_shapes.c); --heads,
@@ -442,6 +444,7 @@ static void parse_args(int argc, char **argv, bench_options *o) {
         else if (!strcmp(a, "--shape-table")) o->shape_table = atoi(v) != 0;
         else if (!strcmp(a, "--startup-only")) o->startup_only = atoi(v) != 0;
         else if (!strcmp(a, "--startup-cache")) o->startup_cache = v;
+        else if (!strcmp(a, "--startup-gap-ms")) o->startup_gap_ms = atoi(v);
         else if (!strcmp(a, "--batches")) o->num_batches = parse_list(v, o->batches, 4);
         else if (!strcmp(a, "--dilated")) o->dilation = atoll(v);
         else { fprintf(stderr, "unknown option %s (see the comment at the top of lighthouse_bench.c)\n", a); exit(2); }
