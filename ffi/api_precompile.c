@@ -163,28 +163,23 @@ LH_API lh_status lh_plan_precompile_device(const lh_plan *plan, const char *devi
     lh_config cfg;
     st = lh_plan_derived_config(plan, &cfg);
     if (st != LH_OK) return lh_fail_context(st, dfn);
-    char *text = NULL, chip[16];
+    char *text = NULL, chip[16], what[512];
     st = read_text(device_path, dfn, &text);
     if (st != LH_OK) return st;
-    char what[512];
     snprintf(what, sizeof what, "%s: %s", dfn, device_path);
     st = lh_cuda_device_chip(text, chip, sizeof chip);
-    if (st != LH_OK) {
-        free(text);
-        return lh_fail_context(st, what);
-    }
-    lhc_cache *cache = NULL;
-    st = open_cache(plan->context, &cache);
-    if (st != LH_OK) {
-        free(text);
-        return lh_fail_context(st, dfn);
-    }
-    int64_t kernels = 0, plans = 0;
-    /* cuDNN's side first: a description this cuDNN cannot use fails before anything is built */
-    snprintf(what, sizeof what, "%s: cuDNN's attention plans for %s", dfn, device_path);
-    st = lh_cuda_precompile_attention(&cfg, text, cache, &plans);
     if (st != LH_OK) lh_fail_context(st, what);
-    else st = compile_kernels(plan, chip, cache, dfn, &kernels);
+    lhc_cache *cache = NULL;
+    if (st == LH_OK && (st = open_cache(plan->context, &cache)) != LH_OK) lh_fail_context(st, dfn);
+    int64_t kernels = 0, plans = 0;
+    if (st == LH_OK) {
+        /* cuDNN's side first: a description this cuDNN cannot use fails before anything is
+         * built */
+        snprintf(what, sizeof what, "%s: cuDNN's attention plans for %s", dfn, device_path);
+        st = lh_cuda_precompile_attention(&cfg, text, cache, &plans);
+        if (st != LH_OK) lh_fail_context(st, what);
+        else st = compile_kernels(plan, chip, cache, dfn, &kernels);
+    }
     lhc_cache_destroy(cache);
     free(text);
     if (st == LH_OK && out_kernels) *out_kernels = kernels;

@@ -86,9 +86,7 @@ bool lh_cudnn_try_load(const lh_cudnn_api **out_api) {
 }
 
 lh_status lh_cudnn_load(const lh_cudnn_api **out_api) {
-    pthread_once(&load_once, load);
-    if (load_status != LH_OK) return lh_fail(load_status, "%s", load_message);
-    *out_api = &api;
+    if (!lh_cudnn_try_load(out_api)) return lh_fail(load_status, "%s", load_message);
     return LH_OK;
 }
 

@@ -5,25 +5,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool store_on(const lh_plan_store *s) {
+bool lh_plan_store_enabled(const lh_plan_store *s) {
     if (!s || !s->cache) return false;
     const char *env = getenv("LIGHTHOUSE_CUDNN_PLAN_STORE");
     return !(env && strcmp(env, "0") == 0);
 }
 
+/* The record's name in the store; false where the store is off or the name does not fit. */
 static bool identity(const lh_plan_store *s, const lh_cudnn_api *dnn, const lh_plan_key *shape,
                      int graph_version, const char *role, char *out, size_t cap) {
+    if (!lh_plan_store_enabled(s)) return false;
     lh_plan_record_id id = {.cudnn_version = dnn->version, .sm = s->sm, .device = s->device,
                             .graph_version = graph_version, .role = role, .shape = shape};
     return lh_plan_record_identity(&id, out, cap);
 }
 
-bool lh_plan_store_enabled(const lh_plan_store *s) { return store_on(s); }
-
 bool lh_plan_store_has(const lh_plan_store *s, const lh_cudnn_api *dnn, const lh_plan_key *shape,
                        int graph_version, const char *role) {
     char id[LH_PLAN_RECORD_IDENTITY_CAP];
-    if (!store_on(s) || !identity(s, dnn, shape, graph_version, role, id, sizeof id)) return false;
+    if (!identity(s, dnn, shape, graph_version, role, id, sizeof id)) return false;
     lh_plan_record_meta meta;
     char *json = NULL;
     bool ok = lh_plan_record_load(s->cache, id, &meta, &json);
@@ -34,8 +34,7 @@ bool lh_plan_store_has(const lh_plan_store *s, const lh_cudnn_api *dnn, const lh
 bool lh_plan_store_restore(const lh_plan_store *s, const lh_plan_key *shape, int graph_version,
                            const char *role, lh_gb *gb, int *bwd_kind) {
     char id[LH_PLAN_RECORD_IDENTITY_CAP];
-    if (!store_on(s) || !identity(s, gb->dnn, shape, graph_version, role, id, sizeof id))
-        return false;
+    if (!identity(s, gb->dnn, shape, graph_version, role, id, sizeof id)) return false;
     int64_t t0 = lh_clock_us();
     lh_plan_record_meta meta;
     char *json = NULL;
@@ -63,7 +62,7 @@ lh_plan_store_outcome lh_plan_store_save(const lh_plan_store *s, const lh_plan_k
                                          int graph_version, const char *role, lh_gb *gb,
                                          int bwd_kind) {
     char id[LH_PLAN_RECORD_IDENTITY_CAP];
-    if (!store_on(s) || !identity(s, gb->dnn, shape, graph_version, role, id, sizeof id))
+    if (!identity(s, gb->dnn, shape, graph_version, role, id, sizeof id))
         return LH_PLAN_STORE_OFF;
     int64_t t0 = lh_clock_us();
     char *json = lh_gb_plan_json(gb);
