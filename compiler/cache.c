@@ -147,6 +147,7 @@ static int list_entries(cache_entry *e) {
     e->kernel.ptx_size = ptx_len;
     e->kernel.num_entries = count;
     e->kernel.entries = (const char *const *)e->names;
+    e->kernel.key = e->key;
     return 0;
 }
 
@@ -346,14 +347,30 @@ static void record_untrusted(lhc_cache *c, const char *why) {
     pthread_mutex_unlock(&c->lock);
 }
 
-int lhc_cache_record_read(lhc_cache *c, const char *name, const char *identity, char **payload,
-                          size_t *size) {
+static int record_read(lhc_cache *c, const char *name, const char *identity, int text,
+                       char **payload, size_t *size) {
     char dir[LHC_CACHE_DIR_CAP], key[33], why[LHC_CACHE_DIR_CAP + 160];
     if (!c || !record_dir(c, dir, sizeof dir)) return 0;
     record_key(name, identity, key);
-    int r = lhc_disk_read(dir, name, key, payload, size, why, sizeof why);
+    int r = text ? lhc_disk_read(dir, name, key, payload, size, why, sizeof why)
+                 : lhc_disk_read_bytes(dir, name, key, payload, size, why, sizeof why);
     if (r == -2) record_untrusted(c, why);
     return r > 0 ? 1 : 0;
+}
+
+int lhc_cache_record_read(lhc_cache *c, const char *name, const char *identity, char **payload,
+                          size_t *size) {
+    return record_read(c, name, identity, 1, payload, size);
+}
+
+int lhc_cache_record_read_bytes(lhc_cache *c, const char *name, const char *identity,
+                                char **payload, size_t *size) {
+    return record_read(c, name, identity, 0, payload, size);
+}
+
+int lhc_cache_records_enabled(lhc_cache *c) {
+    char dir[LHC_CACHE_DIR_CAP];
+    return c && record_dir(c, dir, sizeof dir);
 }
 
 int lhc_cache_record_write(lhc_cache *c, const char *name, const char *identity,

@@ -67,6 +67,7 @@ typedef struct lhc_kernel {
     size_t ptx_size;              /* strlen(ptx) */
     int num_entries;              /* kernel entry points in the PTX */
     const char *const *entries;   /* their names, for cuModuleGetFunction */
+    const char *key;              /* the cache key (32 hex digits): names this PTX for this chip */
 } lhc_kernel;
 
 lh_status lhc_compile(lhc_cache *cache, const char *kernel, const char *constants,
@@ -95,6 +96,13 @@ int lhc_cache_record_read(lhc_cache *cache, const char *name, const char *identi
                           char **payload, size_t *size);
 int lhc_cache_record_write(lhc_cache *cache, const char *name, const char *identity,
                            const char *payload, size_t size);
+/* A record whose payload is bytes rather than text (the CUDA backend's machine code of its
+ * kernels, runtime/cuda/cuda_cubin_store.c): NUL bytes allowed, one NUL appended after `size`.
+ * Written with lhc_cache_record_write, which takes any bytes. */
+int lhc_cache_record_read_bytes(lhc_cache *cache, const char *name, const char *identity,
+                                char **payload, size_t *size);
+/* 1 when records are read and written now (the disk part is on and has a directory). */
+int lhc_cache_records_enabled(lhc_cache *cache);
 
 typedef struct lhc_cache_stats {
     int64_t memory_hits;   /* lhc_compile answered from memory */

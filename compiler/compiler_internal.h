@@ -68,6 +68,10 @@ void lhc_default_cache_dir(char *out, size_t cap);
  * a regular file): `why` then holds a sentence. */
 int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, char **payload,
                   size_t *size, char *why, size_t why_cap);
+/* The same for a payload of bytes (machine code), where a NUL byte is no sign of damage; the
+ * payload is still followed by one NUL. */
+int lhc_disk_read_bytes(const char *dir, const char *kernel, const char *key_hex, char **payload,
+                        size_t *size, char *why, size_t why_cap);
 /* Writes the entry atomically (temporary file + rename). Returns 0, -1 on any failure, or -2
  * (with `why`) when the directory may not be trusted: nothing is written there. */
 int lhc_disk_write(const char *dir, const char *kernel, const char *key_hex, const char *payload,

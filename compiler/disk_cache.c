@@ -3,8 +3,8 @@
  *
  * One file per kernel: "<dir>/<kernel>-<key>.lhk", holding one header line
  *     "LHKC1 <key> <payload bytes> <fnv64 of payload>\n"
- * followed by the payload (the PTX text). Writers fill a temporary file and rename it over the
- * final name, and rename is atomic, so a reader sees either a whole entry or none; several
+ * followed by the payload (the PTX text, or a record's payload). Writers fill a temporary file
+ * and rename it over the final name, and rename is atomic, so a reader sees either a whole entry or none; several
  * processes compiling the same kernel at once each rename a complete file and the last wins.
  * A reader still verifies size and checksum, because files get truncated or damaged outside
  * our control (full disks, crashes before data reached the disk, copies).
@@ -142,8 +142,9 @@ static int read_whole(int dfd, const char *name, char **data, size_t *size, char
     return 1;
 }
 
-int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, char **payload,
-                  size_t *size, char *why, size_t why_cap) {
+/* `text`: a payload with a NUL byte is damage (PTX, a cuDNN plan's JSON), not a payload. */
+static int read_entry(const char *dir, const char *kernel, const char *key_hex, int text,
+                      char **payload, size_t *size, char *why, size_t why_cap) {
     char name[512];
     entry_name(name, sizeof name, kernel, key_hex);
     int dfd = open_dir(dir, why, why_cap);
@@ -165,7 +166,7 @@ int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, char
     size_t start = (size_t)header_len + 1;
     ok = ok && payload_size == file_size - start &&
          lhc_hash64(file + start, (size_t)payload_size) == checksum &&
-         memchr(file + start, '\0', (size_t)payload_size) == NULL;
+         (!text || memchr(file + start, '\0', (size_t)payload_size) == NULL);
     if (!ok) {
         free(file);
         return -1;
@@ -175,6 +176,16 @@ int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, char
     *payload = file;
     *size = (size_t)payload_size;
     return 1;
+}
+
+int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, char **payload,
+                  size_t *size, char *why, size_t why_cap) {
+    return read_entry(dir, kernel, key_hex, 1, payload, size, why, why_cap);
+}
+
+int lhc_disk_read_bytes(const char *dir, const char *kernel, const char *key_hex, char **payload,
+                        size_t *size, char *why, size_t why_cap) {
+    return read_entry(dir, kernel, key_hex, 0, payload, size, why, why_cap);
 }
 
 static int write_all(int fd, const char *data, size_t size) {

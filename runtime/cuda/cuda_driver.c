@@ -123,6 +123,18 @@ static void load(void) {
             return;
         }
     }
+    /* The linker is optional: without it, kernels load from PTX as before. All four or none. */
+    const symbol linker[] = {
+        SYM(LinkCreate, "cuLinkCreate_v2"),
+        SYM(LinkAddData, "cuLinkAddData_v2"),
+        SYM(LinkComplete, "cuLinkComplete"),
+        SYM(LinkDestroy, "cuLinkDestroy"),
+    };
+    int linker_found = 1;
+    for (size_t i = 0; i < sizeof linker / sizeof linker[0]; i++)
+        linker_found &= (*linker[i].slot = dlsym(lib, linker[i].name)) != NULL;
+    if (!linker_found)
+        for (size_t i = 0; i < sizeof linker / sizeof linker[0]; i++) *linker[i].slot = NULL;
     CUresult r = api.Init(0);
     if (r != CUDA_SUCCESS) {
         const char *name = NULL;

@@ -80,6 +80,15 @@ typedef struct lh_cu_api {
     CUresult (*MemsetD8)(CUdeviceptr dst, unsigned char value, size_t n);
     CUresult (*MemcpyDtoD)(CUdeviceptr dst, CUdeviceptr src, size_t bytes);
     CUresult (*MemcpyDtoDAsync)(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream stream);
+    /* The driver's linker, which hands back the machine code it makes from PTX (kept in the
+     * kernel cache: cuda_cubin_store.h). Optional: NULL where the driver lacks one of them. */
+    CUresult (*LinkCreate)(unsigned int num_options, CUjit_option *options, void **option_values,
+                           CUlinkState *state);
+    CUresult (*LinkAddData)(CUlinkState state, CUjitInputType type, void *data, size_t size,
+                            const char *name, unsigned int num_options, CUjit_option *options,
+                            void **option_values);
+    CUresult (*LinkComplete)(CUlinkState state, void **cubin, size_t *size);
+    CUresult (*LinkDestroy)(CUlinkState state);
 } lh_cu_api;
 
 /* Loads libcuda.so.1 and calls cuInit(0) once per process. On failure returns

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cuda_cubin_store.h"
+
 void cuda_kernels_chip(int sm, char *out, size_t cap) {
     if (sm == 100 || sm == 103) snprintf(out, cap, "sm_%da", sm);
     else snprintf(out, cap, "sm_%d", sm);
@@ -43,11 +45,16 @@ lh_status cuda_kernels_load(cuda_kernels *k, const lh_cu_api *cu, lhc_cache *cac
     k->compiled = n;
     k->compile_us = t1 - t0;
     k->load_us = 0;
+    k->cubins_restored = k->cubins_stored = 0;
     if (st != LH_OK) return failed >= 0 ? lh_fail_context(st, pending[failed].kernel) : st;
+    lhc_cache *cubins = cuda_cubin_store_wanted() ? cache : NULL;
     for (int i = 0; i < n; i++) {
         int t = template_of[i];
-        st = lh_cu_module_load(cu, compiled[i]->ptx, &k->module[t]);
+        cuda_cubin_outcome outcome;
+        st = cuda_cubin_load(cu, cubins, compiled[i], chip, &k->module[t], &outcome);
         if (st != LH_OK) return lh_fail_context(st, pending[i].kernel);
+        k->cubins_restored += outcome == CUDA_CUBIN_RESTORED;
+        k->cubins_stored += outcome == CUDA_CUBIN_STORED;
         for (int id = 0; id < LHK_KERNEL_COUNT; id++) {
             if (lhk_kernels[id].template_id != (lhk_template)t) continue;
             st = lh_cu_module_function(cu, &k->module[t], lhk_kernels[id].entry, &k->fn[id]);

@@ -17,9 +17,11 @@ typedef struct cuda_kernels {
     CUfunction fn[LHK_KERNEL_COUNT];         /* NULL: its template is not loaded */
     lhk_geometry geometry[LHK_KERNEL_COUNT];
     /* Where the last cuda_kernels_load spent its time: the JIT (or the kernel cache) for
-     * `compiled` templates, then the driver loading their PTX. */
+     * `compiled` templates, then the driver loading them; of those, how many came from a cubin
+     * of the kernel cache, and how many cubins it wrote there (cuda_cubin_store.h). */
     int compiled;
     int64_t compile_us, load_us;
+    int cubins_restored, cubins_stored;
 } cuda_kernels;
 
 /* The PTX target of a device of compute capability `sm` (10 * major + minor): sm_90 for Hopper,
@@ -33,7 +35,8 @@ void cuda_kernels_chip(int sm, char *out, size_t cap);
 lh_status cuda_kernels_cache_configure(lhc_cache *cache, const lh_context_options *options);
 
 /* Compiles (through `cache`, on up to `threads` threads: lhc_compile_requests) the templates of
- * `count` requests for `chip`, loads each into the current context and looks up its kernels.
+ * `count` requests for `chip`, loads each into the current context (from its cubin in `cache`
+ * where LIGHTHOUSE_KERNEL_CUBIN_STORE=1: cuda_cubin_store.h) and looks up its kernels.
  * Templates already loaded stay as they are. On failure the message names the template. */
 lh_status cuda_kernels_load(cuda_kernels *k, const lh_cu_api *cu, lhc_cache *cache,
                             const char *chip, const lhc_kernel_request *req, int count,

@@ -247,9 +247,11 @@ lh_status cuda_plan_create(cuda_context *cc, const lh_pipeline_ops *ops,
         kernels_us = lh_clock_us() - t0;
         if (p->kernels.compiled)
             lh_cuda_say("our kernels: %d compiled (or read from the kernel cache) in %.1f ms, "
-                        "loaded in %.1f ms",
+                        "loaded in %.1f ms (%d from cubins of the kernel cache, %d cubins "
+                        "written there)",
                         p->kernels.compiled, (double)p->kernels.compile_us / 1e3,
-                        (double)p->kernels.load_us / 1e3);
+                        (double)p->kernels.load_us / 1e3, p->kernels.cubins_restored,
+                        p->kernels.cubins_stored);
     }
     /* Failures in the order they would meet one after the other: cuDNN missing, then the
      * kernels, then what cuDNN could not build. */

@@ -3,16 +3,20 @@
  * computation on fresh random inputs: pyramid_scores (against norms in double; its pooled
  * coarsest-level rows against the gather's fp32 arithmetic, to the bit; its scores without
  * pooled rows against those with, to the bit) and scatter (against the same fp32 sums, so the
- * result must match to the bit).
+ * result must match to the bit), the same once more with the kernels loaded from cubins kept
+ * in a kernel cache.
  *
  * Kernels are loaded and launched through the runtime's descriptors and launcher
  * (runtime/cuda/cuda_kernels.c), and the CUDA driver through the runtime's loader (dlopen): the
  * program builds everywhere and exits 77 (ctest: skipped) where no driver or GPU exists.
  */
+#define _GNU_SOURCE /* mkdtemp */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "compiler.h"
 #include "cuda_kernels.h"
@@ -404,6 +408,50 @@ static int bench(lhc_cache *cache, const char *chip) {
     return 0;
 }
 
+/* Kernels loaded from the cubins kept in a kernel cache (runtime/cuda/cuda_cubin_store.h): the
+ * first cache on a directory links the PTX and writes the cubin, a new cache on it (a later
+ * process) loads the cubin, and kernels loaded so compute what the checks above ask, to the same
+ * bounds. */
+static int check_cubin_store(const char *chip, const gpu_case *c) {
+    const char *tmp = getenv("TMPDIR");
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/lh-cubin-gpu-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        printf("FAIL cubin store: no temporary directory\n");
+        return 1;
+    }
+    setenv("LIGHTHOUSE_KERNEL_CUBIN_STORE", "1", 1);
+    lhc_plan_params pp = {c->p, c->levels, c->d, c->bf16 ? "bf16" : "f16", 1};
+    int failed = 0;
+    for (int later = 0; later < 2; later++) {
+        lhc_cache *cache = NULL;
+        LH_CHECK(lhc_cache_create(&cache));
+        LH_CHECK(lhc_cache_set_dir(cache, dir));
+        cuda_kernels k;
+        load(cache, chip, &pp, "scores", &k);
+        if (k.cubins_stored != !later || k.cubins_restored != later) {
+            printf("FAIL cubin store, %s cache: %d cubin(s) written, %d restored\n",
+                   later ? "a later" : "the first", k.cubins_stored, k.cubins_restored);
+            failed++;
+        }
+        cuda_kernels_unload(&k);
+        failed += check_pyramid(cache, chip, c); /* scores from the cubin */
+        failed += check_scatter(cache, chip, c); /* scatter: linked first, then restored */
+        lhc_cache_destroy(cache);
+    }
+    unsetenv("LIGHTHOUSE_KERNEL_CUBIN_STORE");
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (e->d_name[0] != '.') unlink(path);
+    }
+    if (d) closedir(d);
+    rmdir(dir);
+    printf("gpu: kernels from the kernel cache's cubins: %s\n", failed ? "FAIL" : "ok");
+    return failed;
+}
+
 int run_gpu(void) {
     CUdevice dev;
     CUcontext ctx;
@@ -443,6 +491,7 @@ int run_gpu(void) {
         failed += check_pyramid(cache, chip, &cases[i]);
         failed += check_scatter(cache, chip, &cases[i]);
     }
+    failed += check_cubin_store(chip, &cases[0]);
     lhc_cache_destroy(cache);
     printf("gpu: %d failed\n", failed);
     return failed ? 1 : 0;
