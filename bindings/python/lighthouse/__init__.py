@@ -46,7 +46,7 @@ def version_matches():
 
 def library_path():
     """The library that was loaded and how it was found: (path or name, "LIGHTHOUSE_LIB" |
-    "LIGHTHOUSE_LIB_DIR" | "pkg-config" | "system loader")."""
+    "LIGHTHOUSE_LIB_DIR" | "bundled" | "pkg-config" | "system loader")."""
     loaded = _load()
     return loaded.path, loaded.how
 

@@ -4,9 +4,11 @@ In order, the first that loads wins:
   1. LIGHTHOUSE_LIB: a path to the library, or a name for the system loader (as Lighthouse.jl);
   2. LIGHTHOUSE_LIB_DIR: a directory holding liblighthouse.so (a build directory, an install's
      lib/; as lighthouse-sys);
-  3. the libdir of the installed lighthouse.pc (`pkg-config --variable=libdir lighthouse`;
+  3. the copy this package carries in lighthouse/_lib/, where it was built with one
+     (LIGHTHOUSE_BUNDLE_LIB: setup.py);
+  4. the libdir of the installed lighthouse.pc (`pkg-config --variable=libdir lighthouse`;
      PKG_CONFIG names another pkg-config, PKG_CONFIG_PATH finds a non-system install);
-  4. the system loader (LD_LIBRARY_PATH, ld.so.cache, the default directories).
+  5. the system loader (LD_LIBRARY_PATH, ld.so.cache, the default directories).
 The first two are explicit: when one is set and fails, nothing else is tried, so a developer
 build is never silently replaced by an installed copy. A failure lists every attempt and why.
 """
@@ -20,6 +22,8 @@ import threading
 from . import _capi
 
 _NAMES = ("liblighthouse.dylib",) if sys.platform == "darwin" else ("liblighthouse.so.0", "liblighthouse.so")
+# Where a wheel built with LIGHTHOUSE_BUNDLE_LIB keeps its copy of the library (setup.py).
+_BUNDLED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib")
 
 
 class LibraryNotFoundError(OSError):
@@ -77,11 +81,33 @@ def _from_dir(libdir, attempts, how):
     return None
 
 
+def _bundled(attempts):
+    """The copy of the library this package carries (a wheel built with LIGHTHOUSE_BUNDLE_LIB)."""
+    if os.path.isdir(_BUNDLED_DIR):
+        return _from_dir(_BUNDLED_DIR, attempts, "bundled")
+    attempts.append("bundled: this package carries no library (a wheel built with LIGHTHOUSE_BUNDLE_LIB does)")
+    return None
+
+
+def _installed(attempts):
+    """The library in the libdir of the installed lighthouse.pc."""
+    libdir = _pkg_config_libdir(attempts)
+    return libdir and _from_dir(libdir, attempts, "pkg-config")
+
+
+def _system(attempts):
+    """The library by name, through the system loader."""
+    for name in _NAMES:
+        cdll = _try(name, attempts, "system loader")
+        if cdll is not None:
+            return cdll, name, "system loader"
+    return None
+
+
 def _find():
     """-> (CDLL, path, how) or raises LibraryNotFoundError naming every attempt."""
     attempts = []
     lib, libdir = os.environ.get("LIGHTHOUSE_LIB"), os.environ.get("LIGHTHOUSE_LIB_DIR")
-    found = None
     if lib:
         cdll = _try(lib, attempts, "LIGHTHOUSE_LIB")
         found = cdll and (cdll, lib, "LIGHTHOUSE_LIB")
@@ -89,20 +115,15 @@ def _find():
         found = _from_dir(libdir, attempts, "LIGHTHOUSE_LIB_DIR")
     else:
         attempts.append("LIGHTHOUSE_LIB and LIGHTHOUSE_LIB_DIR are not set")
-        pc_libdir = _pkg_config_libdir(attempts)
-        found = pc_libdir and _from_dir(pc_libdir, attempts, "pkg-config")
-        for name in _NAMES if not found else ():
-            cdll = _try(name, attempts, "system loader")
-            if cdll is not None:
-                found = (cdll, name, "system loader")
-                break
+        found = _bundled(attempts) or _installed(attempts) or _system(attempts)
     if found:
         return found
     raise LibraryNotFoundError(
         "liblighthouse could not be loaded. Tried, in order:\n  - " + "\n  - ".join(attempts) +
         "\nSet LIGHTHOUSE_LIB to the library's path (e.g. build/liblighthouse.so), or "
         "LIGHTHOUSE_LIB_DIR to its directory, or install it (cmake --install) where pkg-config "
-        "or the system loader finds it.")
+        "or the system loader finds it, or install a wheel that carries it (LIGHTHOUSE_BUNDLE_LIB: "
+        "bindings/python/setup.py).")
 
 
 def load():
