@@ -10,13 +10,10 @@
  * (runtime/cuda/cuda_kernels.c), and the CUDA driver through the runtime's loader (dlopen): the
  * program builds everywhere and exits 77 (ctest: skipped) where no driver or GPU exists.
  */
-#define _GNU_SOURCE /* mkdtemp */
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "compiler.h"
 #include "cuda_kernels.h"
@@ -413,10 +410,8 @@ static int bench(lhc_cache *cache, const char *chip) {
  * process) loads the cubin, and kernels loaded so compute what the checks above ask, to the same
  * bounds. */
 static int check_cubin_store(const char *chip, const gpu_case *c) {
-    const char *tmp = getenv("TMPDIR");
-    char dir[256];
-    snprintf(dir, sizeof dir, "%s/lh-cubin-gpu-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
+    char dir[512];
+    if (make_temp_dir(dir, sizeof dir) != 0) {
         printf("FAIL cubin store: no temporary directory\n");
         return 1;
     }
@@ -440,14 +435,7 @@ static int check_cubin_store(const char *chip, const gpu_case *c) {
         lhc_cache_destroy(cache);
     }
     unsetenv("LIGHTHOUSE_KERNEL_CUBIN_STORE");
-    DIR *d = opendir(dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        char path[600];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (e->d_name[0] != '.') unlink(path);
-    }
-    if (d) closedir(d);
-    rmdir(dir);
+    remove_temp_dir(dir);
     printf("gpu: kernels from the kernel cache's cubins: %s\n", failed ? "FAIL" : "ok");
     return failed;
 }
