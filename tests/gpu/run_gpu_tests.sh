@@ -87,6 +87,21 @@ if [ "${LIGHTHOUSE_GPU_QUICK:-0}" = 1 ]; then
 else
   run lighthouse 600 "$BIN/test_lighthouse_gpu"
 fi
+# The same with our kernels loaded from the cubins a kernel cache keeps (runtime/cuda/
+# cuda_cubin_store.c, LIGHTHOUSE_KERNEL_CUBIN_STORE=1): the first run into an empty cache
+# directory links and writes them, the second restores them (the verbose lines say how many).
+cubin_cache=$(mktemp -d)
+rm -f "$LOGS/lighthouse_cubins_restored.log"
+LIGHTHOUSE_KERNEL_CUBIN_STORE=1 LIGHTHOUSE_CACHE_DIR=$cubin_cache \
+  run lighthouse_cubins_written 300 "$BIN/test_lighthouse_gpu" --quick
+LIGHTHOUSE_KERNEL_CUBIN_STORE=1 LIGHTHOUSE_CACHE_DIR=$cubin_cache \
+  run lighthouse_cubins_restored 300 "$BIN/test_lighthouse_gpu" --quick
+if [ -e "$LOGS/lighthouse_cubins_restored.log" ]; then
+  echo "== cubin records: $(find "$cubin_cache" -name 'cubin-*.lhk' | wc -l); plans of the second run:" \
+    "$(grep -oE '[0-9]+ from cubins of the kernel cache, [0-9]+ cubins written' \
+         "$LOGS/lighthouse_cubins_restored.log" | sort | uniq -c | tr -s ' \n' ' ')"
+fi
+rm -rf "$cubin_cache"
 # The scorers: the dilated scorer (cuDNN on the strided view) against tests/golden-dilated and
 # the CPU on fresh inputs, external scores equal to the norm scorer's bit for bit.
 if [ -x "$BIN/test_scorers_gpu" ]; then
