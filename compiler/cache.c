@@ -5,10 +5,12 @@
  * template with the shared pieces it includes and its constants pasted in), the chip, the PTX
  * features, the pass pipeline, the LLVM version and the library version. So a new library or LLVM never reuses stale PTX, and no manual invalidation exists.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "compiler_internal.h"
 #include "runtime.h"
@@ -371,6 +373,13 @@ int lhc_cache_record_read_bytes(lhc_cache *c, const char *name, const char *iden
 int lhc_cache_records_enabled(lhc_cache *c) {
     char dir[LHC_CACHE_DIR_CAP];
     return c && record_dir(c, dir, sizeof dir);
+}
+
+int lhc_cache_records_writable(lhc_cache *c) {
+    char dir[LHC_CACHE_DIR_CAP];
+    if (!c || !record_dir(c, dir, sizeof dir)) return 0;
+    if (access(dir, W_OK | X_OK) == 0) return 1;
+    return errno == ENOENT; /* made by the first write */
 }
 
 int lhc_cache_record_write(lhc_cache *c, const char *name, const char *identity,

@@ -103,6 +103,10 @@ int lhc_cache_record_read_bytes(lhc_cache *cache, const char *name, const char *
                                 char **payload, size_t *size);
 /* 1 when records are read and written now (the disk part is on and has a directory). */
 int lhc_cache_records_enabled(lhc_cache *cache);
+/* 1 when records are enabled and the directory can be written, or does not exist yet (a write
+ * makes it): whether making a record only to keep it is worth its cost. A read-only directory
+ * (a cache built ahead and mounted so) gives 0; writes can still fail later (a full disk). */
+int lhc_cache_records_writable(lhc_cache *cache);
 
 typedef struct lhc_cache_stats {
     int64_t memory_hits;   /* lhc_compile answered from memory */

@@ -78,7 +78,9 @@ lh_status cuda_cubin_load(const lh_cu_api *cu, lhc_cache *store, const lhc_kerne
         }
         /* Refused by this driver: made again below, and the record replaced. */
     }
-    if (link_ptx(cu, k, &cubin, &size)) {
+    /* Linking bypasses the driver's own cache of compiled PTX: worth it only for a record that
+     * can be kept. A read-only cache loads the PTX, which that cache may hold. */
+    if (lhc_cache_records_writable(store) && link_ptx(cu, k, &cubin, &size)) {
         bool loaded = load_image(cu, cubin, size, out);
         bool written = loaded && lhc_cache_record_write(store, RECORD_NAME, id, cubin, size) == 0;
         free(cubin);

@@ -15,7 +15,8 @@
  * made again and replaced.
  *
  * Never an error: where the linker is missing or fails, or the record cannot be written, the
- * kernel loads from its PTX as before (lh_cu_module_load, whose error is the one reported when
+ * kernel loads from its PTX as before (a directory that cannot be written is not linked for at
+ * all: linking bypasses the driver's own cache, which may hold the kernel) (lh_cu_module_load, whose error is the one reported when
  * that fails too). Off where the context's disk cache is off (LH_CONTEXT_CACHE_ENABLED = 0);
  * on only with LIGHTHOUSE_KERNEL_CUBIN_STORE=1 until it has been measured on a GPU.
  */

@@ -5,10 +5,12 @@
  * loaded from the copy of its cubin and stored once, restored by a later cache without linking,
  * made again for another driver version; a damaged, refused or unwritable record, a linker that
  * fails or is missing, and a store that is off all end in a loaded kernel (from its PTX where
- * nothing else works), and a PTX the driver refuses is the one error reported. */
+ * nothing else works); a directory that cannot be written is not linked for; and a PTX the
+ * driver refuses is the one error reported. */
 #define _GNU_SOURCE
 #include <check.h>
 #include <dirent.h>
+#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,20 +144,12 @@ static void setup(void) {
     chmod(dir, 0700);
 }
 
-static void teardown(void) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char path[600];
-        while ((e = readdir(d)))
-            if (e->d_name[0] != '.') {
-                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-                unlink(path);
-            }
-        closedir(d);
-    }
-    rmdir(dir);
+static int remove_one(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st, (void)type, (void)ftw;
+    return remove(path);
 }
+
+static void teardown(void) { nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS); }
 
 static lhc_cache *cache_at(const char *where) {
     lhc_cache *c = NULL;
@@ -312,7 +306,7 @@ START_TEST(no_store_loads_ptx) {
 }
 END_TEST
 
-START_TEST(unwritable_record_still_loads) {
+START_TEST(unwritable_directory_loads_ptx) {
     lh_cu_api cu = fake_api();
     char blocked[600];
     snprintf(blocked, sizeof blocked, "%s/file", dir); /* a file where a folder must be made */
@@ -322,8 +316,39 @@ START_TEST(unwritable_record_still_loads) {
     char under[700];
     snprintf(under, sizeof under, "%s/cache", blocked);
     lhc_cache *c = cache_at(under);
+    ck_assert(lhc_cache_records_enabled(c));
+    ck_assert(!lhc_cache_records_writable(c));
+    ck_assert_int_eq(load(&cu, c), CUDA_CUBIN_UNUSED); /* nothing linked only to be lost */
+    ck_assert_int_eq(fake.links_created, 0);
+    ck_assert_int_eq(fake.ptx_loads, 1);
+    lhc_cache_destroy(c);
+    snprintf(under, sizeof under, "%s/not-yet/made", dir); /* made by the first write */
+    c = cache_at(under);
+    ck_assert(lhc_cache_records_writable(c));
+    ck_assert_int_eq(load(&cu, c), CUDA_CUBIN_STORED);
+    lhc_cache_destroy(c);
+}
+END_TEST
+
+START_TEST(record_that_cannot_be_written) {
+    lh_cu_api cu = fake_api();
+    lhc_cache *c = cache_at(dir);
+    ck_assert_int_eq(load(&cu, c), CUDA_CUBIN_STORED);
+    lhc_cache_destroy(c);
+    char path[600], inside[700];
+    ck_assert_int_eq(count_records(path, sizeof path), 1);
+    /* A folder with a file in it where the record was: not read (not a regular file), and the
+     * rename of a fresh record over it fails. */
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    snprintf(inside, sizeof inside, "%s/x", path);
+    FILE *f = fopen(inside, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    c = cache_at(dir);
     ck_assert_int_eq(load(&cu, c), CUDA_CUBIN_UNSTORED);
-    ck_assert_int_eq(fake.cubin_loads, 1);
+    ck_assert_int_eq(fake.cubin_loads, 2);
+    ck_assert_int_eq(fake.ptx_loads, 0);
     lhc_cache_destroy(c);
 }
 END_TEST
@@ -367,7 +392,8 @@ int main(void) {
     tcase_add_test(tc, refused_cubins_fall_back_to_ptx);
     tcase_add_test(tc, linker_failures_fall_back_to_ptx);
     tcase_add_test(tc, no_store_loads_ptx);
-    tcase_add_test(tc, unwritable_record_still_loads);
+    tcase_add_test(tc, unwritable_directory_loads_ptx);
+    tcase_add_test(tc, record_that_cannot_be_written);
     tcase_add_test(tc, refused_ptx_is_the_error);
     tcase_add_test(tc, asked_for_by_the_environment);
     suite_add_tcase(s, tc);
