@@ -31,6 +31,8 @@ typedef struct bench_options {
     int num_batches;
     int64_t dilation;          /* --dilated D: also time the dilated scorer (bench_scorer.c) */
     int dilated_plans;         /* bench_plan makes plans of the dilated scorer (dilation) */
+    int alternate_pairs;       /* --pair-order alternate: every other repeat of a timed pair runs
+                                  its second call first (fixed, the default: always in order) */
 } bench_options;
 
 /* One stage of the Lighthouse forward or backward, timed inside the pipeline (CUDA events around

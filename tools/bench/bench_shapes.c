@@ -80,9 +80,10 @@ static void write_json(const bench_options *o, const shape_row *rows, int n, dou
     if (!f) { fprintf(stderr, "cannot write %s\n", o->json_path); return; }
     fprintf(f, "{\"kind\": \"shape_table\", \"gpu\": \"%s\", \"library\": \"%s\", \"levels\": %lld, "
                "\"pooling\": %lld, \"topk\": %lld, \"repeats\": %d, \"copy_bandwidth_gbs\": %.1f, "
-               "\"startup_seq\": %lld, ",
+               "\"startup_seq\": %lld, \"pair_order\": \"%s\", ",
             hd_gpu_name(), lh_version_string(), (long long)o->levels, (long long)o->pooling,
-            (long long)o->topk, o->repeats, copy_gbs, (long long)startup_seq);
+            (long long)o->topk, o->repeats, copy_gbs, (long long)startup_seq,
+            o->alternate_pairs ? "alternate" : "fixed");
     json_startup(f, startup);
     fprintf(f, ", \"rows\": [\n");
     for (int i = 0; i < n; i++) {

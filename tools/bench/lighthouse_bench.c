@@ -10,6 +10,9 @@
  *                    [--recompute 0|1]        (LH_PARAM_RECOMPUTE_SUBSEQ of the Lighthouse plans)
  *                    [--dilated D]            (also the dilated scorer of dilation D against the
  *                                             norm scorer, in pairs: its extra cost per N)
+ *                    [--pair-order fixed|alternate] (alternate: every other repeat of a timed
+ *                                             pair runs its second call, the floor or the
+ *                                             dilated scorer, first; fixed: never)
  *                    [--lighthouse-only 1|2] (for a profiler, see tests/gpu/profile_kernels.sh:
  *                                             1 runs Lighthouse alone, 2 Lighthouse and its
  *                                             floor in pairs; no copy, JIT, stages or dense)
@@ -49,8 +52,10 @@ double bench_median(double *v, int n) {
 
 /* Runs the k functions one after the other, warmup + repeats times, each between two events:
  * ms[f] = function f's median; with k == 2 and `ratio`, *ratio = the median over repeats of
- * function 0's time / function 1's. With `each`, each[f][i] = function f's time in repeat i
- * (run order). 0 on success. */
+ * function 0's time / function 1's. With `each`, each[f][i] = function f's time in repeat i.
+ * With --pair-order alternate, repeat i starts at function i % k (the others follow in order),
+ * so no function always runs first, after the previous repeat's last call; times stay filed by
+ * function. 0 on success. */
 enum { MAX_TIMED = 2 };
 static int timed_runs(const bench_options *o, int k, const bench_fn *fns, void *const *args, double *ms,
                       double *ratio, double (*each)[BENCH_MAX_REPEATS]) {
@@ -63,12 +68,14 @@ static int timed_runs(const bench_options *o, int k, const bench_fn *fns, void *
         for (int f = 0; f < k; f++)
             if (fns[f](args[f], i)) goto done;
     for (int i = 0; i < n; i++) {
+        int first = o->alternate_pairs ? i % k : 0;
         hd_event_record(ev[0]);
-        for (int f = 0; f < k; f++) {
+        for (int j = 0; j < k; j++) {
+            int f = (first + j) % k;
             if (fns[f](args[f], o->warmup + i)) goto done;
-            hd_event_record(ev[f + 1]);
+            hd_event_record(ev[j + 1]);
         }
-        for (int f = 0; f < k; f++) times[f][i] = hd_event_elapsed_ms(ev[f], ev[f + 1]);
+        for (int j = 0; j < k; j++) times[(first + j) % k][i] = hd_event_elapsed_ms(ev[j], ev[j + 1]);
         if (each)
             for (int f = 0; f < k; f++) each[f][i] = times[f][i];
         if (ratio) ratios[i] = times[0][i] / times[1][i];
@@ -285,10 +292,11 @@ static void write_json(const bench_options *o, const bench_row *rows, int n, dou
     if (!f) { fprintf(stderr, "cannot write %s\n", o->json_path); return; }
     fprintf(f, "{\"gpu\": \"%s\", \"library\": \"%s\", \"config\": {\"batch\": %lld, \"heads\": %lld, "
                "\"kv_heads\": %lld, \"dim\": %lld, \"levels\": %lld, \"pooling\": %lld, \"topk\": %lld, "
-               "\"dtype\": \"%s\"}, ",
+               "\"dtype\": \"%s\", \"pair_order\": \"%s\"}, ",
             hd_gpu_name(), lh_version_string(), (long long)o->batch, (long long)o->heads,
             (long long)o->kv_heads, (long long)o->dim, (long long)o->levels, (long long)o->pooling,
-            (long long)o->topk, o->dtype == LH_DTYPE_BFLOAT16 ? "bf16" : "fp16");
+            (long long)o->topk, o->dtype == LH_DTYPE_BFLOAT16 ? "bf16" : "fp16",
+            o->alternate_pairs ? "alternate" : "fixed");
     json_number(f, "copy_bandwidth_gbs", copy_gbs > 0 ? copy_gbs : -1.0, 0);   /* null: not measured */
     fprintf(f, "\"rows\": [\n");
     for (int i = 0; i < n; i++) {
@@ -302,7 +310,7 @@ static void write_json(const bench_options *o, const bench_row *rows, int n, dou
         json_number(f, "floor_fwdbwd_ms", r->floor_fwdbwd, 0);
         json_number(f, "fwd_over_floor", r->fwd_over_floor, 0);
         json_number(f, "fwdbwd_over_floor", r->fwdbwd_over_floor, 0);
-        json_pairs(f, "pairs_fwd_ms", r, 0);      /* [Lighthouse, floor] per repeat, run order */
+        json_pairs(f, "pairs_fwd_ms", r, 0);      /* [Lighthouse, floor] per repeat */
         json_pairs(f, "pairs_fwdbwd_ms", r, 1);
         json_number(f, "jit_cold_ms", r->startup[STARTUP_COLD].total_ms, 0);
         json_number(f, "jit_disk_ms", r->startup[STARTUP_DISK].total_ms, 0);
@@ -447,6 +455,13 @@ static void parse_args(int argc, char **argv, bench_options *o) {
         else if (!strcmp(a, "--startup-gap-ms")) o->startup_gap_ms = atoi(v);
         else if (!strcmp(a, "--batches")) o->num_batches = parse_list(v, o->batches, 4);
         else if (!strcmp(a, "--dilated")) o->dilation = atoll(v);
+        else if (!strcmp(a, "--pair-order")) {
+            if (strcmp(v, "fixed") && strcmp(v, "alternate")) {
+                fprintf(stderr, "--pair-order takes fixed or alternate, not %s\n", v);
+                exit(2);
+            }
+            o->alternate_pairs = !strcmp(v, "alternate");
+        }
         else { fprintf(stderr, "unknown option %s (see the comment at the top of lighthouse_bench.c)\n", a); exit(2); }
     }
     if (o->repeats < 1) o->repeats = 1;
