@@ -188,7 +188,7 @@ static lh_status load_or_build(const char *dir, const char *kernel, const char *
     size_t size = 0;
     char reason[LHC_CACHE_DIR_CAP + 160];
     if (dir[0]) {
-        int r = lhc_disk_read(dir, kernel, key, ptx, &size, reason, sizeof reason);
+        int r = lhc_disk_read(dir, kernel, key, 1, ptx, &size, reason, sizeof reason);
         if (r > 0 && strstr(*ptx, ".entry ")) {
             seen->disk_hits++;
             return LH_OK;
@@ -354,8 +354,7 @@ static int record_read(lhc_cache *c, const char *name, const char *identity, int
     char dir[LHC_CACHE_DIR_CAP], key[33], why[LHC_CACHE_DIR_CAP + 160];
     if (!c || !record_dir(c, dir, sizeof dir)) return 0;
     record_key(name, identity, key);
-    int r = text ? lhc_disk_read(dir, name, key, payload, size, why, sizeof why)
-                 : lhc_disk_read_bytes(dir, name, key, payload, size, why, sizeof why);
+    int r = lhc_disk_read(dir, name, key, text, payload, size, why, sizeof why);
     if (r == -2) record_untrusted(c, why);
     return r > 0 ? 1 : 0;
 }

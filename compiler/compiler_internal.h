@@ -62,16 +62,13 @@ uint64_t lhc_hash64(const void *data, size_t size);
 
 /* Fills `out` with the default directory ("" when neither variable nor HOME is set). */
 void lhc_default_cache_dir(char *out, size_t cap);
-/* Reads the entry for `key_hex`. Returns 1 and a malloc'd NUL-terminated payload on a valid
- * entry, 0 when absent, -1 when present but corrupt or truncated (the caller recompiles), -2
- * when the directory or the entry may not be trusted (another user's, writable by others, not
- * a regular file): `why` then holds a sentence. */
-int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, char **payload,
-                  size_t *size, char *why, size_t why_cap);
-/* The same for a payload of bytes (machine code), where a NUL byte is no sign of damage; the
- * payload is still followed by one NUL. */
-int lhc_disk_read_bytes(const char *dir, const char *kernel, const char *key_hex, char **payload,
-                        size_t *size, char *why, size_t why_cap);
+/* Reads the entry for `key_hex`. `text`: the payload is text (PTX, a cuDNN plan's JSON), so a
+ * NUL byte in it is damage; else bytes (machine code). Returns 1 and a malloc'd payload followed
+ * by one NUL on a valid entry, 0 when absent, -1 when present but corrupt or truncated (the
+ * caller recompiles), -2 when the directory or the entry may not be trusted (another user's,
+ * writable by others, not a regular file): `why` then holds a sentence. */
+int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, int text,
+                  char **payload, size_t *size, char *why, size_t why_cap);
 /* Writes the entry atomically (temporary file + rename). Returns 0, -1 on any failure, or -2
  * (with `why`) when the directory may not be trusted: nothing is written there. */
 int lhc_disk_write(const char *dir, const char *kernel, const char *key_hex, const char *payload,

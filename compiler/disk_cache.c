@@ -142,9 +142,8 @@ static int read_whole(int dfd, const char *name, char **data, size_t *size, char
     return 1;
 }
 
-/* `text`: a payload with a NUL byte is damage (PTX, a cuDNN plan's JSON), not a payload. */
-static int read_entry(const char *dir, const char *kernel, const char *key_hex, int text,
-                      char **payload, size_t *size, char *why, size_t why_cap) {
+int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, int text,
+                  char **payload, size_t *size, char *why, size_t why_cap) {
     char name[512];
     entry_name(name, sizeof name, kernel, key_hex);
     int dfd = open_dir(dir, why, why_cap);
@@ -176,16 +175,6 @@ static int read_entry(const char *dir, const char *kernel, const char *key_hex, 
     *payload = file;
     *size = (size_t)payload_size;
     return 1;
-}
-
-int lhc_disk_read(const char *dir, const char *kernel, const char *key_hex, char **payload,
-                  size_t *size, char *why, size_t why_cap) {
-    return read_entry(dir, kernel, key_hex, 1, payload, size, why, why_cap);
-}
-
-int lhc_disk_read_bytes(const char *dir, const char *kernel, const char *key_hex, char **payload,
-                        size_t *size, char *why, size_t why_cap) {
-    return read_entry(dir, kernel, key_hex, 0, payload, size, why, why_cap);
 }
 
 static int write_all(int fd, const char *data, size_t size) {
